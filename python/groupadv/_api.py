@@ -1,0 +1,177 @@
+"""The public functions: validate and coerce once, resolve the groups, call the backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _backend
+from ._groups import Groups, resolve
+from ._inputs import choice, ddof_value, eps_value, integer, out_array, rewards_array, threads_value
+
+
+def advantages(
+    rewards,
+    group_size: int | None = None,
+    *,
+    offsets=None,
+    group_ids=None,
+    groups: Groups | None = None,
+    center: str = "mean",
+    scale: str = "group",
+    ddof: int = 0,
+    eps: float = 0.0,
+    singleton: str = "zero",
+    nan: str = "raise",
+    decimals: int | None = None,
+    out: np.ndarray | None = None,
+    num_threads: int | None = None,
+) -> np.ndarray:
+    """Group-relative advantages ``A_i = c * (r_i - mu_g) / d``, in input order.
+
+    Groups: exactly one of ``group_size``, ``offsets``, ``group_ids`` or ``groups``.
+
+    center: ``"mean"`` (mu = group mean), ``"loo"`` (leave-one-out: r_i minus the mean of the
+        other rewards of its group, i.e. c = n/(n-1)), ``"none"`` (mu = 0).
+    scale: ``"group"`` (d = group std + eps), ``"batch"`` (d = std of all rewards in the batch
+        + eps; TRL / Lite PPO), ``"batch_residual"`` (d = std over the batch of the residuals
+        r_i - mu_g, + eps; AReaL), ``"none"`` (d = 1).
+        Batch statistics count each reward (episode) once.
+    ddof: 0 (population std, the default) or 1 (sample std, as torch.std and the peers).
+    eps: added to the std (>= 0). A group or batch with no spread gives advantages of exactly
+        0.0 whatever eps is, including 0.
+    singleton: a group with one (valid) reward gets ``"zero"`` (0.0), ``"raw"`` (verl: mean 0,
+        std 1, so the reward itself, divided by 1+eps for scale="group"), or ``"error"``.
+    nan: a NaN or infinite reward ``"raise"`` (ValueError naming its index),
+        ``"propagate"`` (its group's advantages, and any batch statistic, become NaN), or
+        ``"omit"`` (left out of every statistic; its own advantage is 0.0).
+    decimals: round the result (numpy's round-half-to-even) when given.
+    out: a C-contiguous array of the result's shape and dtype to write into.
+    num_threads: threads for this call (default: set_num_threads / GROUPADV_NUM_THREADS / CPUs).
+
+    Returns an array of the rewards' shape; float32 in, float32 out; float64 for float64,
+    ints and bools. Statistics are accumulated in float64 either way.
+    """
+    x = rewards_array(rewards)
+    g = resolve(len(x), group_size, offsets, group_ids, groups)
+    result = out_array(out, x)
+    _backend.impl.advantages(
+        x,
+        result,
+        g._impl,
+        choice(center, "center"),
+        choice(scale, "scale"),
+        ddof_value(ddof),
+        eps_value(eps),
+        choice(singleton, "singleton"),
+        choice(nan, "nan"),
+        threads_value(num_threads),
+    )
+    if decimals is not None:
+        np.round(result, integer(decimals, "decimals"), out=result)
+    return result
+
+
+def grpo(rewards, group_size: int | None = None, *, scale: str = "group", **kwargs) -> np.ndarray:
+    """GRPO advantages: the z-score of each reward within its group, ``(r - mean) / (std + eps)``.
+
+    ``scale="batch"`` or ``"batch_residual"`` keeps the group mean but divides by a batch std.
+    Other keywords as :func:`advantages`.
+    """
+    return advantages(rewards, group_size, center="mean", scale=scale, **kwargs)
+
+
+def drgrpo(rewards, group_size: int | None = None, **kwargs) -> np.ndarray:
+    """Dr. GRPO advantages: ``r - group mean``, no division by a std.
+    Other keywords as :func:`advantages`."""
+    return advantages(rewards, group_size, center="mean", scale="none", **kwargs)
+
+
+def rloo(rewards, group_size: int | None = None, **kwargs) -> np.ndarray:
+    """RLOO advantages: ``r_i - mean of the other rewards of its group``
+    (= n/(n-1) * (r_i - group mean)). Undefined for one-reward groups: see ``singleton``.
+    Other keywords as :func:`advantages`."""
+    return advantages(rewards, group_size, center="loo", scale="none", **kwargs)
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """Per-group statistics, in group order (labelled groups: order of first appearance)."""
+
+    count: np.ndarray
+    """Number of (valid) rewards in each group, int64."""
+    mean: np.ndarray
+    """Group mean, float64 (NaN for a group without valid rewards)."""
+    std: np.ndarray
+    """Group std with the requested ddof, float64 (NaN where count <= ddof)."""
+    labels: object = None
+    """The label of each group for `group_ids=` layouts, else None."""
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.count)
+
+    @property
+    def mean_within_std(self) -> float:
+        """Mean of the group stds over groups with at least two rewards (NaN if none): the
+        spread that a std normalization divides away."""
+        s = self.std[(self.count >= 2) & np.isfinite(self.std)]
+        return float(s.mean()) if s.size else float("nan")
+
+    @property
+    def frac_zero_std(self) -> float:
+        """Fraction of groups with at least two rewards whose rewards are all equal
+        (they carry no learning signal under group-relative advantages)."""
+        multi = self.count >= 2
+        n = int(multi.sum())
+        return float(np.sum(self.std[multi] == 0.0) / n) if n else float("nan")
+
+    def summary(self) -> dict:
+        """Scalars for logging."""
+        return {
+            "n_groups": self.n_groups,
+            "n_rewards": int(self.count.sum()),
+            "mean_within_std": self.mean_within_std,
+            "frac_zero_std": self.frac_zero_std,
+        }
+
+
+def group_stats(
+    rewards,
+    group_size: int | None = None,
+    *,
+    offsets=None,
+    group_ids=None,
+    groups: Groups | None = None,
+    ddof: int = 0,
+    nan: str = "raise",
+    num_threads: int | None = None,
+) -> GroupStats:
+    """Count, mean and std of each group, plus summary diagnostics (see :class:`GroupStats`).
+    ``nan`` as in :func:`advantages` ("omit" counts only finite rewards)."""
+    x = rewards_array(rewards)
+    g = resolve(len(x), group_size, offsets, group_ids, groups)
+    count, mean, std = _backend.impl.group_stats(
+        x, g._impl, ddof_value(ddof), choice(nan, "nan"), threads_value(num_threads)
+    )
+    return GroupStats(count=count, mean=mean, std=std, labels=g.labels)
+
+
+def backend() -> str:
+    """The active backend: "native" (compiled Rust core) or "numpy" (fallback)."""
+    return _backend.name
+
+
+def set_num_threads(n: int) -> None:
+    """Default number of threads for the native backend (0 restores the default:
+    GROUPADV_NUM_THREADS, else the number of CPUs)."""
+    n = integer(n, "n")
+    if n < 0:
+        raise ValueError(f"the number of threads must be >= 0, got {n}")
+    _backend.impl.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Default number of threads of the active backend."""
+    return _backend.impl.get_num_threads()

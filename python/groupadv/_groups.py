@@ -1,0 +1,178 @@
+"""Group layouts at the API edge: `group_size=`, `offsets=` or `group_ids=`, resolved once
+into a backend `Grouping` and wrapped in a reusable `Groups`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _backend
+from ._inputs import integer
+
+
+class Groups:
+    """A group layout resolved once, reusable for every reward array of the same length.
+
+    Build it with :func:`make_groups`; pass it as ``groups=`` to any function. Resolving
+    string labels (hashing, and for non-contiguous labels building a permutation) is the
+    costly part of a labelled call, so reuse pays when several arrays share a layout.
+    """
+
+    __slots__ = ("_impl", "_backend", "_ids", "_first")
+
+    def __init__(self, impl, backend: str, ids=None, first=None):
+        self._impl = impl
+        self._backend = backend
+        self._ids = ids
+        self._first = first
+
+    @property
+    def n(self) -> int:
+        """Number of rewards the layout covers."""
+        return self._impl.n
+
+    @property
+    def n_groups(self) -> int:
+        return self._impl.n_groups
+
+    @property
+    def kind(self) -> str:
+        """'uniform', 'ragged' or 'permuted' (labels whose rewards are not contiguous)."""
+        return self._impl.kind
+
+    def sizes(self) -> np.ndarray:
+        """Number of rewards in each group, in group order."""
+        return self._impl.sizes()
+
+    def codes(self) -> np.ndarray:
+        """Group index (0..n_groups-1) of each reward, in input order."""
+        return self._impl.codes()
+
+    @property
+    def labels(self):
+        """The label of each group (for `group_ids=` layouts; groups are numbered in order of
+        first appearance), else None."""
+        if self._ids is None:
+            return None
+        if isinstance(self._ids, np.ndarray):
+            return self._ids[self._first]
+        return [self._ids[i] for i in self._first.tolist()]
+
+    @property
+    def first_index(self) -> np.ndarray | None:
+        """Index of the first reward of each labelled group, else None."""
+        return self._first
+
+    def __repr__(self) -> str:
+        return f"Groups(kind={self.kind!r}, n={self.n}, n_groups={self.n_groups})"
+
+
+def make_groups(n: int | None = None, group_size=None, *, offsets=None, group_ids=None) -> Groups:
+    """Resolve a group layout once.
+
+    Exactly one of ``group_size`` (with ``n``), ``offsets`` or ``group_ids`` is given:
+
+    * ``group_size=G``: consecutive groups of G rewards (G must divide n).
+    * ``offsets``: integers with ``offsets[0] == 0``, non-decreasing, ``offsets[-1] == n``;
+      group g is ``rewards[offsets[g]:offsets[g+1]]`` (empty groups allowed). n defaults
+      to ``offsets[-1]``.
+    * ``group_ids``: one label per reward (ints or strings, any order), as verl's ``uid``.
+      Groups are numbered in order of first appearance.
+    """
+    given = [k for k, v in (("group_size", group_size), ("offsets", offsets), ("group_ids", group_ids)) if v is not None]
+    if len(given) != 1:
+        raise TypeError(
+            "give exactly one of group_size=, offsets=, group_ids= (or groups=)"
+            + (f"; got {', '.join(given)}" if given else "")
+        )
+    impl = _backend.impl
+    if n is not None:
+        n = integer(n, "n")
+    if group_size is not None:
+        if n is None:
+            raise TypeError("group_size= needs the number of rewards n")
+        return Groups(impl.grouping_uniform(n, integer(group_size, "group_size")), _backend.name)
+    if offsets is not None:
+        offs = _offsets_array(offsets)
+        if n is None:
+            n = int(offs[-1]) if offs.size else 0
+        return Groups(impl.grouping_offsets(n, offs), _backend.name)
+    if n is not None and len(group_ids) != n:
+        raise ValueError(f"group_ids has length {len(group_ids)} but rewards has length {n}")
+    grouping, first = _labelled(impl, group_ids)
+    return Groups(grouping, _backend.name, group_ids, first)
+
+
+def resolve(n: int, group_size=None, offsets=None, group_ids=None, groups=None) -> Groups:
+    """The layout for an n-reward call, from whichever keyword the caller used."""
+    if groups is None:
+        return make_groups(n, group_size, offsets=offsets, group_ids=group_ids)
+    if any(v is not None for v in (group_size, offsets, group_ids)):
+        raise TypeError("give either groups= or one of group_size=, offsets=, group_ids=, not both")
+    if not isinstance(groups, Groups):
+        raise TypeError(f"groups must be a groupadv.Groups (from make_groups), got {type(groups).__name__}")
+    if groups._backend != _backend.name:
+        raise ValueError(f"groups was built by the {groups._backend} backend, but the {_backend.name} backend is active")
+    if groups.n != n:
+        raise ValueError(f"groups covers {groups.n} rewards but rewards has length {n}")
+    return groups
+
+
+def _offsets_array(offsets) -> np.ndarray:
+    arr = np.asarray(offsets)
+    if arr.ndim != 1:
+        raise ValueError(f"offsets must be 1-D, got shape {arr.shape}")
+    if arr.dtype.kind == "u":
+        if arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise ValueError("offsets exceed the int64 range")
+    elif arr.dtype.kind != "i":
+        if arr.size == 0:
+            arr = arr.astype(np.int64)
+        else:
+            raise TypeError(f"offsets must be integers, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _ids_array(ids) -> np.ndarray | list:
+    mod = type(ids).__module__
+    if mod.startswith("torch"):
+        return ids.detach().cpu().numpy()
+    if isinstance(ids, np.ndarray) or not isinstance(ids, (list, tuple)):
+        return np.asarray(ids)
+    return ids
+
+
+def _labelled(impl, ids):
+    ids_in = _ids_array(ids)
+    if isinstance(ids_in, np.ndarray):
+        if ids_in.ndim != 1:
+            raise ValueError(f"group_ids must be 1-D, got shape {ids_in.shape}")
+        kind = ids_in.dtype.kind
+        if ids_in.size == 0:
+            raise ValueError("group_ids is empty")
+        if kind in "iub":
+            if kind == "u" and ids_in.dtype.itemsize == 8:
+                # A bit-for-bit view keeps distinct labels distinct.
+                return impl.grouping_ids_int(np.ascontiguousarray(ids_in).view(np.int64))
+            return impl.grouping_ids_int(np.ascontiguousarray(ids_in, dtype=np.int64))
+        if kind == "f":
+            if not np.all(np.isfinite(ids_in)) or np.any(ids_in != np.round(ids_in)):
+                raise TypeError("float group_ids must be whole numbers; pass ints or strings")
+            return impl.grouping_ids_int(ids_in.astype(np.int64))
+        if kind in "US":
+            rows = np.ascontiguousarray(ids_in)
+            return impl.grouping_ids_bytes(rows.view(np.uint8).reshape(len(rows), rows.dtype.itemsize))
+        if kind != "O":
+            raise TypeError(f"group_ids must be ints or strings, got dtype {ids_in.dtype}")
+    try:
+        return impl.grouping_ids_str(ids_in)
+    except TypeError:
+        pass
+    # Mixed or non-str hashable labels: number them by first appearance here.
+    seen: dict = {}
+    try:
+        codes = np.fromiter((seen.setdefault(u, len(seen)) for u in ids_in), dtype=np.int64, count=len(ids_in))
+    except TypeError as e:
+        raise TypeError(f"group_ids must be hashable labels: {e}") from None
+    if codes.size == 0:
+        raise ValueError("group_ids is empty")
+    return impl.grouping_ids_int(codes)

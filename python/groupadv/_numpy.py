@@ -1,0 +1,365 @@
+"""Pure-numpy backend: the same functions, arguments and semantics as the compiled
+``groupadv._native`` module, vectorized over groups (no Python loop per group).
+
+It mirrors the Rust core step for step (statistics in float64, the mean taken relative to
+each group's first valid reward so that all-equal groups give exactly 0, the same singleton
+and non-finite policies, the same error messages), so both backends agree to rounding.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+__version__ = "numpy"
+
+_CENTERS = ("mean", "loo", "none")
+_SCALES = ("group", "batch", "batch_residual", "none")
+_SINGLETONS = ("zero", "raw", "error")
+_NANS = ("raise", "propagate", "omit")
+# Squared deviations below this may have lost precision to float64 underflow.
+_SMALL_M2 = 1e-280
+
+
+class Grouping:
+    """A resolved group layout (numpy twin of the native ``Grouping``)."""
+
+    __slots__ = ("n", "n_groups", "kind", "offsets", "perm")
+
+    def __init__(self, n: int, offsets: np.ndarray, perm: np.ndarray | None, kind: str):
+        self.n = int(n)
+        self.offsets = offsets
+        self.perm = perm
+        self.n_groups = len(offsets) - 1
+        self.kind = kind
+
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def codes(self) -> np.ndarray:
+        grouped = np.repeat(np.arange(self.n_groups, dtype=np.int64), self.sizes())
+        if self.perm is None:
+            return grouped
+        codes = np.empty(self.n, dtype=np.int64)
+        codes[self.perm] = grouped
+        return codes
+
+    def __repr__(self) -> str:
+        return f"Grouping(kind={self.kind!r}, n={self.n}, n_groups={self.n_groups})"
+
+
+def grouping_uniform(n: int, group_size: int) -> Grouping:
+    if n == 0:
+        raise ValueError("rewards is empty")
+    if group_size <= 0 or n % group_size:
+        raise ValueError(
+            f"group_size={group_size} does not divide the number of rewards ({n}); "
+            "group_size must be a positive divisor of len(rewards)"
+        )
+    return Grouping(n, np.arange(0, n + 1, group_size, dtype=np.int64), None, "uniform")
+
+
+def grouping_offsets(n: int, offsets: np.ndarray) -> Grouping:
+    if n == 0:
+        raise ValueError("rewards is empty")
+    if len(offsets) < 2:
+        raise ValueError("offsets must have at least 2 entries")
+    if offsets[0] != 0:
+        raise ValueError(f"offsets[0] must be 0, got {offsets[0]}")
+    bad = np.flatnonzero(offsets[1:] < offsets[:-1])
+    if bad.size:
+        i = int(bad[0]) + 1
+        raise ValueError(
+            f"offsets must be non-decreasing, but offsets[{i - 1}] = {offsets[i - 1]} "
+            f"> offsets[{i}] = {offsets[i]}"
+        )
+    if offsets[-1] != n:
+        raise ValueError(f"offsets[-1] must equal len(rewards) = {n}, got {offsets[-1]}")
+    return Grouping(n, np.array(offsets, dtype=np.int64), None, "ragged")
+
+
+def _from_labels(labels: np.ndarray) -> tuple[Grouping, np.ndarray]:
+    n = len(labels)
+    if n == 0:
+        raise ValueError("rewards is empty")
+    if n > 2**32 - 1:
+        raise ValueError(
+            f"group_ids supports at most {2**32 - 1} rewards, got {n}; "
+            "pass contiguous groups as offsets instead"
+        )
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    # Number groups by first appearance, as the native backend does.
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    codes = rank[inverse.reshape(-1)]
+    first = first[order].astype(np.int64)
+    counts = np.bincount(codes, minlength=len(first))
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    if np.all(codes[1:] >= codes[:-1]):
+        return Grouping(n, offsets, None, "ragged"), first
+    perm = np.argsort(codes, kind="stable").astype(np.int64)
+    return Grouping(n, offsets, perm, "permuted"), first
+
+
+def grouping_ids_int(ids: np.ndarray) -> tuple[Grouping, np.ndarray]:
+    return _from_labels(ids)
+
+
+def grouping_ids_bytes(rows: np.ndarray) -> tuple[Grouping, np.ndarray]:
+    n, width = rows.shape
+    if width == 0:
+        return _from_labels(np.zeros(n, dtype=np.int8))
+    return _from_labels(np.ascontiguousarray(rows).view(np.dtype((np.void, width))).reshape(n))
+
+
+def grouping_ids_str(ids) -> tuple[Grouping, np.ndarray]:
+    items = list(ids)
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise TypeError(f"group_ids[{i}] is not a str (got {type(item).__name__})")
+    return _from_labels(np.array(items, dtype=object))
+
+
+def _check(center, scale, ddof, eps, singleton, nan):
+    for what, got, allowed in (
+        ("center", center, _CENTERS),
+        ("scale", scale, _SCALES),
+        ("singleton", singleton, _SINGLETONS),
+        ("nan", nan, _NANS),
+    ):
+        if got not in allowed:
+            names = ", ".join(repr(a) for a in allowed)
+            raise ValueError(f"{what} must be one of {names}, got {got!r}")
+    if ddof not in (0, 1):
+        raise ValueError(f"ddof must be 0 or 1, got {ddof}")
+    if not (np.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+
+
+class _Moments:
+    """Per-group moments over the grouped (permuted) values, in float64."""
+
+    def __init__(self, x: np.ndarray, g: Grouping, nan: str, ddof: int):
+        xs = np.asarray(x if g.perm is None else x[g.perm], dtype=np.float64)
+        sizes = g.sizes()
+        starts = g.offsets[:-1]
+        nonempty = np.flatnonzero(sizes > 0)
+        self.xs, self.sizes, self.nonempty = xs, sizes, nonempty
+        ne_starts, ne_sizes = starts[nonempty], sizes[nonempty]
+        k = g.n_groups
+        self.omit = nan == "omit"
+        if self.omit:
+            valid = np.isfinite(xs)
+            # Position of each group's first valid value (n where there is none).
+            pos = np.where(valid, np.arange(len(xs)), len(xs))
+            first = np.minimum.reduceat(pos, ne_starts)
+            first = np.where(first < ne_starts + ne_sizes, first, len(xs))
+            count_ne = np.add.reduceat(valid.astype(np.int64), ne_starts)
+            xs_ext = np.append(xs, 0.0)
+            shift_ne = np.where(count_ne > 0, xs_ext[first], 0.0)
+        else:
+            valid = None
+            count_ne = ne_sizes
+            shift_ne = xs[ne_starts]
+        self.valid = valid
+        dev = xs - np.repeat(shift_ne, ne_sizes)
+        if valid is not None:
+            dev[~valid] = 0.0
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            mean_ne = shift_ne + np.add.reduceat(dev, ne_starts) / count_ne
+            res = xs - np.repeat(mean_ne, ne_sizes)
+            if valid is not None:
+                res[~valid] = 0.0
+            m2_ne = np.add.reduceat(res * res, ne_starts)
+        self.res = res
+        self.count = np.zeros(k, dtype=np.int64)
+        self.count[nonempty] = count_ne
+        self.mean = np.zeros(k)
+        self.mean[nonempty] = mean_ne
+        self.m2 = np.zeros(k)
+        self.m2[nonempty] = m2_ne
+        self.ddof = ddof
+        self.is_f64 = x.dtype == np.float64
+
+    def std(self) -> np.ndarray:
+        """Group std (NaN where count <= ddof), robust to float64 over/underflow like the core."""
+        dof = self.count - self.ddof
+        with np.errstate(invalid="ignore", divide="ignore"):
+            std = np.sqrt(self.m2 / np.where(dof > 0, dof, 1))
+        std[dof <= 0] = np.nan
+        if self.is_f64:
+            risky = (dof > 0) & np.isfinite(self.mean) & ~(np.isfinite(self.m2) & (self.m2 >= _SMALL_M2))
+            if risky.any():
+                std[risky] = self._rescaled_std(np.flatnonzero(risky))
+        return std
+
+    def _rescaled_std(self, groups: np.ndarray) -> np.ndarray:
+        out = np.empty(len(groups))
+        starts = np.concatenate(([0], np.cumsum(self.sizes)))
+        for j, g in enumerate(groups):  # rare path: only groups beyond ~1e154 or below ~1e-146
+            d = np.abs(self.res[starts[g] : starts[g + 1]])
+            if self.valid is not None:
+                d = d[self.valid[starts[g] : starts[g + 1]]]
+            amax = d.max() if d.size else 0.0
+            if amax == 0.0 or not np.isfinite(amax):
+                out[j] = 0.0 if amax == 0.0 else np.nan
+            else:
+                out[j] = amax * np.sqrt(np.sum((d / amax) ** 2) / (self.count[g] - self.ddof))
+        return out
+
+
+def _source_index(g: Grouping, pos: int) -> int:
+    return int(pos if g.perm is None else g.perm[pos])
+
+
+def _first_fault(x, g, mom, nan, singleton):
+    """Error for the lowest group with a fault, as the core reports it (or None)."""
+    bad_mean = (mom.count > 0) & ~np.isfinite(mom.mean) if nan == "raise" else None
+    single = (mom.count == 1) if singleton == "error" else None
+    faults = np.zeros(g.n_groups, dtype=bool)
+    if bad_mean is not None:
+        faults |= bad_mean
+    if single is not None:
+        faults |= single
+    hits = np.flatnonzero(faults)
+    if not hits.size:
+        return None
+    grp = int(hits[0])
+    idx = [_source_index(g, p) for p in range(g.offsets[grp], g.offsets[grp + 1])]
+    if bad_mean is not None and bad_mean[grp]:
+        nonfinite = [i for i in idx if not np.isfinite(x[i])]
+        if not nonfinite:
+            return ValueError(f"the rewards of group {grp} overflow float64 when summed")
+        i = min(nonfinite)
+        return ValueError(
+            f"rewards[{i}] is {_fmt(x[i])}; pass nan='propagate' or nan='omit' to allow non-finite rewards"
+        )
+    finite = [i for i in idx if np.isfinite(x[i])]
+    i = min(finite) if finite else idx[0]
+    return ValueError(
+        f"group {grp} (rewards[{i}]) has a single reward, and singleton='error'; "
+        "use singleton='zero' or 'raw' to allow it"
+    )
+
+
+def _fmt(v) -> str:
+    v = float(v)
+    return "NaN" if np.isnan(v) else ("inf" if v > 0 else "-inf")
+
+
+def _batch(mom: _Moments, nan: str):
+    """(count, mean, m2) of the rewards and (residual_count, residual_m2) over the batch."""
+    xs = mom.xs if mom.valid is None else mom.xs[mom.valid]
+    n = len(xs)
+    if n == 0:
+        return 0, 0.0, 0.0, 0, 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean = xs[0] + np.sum(xs - xs[0]) / n
+        m2 = float(np.sum((xs - mean) ** 2))
+    return n, float(mean), m2, int(mom.count.sum()), float(mom.m2.sum())
+
+
+def _batch_std(b, scale: str, ddof: int) -> float:
+    n, _, m2, rn, rm2 = b
+    num, cnt = (m2, n) if scale == "batch" else (rm2, rn)
+    return float(np.sqrt(num / (cnt - ddof))) if cnt > ddof else float("nan")
+
+
+def advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan, num_threads):
+    _check(center, scale, ddof, eps, singleton, nan)
+    g = grouping
+    if len(rewards) != g.n:
+        raise ValueError(f"rewards has length {len(rewards)} but the groups cover {g.n} rewards")
+    if len(out) != g.n:
+        raise ValueError(f"out has length {len(out)} but the groups cover {g.n} rewards")
+    mom = _Moments(rewards, g, nan, ddof)
+    err = _first_fault(rewards, g, mom, nan, singleton)
+    if err is not None:
+        raise err
+    count = mom.count
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if scale in ("batch", "batch_residual"):
+            batch_denom = _batch_std(_batch(mom, nan), scale, ddof) + eps
+        else:
+            batch_denom = 1.0
+        many = count >= 2
+        mu = np.where(many & (center != "none"), mom.mean, 0.0)
+        if center == "loo":
+            factor = np.where(many, count / np.maximum(count - 1, 1), 0.0)
+        else:
+            factor = many.astype(np.float64)
+        if scale == "group":
+            denom = np.where(many, mom.std() + eps, 1.0)
+        elif scale == "none":
+            denom = np.ones(g.n_groups)
+        else:
+            denom = np.where(many, batch_denom, 1.0)
+        if singleton == "raw":
+            one = count == 1
+            factor = np.where(one, 1.0, factor)
+            if scale == "group":
+                denom = np.where(one, 1.0 + eps, denom)
+            elif scale != "none":
+                denom = np.where(one, batch_denom, denom)
+        k = np.where(denom == 0.0, 0.0, factor / denom)
+        sizes = mom.sizes
+        res = (mom.xs - np.repeat(mu, sizes)) * np.repeat(k, sizes)
+        if nan == "omit":
+            res[~mom.valid] = 0.0
+        poisoned = (count > 0) & ~np.isfinite(mom.mean)
+        if poisoned.any():
+            res[np.repeat(poisoned, sizes)] = np.nan
+    if g.perm is None:
+        out[...] = res
+    else:
+        out[g.perm] = res
+
+
+def group_stats(rewards, grouping, ddof, nan, num_threads):
+    _check("mean", "group", ddof, 0.0, "zero", nan)
+    g = grouping
+    if len(rewards) != g.n:
+        raise ValueError(f"rewards has length {len(rewards)} but the groups cover {g.n} rewards")
+    mom = _Moments(rewards, g, nan, ddof)
+    err = _first_fault(rewards, g, mom, nan, "zero")
+    if err is not None:
+        raise err
+    mean = np.where(mom.count > 0, mom.mean, np.nan)
+    std = np.where(np.isfinite(mean), mom.std(), np.nan)
+    return mom.count.copy(), mean, std
+
+
+def batch_moments(rewards, grouping, nan, num_threads):
+    _check("mean", "group", 0, 0.0, "zero", nan)
+    g = grouping
+    if len(rewards) != g.n:
+        raise ValueError(f"rewards has length {len(rewards)} but the groups cover {g.n} rewards")
+    mom = _Moments(rewards, g, nan, 0)
+    err = _first_fault(rewards, g, mom, nan, "zero")
+    if err is not None:
+        raise err
+    return _batch(mom, nan)
+
+
+_threads = 0
+
+
+def set_num_threads(n: int) -> None:
+    """Recorded for API parity; the numpy backend runs on numpy's own threads."""
+    global _threads
+    _threads = int(n)
+
+
+def get_num_threads() -> int:
+    if _threads:
+        return _threads
+    env = os.environ.get("GROUPADV_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return os.cpu_count() or 1
+
+
+def _after_fork_in_child() -> None:
+    pass

@@ -1,0 +1,460 @@
+//! Group-relative advantages: centring (mean | leave-one-out | none) and scaling
+//! (group std | batch std of rewards | batch std of group residuals | none).
+//!
+//! For a group with n valid rewards, mean m and standard deviation s:
+//!
+//! ```text
+//! A_i = c * (r_i - mu) / d
+//!   mu = m (Mean, LeaveOneOut) or 0 (None);  c = n/(n-1) for LeaveOneOut, else 1
+//!   d  = s + eps (Group) | S_batch + eps (Batch, BatchResidual) | 1 (None)
+//! ```
+//!
+//! A zero denominator (possible only with eps = 0 when the scope has no spread) gives 0.0, as
+//! does any group whose rewards are all equal: its residuals are exactly 0 (see `stats`).
+
+use crate::groups::Grouping;
+use crate::parallel::map_batches;
+use crate::real::Real;
+use crate::stats::{group_std, moments, moments_finite, Moments};
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Center {
+    Mean,
+    LeaveOneOut,
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scale {
+    /// Standard deviation of the group's rewards.
+    Group,
+    /// Standard deviation of all rewards in the batch (TRL / Lite PPO "batch").
+    Batch,
+    /// Standard deviation of the group-centred residuals over the batch (AReaL).
+    BatchResidual,
+    None,
+}
+
+/// What a group with exactly one valid reward gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Singleton {
+    /// Advantage 0: nothing to compare against.
+    Zero,
+    /// verl's convention: mean 0 and std 1, so the advantage is the raw reward (scaled).
+    Raw,
+    Error,
+}
+
+/// What a NaN or infinite reward does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NonFinite {
+    Raise,
+    /// Its whole group (and any batch statistic) becomes NaN.
+    Propagate,
+    /// Left out of every statistic; its own advantage is 0.
+    Omit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Params {
+    pub center: Center,
+    pub scale: Scale,
+    pub ddof: u32,
+    pub eps: f64,
+    pub singleton: Singleton,
+    pub nonfinite: NonFinite,
+    /// 0: the default thread count.
+    pub threads: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            center: Center::Mean,
+            scale: Scale::Group,
+            ddof: 0,
+            eps: 0.0,
+            singleton: Singleton::Zero,
+            nonfinite: NonFinite::Raise,
+            threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdvError {
+    /// A non-finite reward under `NonFinite::Raise`.
+    NonFinite { index: usize, value: f64 },
+    /// Finite rewards whose group mean overflowed f64.
+    Overflow { group: usize },
+    Singleton { group: usize, index: usize },
+    LengthMismatch { what: &'static str, len: usize, n: usize },
+    BadParameter(String),
+}
+
+impl fmt::Display for AdvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdvError::NonFinite { index, value } => write!(
+                f,
+                "rewards[{index}] is {value}; pass nan='propagate' or nan='omit' to allow non-finite rewards"
+            ),
+            AdvError::Overflow { group } => {
+                write!(f, "the rewards of group {group} overflow float64 when summed")
+            }
+            AdvError::Singleton { group, index } => write!(
+                f,
+                "group {group} (rewards[{index}]) has a single reward, and singleton='error'; \
+                 use singleton='zero' or 'raw' to allow it"
+            ),
+            AdvError::LengthMismatch { what, len, n } => {
+                write!(f, "{what} has length {len} but the groups cover {n} rewards")
+            }
+            AdvError::BadParameter(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for AdvError {}
+
+/// Batch-level statistics (episode-weighted: each reward counts once).
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct BatchMoments {
+    /// Moments of the raw rewards over the batch.
+    pub rewards: Moments,
+    /// Sum over groups of the squared deviations from the group mean, and the count behind it.
+    pub residual_m2: f64,
+    pub residual_count: u64,
+}
+
+impl BatchMoments {
+    pub fn merge(self, o: BatchMoments) -> BatchMoments {
+        BatchMoments {
+            rewards: self.rewards.merge(o.rewards),
+            residual_m2: self.residual_m2 + o.residual_m2,
+            residual_count: self.residual_count + o.residual_count,
+        }
+    }
+
+    /// The batch standard deviation that `scale` divides by (before eps).
+    pub fn std(&self, scale: Scale, ddof: u32) -> f64 {
+        match scale {
+            Scale::Batch => self.rewards.std(ddof),
+            Scale::BatchResidual => {
+                if self.residual_count <= ddof as u64 {
+                    f64::NAN
+                } else {
+                    (self.residual_m2 / (self.residual_count - ddof as u64) as f64).sqrt()
+                }
+            }
+            Scale::Group | Scale::None => 1.0,
+        }
+    }
+}
+
+/// Why one group could not be computed (turned into an [`AdvError`] with indices by the caller).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    NonFinite,
+    Singleton,
+}
+
+fn check_params(p: &Params) -> Result<(), AdvError> {
+    if p.ddof > 1 {
+        return Err(AdvError::BadParameter(format!("ddof must be 0 or 1, got {}", p.ddof)));
+    }
+    if !(p.eps >= 0.0 && p.eps.is_finite()) {
+        return Err(AdvError::BadParameter(format!(
+            "eps must be a finite number >= 0, got {}",
+            p.eps
+        )));
+    }
+    Ok(())
+}
+
+/// Output pointer shared by the batches; each batch writes only its own groups' elements,
+/// which are disjoint (contiguous ranges, or a permutation's images).
+#[derive(Clone, Copy)]
+struct SharedOut<T>(*mut T);
+unsafe impl<T: Send> Send for SharedOut<T> {}
+unsafe impl<T: Send> Sync for SharedOut<T> {}
+
+impl<T> SharedOut<T> {
+    // A method, so that closures capture the whole (Sync) wrapper, not the raw pointer field.
+    #[inline(always)]
+    fn ptr(&self) -> *mut T {
+        self.0
+    }
+}
+
+/// Visit groups `range` of `grouping` with their values as one slice; permuted groups are
+/// gathered into a scratch buffer. `f(g, values, start)` may return early with an error.
+fn visit_groups<T: Real, E>(
+    x: &[T],
+    grouping: &Grouping,
+    range: std::ops::Range<usize>,
+    mut f: impl FnMut(usize, &[T], usize) -> Result<(), E>,
+) -> Result<(), E> {
+    match grouping {
+        Grouping::Permuted(p) => {
+            let (offsets, perm) = (p.offsets(), p.perm());
+            let mut scratch: Vec<T> = Vec::new();
+            for g in range {
+                let (a, b) = (offsets[g], offsets[g + 1]);
+                scratch.clear();
+                scratch.extend(perm[a..b].iter().map(|&i| x[i as usize]));
+                f(g, &scratch, a)?;
+            }
+        }
+        _ => {
+            for g in range {
+                let (a, b) = grouping.bounds(g);
+                f(g, &x[a..b], a)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Source index of the element at grouped position `pos`.
+fn source_index(grouping: &Grouping, pos: usize) -> usize {
+    match grouping {
+        Grouping::Permuted(p) => p.perm()[pos] as usize,
+        _ => pos,
+    }
+}
+
+fn fault_to_error<T: Real>(x: &[T], grouping: &Grouping, g: usize, fault: Fault) -> AdvError {
+    let (a, b) = grouping.bounds(g);
+    match fault {
+        Fault::NonFinite => (a..b)
+            .map(|pos| source_index(grouping, pos))
+            .filter(|&i| !x[i].to_f64().is_finite())
+            .min()
+            .map(|index| AdvError::NonFinite { index, value: x[index].to_f64() })
+            .unwrap_or(AdvError::Overflow { group: g }),
+        Fault::Singleton => {
+            let index = (a..b)
+                .map(|pos| source_index(grouping, pos))
+                .filter(|&i| x[i].to_f64().is_finite())
+                .min()
+                .unwrap_or(source_index(grouping, a));
+            AdvError::Singleton { group: g, index }
+        }
+    }
+}
+
+/// Run a per-group pass over all batches and turn the first fault into an error.
+fn run_batches<T: Real, R: Send>(
+    x: &[T],
+    grouping: &Grouping,
+    threads: usize,
+    per_batch: impl Fn(std::ops::Range<usize>) -> Result<R, (usize, Fault)> + Sync + Send,
+) -> Result<Vec<R>, AdvError> {
+    map_batches(grouping, threads, per_batch)
+        .into_iter()
+        .collect::<Result<Vec<R>, _>>()
+        .map_err(|(g, fault)| fault_to_error(x, grouping, g, fault))
+}
+
+#[inline]
+fn group_moments<T: Real>(x: &[T], nonfinite: NonFinite) -> Moments {
+    match nonfinite {
+        NonFinite::Omit => moments_finite(x),
+        _ => moments(x),
+    }
+}
+
+/// Batch statistics over all groups (needed before writing when scaling by a batch std).
+pub fn batch_moments<T: Real>(
+    x: &[T],
+    grouping: &Grouping,
+    p: &Params,
+) -> Result<BatchMoments, AdvError> {
+    check_params(p)?;
+    check_len(x.len(), grouping, "rewards")?;
+    let parts = run_batches(x, grouping, p.threads, |range| {
+        let mut acc = BatchMoments::default();
+        visit_groups(x, grouping, range, |g, xs, _| {
+            if xs.is_empty() {
+                return Ok(());
+            }
+            let m = group_moments(xs, p.nonfinite);
+            if p.nonfinite == NonFinite::Raise && !m.mean.is_finite() {
+                return Err((g, Fault::NonFinite));
+            }
+            if m.count == 1 && p.singleton == Singleton::Error {
+                return Err((g, Fault::Singleton));
+            }
+            acc.rewards = acc.rewards.merge(m);
+            acc.residual_m2 += m.m2;
+            acc.residual_count += m.count;
+            Ok(())
+        })?;
+        Ok(acc)
+    })?;
+    Ok(parts.into_iter().fold(BatchMoments::default(), BatchMoments::merge))
+}
+
+fn check_len(len: usize, grouping: &Grouping, what: &'static str) -> Result<(), AdvError> {
+    if len != grouping.len() {
+        return Err(AdvError::LengthMismatch { what, len, n: grouping.len() });
+    }
+    Ok(())
+}
+
+/// Advantages of all rewards `x` into `out` (same length, input order).
+/// On error, `out` may be partly written.
+pub fn advantages<T: Real>(
+    x: &[T],
+    out: &mut [T],
+    grouping: &Grouping,
+    p: &Params,
+) -> Result<(), AdvError> {
+    check_params(p)?;
+    check_len(x.len(), grouping, "rewards")?;
+    check_len(out.len(), grouping, "out")?;
+    let batch_denom = match p.scale {
+        Scale::Batch | Scale::BatchResidual => {
+            batch_moments(x, grouping, p)?.std(p.scale, p.ddof) + p.eps
+        }
+        Scale::Group | Scale::None => 1.0,
+    };
+    let shared = SharedOut(out.as_mut_ptr());
+    run_batches(x, grouping, p.threads, |range| {
+        let mut buf: Vec<T> = Vec::new();
+        visit_groups(x, grouping, range, |g, xs, start| {
+            match grouping {
+                Grouping::Permuted(perm) => {
+                    buf.clear();
+                    buf.resize(xs.len(), T::zero());
+                    group_advantages(xs, &mut buf, p, batch_denom).map_err(|f| (g, f))?;
+                    for (pos, &v) in perm.perm()[start..start + xs.len()].iter().zip(&buf) {
+                        // SAFETY: perm is a permutation of 0..n (Permuted's invariant) and each
+                        // grouped position belongs to exactly one batch.
+                        unsafe { *shared.ptr().add(*pos as usize) = v };
+                    }
+                }
+                _ => {
+                    // SAFETY: groups are disjoint ranges and each belongs to exactly one batch.
+                    let o = unsafe { std::slice::from_raw_parts_mut(shared.ptr().add(start), xs.len()) };
+                    group_advantages(xs, o, p, batch_denom).map_err(|f| (g, f))?;
+                }
+            }
+            Ok(())
+        })
+    })?;
+    Ok(())
+}
+
+/// One group's advantages. `batch_denom` is the batch std + eps for batch scales.
+#[inline]
+fn group_advantages<T: Real>(
+    x: &[T],
+    out: &mut [T],
+    p: &Params,
+    batch_denom: f64,
+) -> Result<(), Fault> {
+    if x.is_empty() {
+        return Ok(());
+    }
+    let omit = p.nonfinite == NonFinite::Omit;
+    let m = group_moments(x, p.nonfinite);
+    if m.count > 0 && !m.mean.is_finite() {
+        match p.nonfinite {
+            NonFinite::Raise => return Err(Fault::NonFinite),
+            _ => {
+                out.fill(T::from_f64(f64::NAN));
+                return Ok(());
+            }
+        }
+    }
+    let denom_for = |group_std: f64| match p.scale {
+        Scale::Group => group_std + p.eps,
+        Scale::Batch | Scale::BatchResidual => batch_denom,
+        Scale::None => 1.0,
+    };
+    let (mu, factor, denom) = match m.count {
+        0 => (0.0, 0.0, 1.0),
+        1 => match p.singleton {
+            Singleton::Zero => (0.0, 0.0, 1.0),
+            Singleton::Error => return Err(Fault::Singleton),
+            Singleton::Raw => (0.0, 1.0, denom_for(1.0)),
+        },
+        n => {
+            let (mu, factor) = match p.center {
+                Center::Mean => (m.mean, 1.0),
+                Center::LeaveOneOut => (m.mean, n as f64 / (n - 1) as f64),
+                Center::None => (0.0, 1.0),
+            };
+            let s = if p.scale == Scale::Group { group_std(x, &m, p.ddof, omit) } else { 1.0 };
+            (mu, factor, denom_for(s))
+        }
+    };
+    // A scope without spread carries no signal: 0, never 0/0.
+    let k = if denom == 0.0 { 0.0 } else { factor / denom };
+    if omit {
+        for (o, &v) in out.iter_mut().zip(x) {
+            let v = v.to_f64();
+            *o = T::from_f64(if v.is_finite() { (v - mu) * k } else { 0.0 });
+        }
+    } else {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = T::from_f64((v.to_f64() - mu) * k);
+        }
+    }
+    Ok(())
+}
+
+/// Per-group count, mean and standard deviation (NaN where undefined), in group order.
+pub fn group_stats<T: Real>(
+    x: &[T],
+    grouping: &Grouping,
+    p: &Params,
+    count: &mut [i64],
+    mean: &mut [f64],
+    std: &mut [f64],
+) -> Result<(), AdvError> {
+    check_params(p)?;
+    check_len(x.len(), grouping, "rewards")?;
+    let k = grouping.n_groups();
+    for (what, len) in [("count", count.len()), ("mean", mean.len()), ("std", std.len())] {
+        if len != k {
+            return Err(AdvError::BadParameter(format!(
+                "{what} output has length {len}, expected {k} (one per group)"
+            )));
+        }
+    }
+    let (pc, pm, ps) = (SharedOut(count.as_mut_ptr()), SharedOut(mean.as_mut_ptr()), SharedOut(std.as_mut_ptr()));
+    run_batches(x, grouping, p.threads, |range| {
+        visit_groups(x, grouping, range, |g, xs, _| {
+            let (c, mu, s) = if xs.is_empty() {
+                (0, f64::NAN, f64::NAN)
+            } else {
+                let m = group_moments(xs, p.nonfinite);
+                if p.nonfinite == NonFinite::Raise && !m.mean.is_finite() {
+                    return Err((g, Fault::NonFinite));
+                }
+                let mu = if m.count == 0 { f64::NAN } else { m.mean };
+                let s = if mu.is_finite() {
+                    group_std(xs, &m, p.ddof, p.nonfinite == NonFinite::Omit)
+                } else {
+                    f64::NAN
+                };
+                (m.count as i64, mu, s)
+            };
+            // SAFETY: each group index belongs to exactly one batch.
+            unsafe {
+                *pc.ptr().add(g) = c;
+                *pm.ptr().add(g) = mu;
+                *ps.ptr().add(g) = s;
+            }
+            Ok(())
+        })
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,357 @@
+//! groupadv: group-relative advantages for LLM RL rollouts.
+//!
+//! The core (`groups`, `stats`, `advantage`, `parallel`) is plain Rust with no Python in it;
+//! this file alone binds it to Python as `groupadv._native` (feature `python`, which maturin
+//! turns on). The bindings only convert arguments, release the GIL and map errors.
+
+pub mod advantage;
+pub mod groups;
+pub mod parallel;
+pub mod real;
+pub mod stats;
+
+#[cfg(feature = "python")]
+mod python {
+    use crate::advantage::{self, AdvError, Center, NonFinite, Params, Scale, Singleton};
+    use crate::groups::{self, Grouping, LayoutError};
+    use crate::parallel;
+    use crate::real::Real;
+    use numpy::{
+        Element, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
+        PyUntypedArrayMethods,
+    };
+    use pyo3::exceptions::{PyTypeError, PyValueError};
+    use pyo3::prelude::*;
+    use pyo3::types::PyString;
+
+    fn value_error(e: impl std::fmt::Display) -> PyErr {
+        PyValueError::new_err(e.to_string())
+    }
+
+    impl From<AdvError> for PyErr {
+        fn from(e: AdvError) -> PyErr {
+            value_error(e)
+        }
+    }
+
+    impl From<LayoutError> for PyErr {
+        fn from(e: LayoutError) -> PyErr {
+            value_error(e)
+        }
+    }
+
+    /// A resolved group layout, reusable across calls on reward arrays of the same length.
+    #[pyclass(frozen, module = "groupadv._native", name = "Grouping")]
+    pub struct PyGrouping {
+        inner: Grouping,
+    }
+
+    #[pymethods]
+    impl PyGrouping {
+        /// Number of rewards the layout covers.
+        #[getter]
+        fn n(&self) -> usize {
+            self.inner.len()
+        }
+        #[getter]
+        fn n_groups(&self) -> usize {
+            self.inner.n_groups()
+        }
+        /// "uniform", "ragged" or "permuted".
+        #[getter]
+        fn kind(&self) -> &'static str {
+            match self.inner {
+                Grouping::Uniform { .. } => "uniform",
+                Grouping::Ragged { .. } => "ragged",
+                Grouping::Permuted(_) => "permuted",
+            }
+        }
+        /// Group sizes, in group order.
+        fn sizes<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
+            let o = self.inner.offsets();
+            PyArray1::from_iter(py, o.windows(2).map(|w| (w[1] - w[0]) as i64))
+        }
+        /// Group index of each reward, in input order.
+        fn codes<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
+            let mut codes = vec![0i64; self.inner.len()];
+            for g in 0..self.inner.n_groups() {
+                let (a, b) = self.inner.bounds(g);
+                for pos in a..b {
+                    let i = match &self.inner {
+                        Grouping::Permuted(p) => p.perm()[pos] as usize,
+                        _ => pos,
+                    };
+                    codes[i] = g as i64;
+                }
+            }
+            PyArray1::from_vec(py, codes)
+        }
+        fn __repr__(&self) -> String {
+            format!(
+                "Grouping(kind={:?}, n={}, n_groups={})",
+                self.kind(),
+                self.inner.len(),
+                self.inner.n_groups()
+            )
+        }
+    }
+
+    fn wrap(inner: Grouping) -> PyGrouping {
+        PyGrouping { inner }
+    }
+
+    #[pyfunction]
+    fn grouping_uniform(n: usize, group_size: usize) -> PyResult<PyGrouping> {
+        Ok(wrap(Grouping::uniform(n, group_size)?))
+    }
+
+    #[pyfunction]
+    fn grouping_offsets(n: usize, offsets: PyReadonlyArray1<'_, i64>) -> PyResult<PyGrouping> {
+        Ok(wrap(Grouping::ragged(n, offsets.as_slice()?)?))
+    }
+
+    type Labelled<'py> = (PyGrouping, Bound<'py, PyArray1<i64>>);
+
+    fn labelled<'py>(
+        py: Python<'py>,
+        codes: Vec<u32>,
+        first: Vec<usize>,
+    ) -> PyResult<Labelled<'py>> {
+        let g = py.detach(|| Grouping::from_codes(&codes, first.len()))?;
+        Ok((wrap(g), PyArray1::from_iter(py, first.into_iter().map(|i| i as i64))))
+    }
+
+    /// Groups from int64 labels; also returns the first index of each group.
+    #[pyfunction]
+    fn grouping_ids_int<'py>(
+        py: Python<'py>,
+        ids: PyReadonlyArray1<'py, i64>,
+    ) -> PyResult<Labelled<'py>> {
+        let ids = ids.as_slice()?;
+        let (codes, first) = py.detach(|| groups::factorize(ids.iter().copied(), ids.len()))?;
+        labelled(py, codes, first)
+    }
+
+    /// Groups from fixed-width labels given as the rows of a uint8 matrix (numpy 'U'/'S').
+    #[pyfunction]
+    fn grouping_ids_bytes<'py>(
+        py: Python<'py>,
+        rows: PyReadonlyArray2<'py, u8>,
+    ) -> PyResult<Labelled<'py>> {
+        let (n, width) = (rows.shape()[0], rows.shape()[1].max(1));
+        let buf = rows.as_slice()?;
+        let (codes, first) = py.detach(|| {
+            if buf.is_empty() {
+                // Zero-width labels: every reward has the same (empty) label.
+                groups::factorize(std::iter::repeat_n(0u8, n), n)
+            } else {
+                groups::factorize(buf.chunks_exact(width), n)
+            }
+        })?;
+        labelled(py, codes, first)
+    }
+
+    /// Groups from a sequence of Python str labels. TypeError if any label is not a str.
+    #[pyfunction]
+    fn grouping_ids_str<'py>(py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Labelled<'py>> {
+        let items: Vec<Bound<'py, PyAny>> = ids.try_iter()?.collect::<PyResult<_>>()?;
+        let mut strs: Vec<&str> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let s = item.cast::<PyString>().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "group_ids[{i}] is not a str (got {})",
+                    item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                ))
+            })?;
+            strs.push(s.to_str()?);
+        }
+        let (codes, first) = groups::factorize(strs.iter().copied(), strs.len())?;
+        labelled(py, codes, first)
+    }
+
+    fn parse_params(
+        center: &str,
+        scale: &str,
+        ddof: u32,
+        eps: f64,
+        singleton: &str,
+        nan: &str,
+        num_threads: usize,
+    ) -> PyResult<Params> {
+        let bad = |what: &str, got: &str, allowed: &str| {
+            value_error(format!("{what} must be one of {allowed}, got {got:?}"))
+        };
+        Ok(Params {
+            center: match center {
+                "mean" => Center::Mean,
+                "loo" => Center::LeaveOneOut,
+                "none" => Center::None,
+                _ => return Err(bad("center", center, "'mean', 'loo', 'none'")),
+            },
+            scale: match scale {
+                "group" => Scale::Group,
+                "batch" => Scale::Batch,
+                "batch_residual" => Scale::BatchResidual,
+                "none" => Scale::None,
+                _ => return Err(bad("scale", scale, "'group', 'batch', 'batch_residual', 'none'")),
+            },
+            ddof,
+            eps,
+            singleton: match singleton {
+                "zero" => Singleton::Zero,
+                "raw" => Singleton::Raw,
+                "error" => Singleton::Error,
+                _ => return Err(bad("singleton", singleton, "'zero', 'raw', 'error'")),
+            },
+            nonfinite: match nan {
+                "raise" => NonFinite::Raise,
+                "propagate" => NonFinite::Propagate,
+                "omit" => NonFinite::Omit,
+                _ => return Err(bad("nan", nan, "'raise', 'propagate', 'omit'")),
+            },
+            threads: num_threads,
+        })
+    }
+
+    fn advantages_typed<T: Real + Element>(
+        py: Python<'_>,
+        rewards: &Bound<'_, PyArray1<T>>,
+        out: &Bound<'_, PyAny>,
+        grouping: &Grouping,
+        p: &Params,
+    ) -> PyResult<()> {
+        let out = out.cast::<PyArray1<T>>().map_err(|_| {
+            PyTypeError::new_err("out must be a 1-D array of the same dtype as rewards")
+        })?;
+        let x = rewards.readonly();
+        let mut o = out.readwrite();
+        let xs = x.as_slice()?;
+        let os = o.as_slice_mut()?;
+        py.detach(|| advantage::advantages(xs, os, grouping, p))?;
+        Ok(())
+    }
+
+    /// Advantages of `rewards` (contiguous 1-D float32/float64) into `out` (same dtype/length).
+    #[pyfunction]
+    #[pyo3(signature = (rewards, out, grouping, center, scale, ddof, eps, singleton, nan, num_threads))]
+    #[allow(clippy::too_many_arguments)]
+    fn advantages(
+        py: Python<'_>,
+        rewards: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+        grouping: &PyGrouping,
+        center: &str,
+        scale: &str,
+        ddof: u32,
+        eps: f64,
+        singleton: &str,
+        nan: &str,
+        num_threads: usize,
+    ) -> PyResult<()> {
+        let p = parse_params(center, scale, ddof, eps, singleton, nan, num_threads)?;
+        if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
+            advantages_typed(py, r, out, &grouping.inner, &p)
+        } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
+            advantages_typed(py, r, out, &grouping.inner, &p)
+        } else {
+            Err(PyTypeError::new_err("rewards must be a 1-D float32 or float64 array"))
+        }
+    }
+
+    type Stats<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
+
+    fn group_stats_typed<'py, T: Real + Element>(
+        py: Python<'py>,
+        rewards: &Bound<'py, PyArray1<T>>,
+        grouping: &Grouping,
+        p: &Params,
+    ) -> PyResult<Stats<'py>> {
+        let k = grouping.n_groups();
+        let (mut c, mut m, mut s) = (vec![0i64; k], vec![0f64; k], vec![0f64; k]);
+        let x = rewards.readonly();
+        let xs = x.as_slice()?;
+        py.detach(|| advantage::group_stats(xs, grouping, p, &mut c, &mut m, &mut s))?;
+        Ok((PyArray1::from_vec(py, c), PyArray1::from_vec(py, m), PyArray1::from_vec(py, s)))
+    }
+
+    /// Per-group (count, mean, std) arrays.
+    #[pyfunction]
+    fn group_stats<'py>(
+        py: Python<'py>,
+        rewards: &Bound<'py, PyAny>,
+        grouping: &PyGrouping,
+        ddof: u32,
+        nan: &str,
+        num_threads: usize,
+    ) -> PyResult<Stats<'py>> {
+        let p = parse_params("mean", "group", ddof, 0.0, "zero", nan, num_threads)?;
+        if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
+            group_stats_typed(py, r, &grouping.inner, &p)
+        } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
+            group_stats_typed(py, r, &grouping.inner, &p)
+        } else {
+            Err(PyTypeError::new_err("rewards must be a 1-D float32 or float64 array"))
+        }
+    }
+
+    /// Batch moments: (count, mean, m2) of the rewards and (residual_count, residual_m2) of
+    /// the group-centred residuals.
+    #[pyfunction]
+    fn batch_moments(
+        py: Python<'_>,
+        rewards: &Bound<'_, PyAny>,
+        grouping: &PyGrouping,
+        nan: &str,
+        num_threads: usize,
+    ) -> PyResult<(u64, f64, f64, u64, f64)> {
+        let p = parse_params("mean", "group", 0, 0.0, "zero", nan, num_threads)?;
+        let g = &grouping.inner;
+        let b = if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
+            let x = r.readonly();
+            let xs = x.as_slice()?;
+            py.detach(|| advantage::batch_moments(xs, g, &p))?
+        } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
+            let x = r.readonly();
+            let xs = x.as_slice()?;
+            py.detach(|| advantage::batch_moments(xs, g, &p))?
+        } else {
+            return Err(PyTypeError::new_err("rewards must be a 1-D float32 or float64 array"));
+        };
+        Ok((b.rewards.count, b.rewards.mean, b.rewards.m2, b.residual_count, b.residual_m2))
+    }
+
+    /// Set the default number of worker threads (0: GROUPADV_NUM_THREADS or the CPU count).
+    #[pyfunction]
+    fn set_num_threads(n: usize) {
+        parallel::set_default_threads(n);
+    }
+
+    #[pyfunction]
+    fn get_num_threads() -> usize {
+        parallel::default_threads()
+    }
+
+    /// Called in a forked child (os.register_at_fork): the parent's worker threads are gone.
+    #[pyfunction]
+    fn _after_fork_in_child() {
+        parallel::forget_pools_after_fork();
+    }
+
+    #[pymodule]
+    fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add_class::<PyGrouping>()?;
+        m.add_function(wrap_pyfunction!(grouping_uniform, m)?)?;
+        m.add_function(wrap_pyfunction!(grouping_offsets, m)?)?;
+        m.add_function(wrap_pyfunction!(grouping_ids_int, m)?)?;
+        m.add_function(wrap_pyfunction!(grouping_ids_bytes, m)?)?;
+        m.add_function(wrap_pyfunction!(grouping_ids_str, m)?)?;
+        m.add_function(wrap_pyfunction!(advantages, m)?)?;
+        m.add_function(wrap_pyfunction!(group_stats, m)?)?;
+        m.add_function(wrap_pyfunction!(batch_moments, m)?)?;
+        m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+        m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+        m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        Ok(())
+    }
+}

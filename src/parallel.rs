@@ -1,0 +1,163 @@
+//! Work splitting over groups and the crate's own rayon pools.
+//!
+//! Work is cut on group boundaries into batches of about equal element counts, so a batch
+//! never shares a group (and, for contiguous layouts, never shares output memory) with another.
+//! The pools are owned here, not rayon's global pool, so that a forked child can drop them
+//! (their threads do not exist in the child) and build fresh ones: see [`forget_pools_after_fork`].
+
+use crate::groups::Grouping;
+use rayon::{ThreadPool, ThreadPoolBuilder};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+/// Below this many elements a call runs on the calling thread: waking a pool costs more.
+pub const SERIAL_BELOW: usize = 1 << 15;
+/// Batches per thread: a few, so that uneven groups or a busy core even out.
+const BATCHES_PER_THREAD: usize = 4;
+
+struct Pools {
+    default_threads: usize,
+    by_size: Vec<(usize, Arc<ThreadPool>)>,
+}
+
+static POOLS: Mutex<Pools> = Mutex::new(Pools { default_threads: 0, by_size: Vec::new() });
+
+fn lock() -> std::sync::MutexGuard<'static, Pools> {
+    // A panic while holding the lock leaves plain data behind; keep going.
+    POOLS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn hardware_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// The thread count used when a call does not name one: `set_num_threads`, else the
+/// `GROUPADV_NUM_THREADS` environment variable, else the number of CPUs available.
+pub fn default_threads() -> usize {
+    let configured = lock().default_threads;
+    if configured > 0 {
+        return configured;
+    }
+    std::env::var("GROUPADV_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(hardware_threads)
+}
+
+/// Set the default thread count (0 returns to the environment/CPU default).
+pub fn set_default_threads(n: usize) {
+    lock().default_threads = n;
+}
+
+fn pool(threads: usize) -> Arc<ThreadPool> {
+    let mut pools = lock();
+    if let Some((_, p)) = pools.by_size.iter().find(|(t, _)| *t == threads) {
+        return p.clone();
+    }
+    let p = Arc::new(
+        ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("groupadv-{i}"))
+            .build()
+            .expect("failed to start groupadv worker threads"),
+    );
+    pools.by_size.push((threads, p.clone()));
+    p
+}
+
+/// In a child process after `fork`, the pools' worker threads are gone: leak the pool
+/// handles (dropping them would wait on threads that no longer exist) and start afresh.
+pub fn forget_pools_after_fork() {
+    let mut pools = lock();
+    for (_, p) in pools.by_size.drain(..) {
+        std::mem::forget(p);
+    }
+}
+
+/// Cut groups `0..k` into batches of about `n / batches` elements each, on group boundaries.
+pub fn split_groups(grouping: &Grouping, batches: usize) -> Vec<Range<usize>> {
+    let k = grouping.n_groups();
+    let n = grouping.len();
+    let batches = batches.clamp(1, k.max(1));
+    let mut out = Vec::with_capacity(batches);
+    let mut g0 = 0;
+    for b in 1..=batches {
+        let g1 = if b == batches {
+            k
+        } else {
+            let target = n * b / batches;
+            first_group_ending_after(grouping, target).max(g0)
+        };
+        if g1 > g0 {
+            out.push(g0..g1);
+        }
+        g0 = g1;
+    }
+    out
+}
+
+/// Smallest g such that the first g groups hold at least `target` elements.
+fn first_group_ending_after(grouping: &Grouping, target: usize) -> usize {
+    match grouping {
+        Grouping::Uniform { size, .. } => target.div_ceil(*size),
+        _ => {
+            let offsets = match grouping {
+                Grouping::Ragged { offsets } => offsets.as_slice(),
+                Grouping::Permuted(p) => p.offsets(),
+                Grouping::Uniform { .. } => unreachable!(),
+            };
+            offsets.partition_point(|&o| o < target)
+        }
+    }
+}
+
+/// Run `f` over the batches of `grouping`, in parallel when it is large enough, and return
+/// the results in batch order. `threads == 0` means the default.
+pub fn map_batches<R, F>(grouping: &Grouping, threads: usize, f: F) -> Vec<R>
+where
+    R: Send,
+    F: Fn(Range<usize>) -> R + Sync + Send,
+{
+    let threads = if threads == 0 { default_threads() } else { threads };
+    if threads <= 1 || grouping.len() < SERIAL_BELOW {
+        return vec![f(0..grouping.n_groups())];
+    }
+    let ranges = split_groups(grouping, threads * BATCHES_PER_THREAD);
+    use rayon::prelude::*;
+    pool(threads).install(|| ranges.into_par_iter().map(&f).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn covers(r: &[Range<usize>], k: usize) -> bool {
+        r.first().map(|x| x.start) == Some(0)
+            && r.last().map(|x| x.end) == Some(k)
+            && r.windows(2).all(|w| w[0].end == w[1].start && w[0].start < w[0].end)
+    }
+
+    #[test]
+    fn splits_cover_all_groups_on_boundaries() {
+        let u = Grouping::uniform(1600, 16).unwrap();
+        let r = split_groups(&u, 8);
+        assert_eq!(r.len(), 8);
+        assert!(covers(&r, 100));
+
+        let offs: Vec<i64> = [0, 0, 1, 1, 500, 501, 502, 1000, 1000].to_vec();
+        let g = Grouping::ragged(1000, &offs).unwrap();
+        for b in 1..12 {
+            let r = split_groups(&g, b);
+            assert!(covers(&r, 8), "{b}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn map_batches_runs_every_group_once() {
+        let g = Grouping::uniform(1 << 17, 4).unwrap();
+        let counts = map_batches(&g, 2, |r| r.len());
+        assert_eq!(counts.iter().sum::<usize>(), g.n_groups());
+        assert!(counts.len() > 1);
+    }
+}
