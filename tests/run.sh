@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command (README "Run the tests"; .ci/run calls it): build the extension from this
+# checkout, then run the Rust unit tests and the Python suite on both backends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+"$PY" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+cargo test --quiet --locked
+GROUPADV_BACKEND=native "$PY" -m pytest -q -p no:cacheprovider tests
+GROUPADV_BACKEND=numpy "$PY" -m pytest -q -p no:cacheprovider tests
