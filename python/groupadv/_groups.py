@@ -155,9 +155,11 @@ def _labelled(impl, ids):
                 return impl.grouping_ids_int(np.ascontiguousarray(ids_in).view(np.int64))
             return impl.grouping_ids_int(np.ascontiguousarray(ids_in, dtype=np.int64))
         if kind == "f":
-            if not np.all(np.isfinite(ids_in)) or np.any(ids_in != np.round(ids_in)):
-                raise TypeError("float group_ids must be whole numbers; pass ints or strings")
-            return impl.grouping_ids_int(ids_in.astype(np.int64))
+            if np.isnan(ids_in).any():
+                raise ValueError("group_ids contain NaN, which is not a usable label")
+            # Equal floats have equal bits once -0.0 is folded into 0.0.
+            bits = (ids_in.astype(np.float64) + 0.0).view(np.int64)
+            return impl.grouping_ids_int(bits)
         if kind in "US":
             rows = np.ascontiguousarray(ids_in)
             return impl.grouping_ids_bytes(rows.view(np.uint8).reshape(len(rows), rows.dtype.itemsize))

@@ -164,10 +164,10 @@ class _Moments:
             count_ne = ne_sizes
             shift_ne = xs[ne_starts]
         self.valid = valid
-        dev = xs - np.repeat(shift_ne, ne_sizes)
-        if valid is not None:
-            dev[~valid] = 0.0
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            dev = xs - np.repeat(shift_ne, ne_sizes)
+            if valid is not None:
+                dev[~valid] = 0.0
             mean_ne = shift_ne + np.add.reduceat(dev, ne_starts) / count_ne
             res = xs - np.repeat(mean_ne, ne_sizes)
             if valid is not None:
