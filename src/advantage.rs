@@ -13,6 +13,8 @@
 //! does any group whose rewards are all equal: its residuals are exactly 0 (see `stats`).
 
 use crate::groups::Grouping;
+use crate::kernel;
+use crate::labelled;
 use crate::parallel::map_batches;
 use crate::real::Real;
 use crate::stats::{group_std, moments, moments_finite, Moments};
@@ -155,7 +157,7 @@ impl BatchMoments {
 
 /// Why one group could not be computed (turned into an [`AdvError`] with indices by the caller).
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Fault {
+pub(crate) enum Fault {
     NonFinite,
     Singleton,
 }
@@ -173,73 +175,47 @@ fn check_params(p: &Params) -> Result<(), AdvError> {
     Ok(())
 }
 
-/// Output pointer shared by the batches; each batch writes only its own groups' elements,
-/// which are disjoint (contiguous ranges, or a permutation's images).
+/// Output pointer shared by the batches; each batch writes only its own, disjoint elements.
 #[derive(Clone, Copy)]
-struct SharedOut<T>(*mut T);
+pub(crate) struct SharedOut<T>(pub(crate) *mut T);
 unsafe impl<T: Send> Send for SharedOut<T> {}
 unsafe impl<T: Send> Sync for SharedOut<T> {}
 
 impl<T> SharedOut<T> {
     // A method, so that closures capture the whole (Sync) wrapper, not the raw pointer field.
     #[inline(always)]
-    fn ptr(&self) -> *mut T {
+    pub(crate) fn ptr(&self) -> *mut T {
         self.0
     }
 }
 
-/// Visit groups `range` of `grouping` with their values as one slice; permuted groups are
-/// gathered into a scratch buffer. `f(g, values, start)` may return early with an error.
+/// Visit groups `range` of a contiguous layout with their values as one slice.
+/// `f(g, values)` may return early with an error.
 fn visit_groups<T: Real, E>(
     x: &[T],
     grouping: &Grouping,
     range: std::ops::Range<usize>,
-    mut f: impl FnMut(usize, &[T], usize) -> Result<(), E>,
+    mut f: impl FnMut(usize, &[T]) -> Result<(), E>,
 ) -> Result<(), E> {
-    match grouping {
-        Grouping::Permuted(p) => {
-            let (offsets, perm) = (p.offsets(), p.perm());
-            let mut scratch: Vec<T> = Vec::new();
-            for g in range {
-                let (a, b) = (offsets[g], offsets[g + 1]);
-                scratch.clear();
-                scratch.extend(perm[a..b].iter().map(|&i| x[i as usize]));
-                f(g, &scratch, a)?;
-            }
-        }
-        _ => {
-            for g in range {
-                let (a, b) = grouping.bounds(g);
-                f(g, &x[a..b], a)?;
-            }
-        }
+    for g in range {
+        let (a, b) = grouping.bounds(g);
+        f(g, &x[a..b])?;
     }
     Ok(())
 }
 
-/// Source index of the element at grouped position `pos`.
-fn source_index(grouping: &Grouping, pos: usize) -> usize {
-    match grouping {
-        Grouping::Permuted(p) => p.perm()[pos] as usize,
-        _ => pos,
-    }
-}
-
 fn fault_to_error<T: Real>(x: &[T], grouping: &Grouping, g: usize, fault: Fault) -> AdvError {
+    if let Grouping::Labelled(l) = grouping {
+        return labelled::fault_error(x, l, g, fault);
+    }
     let (a, b) = grouping.bounds(g);
     match fault {
         Fault::NonFinite => (a..b)
-            .map(|pos| source_index(grouping, pos))
-            .filter(|&i| !x[i].to_f64().is_finite())
-            .min()
+            .find(|&i| !x[i].to_f64().is_finite())
             .map(|index| AdvError::NonFinite { index, value: x[index].to_f64() })
             .unwrap_or(AdvError::Overflow { group: g }),
         Fault::Singleton => {
-            let index = (a..b)
-                .map(|pos| source_index(grouping, pos))
-                .filter(|&i| x[i].to_f64().is_finite())
-                .min()
-                .unwrap_or(source_index(grouping, a));
+            let index = (a..b).find(|&i| x[i].to_f64().is_finite()).unwrap_or(a);
             AdvError::Singleton { group: g, index }
         }
     }
@@ -266,6 +242,25 @@ fn group_moments<T: Real>(x: &[T], nonfinite: NonFinite) -> Moments {
     }
 }
 
+/// Faults that a batch statistic must report before it is used: non-finite rewards under
+/// `Raise`, singletons under `Singleton::Error`.
+#[inline]
+fn batch_fault(m: &Moments, p: &Params) -> Option<Fault> {
+    if p.nonfinite == NonFinite::Raise && m.count > 0 && !m.mean.is_finite() {
+        Some(Fault::NonFinite)
+    } else if m.count == 1 && p.singleton == Singleton::Error {
+        Some(Fault::Singleton)
+    } else {
+        None
+    }
+}
+
+fn add_group(acc: &mut BatchMoments, m: Moments) {
+    acc.rewards = acc.rewards.merge(m);
+    acc.residual_m2 += m.m2;
+    acc.residual_count += m.count;
+}
+
 /// Batch statistics over all groups (needed before writing when scaling by a batch std).
 pub fn batch_moments<T: Real>(
     x: &[T],
@@ -274,27 +269,43 @@ pub fn batch_moments<T: Real>(
 ) -> Result<BatchMoments, AdvError> {
     check_params(p)?;
     check_len(x.len(), grouping, "rewards")?;
+    if let Grouping::Labelled(l) = grouping {
+        return batch_from_moments(x, grouping, &labelled::moments(x, l, p), p);
+    }
     let parts = run_batches(x, grouping, p.threads, |range| {
         let mut acc = BatchMoments::default();
-        visit_groups(x, grouping, range, |g, xs, _| {
+        visit_groups(x, grouping, range, |g, xs| {
             if xs.is_empty() {
                 return Ok(());
             }
             let m = group_moments(xs, p.nonfinite);
-            if p.nonfinite == NonFinite::Raise && !m.mean.is_finite() {
-                return Err((g, Fault::NonFinite));
+            if let Some(f) = batch_fault(&m, p) {
+                return Err((g, f));
             }
-            if m.count == 1 && p.singleton == Singleton::Error {
-                return Err((g, Fault::Singleton));
-            }
-            acc.rewards = acc.rewards.merge(m);
-            acc.residual_m2 += m.m2;
-            acc.residual_count += m.count;
+            add_group(&mut acc, m);
             Ok(())
         })?;
         Ok(acc)
     })?;
     Ok(parts.into_iter().fold(BatchMoments::default(), BatchMoments::merge))
+}
+
+fn batch_from_moments<T: Real>(
+    x: &[T],
+    grouping: &Grouping,
+    moments: &[Moments],
+    p: &Params,
+) -> Result<BatchMoments, AdvError> {
+    let mut acc = BatchMoments::default();
+    for (g, m) in moments.iter().enumerate() {
+        if let Some(f) = batch_fault(m, p) {
+            return Err(fault_to_error(x, grouping, g, f));
+        }
+        if m.count > 0 {
+            add_group(&mut acc, *m);
+        }
+    }
+    Ok(acc)
 }
 
 fn check_len(len: usize, grouping: &Grouping, what: &'static str) -> Result<(), AdvError> {
@@ -315,42 +326,74 @@ pub fn advantages<T: Real>(
     check_params(p)?;
     check_len(x.len(), grouping, "rewards")?;
     check_len(out.len(), grouping, "out")?;
-    let batch_denom = match p.scale {
-        Scale::Batch | Scale::BatchResidual => {
-            batch_moments(x, grouping, p)?.std(p.scale, p.ddof) + p.eps
-        }
-        Scale::Group | Scale::None => 1.0,
+    let batch_scale = matches!(p.scale, Scale::Batch | Scale::BatchResidual);
+    if let Grouping::Labelled(l) = grouping {
+        let moments = labelled::moments(x, l, p);
+        let batch_denom = if batch_scale {
+            batch_from_moments(x, grouping, &moments, p)?.std(p.scale, p.ddof) + p.eps
+        } else {
+            1.0
+        };
+        return labelled::advantages(x, out, l, p, &moments, batch_denom);
+    }
+    let batch_denom = if batch_scale {
+        batch_moments(x, grouping, p)?.std(p.scale, p.ddof) + p.eps
+    } else {
+        1.0
     };
     let shared = SharedOut(out.as_mut_ptr());
     run_batches(x, grouping, p.threads, |range| {
-        let mut buf: Vec<T> = Vec::new();
-        visit_groups(x, grouping, range, |g, xs, start| {
-            match grouping {
-                Grouping::Permuted(perm) => {
-                    buf.clear();
-                    buf.resize(xs.len(), T::zero());
-                    group_advantages(xs, &mut buf, p, batch_denom).map_err(|f| (g, f))?;
-                    for (pos, &v) in perm.perm()[start..start + xs.len()].iter().zip(&buf) {
-                        // SAFETY: perm is a permutation of 0..n (Permuted's invariant) and each
-                        // grouped position belongs to exactly one batch.
-                        unsafe { *shared.ptr().add(*pos as usize) = v };
-                    }
-                }
-                _ => {
-                    // SAFETY: groups are disjoint ranges and each belongs to exactly one batch.
-                    let o = unsafe { std::slice::from_raw_parts_mut(shared.ptr().add(start), xs.len()) };
-                    group_advantages(xs, o, p, batch_denom).map_err(|f| (g, f))?;
-                }
-            }
-            Ok(())
-        })
+        // SAFETY: each batch writes only the elements of its own groups (see SharedOut).
+        unsafe { kernel::write_batch(x, shared.ptr(), grouping, range, p, batch_denom) }
     })?;
     Ok(())
 }
 
-/// One group's advantages. `batch_denom` is the batch std + eps for batch scales.
-#[inline]
-fn group_advantages<T: Real>(
+/// The affine map of a group: every valid reward r gets the advantage (r - mu) * k.
+/// `std` is called only when the group std is needed. Err for a policy fault.
+#[inline(always)]
+pub(crate) fn group_affine(
+    count: u64,
+    mean: f64,
+    std: impl FnOnce() -> f64,
+    p: &Params,
+    batch_denom: f64,
+) -> Result<(f64, f64), Fault> {
+    if count > 0 && !mean.is_finite() {
+        return match p.nonfinite {
+            NonFinite::Raise => Err(Fault::NonFinite),
+            // The whole group becomes NaN.
+            _ => Ok((0.0, f64::NAN)),
+        };
+    }
+    let denom_for = |group_std: f64| match p.scale {
+        Scale::Group => group_std + p.eps,
+        Scale::Batch | Scale::BatchResidual => batch_denom,
+        Scale::None => 1.0,
+    };
+    let (mu, factor, denom) = match count {
+        0 => (0.0, 0.0, 1.0),
+        1 => match p.singleton {
+            Singleton::Zero => (0.0, 0.0, 1.0),
+            Singleton::Error => return Err(Fault::Singleton),
+            Singleton::Raw => (0.0, 1.0, denom_for(1.0)),
+        },
+        n => {
+            let (mu, factor) = match p.center {
+                Center::Mean => (mean, 1.0),
+                Center::LeaveOneOut => (mean, n as f64 / (n - 1) as f64),
+                Center::None => (0.0, 1.0),
+            };
+            let s = if p.scale == Scale::Group { std() } else { 1.0 };
+            (mu, factor, denom_for(s))
+        }
+    };
+    // A scope without spread carries no signal: 0, never 0/0.
+    Ok((mu, if denom == 0.0 { 0.0 } else { factor / denom }))
+}
+
+/// One group's advantages (the general path: any policy, guarded std).
+pub(crate) fn group_advantages<T: Real>(
     x: &[T],
     out: &mut [T],
     p: &Params,
@@ -361,48 +404,11 @@ fn group_advantages<T: Real>(
     }
     let omit = p.nonfinite == NonFinite::Omit;
     let m = group_moments(x, p.nonfinite);
-    if m.count > 0 && !m.mean.is_finite() {
-        match p.nonfinite {
-            NonFinite::Raise => return Err(Fault::NonFinite),
-            _ => {
-                out.fill(T::from_f64(f64::NAN));
-                return Ok(());
-            }
-        }
-    }
-    let denom_for = |group_std: f64| match p.scale {
-        Scale::Group => group_std + p.eps,
-        Scale::Batch | Scale::BatchResidual => batch_denom,
-        Scale::None => 1.0,
-    };
-    let (mu, factor, denom) = match m.count {
-        0 => (0.0, 0.0, 1.0),
-        1 => match p.singleton {
-            Singleton::Zero => (0.0, 0.0, 1.0),
-            Singleton::Error => return Err(Fault::Singleton),
-            Singleton::Raw => (0.0, 1.0, denom_for(1.0)),
-        },
-        n => {
-            let (mu, factor) = match p.center {
-                Center::Mean => (m.mean, 1.0),
-                Center::LeaveOneOut => (m.mean, n as f64 / (n - 1) as f64),
-                Center::None => (0.0, 1.0),
-            };
-            let s = if p.scale == Scale::Group { group_std(x, &m, p.ddof, omit) } else { 1.0 };
-            (mu, factor, denom_for(s))
-        }
-    };
-    // A scope without spread carries no signal: 0, never 0/0.
-    let k = if denom == 0.0 { 0.0 } else { factor / denom };
-    if omit {
-        for (o, &v) in out.iter_mut().zip(x) {
-            let v = v.to_f64();
-            *o = T::from_f64(if v.is_finite() { (v - mu) * k } else { 0.0 });
-        }
-    } else {
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = T::from_f64((v.to_f64() - mu) * k);
-        }
+    let (mu, k) = group_affine(m.count, m.mean, || group_std(x, &m, p.ddof, omit), p, batch_denom)?;
+    for (o, &v) in out.iter_mut().zip(x) {
+        let v = v.to_f64();
+        // Omitted rewards get 0, unless the whole group is NaN.
+        *o = T::from_f64(if omit && !v.is_finite() && !k.is_nan() { 0.0 } else { (v - mu) * k });
     }
     Ok(())
 }
@@ -426,9 +432,24 @@ pub fn group_stats<T: Real>(
             )));
         }
     }
+    if let Grouping::Labelled(l) = grouping {
+        let moments = labelled::moments(x, l, p);
+        for (g, m) in moments.iter().enumerate() {
+            if p.nonfinite == NonFinite::Raise && m.count > 0 && !m.mean.is_finite() {
+                return Err(fault_to_error(x, grouping, g, Fault::NonFinite));
+            }
+        }
+        let stds = labelled::stds(x, l, &moments, p);
+        for (g, m) in moments.iter().enumerate() {
+            count[g] = m.count as i64;
+            mean[g] = if m.count == 0 { f64::NAN } else { m.mean };
+            std[g] = if mean[g].is_finite() { stds[g] } else { f64::NAN };
+        }
+        return Ok(());
+    }
     let (pc, pm, ps) = (SharedOut(count.as_mut_ptr()), SharedOut(mean.as_mut_ptr()), SharedOut(std.as_mut_ptr()));
     run_batches(x, grouping, p.threads, |range| {
-        visit_groups(x, grouping, range, |g, xs, _| {
+        visit_groups(x, grouping, range, |g, xs| {
             let (c, mu, s) = if xs.is_empty() {
                 (0, f64::NAN, f64::NAN)
             } else {

@@ -3,13 +3,13 @@
 //! * `Uniform`: consecutive groups of one fixed size.
 //! * `Ragged`: consecutive groups given by offsets (`offsets[0] == 0`, non-decreasing,
 //!   `offsets[k] == n`); empty groups are allowed.
-//! * `Permuted`: groups given by labels in any order. Built only by [`Grouping::from_codes`],
-//!   which guarantees that `perm` is a permutation of `0..n` (the parallel writer relies on it).
+//! * `Labelled`: groups given by labels in any order, kept as one group code per reward
+//!   (see `labelled`). Built only by [`Grouping::from_codes`].
 //!
 //! Labelled groups are numbered in order of first appearance. When every label's rewards are
-//! already contiguous (verl's `np.repeat(uids, n)` layout), the result is `Ragged` and no
-//! permutation is built.
+//! already contiguous (verl's `np.repeat(uids, n)` layout), the result is `Ragged`.
 
+use crate::labelled::Labelled;
 use rustc_hash::FxHashMap;
 use std::fmt;
 
@@ -64,24 +64,7 @@ impl std::error::Error for LayoutError {}
 pub enum Grouping {
     Uniform { n: usize, size: usize },
     Ragged { offsets: Vec<usize> },
-    Permuted(Permuted),
-}
-
-/// Labelled, non-contiguous groups: group `g` is `perm[offsets[g]..offsets[g + 1]]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Permuted {
-    offsets: Vec<usize>,
-    perm: Vec<u32>,
-}
-
-impl Permuted {
-    pub fn offsets(&self) -> &[usize] {
-        &self.offsets
-    }
-    /// Source indices, grouped: a permutation of `0..n` (stable within each group).
-    pub fn perm(&self) -> &[u32] {
-        &self.perm
-    }
+    Labelled(Labelled),
 }
 
 impl Grouping {
@@ -117,50 +100,50 @@ impl Grouping {
         Ok(Grouping::Ragged { offsets: offsets.iter().map(|&o| o as usize).collect() })
     }
 
-    /// From dense group codes in order of first appearance (`codes[i] < n_groups`, and group
-    /// `g` first appears after group `g - 1`), as produced by the factorize functions.
-    pub fn from_codes(codes: &[u32], n_groups: usize) -> Result<Grouping, LayoutError> {
+    /// From dense group codes numbered in order of first appearance (group `g` first
+    /// appears after group `g - 1`), as `factorize` produces them. Panics otherwise.
+    pub fn from_codes(codes: Vec<u32>, n_groups: usize) -> Result<Grouping, LayoutError> {
         let n = codes.len();
         if n == 0 {
             return Err(LayoutError::Empty);
         }
         let mut counts = vec![0usize; n_groups + 1];
+        let mut first = Vec::with_capacity(n_groups);
         let mut contiguous = true;
         let mut prev = 0u32;
-        for &c in codes {
-            assert!((c as usize) < n_groups, "group code out of range");
+        for (i, &c) in codes.iter().enumerate() {
+            assert!((c as usize) <= first.len(), "group codes must be numbered by first appearance");
+            if c as usize == first.len() {
+                first.push(i);
+            }
             counts[c as usize + 1] += 1;
             contiguous &= c >= prev;
             prev = c;
         }
-        for g in 0..n_groups {
-            counts[g + 1] += counts[g];
-        }
-        let offsets = counts;
+        assert_eq!(first.len(), n_groups, "n_groups does not match the codes");
         if contiguous {
+            let mut offsets = counts;
+            for g in 0..n_groups {
+                offsets[g + 1] += offsets[g];
+            }
             return Ok(Grouping::Ragged { offsets });
         }
-        let mut cursor = offsets[..n_groups].to_vec();
-        let mut perm = vec![0u32; n];
-        for (i, &c) in codes.iter().enumerate() {
-            let slot = &mut cursor[c as usize];
-            perm[*slot] = i as u32;
-            *slot += 1;
-        }
-        Ok(Grouping::Permuted(Permuted { offsets, perm }))
+        let sizes: Vec<u64> = counts[1..].iter().map(|&c| c as u64).collect();
+        Ok(Grouping::Labelled(Labelled::new(codes, sizes, first)))
     }
 
     /// Groups from integer labels, numbered in order of first appearance.
     pub fn from_ids(ids: &[i64]) -> Result<(Grouping, Vec<usize>), LayoutError> {
         let (codes, first) = factorize(ids.iter().copied(), ids.len())?;
-        Ok((Grouping::from_codes(&codes, first.len())?, first))
+        let k = first.len();
+        Ok((Grouping::from_codes(codes, k)?, first))
     }
 
     pub fn len(&self) -> usize {
         match self {
             Grouping::Uniform { n, .. } => *n,
             Grouping::Ragged { offsets } => *offsets.last().unwrap(),
-            Grouping::Permuted(p) => p.perm.len(),
+            Grouping::Labelled(l) => l.len(),
         }
     }
 
@@ -172,27 +155,46 @@ impl Grouping {
         match self {
             Grouping::Uniform { n, size } => n / size,
             Grouping::Ragged { offsets } => offsets.len() - 1,
-            Grouping::Permuted(p) => p.offsets.len() - 1,
+            Grouping::Labelled(l) => l.n_groups(),
         }
     }
 
-    /// Element range of group `g` (in grouped order: source positions for Uniform/Ragged,
-    /// positions in `perm` for Permuted).
+    /// Element range of group `g` of a contiguous layout (Uniform or Ragged).
     #[inline]
     pub fn bounds(&self, g: usize) -> (usize, usize) {
         match self {
             Grouping::Uniform { size, .. } => (g * size, (g + 1) * size),
             Grouping::Ragged { offsets } => (offsets[g], offsets[g + 1]),
-            Grouping::Permuted(p) => (p.offsets[g], p.offsets[g + 1]),
+            Grouping::Labelled(_) => panic!("labelled groups are not contiguous"),
         }
     }
 
-    /// Offsets array for any layout (uniform layouts materialise it).
+    /// Prefix sums of the group sizes, in group order.
     pub fn offsets(&self) -> Vec<usize> {
         match self {
             Grouping::Uniform { n, size } => (0..=n / size).map(|g| g * size).collect(),
             Grouping::Ragged { offsets } => offsets.clone(),
-            Grouping::Permuted(p) => p.offsets.clone(),
+            Grouping::Labelled(l) => std::iter::once(0)
+                .chain(l.sizes().iter().scan(0usize, |acc, &s| {
+                    *acc += s as usize;
+                    Some(*acc)
+                }))
+                .collect(),
+        }
+    }
+
+    /// Group code of every reward, in input order.
+    pub fn codes(&self) -> Vec<u32> {
+        match self {
+            Grouping::Labelled(l) => l.codes().to_vec(),
+            _ => {
+                let mut codes = vec![0u32; self.len()];
+                for g in 0..self.n_groups() {
+                    let (a, b) = self.bounds(g);
+                    codes[a..b].fill(g as u32);
+                }
+                codes
+            }
         }
     }
 }
@@ -263,15 +265,17 @@ mod tests {
     }
 
     #[test]
-    fn interleaved_ids_are_permuted_stably() {
+    fn interleaved_ids_are_labelled() {
         let (g, first) = Grouping::from_ids(&[5, 1, 5, 2, 1, 5]).unwrap();
         assert_eq!(first, vec![0, 1, 3]);
+        assert_eq!(g.offsets(), vec![0, 3, 5, 6]);
+        assert_eq!(g.codes(), vec![0, 1, 0, 2, 1, 0]);
         match g {
-            Grouping::Permuted(p) => {
-                assert_eq!(p.offsets(), &[0, 3, 5, 6]);
-                assert_eq!(p.perm(), &[0, 2, 5, 1, 4, 3]);
+            Grouping::Labelled(l) => {
+                assert_eq!(l.sizes(), &[3, 2, 1]);
+                assert_eq!(l.first(), &[0, 1, 3]);
             }
-            other => panic!("expected Permuted, got {other:?}"),
+            other => panic!("expected Labelled, got {other:?}"),
         }
     }
 
@@ -280,6 +284,6 @@ mod tests {
         let (g, first) = Grouping::from_ids(&[1, 1, 2, 1]).unwrap();
         assert_eq!(first, vec![0, 2]);
         assert_eq!(g.n_groups(), 2);
-        assert_eq!(g.bounds(0), (0, 3));
+        assert_eq!(g.offsets(), vec![0, 3, 4]);
     }
 }

@@ -6,6 +6,8 @@
 
 pub mod advantage;
 pub mod groups;
+mod kernel;
+pub mod labelled;
 pub mod parallel;
 pub mod real;
 pub mod stats;
@@ -63,7 +65,7 @@ mod python {
             match self.inner {
                 Grouping::Uniform { .. } => "uniform",
                 Grouping::Ragged { .. } => "ragged",
-                Grouping::Permuted(_) => "permuted",
+                Grouping::Labelled(_) => "permuted",
             }
         }
         /// Group sizes, in group order.
@@ -73,18 +75,7 @@ mod python {
         }
         /// Group index of each reward, in input order.
         fn codes<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
-            let mut codes = vec![0i64; self.inner.len()];
-            for g in 0..self.inner.n_groups() {
-                let (a, b) = self.inner.bounds(g);
-                for pos in a..b {
-                    let i = match &self.inner {
-                        Grouping::Permuted(p) => p.perm()[pos] as usize,
-                        _ => pos,
-                    };
-                    codes[i] = g as i64;
-                }
-            }
-            PyArray1::from_vec(py, codes)
+            PyArray1::from_iter(py, self.inner.codes().into_iter().map(i64::from))
         }
         fn __repr__(&self) -> String {
             format!(
@@ -117,7 +108,8 @@ mod python {
         codes: Vec<u32>,
         first: Vec<usize>,
     ) -> PyResult<Labelled<'py>> {
-        let g = py.detach(|| Grouping::from_codes(&codes, first.len()))?;
+        let k = first.len();
+        let g = py.detach(|| Grouping::from_codes(codes, k))?;
         Ok((wrap(g), PyArray1::from_iter(py, first.into_iter().map(|i| i as i64))))
     }
 

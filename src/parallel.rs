@@ -102,10 +102,8 @@ fn first_group_ending_after(grouping: &Grouping, target: usize) -> usize {
     match grouping {
         Grouping::Uniform { size, .. } => target.div_ceil(*size),
         _ => {
-            let offsets = match grouping {
-                Grouping::Ragged { offsets } => offsets.as_slice(),
-                Grouping::Permuted(p) => p.offsets(),
-                Grouping::Uniform { .. } => unreachable!(),
+            let Grouping::Ragged { offsets } = grouping else {
+                unreachable!("batches of groups are for contiguous layouts")
             };
             offsets.partition_point(|&o| o < target)
         }
@@ -124,6 +122,22 @@ where
         return vec![f(0..grouping.n_groups())];
     }
     let ranges = split_groups(grouping, threads * BATCHES_PER_THREAD);
+    use rayon::prelude::*;
+    pool(threads).install(|| ranges.into_par_iter().map(&f).collect())
+}
+
+/// Run `f` over about equal element ranges covering `0..n` (one per thread, or one in all
+/// when n is small), returning the results in order. `threads == 0` means the default.
+pub fn map_ranges<R, F>(n: usize, threads: usize, f: F) -> Vec<R>
+where
+    R: Send,
+    F: Fn(Range<usize>) -> R + Sync + Send,
+{
+    let threads = if threads == 0 { default_threads() } else { threads };
+    if threads <= 1 || n < SERIAL_BELOW {
+        return vec![f(0..n)];
+    }
+    let ranges: Vec<Range<usize>> = (0..threads).map(|t| n * t / threads..n * (t + 1) / threads).collect();
     use rayon::prelude::*;
     pool(threads).install(|| ranges.into_par_iter().map(&f).collect())
 }

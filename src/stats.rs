@@ -80,7 +80,7 @@ pub fn moments_finite<T: Real>(x: &[T]) -> Moments {
 
 /// Sum of (x_i - shift), with independent accumulators so that the loop vectorizes.
 #[inline(always)]
-fn sum_shifted<T: Real>(x: &[T], shift: f64) -> f64 {
+pub fn sum_shifted<T: Real>(x: &[T], shift: f64) -> f64 {
     let mut acc = [0.0f64; 8];
     let mut chunks = x.chunks_exact(8);
     for c in &mut chunks {
@@ -97,7 +97,7 @@ fn sum_shifted<T: Real>(x: &[T], shift: f64) -> f64 {
 
 /// Sum of (x_i - mean)^2 with independent accumulators.
 #[inline(always)]
-fn sum_sq_dev<T: Real>(x: &[T], mean: f64) -> f64 {
+pub fn sum_sq_dev<T: Real>(x: &[T], mean: f64) -> f64 {
     let mut acc = [0.0f64; 8];
     let mut chunks = x.chunks_exact(8);
     for c in &mut chunks {
@@ -197,7 +197,7 @@ mod tests {
     #[test]
     fn std_survives_huge_and_tiny_f64() {
         for scale in [1e200f64, 1e-200] {
-            let x = [-1.0 * scale, 1.0 * scale];
+            let x = [-scale, scale];
             let m = moments(&x);
             let s = group_std(&x, &m, 0, false);
             assert!((s / scale - 1.0).abs() < 1e-12, "scale {scale}: std {s}");

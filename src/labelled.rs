@@ -1,0 +1,207 @@
+//! Labelled groups whose rewards are interleaved (not contiguous): streaming passes over the
+//! rewards and their group codes, with per-group tables, instead of gathering each group.
+//!
+//! Every pass reads the rewards and codes in order (split into equal element ranges across
+//! threads) and touches only a table with one entry per group, so no permutation of the
+//! rewards is ever built and the passes run at close to streaming speed when the table fits
+//! in cache.
+
+use crate::advantage::{group_affine, AdvError, Fault, NonFinite, Params};
+use crate::parallel::map_ranges;
+use crate::real::Real;
+use crate::stats::{group_std, Moments};
+
+/// Group code of every reward (groups numbered by first appearance), group sizes, and the
+/// index of each group's first reward.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labelled {
+    codes: Vec<u32>,
+    sizes: Vec<u64>,
+    first: Vec<usize>,
+}
+
+impl Labelled {
+    /// `codes` must be dense first-appearance codes (checked by `Grouping::from_codes`).
+    pub(crate) fn new(codes: Vec<u32>, sizes: Vec<u64>, first: Vec<usize>) -> Labelled {
+        Labelled { codes, sizes, first }
+    }
+    pub fn codes(&self) -> &[u32] {
+        &self.codes
+    }
+    pub fn sizes(&self) -> &[u64] {
+        &self.sizes
+    }
+    pub fn first(&self) -> &[usize] {
+        &self.first
+    }
+    pub fn len(&self) -> usize {
+        self.codes.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.codes.is_empty()
+    }
+    pub fn n_groups(&self) -> usize {
+        self.sizes.len()
+    }
+}
+
+/// A per-group table of `len` entries set to `fill`. Tables are read and written at random,
+/// one access per reward: on Linux they are backed by huge pages where the kernel allows it,
+/// which removes most TLB misses once the table outgrows the cache.
+fn table<E: Copy>(len: usize, fill: E) -> Vec<E> {
+    let mut v: Vec<E> = Vec::with_capacity(len);
+    #[cfg(target_os = "linux")]
+    {
+        let bytes = len * std::mem::size_of::<E>();
+        if bytes >= 1 << 21 {
+            // SAFETY: advice on memory this Vec owns; failure is harmless (plain pages).
+            unsafe { libc::madvise(v.as_mut_ptr() as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE) };
+        }
+    }
+    v.resize(len, fill);
+    v
+}
+
+/// Sum per-thread tables into the first.
+fn add_tables(mut parts: Vec<Vec<[f64; 2]>>) -> Vec<[f64; 2]> {
+    let mut total = parts.swap_remove(0);
+    for part in parts {
+        for (t, v) in total.iter_mut().zip(part) {
+            t[0] += v[0];
+            t[1] += v[1];
+        }
+    }
+    total
+}
+
+/// Moments of every group (count of valid rewards, mean, M2), two passes in f64.
+/// Means are taken relative to a member of the group (its first valid reward), so all-equal
+/// groups get their value exactly and M2 = 0.
+pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments> {
+    let omit = p.nonfinite == NonFinite::Omit;
+    let codes = &l.codes;
+    let k = l.n_groups();
+    let mut shift: Vec<f64> = l.first.iter().map(|&i| x[i].to_f64()).collect();
+    if omit && shift.iter().any(|s| !s.is_finite()) {
+        // Rare: a group starts with a non-finite reward; shift by its first finite one.
+        let mut found: Vec<bool> = shift.iter().map(|s| s.is_finite()).collect();
+        for (&c, &v) in codes.iter().zip(x) {
+            let (c, v) = (c as usize, v.to_f64());
+            if !found[c] && v.is_finite() {
+                shift[c] = v;
+                found[c] = true;
+            }
+        }
+    }
+    // Pass 1: [count, sum of (r - shift)] per group.
+    let parts = map_ranges(x.len(), p.threads, |r| {
+        let mut t = table(k, [0.0f64; 2]);
+        for (&c, &v) in codes[r.clone()].iter().zip(&x[r]) {
+            let e = &mut t[c as usize];
+            let v = v.to_f64();
+            if !omit || v.is_finite() {
+                e[0] += 1.0;
+                e[1] += v - shift[c as usize];
+            }
+        }
+        t
+    });
+    let sums = add_tables(parts);
+    let mean: Vec<f64> = sums
+        .iter()
+        .zip(&shift)
+        .map(|(s, &sh)| if s[0] > 0.0 { sh + s[1] / s[0] } else { 0.0 })
+        .collect();
+    // Pass 2: M2 per group.
+    let parts = map_ranges(x.len(), p.threads, |r| {
+        let mut t = table(k, [0.0f64; 2]);
+        for (&c, &v) in codes[r.clone()].iter().zip(&x[r]) {
+            let v = v.to_f64();
+            if !omit || v.is_finite() {
+                let d = v - mean[c as usize];
+                t[c as usize][0] += d * d;
+            }
+        }
+        t
+    });
+    let m2 = add_tables(parts);
+    (0..k)
+        .map(|g| Moments { count: sums[g][0] as u64, mean: mean[g], m2: m2[g][0] })
+        .collect()
+}
+
+/// The valid rewards of group `g` (rare paths only: error reports, guarded stds).
+fn members<T: Real>(x: &[T], l: &Labelled, g: usize) -> Vec<usize> {
+    (0..x.len()).filter(|&i| l.codes[i] as usize == g).collect()
+}
+
+/// The standard deviation of each group, with the f64 over/underflow guard of `group_std`.
+pub(crate) fn stds<T: Real>(x: &[T], l: &Labelled, m: &[Moments], p: &Params) -> Vec<f64> {
+    let omit = p.nonfinite == NonFinite::Omit;
+    m.iter()
+        .enumerate()
+        .map(|(g, mg)| {
+            let std = mg.std(p.ddof);
+            let guarded = !T::SQUARES_FIT_F64
+                && mg.mean.is_finite()
+                && mg.count > p.ddof as u64
+                && !(mg.m2.is_finite() && mg.m2 >= 1e-280);
+            if guarded {
+                let vals: Vec<T> = members(x, l, g).into_iter().map(|i| x[i]).collect();
+                group_std(&vals, mg, p.ddof, omit)
+            } else {
+                std
+            }
+        })
+        .collect()
+}
+
+/// The error for a fault of group `g`, naming the offending reward.
+pub(crate) fn fault_error<T: Real>(x: &[T], l: &Labelled, g: usize, fault: Fault) -> AdvError {
+    let idx = members(x, l, g);
+    match fault {
+        Fault::NonFinite => idx
+            .iter()
+            .copied()
+            .find(|&i| !x[i].to_f64().is_finite())
+            .map(|index| AdvError::NonFinite { index, value: x[index].to_f64() })
+            .unwrap_or(AdvError::Overflow { group: g }),
+        Fault::Singleton => {
+            let index = idx.iter().copied().find(|&i| x[i].to_f64().is_finite()).unwrap_or(idx[0]);
+            AdvError::Singleton { group: g, index }
+        }
+    }
+}
+
+/// Advantages of interleaved labelled groups.
+pub(crate) fn advantages<T: Real>(
+    x: &[T],
+    out: &mut [T],
+    l: &Labelled,
+    p: &Params,
+    moments: &[Moments],
+    batch_denom: f64,
+) -> Result<(), AdvError> {
+    let stds = stds(x, l, moments, p);
+    // (mu, k) per group: the advantage of a valid reward r is (r - mu) * k.
+    let mut affine = table(0, [0.0f64; 2]);
+    affine.reserve_exact(moments.len());
+    for (g, (m, &s)) in moments.iter().zip(&stds).enumerate() {
+        let a = group_affine(m.count, m.mean, || s, p, batch_denom)
+            .map_err(|f| fault_error(x, l, g, f))?;
+        affine.push([a.0, a.1]);
+    }
+    let omit = p.nonfinite == NonFinite::Omit;
+    let codes = &l.codes;
+    let shared = crate::advantage::SharedOut(out.as_mut_ptr());
+    map_ranges(x.len(), p.threads, |r| {
+        // SAFETY: the element ranges of the threads are disjoint.
+        let o = unsafe { std::slice::from_raw_parts_mut(shared.ptr().add(r.start), r.len()) };
+        for ((o, &v), &c) in o.iter_mut().zip(&x[r.clone()]).zip(&codes[r]) {
+            let [mu, k] = affine[c as usize];
+            let v = v.to_f64();
+            *o = T::from_f64(if omit && !v.is_finite() && !k.is_nan() { 0.0 } else { (v - mu) * k });
+        }
+    });
+    Ok(())
+}
