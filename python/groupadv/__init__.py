@@ -17,9 +17,26 @@ from ._api import (
 )
 from ._groups import Groups, make_groups
 
+# Normalization at the right level (issue 5): batch moments, diagnostics, pipeline + guard,
+# importance weights, scale-out (torch / ray are imported lazily inside `distributed`).
+from . import diagnostics, distributed, moments, pipeline, weights
+from .moments import BatchMoments, Moments
+from .pipeline import DoubleNormalizationError, DoubleNormalizationWarning
+from .weights import self_normalized_weights
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchMoments",
+    "DoubleNormalizationError",
+    "DoubleNormalizationWarning",
+    "Moments",
+    "diagnostics",
+    "distributed",
+    "moments",
+    "pipeline",
+    "self_normalized_weights",
+    "weights",
     "GroupStats",
     "Groups",
     "advantages",

@@ -27,6 +27,7 @@ def advantages(
     decimals: int | None = None,
     out: np.ndarray | None = None,
     num_threads: int | None = None,
+    batch_std: float | None = None,
 ) -> np.ndarray:
     """Group-relative advantages ``A_i = c * (r_i - mu_g) / d``, in input order.
 
@@ -49,6 +50,12 @@ def advantages(
     decimals: round the result (numpy's round-half-to-even) when given.
     out: a C-contiguous array of the result's shape and dtype to write into.
     num_threads: threads for this call (default: set_num_threads / GROUPADV_NUM_THREADS / CPUs).
+    batch_std: with ``scale="batch"`` or ``"batch_residual"`` only: the batch std to divide by
+        (d = batch_std + eps) instead of the one of ``rewards``; for a shard of a larger batch,
+        pass the global std from :mod:`groupadv.moments` (``BatchMoments.std(scale, ddof)``) or
+        :func:`groupadv.distributed.all_reduce_moments`. Computed as the centred advantages
+        (``scale="none"``) divided by d in float64, so it equals the one-pass result up to one
+        rounding.
 
     Returns an array of the rewards' shape; float32 in, float32 out; float64 for float64,
     ints and bools. Statistics are accumulated in float64 either way.
@@ -56,21 +63,57 @@ def advantages(
     x = rewards_array(rewards)
     g = resolve(len(x), group_size, offsets, group_ids, groups)
     result = out_array(out, x)
-    _backend.impl.advantages(
-        x,
-        result,
-        g._impl,
-        choice(center, "center"),
-        choice(scale, "scale"),
-        ddof_value(ddof),
-        eps_value(eps),
-        choice(singleton, "singleton"),
-        choice(nan, "nan"),
-        threads_value(num_threads),
-    )
+    if batch_std is not None:  # external batch std (issue 5: sharded batches)
+        _with_batch_std(x, result, g, center, scale, ddof, eps, singleton, nan, num_threads, batch_std)
+    else:
+        _backend.impl.advantages(
+            x,
+            result,
+            g._impl,
+            choice(center, "center"),
+            choice(scale, "scale"),
+            ddof_value(ddof),
+            eps_value(eps),
+            choice(singleton, "singleton"),
+            choice(nan, "nan"),
+            threads_value(num_threads),
+        )
     if decimals is not None:
         np.round(result, integer(decimals, "decimals"), out=result)
     return result
+
+
+# --- batch_std= (issue 5): advantages of a shard with a batch std computed elsewhere ---------
+def _with_batch_std(x, result, g, center, scale, ddof, eps, singleton, nan, num_threads, batch_std) -> None:
+    scale = choice(scale, "scale")
+    if scale not in ("batch", "batch_residual"):
+        raise ValueError(f"batch_std= needs scale='batch' or 'batch_residual', got scale={scale!r}")
+    if isinstance(batch_std, (bool, np.bool_, str, bytes)):
+        raise TypeError(f"batch_std must be a number, got {type(batch_std).__name__}")
+    try:
+        std = float(batch_std)
+    except (TypeError, ValueError):
+        raise TypeError(f"batch_std must be a number, got {type(batch_std).__name__}") from None
+    if not (np.isfinite(std) and std >= 0):
+        raise ValueError(
+            f"batch_std must be a finite number >= 0, got {std} (a NaN batch std means non-finite "
+            "rewards, or no more rewards in the batch than ddof)"
+        )
+    ddof_value(ddof)
+    denom = std + eps_value(eps)
+    x64 = x if x.dtype == np.float64 else x.astype(np.float64)
+    tmp = result if result.dtype == np.float64 else np.empty(len(x), dtype=np.float64)
+    _backend.impl.advantages(
+        x64, tmp, g._impl, choice(center, "center"), "none", ddof_value(ddof), 0.0,
+        choice(singleton, "singleton"), choice(nan, "nan"), threads_value(num_threads),
+    )
+    if denom == 0.0:
+        np.multiply(tmp, 0.0, out=tmp)  # no spread in the batch: exactly 0, as the core does
+    else:
+        np.divide(tmp, denom, out=tmp)
+    if tmp is not result:
+        result[...] = tmp
+# --- end batch_std= ----------------------------------------------------------------------
 
 
 def grpo(rewards, group_size: int | None = None, *, scale: str = "group", **kwargs) -> np.ndarray:
