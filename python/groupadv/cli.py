@@ -132,9 +132,10 @@ class CsvReader(Reader):
     """CSV with a header row. Group labels are read as strings (so ``07`` and ``7`` differ);
     an empty reward cell is a missing reward (NaN)."""
 
-    def __init__(self, path: str, group_col: str | None, use_arrow: bool):
+    def __init__(self, path: str, group_col: str | None, reward_col: str | None, use_arrow: bool):
         self.path = path
         self.group_col = group_col
+        self.reward_col = reward_col
         self.use_arrow = use_arrow
         with open(path, newline="") as f:
             header = next(csv.reader(f), None)
@@ -173,14 +174,28 @@ class CsvReader(Reader):
         pa = _pyarrow("reading CSV with pyarrow")
         import pyarrow.csv as pacsv
 
-        types = {self.group_col: pa.string()} if self.group_col else {}
-        conv = pacsv.ConvertOptions(column_types=types, strings_can_be_null=False)
+        import pyarrow.compute as pc
+
+        # Labels and rewards are read as text, as the stdlib path does; rewards are parsed below.
+        types = {c: pa.string() for c in (self.group_col, self.reward_col) if c in self.columns}
+        conv = pacsv.ConvertOptions(column_types=types, null_values=[""], strings_can_be_null=True)
+        start = 0
         try:
             reader = pacsv.open_csv(self.path, convert_options=conv,
                                     read_options=pacsv.ReadOptions(block_size=1 << 22))
             for rb in reader:
                 for s in _slices(rb.num_rows, rows):
-                    yield rb.slice(s.start, s.stop - s.start)
+                    part = rb.slice(s.start, s.stop - s.start)
+                    if self.reward_col in types:
+                        i = part.schema.get_field_index(self.reward_col)
+                        cells = part.column(i)
+                        try:
+                            vals = pc.cast(cells, pa.float64())
+                        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                            vals = pa.array(_parse_cells(cells.to_pylist(), self.reward_col, start))
+                        part = part.set_column(i, self.reward_col, vals)
+                    yield part
+                    start += part.num_rows
         except pa.ArrowInvalid as e:
             raise CLIError(f"{self.path}: {e}") from None
 
@@ -223,7 +238,7 @@ class ArrowReader(Reader):
                 yield rb.slice(s.start, s.stop - s.start)
 
 
-def open_reader(path: str, group_col: str | None = None) -> Reader:
+def open_reader(path: str, group_col: str | None = None, reward_col: str | None = None) -> Reader:
     """A reader for ``path`` chosen by its extension."""
     if not os.path.exists(path):
         raise CLIError(f"input file not found: {path}")
@@ -233,7 +248,7 @@ def open_reader(path: str, group_col: str | None = None) -> Reader:
     if fmt == "npz":
         return NpzReader(path)
     if fmt == "csv":
-        return CsvReader(path, group_col, _have_pyarrow())
+        return CsvReader(path, group_col, reward_col, _have_pyarrow())
     return ArrowReader(path, fmt)
 
 
@@ -253,29 +268,43 @@ def _rewards(batch, col: str, start: int) -> np.ndarray:
         arr = batch.column(col)
         t = arr.type
         if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
-            raise CLIError(f"reward column {col!r} is not numeric (type {t})")
+            where = ""
+            if pa.types.is_string(t) or pa.types.is_large_string(t):
+                for i, cell in enumerate(arr.to_pylist()):
+                    try:
+                        float(cell)
+                    except (TypeError, ValueError):
+                        where = f": row {start + i} holds {cell!r}"
+                        break
+            raise CLIError(f"reward column {col!r} is not numeric (type {t}){where}")
         x = arr.to_numpy(zero_copy_only=False)
         if x.dtype == object:  # booleans with nulls
             x = np.array([np.nan if v is None else float(v) for v in x], dtype=np.float64)
     else:
         x = batch[col]
         if x.dtype == object:  # CSV cells
-            vals = np.empty(len(x), dtype=np.float64)
-            for i, cell in enumerate(x):
-                cell = cell.strip()
-                if cell == "":
-                    vals[i] = np.nan
-                    continue
-                try:
-                    vals[i] = float(cell)
-                except ValueError:
-                    raise CLIError(f"reward column {col!r} is not numeric: row {start + i} holds {cell!r}") from None
-            x = vals
+            x = _parse_cells(x, col, start)
         elif x.dtype.kind not in "fiub":
             raise CLIError(f"reward column {col!r} is not numeric (dtype {x.dtype})")
     if x.dtype.kind == "f" and x.dtype.itemsize <= 4:
         return np.ascontiguousarray(x, dtype=np.float32)
     return np.ascontiguousarray(x, dtype=np.float64)
+
+
+def _parse_cells(cells, col: str, start: int) -> np.ndarray:
+    """CSV reward cells as float64: an empty cell is a missing reward (NaN); anything that
+    ``float()`` does not read is an error naming its row."""
+    vals = np.empty(len(cells), dtype=np.float64)
+    for i, cell in enumerate(cells):
+        cell = "" if cell is None else cell.strip()
+        if cell == "":
+            vals[i] = np.nan
+            continue
+        try:
+            vals[i] = float(cell)
+        except ValueError:
+            raise CLIError(f"reward column {col!r} is not numeric: row {start + i} holds {cell!r}") from None
+    return vals
 
 
 def _labels(batch, col: str, start: int):
@@ -288,6 +317,10 @@ def _labels(batch, col: str, start: int):
         ids = arr.to_numpy(zero_copy_only=False)
     else:
         ids = batch[col]
+        if ids.dtype == object:  # CSV cells
+            empty = np.flatnonzero(ids == "")
+            if empty.size:
+                raise CLIError(f"group column {col!r} has a missing value at row {start + int(empty[0])}")
     if ids.dtype.kind == "f" and np.isnan(ids).any():
         i = int(np.flatnonzero(np.isnan(ids))[0])
         raise CLIError(f"group column {col!r} has a NaN label at row {start + i}")
@@ -300,13 +333,16 @@ def _labels(batch, col: str, start: int):
 
 
 class GroupMoments:
-    """Per-label count / mean / M2 in float64, merged across batches (Chan et al.)."""
+    """Per-label count / mean / sqrt(M2) in float64, merged across batches (Chan et al.).
+
+    The root of M2 (sum of squared deviations) is kept rather than M2 itself so that rewards
+    up to the float64 range do not overflow when squared (merged with ``hypot``)."""
 
     def __init__(self) -> None:
         self.index: dict = {}
         self.count = np.zeros(0, dtype=np.int64)
         self.mean = np.zeros(0)
-        self.m2 = np.zeros(0)
+        self.root = np.zeros(0)
         self.rows = 0
         self.nonfinite = 0
 
@@ -320,16 +356,17 @@ class GroupMoments:
             grow = max(k, 2 * len(self.count)) - len(self.count)
             self.count = np.concatenate((self.count, np.zeros(grow, np.int64)))
             self.mean = np.concatenate((self.mean, np.zeros(grow)))
-            self.m2 = np.concatenate((self.m2, np.zeros(grow)))
+            self.root = np.concatenate((self.root, np.zeros(grow)))
         return out
 
     @property
     def n_groups(self) -> int:
         return len(self.index)
 
-    def add(self, gi: np.ndarray, count: np.ndarray, mean: np.ndarray, m2: np.ndarray) -> None:
+    def add(self, gi: np.ndarray, count: np.ndarray, mean: np.ndarray, root: np.ndarray) -> None:
+        """Merge batch-local groups (global indices ``gi``) into the running statistics."""
         keep = count > 0
-        gi, nb, mb, m2b = gi[keep], count[keep].astype(np.float64), mean[keep], m2[keep]
+        gi, nb, mb, rb = gi[keep], count[keep].astype(np.float64), mean[keep], root[keep]
         na = self.count[gi].astype(np.float64)
         ma = self.mean[gi]
         n = na + nb
@@ -337,14 +374,14 @@ class GroupMoments:
         first = na == 0
         with np.errstate(invalid="ignore"):
             merged_mean = np.where(delta == 0, ma, ma + delta * (nb / n))
-            merged_m2 = self.m2[gi] + m2b + delta * delta * (na * nb / n)
+            merged_root = np.hypot(np.hypot(self.root[gi], rb), delta * np.sqrt(na * nb / n))
         self.mean[gi] = np.where(first, mb, merged_mean)
-        self.m2[gi] = np.where(first, m2b, merged_m2)
+        self.root[gi] = np.where(first, rb, merged_root)
         self.count[gi] += count[keep]
 
     def final(self):
         k = self.n_groups
-        return self.count[:k], self.mean[:k], self.m2[:k]
+        return self.count[:k], self.mean[:k], self.root[:k]
 
 
 class Layout:
@@ -414,6 +451,7 @@ def pass1(reader: Reader, layout: Layout, reward_col: str, nan: str, batch_rows:
         n = _num_rows(batch)
         if n == 0:
             continue
+        g, labels = layout.batch_groups(batch, start, n)
         x = _rewards(batch, reward_col, start)
         dtype = x.dtype if dtype in (None, x.dtype) else np.dtype(np.float64)
         bad = ~np.isfinite(x)
@@ -425,11 +463,9 @@ def pass1(reader: Reader, layout: Layout, reward_col: str, nan: str, batch_rows:
                 "pass --nan propagate or --nan omit to allow it"
             )
         acc.nonfinite += nbad
-        g, labels = layout.batch_groups(batch, start, n)
         st = ga.group_stats(x, groups=g, ddof=0, nan=nan)
         gi = acc.codes(labels)
-        m2 = st.std * st.std * st.count
-        acc.add(gi, st.count, st.mean, m2)
+        acc.add(gi, st.count, st.mean, st.std * np.sqrt(st.count))
         start += n
         progress.update(n)
     progress.close()
@@ -443,15 +479,39 @@ def pass1(reader: Reader, layout: Layout, reward_col: str, nan: str, batch_rows:
     return acc, np.dtype(dtype)
 
 
-def _std(m2: np.ndarray, count: np.ndarray, ddof: int) -> np.ndarray:
+def _std(root: np.ndarray, count: np.ndarray, ddof: int) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > ddof, np.sqrt(m2 / np.maximum(count - ddof, 1)), np.nan)
+        return np.where(count > ddof, root / np.sqrt(np.maximum(count - ddof, 1)), np.nan)
+
+
+def _norm(*parts: np.ndarray) -> float:
+    """sqrt of the sum of squares of all parts, scaled so that it does not overflow."""
+    x = np.abs(np.concatenate([np.ravel(p) for p in parts]))
+    if x.size == 0:
+        return 0.0
+    big = float(x.max())
+    if not math.isfinite(big) or big == 0.0:
+        return big
+    return big * math.sqrt(float(np.sum((x / big) ** 2)))
+
+
+def _batch(count: np.ndarray, mean: np.ndarray, root: np.ndarray) -> tuple[float, float, float, float]:
+    """(total count, batch mean, root of the batch M2 of rewards, root of the residual M2)
+    over the groups with at least one (valid) reward."""
+    valid = count > 0
+    c, mu, q = count[valid].astype(np.float64), mean[valid], root[valid]
+    total = float(c.sum())
+    if total == 0:
+        return 0.0, math.nan, math.nan, math.nan
+    with np.errstate(invalid="ignore", over="ignore"):
+        bmean = float(np.sum(c / total * mu))
+        return total, bmean, _norm(q, (mu - bmean) * np.sqrt(c)), _norm(q)
 
 
 def group_coefficients(acc: GroupMoments, center: str, scale: str, ddof: int, eps: float,
                        singleton: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-group (mu, k) so that ``A = (r - mu) * k``: the same case table as the core."""
-    count, mean, m2 = acc.final()
+    count, mean, root = acc.final()
     lone = (count == 1) & np.isfinite(mean)
     if singleton == "error" and lone.any():
         g = int(np.flatnonzero(lone)[0])
@@ -460,15 +520,8 @@ def group_coefficients(acc: GroupMoments, center: str, scale: str, ddof: int, ep
     valid = count > 0
     batch_denom = 1.0
     if scale in ("batch", "batch_residual"):
-        c, mu, q = count[valid].astype(np.float64), mean[valid], m2[valid]
-        total = c.sum()
-        if scale == "batch":
-            with np.errstate(invalid="ignore"):
-                bmean = float(np.sum(c * mu) / total)
-                bm2 = float(q.sum() + np.sum(c * (mu - bmean) ** 2))
-            s = math.sqrt(bm2 / (total - ddof)) if total > ddof else math.nan
-        else:
-            s = math.sqrt(float(q.sum()) / (total - ddof)) if total > ddof else math.nan
+        total, _, broot, rroot = _batch(count, mean, root)
+        s = (broot if scale == "batch" else rroot) / math.sqrt(total - ddof) if total > ddof else math.nan
         batch_denom = s + eps
     nonfinite = valid & ~np.isfinite(mean)
     multi = count >= 2
@@ -477,7 +530,7 @@ def group_coefficients(acc: GroupMoments, center: str, scale: str, ddof: int, ep
     with np.errstate(invalid="ignore", divide="ignore"):
         factor = np.where(multi, n / (n - 1) if center == "loo" else 1.0, 0.0)
         if scale == "group":
-            denom = np.where(multi, _std(m2, count, ddof) + eps, 1.0)
+            denom = np.where(multi, _std(root, count, ddof) + eps, 1.0)
         elif scale == "none":
             denom = np.ones_like(n)
         else:
@@ -651,7 +704,7 @@ def cmd_compute(args) -> int:
     if os.path.abspath(args.output) == os.path.abspath(args.input):
         raise CLIError("the output file must differ from the input file")
     _format(args.output)
-    reader = open_reader(args.input, args.group_col)
+    reader = open_reader(args.input, args.group_col, args.reward_col)
     layout = _layout(args, reader)
     if args.output_col in reader.columns and _format(args.output) != "npy":
         raise CLIError(f"the input already has a column {args.output_col!r}; choose another --output-col")
@@ -699,20 +752,15 @@ def cmd_compute(args) -> int:
 
 def file_stats(args) -> dict:
     """Diagnostics of a file (streamed: one pass)."""
-    reader = open_reader(args.input, args.group_col)
+    reader = open_reader(args.input, args.group_col, args.reward_col)
     layout = _layout(args, reader)
     acc, _ = pass1(reader, layout, args.reward_col, args.nan, args.batch_rows,
                    Progress("reading", reader.num_rows, args.quiet))
-    count, mean, m2 = acc.final()
-    std = _std(m2, count, args.ddof)
+    count, mean, root = acc.final()
+    std = _std(root, count, args.ddof)
     multi = count >= 2
     ok = multi & np.isfinite(std)
-    valid = count > 0
-    c = count[valid].astype(np.float64)
-    total = c.sum()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        bmean = float(np.sum(c * mean[valid]) / total) if total else math.nan
-        bm2 = float(m2[valid].sum() + np.sum(c * (mean[valid] - bmean) ** 2)) if total else math.nan
+    total, bmean, broot, _ = _batch(count, mean, root)
     return {
         "rows": acc.rows,
         "n_groups": acc.n_groups,
@@ -723,7 +771,7 @@ def file_stats(args) -> dict:
         "mean_within_std": float(std[ok].mean()) if ok.any() else math.nan,
         "frac_zero_std": float(np.sum(std[multi] == 0.0) / multi.sum()) if multi.any() else math.nan,
         "reward_mean": bmean,
-        "reward_std": math.sqrt(bm2 / (total - args.ddof)) if total > args.ddof else math.nan,
+        "reward_std": broot / math.sqrt(total - args.ddof) if total > args.ddof else math.nan,
         "nonfinite_rewards": acc.nonfinite,
     }
 
