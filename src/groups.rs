@@ -10,7 +10,7 @@
 //! already contiguous (verl's `np.repeat(uids, n)` layout), the result is `Ragged`.
 
 use crate::labelled::Labelled;
-use rustc_hash::FxHashMap;
+use std::collections::HashMap;
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,7 +208,9 @@ where
     if n > u32::MAX as usize {
         return Err(LayoutError::TooManyRewards(n));
     }
-    let mut map: FxHashMap<K, u32> = FxHashMap::default();
+    // foldhash: fast, and good in its high bits (the table's tags); FxHash collided badly on
+    // uid-like strings.
+    let mut map: HashMap<K, u32, foldhash::fast::RandomState> = HashMap::default();
     let mut codes = Vec::with_capacity(n);
     let mut first = Vec::new();
     let mut run: Option<(K, u32)> = None;

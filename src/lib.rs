@@ -143,11 +143,33 @@ mod python {
         labelled(py, codes, first)
     }
 
+    /// A str label as a hash key: Python's cached hash of the str, and its address, so that
+    /// the common case (the same str object repeated, as verl's uids) compares no bytes.
+    #[derive(Clone, Copy)]
+    struct StrKey<'a> {
+        hash: isize,
+        addr: usize,
+        text: &'a str,
+    }
+
+    impl PartialEq for StrKey<'_> {
+        fn eq(&self, other: &Self) -> bool {
+            self.addr == other.addr || (self.hash == other.hash && self.text == other.text)
+        }
+    }
+    impl Eq for StrKey<'_> {}
+
+    impl std::hash::Hash for StrKey<'_> {
+        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+            state.write_isize(self.hash);
+        }
+    }
+
     /// Groups from a sequence of Python str labels. TypeError if any label is not a str.
     #[pyfunction]
     fn grouping_ids_str<'py>(py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Labelled<'py>> {
         let items: Vec<Bound<'py, PyAny>> = ids.try_iter()?.collect::<PyResult<_>>()?;
-        let mut strs: Vec<&str> = Vec::with_capacity(items.len());
+        let mut keys: Vec<StrKey<'_>> = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let s = item.cast::<PyString>().map_err(|_| {
                 PyTypeError::new_err(format!(
@@ -155,9 +177,9 @@ mod python {
                     item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
                 ))
             })?;
-            strs.push(s.to_str()?);
+            keys.push(StrKey { hash: s.hash()?, addr: s.as_ptr() as usize, text: s.to_str()? });
         }
-        let (codes, first) = groups::factorize(strs.iter().copied(), strs.len())?;
+        let (codes, first) = groups::factorize(keys.iter().copied(), keys.len())?;
         labelled(py, codes, first)
     }
 

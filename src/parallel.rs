@@ -8,7 +8,7 @@
 use crate::groups::Grouping;
 use rayon::{ThreadPool, ThreadPoolBuilder};
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Below this many elements a call runs on the calling thread: waking a pool costs more.
 pub const SERIAL_BELOW: usize = 1 << 15;
@@ -27,22 +27,26 @@ fn lock() -> std::sync::MutexGuard<'static, Pools> {
     POOLS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn hardware_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+/// `GROUPADV_NUM_THREADS`, else the CPUs available, read once: `available_parallelism`
+/// reads cgroup files on every call, far too slow for a per-call default.
+fn environment_threads() -> usize {
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::env::var("GROUPADV_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+    })
 }
 
 /// The thread count used when a call does not name one: `set_num_threads`, else the
-/// `GROUPADV_NUM_THREADS` environment variable, else the number of CPUs available.
+/// `GROUPADV_NUM_THREADS` environment variable (read at first use), else the CPUs available.
 pub fn default_threads() -> usize {
-    let configured = lock().default_threads;
-    if configured > 0 {
-        return configured;
+    match lock().default_threads {
+        0 => environment_threads(),
+        n => n,
     }
-    std::env::var("GROUPADV_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(hardware_threads)
 }
 
 /// Set the default thread count (0 returns to the environment/CPU default).
