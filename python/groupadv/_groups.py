@@ -90,7 +90,15 @@ def make_groups(n: int | None = None, group_size=None, *, offsets=None, group_id
     if group_size is not None:
         if n is None:
             raise TypeError("group_size= needs the number of rewards n")
-        return Groups(impl.grouping_uniform(n, integer(group_size, "group_size")), _backend.name)
+        size = integer(group_size, "group_size")
+        if not 0 < size <= max(n, 1):
+            # Checked here so that both backends give this ValueError (not an OverflowError
+            # from the native conversion of a negative or huge size).
+            raise ValueError(
+                f"group_size={size} does not divide the number of rewards ({n}); "
+                "group_size must be a positive divisor of len(rewards)"
+            )
+        return Groups(impl.grouping_uniform(n, size), _backend.name)
     if offsets is not None:
         offs = _offsets_array(offsets)
         if n is None:

@@ -77,6 +77,8 @@ def ddof_value(ddof) -> int:
 def eps_value(eps) -> float:
     try:
         eps = float(eps)
+    except OverflowError:
+        raise ValueError(f"eps must be a finite number >= 0, got {eps}") from None
     except (TypeError, ValueError):
         raise TypeError(f"eps must be a number, got {type(eps).__name__}") from None
     if not (np.isfinite(eps) and eps >= 0):
@@ -90,4 +92,6 @@ def threads_value(num_threads) -> int:
     n = integer(num_threads, "num_threads")
     if n < 1:
         raise ValueError(f"num_threads must be >= 1, got {n}")
+    if n > 1 << 31:
+        raise ValueError(f"num_threads is too large, got {n}")
     return n
