@@ -94,7 +94,9 @@ def keep_mask(
 
 def _keep(count, std, g) -> np.ndarray:
     keep_group = (count >= 2) & (std > 0)  # NaN std (propagated non-finite) is not kept
-    return keep_group[g.codes()]
+    if g.kind == "permuted":
+        return keep_group[g.codes()]
+    return np.repeat(keep_group, g.sizes())  # contiguous groups: no index array needed
 
 
 def diagnostics(
