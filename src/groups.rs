@@ -134,7 +134,10 @@ impl Grouping {
 
     /// Groups from integer labels, numbered in order of first appearance.
     pub fn from_ids(ids: &[i64]) -> Result<(Grouping, Vec<usize>), LayoutError> {
-        let (codes, first) = factorize(ids.iter().copied(), ids.len())?;
+        let (codes, first) = match factorize_dense(ids)? {
+            Some(done) => done,
+            None => factorize(ids.iter().copied(), ids.len())?,
+        };
         let k = first.len();
         Ok((Grouping::from_codes(codes, k)?, first))
     }
@@ -197,6 +200,35 @@ impl Grouping {
             }
         }
     }
+}
+
+/// Like [`factorize`] for integer labels whose range is at most about `2 n`: a direct table
+/// instead of a hash map (the usual case of prompt indices). None when the range is wider.
+pub fn factorize_dense(ids: &[i64]) -> Result<Option<(Vec<u32>, Vec<usize>)>, LayoutError> {
+    let n = ids.len();
+    if n > u32::MAX as usize {
+        return Err(LayoutError::TooManyRewards(n));
+    }
+    let (Some(&lo), Some(&hi)) = (ids.iter().min(), ids.iter().max()) else {
+        return Ok(None);
+    };
+    let range = (hi as i128 - lo as i128 + 1) as u128;
+    if range > (2 * n as u128).max(1 << 16) {
+        return Ok(None);
+    }
+    const UNSEEN: u32 = u32::MAX;
+    let mut table = vec![UNSEEN; range as usize];
+    let mut codes = Vec::with_capacity(n);
+    let mut first = Vec::new();
+    for (i, &id) in ids.iter().enumerate() {
+        let slot = &mut table[(id as i128 - lo as i128) as usize];
+        if *slot == UNSEEN {
+            *slot = first.len() as u32;
+            first.push(i);
+        }
+        codes.push(*slot);
+    }
+    Ok(Some((codes, first)))
 }
 
 /// Dense codes (first-appearance order) and the first index of each group, for hashable labels.
@@ -279,6 +311,27 @@ mod tests {
             }
             other => panic!("expected Labelled, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn dense_and_hashed_factorizations_agree() {
+        let mut s = 7u64;
+        for spread in [10i64, 1000, 1 << 40] {
+            let ids: Vec<i64> = (0..5000)
+                .map(|_| {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((s >> 20) as i64 % spread) - spread / 2
+                })
+                .collect();
+            let hashed = factorize(ids.iter().copied(), ids.len()).unwrap();
+            match factorize_dense(&ids).unwrap() {
+                Some(dense) => assert_eq!(dense, hashed),
+                None => assert_eq!(spread, 1 << 40),
+            }
+        }
+        let extremes = [i64::MIN, i64::MAX, i64::MIN];
+        assert_eq!(factorize_dense(&extremes).unwrap(), None);
+        assert_eq!(Grouping::from_ids(&extremes).unwrap().1, vec![0, 1]);
     }
 
     #[test]

@@ -18,12 +18,14 @@ pub struct Labelled {
     codes: Vec<u32>,
     sizes: Vec<u64>,
     first: Vec<usize>,
+    max_size: u64,
 }
 
 impl Labelled {
     /// `codes` must be dense first-appearance codes (checked by `Grouping::from_codes`).
     pub(crate) fn new(codes: Vec<u32>, sizes: Vec<u64>, first: Vec<usize>) -> Labelled {
-        Labelled { codes, sizes, first }
+        let max_size = sizes.iter().copied().max().unwrap_or(0);
+        Labelled { codes, sizes, first, max_size }
     }
     pub fn codes(&self) -> &[u32] {
         &self.codes
@@ -93,6 +95,9 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
             }
         }
     }
+    if l.max_size <= ONE_PASS_MAX_SIZE {
+        return one_pass_moments(x, l, p, &shift);
+    }
     // Pass 1: [count, sum of (r - shift)] per group.
     let parts = map_ranges(x.len(), p.threads, |r| {
         let mut t = table(k, [0.0f64; 2]);
@@ -127,6 +132,54 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
     let m2 = add_tables(parts);
     (0..k)
         .map(|g| Moments { count: sums[g][0] as u64, mean: mean[g], m2: m2[g][0] })
+        .collect()
+}
+
+/// Groups up to this size get their moments in one pass: sums of d = r - shift and of d^2,
+/// M2 = S2 - S1^2 / n. The shift is a member of the group, so |mean(d)| <= range and
+/// std >= range / sqrt(2 n): the cancellation costs at most a factor 2 n + 1, i.e. a relative
+/// error below 65 n eps ~ 2e-13 on M2 here. All-equal groups still give exactly 0.
+const ONE_PASS_MAX_SIZE: u64 = 32;
+
+fn one_pass_moments<T: Real>(x: &[T], l: &Labelled, p: &Params, shift: &[f64]) -> Vec<Moments> {
+    let omit = p.nonfinite == NonFinite::Omit;
+    let codes = &l.codes;
+    let k = l.n_groups();
+    let parts = map_ranges(x.len(), p.threads, |r| {
+        // [count, S1, S2] per group, padded to 32 bytes so an entry never straddles two lines.
+        let mut t = table(k, [0.0f64; 4]);
+        for (&c, &v) in codes[r.clone()].iter().zip(&x[r]) {
+            let v = v.to_f64();
+            if !omit || v.is_finite() {
+                let d = v - shift[c as usize];
+                let e = &mut t[c as usize];
+                e[0] += 1.0;
+                e[1] += d;
+                e[2] += d * d;
+            }
+        }
+        t
+    });
+    let mut parts = parts.into_iter();
+    let mut total = parts.next().unwrap();
+    for part in parts {
+        for (t, v) in total.iter_mut().zip(part) {
+            for j in 0..3 {
+                t[j] += v[j];
+            }
+        }
+    }
+    total
+        .iter()
+        .zip(shift)
+        .map(|(e, &sh)| {
+            let n = e[0];
+            if n == 0.0 {
+                return Moments { count: 0, mean: 0.0, m2: 0.0 };
+            }
+            let m2 = (e[2] - e[1] * (e[1] / n)).max(0.0);
+            Moments { count: n as u64, mean: sh + e[1] / n, m2 }
+        })
         .collect()
 }
 
