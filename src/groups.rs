@@ -202,9 +202,12 @@ impl Grouping {
     }
 }
 
+/// Group codes of every reward and the first index of each group.
+pub type Factorized = (Vec<u32>, Vec<usize>);
+
 /// Like [`factorize`] for integer labels whose range is at most about `2 n`: a direct table
 /// instead of a hash map (the usual case of prompt indices). None when the range is wider.
-pub fn factorize_dense(ids: &[i64]) -> Result<Option<(Vec<u32>, Vec<usize>)>, LayoutError> {
+pub fn factorize_dense(ids: &[i64]) -> Result<Option<Factorized>, LayoutError> {
     let n = ids.len();
     if n > u32::MAX as usize {
         return Err(LayoutError::TooManyRewards(n));
@@ -232,7 +235,7 @@ pub fn factorize_dense(ids: &[i64]) -> Result<Option<(Vec<u32>, Vec<usize>)>, La
 }
 
 /// Dense codes (first-appearance order) and the first index of each group, for hashable labels.
-pub fn factorize<K, I>(ids: I, n: usize) -> Result<(Vec<u32>, Vec<usize>), LayoutError>
+pub fn factorize<K, I>(ids: I, n: usize) -> Result<Factorized, LayoutError>
 where
     K: std::hash::Hash + Eq + Copy,
     I: IntoIterator<Item = K>,
