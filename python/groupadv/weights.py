@@ -111,20 +111,24 @@ def _torch(x, is_log, lo, hi, mask, axis):
     import torch
 
     t = x if x.is_floating_point() else x.to(torch.float64)
+    if mask is not None:
+        mask = torch.as_tensor(mask, device=t.device).to(torch.bool)
+        if mask.shape != t.shape:
+            raise ValueError(f"mask must have the shape {tuple(t.shape)}, got {tuple(mask.shape)}")
     dims = {} if axis is None else {"dim": int(axis)}
     if is_log:
         f = t
         if lo > 0 or hi < math.inf:
             f = t.clamp(min=math.log(lo) if lo > 0 else None, max=math.log(hi) if hi < math.inf else None)
         if mask is not None:
-            f = f.masked_fill(~mask.to(torch.bool), -math.inf)
+            f = f.masked_fill(~mask, -math.inf)
         top = f.amax(**dims, keepdim=True) if axis is not None else f.max()
         top = torch.where(torch.isfinite(top), top, torch.zeros_like(top)).detach()
         c = torch.exp(f - top)
     else:
         c = t.clamp(min=lo, max=hi if hi < math.inf else None)
         if mask is not None:
-            c = c.masked_fill(~mask.to(torch.bool), 0.0)
+            c = c.masked_fill(~mask, 0.0)
     total = c.sum(**dims, keepdim=True) if axis is not None else c.sum()
     safe = torch.where(total > 0, total, torch.ones_like(total))
     return torch.where(total > 0, c / safe, torch.zeros_like(c))
