@@ -11,7 +11,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Below this many elements a call runs on the calling thread: waking a pool costs more.
-pub const SERIAL_BELOW: usize = 1 << 15;
+pub const SERIAL_BELOW: usize = 1 << 17;
 /// Batches per thread: a few, so that uneven groups or a busy core even out.
 const BATCHES_PER_THREAD: usize = 4;
 
