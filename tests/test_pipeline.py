@@ -65,7 +65,9 @@ def test_warning_points_at_the_caller():
 
 def test_normalize_applies_exactly_one_normalization(backend_name):
     r, ids = _batch(seed=3)
-    res = normalize(r, group_ids=ids)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # raw rewards: the guard stays quiet
+        res = normalize(r, group_ids=ids, strict=True)
     np.testing.assert_array_equal(res.advantages, ga.grpo(r, group_ids=ids))
     assert res.scale == "group" and res.batch is None
     assert np.array_equal(res.keep, res.advantages != 0)
