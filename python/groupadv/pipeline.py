@@ -208,6 +208,10 @@ def whiten(
     frequency weights (e.g. token counts) — an explicit choice; the default counts each value
     once. ``mask``: booleans, False values are left out of the statistics and returned as 0.
     ``shift_mean=False`` only divides (as some trainers do). Returns float64.
+
+    The guard looks at whole groups: give it the full batch and select the kept transitions
+    with ``mask`` (a subsample of a group no longer has mean 0 and std 1, so it cannot be
+    recognised as z-scored).
     """
     v = rewards_array(values, "values").astype(np.float64, copy=False)
     if any(a is not None for a in (group_size, offsets, group_ids, groups)):
