@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import groupadv as ga
+from groupadv import _backend
 
 R4 = np.array([1.0, 2.0, 3.0, 5.0])
 EXPECT_PAIRS = ga.grpo(R4.copy(), 2)  # groups {1,2}, {3,5}
@@ -242,3 +243,29 @@ def test_subnormal_spread_gives_finite_advantages(r):
 ])
 def test_batch_scale_at_extreme_magnitudes(r, expected):
     np.testing.assert_allclose(ga.grpo(np.array(r), 2, scale="batch"), expected, rtol=1e-9)
+
+
+@pytest.mark.xfail(strict=True, reason="core bug: under nan='propagate'/'omit', finite rewards whose group "
+                   "sum overflows float64 give NaN silently (nan='raise' gives the overflow ValueError)")
+@pytest.mark.parametrize("nan", ["propagate", "omit"])
+@pytest.mark.parametrize("r", [[1.7e308, 1.7e308, -1.7e308, 0.0], [3.6e307, 0.0, 0.0, 0.0, 0.0, 0.0]])
+def test_overflowing_finite_group_is_never_silently_nan(nan, r):
+    try:
+        got = ga.advantages(np.array(r), len(r), nan=nan)
+    except ValueError as e:
+        assert "overflow" in str(e)
+    else:
+        assert np.all(np.isfinite(got)), got
+
+
+@pytest.mark.xfail(_backend.name == "native", strict=True,
+                   reason="core bug (native, labelled non-contiguous groups): with a NaN batch std "
+                   "(nan='propagate', scale='batch'), an all-equal group gets 0.0 instead of NaN, unlike "
+                   "the same groups given as offsets and unlike the numpy backend")
+@pytest.mark.parametrize("scale", ["batch", "batch_residual"])
+def test_nan_batch_std_is_the_same_for_every_layout(scale):
+    r = np.array([0.0, 0.0, 0.0, np.inf])
+    by_ids = ga.advantages(r, group_ids=[1, 2, 1, 2], scale=scale, nan="propagate")
+    by_offsets = ga.advantages(r[[0, 2, 1, 3]], group_size=2, scale=scale, nan="propagate")[[0, 2, 1, 3]]
+    np.testing.assert_array_equal(by_ids, by_offsets)
+    assert np.all(np.isnan(by_ids))
