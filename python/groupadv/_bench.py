@@ -192,6 +192,7 @@ def run(
     repeats: int = 5,
     num_threads: int | None = None,
     check: bool = True,
+    reuse_groups: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Time groupadv, the numpy reference and a memory copy on each (layout, size).
@@ -199,6 +200,8 @@ def run(
     Returns one dict per case: layout, n, groupadv_s, numpy_s, memcpy_s, x_memcpy
     (groupadv time / copy time: 1.0 would be bandwidth-bound), speedup_vs_numpy.
     With ``check``, the groupadv result is compared with the numpy reference first.
+    By default each groupadv call resolves its layout (labels included), as the numpy
+    reference does; ``reuse_groups`` times calls with a prebuilt ``groups=`` instead.
     """
     import groupadv as ga
 
@@ -208,7 +211,7 @@ def run(
             w = make_workload(layout, int(n), group_size, dtype=dtype)
             if progress:
                 progress(f"{layout} n={w.n:,}")
-            groups = ga.make_groups(w.n, **w.kwargs) if layout != "uniform" else None
+            groups = ga.make_groups(w.n, **w.kwargs) if reuse_groups and layout != "uniform" else None
             kw = {"groups": groups} if groups is not None else w.kwargs
             out = np.empty_like(w.rewards)
 
