@@ -342,3 +342,27 @@ def test_subprocess_entry_point(tmp_path):
     p = subprocess.run([sys.executable, "-m", "groupadv.cli", "compute", str(src), "--group-col", "nope", "-o", str(dst)],
                        capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 2 and "no column 'nope'" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("batch_rows", [1, 3, 100])
+def test_extreme_magnitudes_are_exact_or_an_error(tmp_path, batch_rows, capsys):
+    def compute(r, ids, *opts):
+        src, dst = tmp_path / "in.npz", tmp_path / "out.npy"
+        np.savez(src, uid=np.asarray(ids), reward=np.asarray(r, dtype=np.float64))
+        assert _run(["compute", src, "--group-col", "uid", "-o", dst, "-q", "--batch-rows", batch_rows, *opts]) == 0
+        return np.load(dst)
+
+    # subnormal spread: 1/std overflows, the residuals are divided instead
+    _close(compute([1e-310, 0.0, 4e-323, 0.0], [1, 1, 2, 2]), [1.0, -1.0, 1.0, -1.0])
+    # squares of the rewards overflow float64, their stds do not
+    _close(compute([3e300, -3e300, 1e300, -1e300], [1, 1, 2, 2]), [1.0, -1.0, 1.0, -1.0])
+    s = np.sqrt(0.5)
+    _close(compute([1e200, -1e200, 1e200, 3e200], [1, 1, 2, 2], "--scale", "batch"), [s, -s, -s, s])
+    _close(compute([1e-200, 0.0, 1e-200, 0.0], [1, 1, 2, 2], "--scale", "batch_residual"), [1.0, -1.0, 1.0, -1.0])
+    # all equal at the top of the range: exactly 0
+    assert np.all(compute([1.7e308] * 4, [1, 2, 1, 2]) == 0.0)
+    # a group whose statistics overflow float64 is an error under every --nan policy
+    for nan in ("raise", "propagate", "omit"):
+        with pytest.raises(SystemExit):
+            compute([1.7e308, 1.7e308, -1.7e308, 0.0, 1.0, 2.0], [1, 1, 1, 1, 2, 2], "--nan", nan)
+        assert "overflow float64" in capsys.readouterr().err

@@ -24,6 +24,7 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 import time
 from typing import Any, Iterator, Sequence
@@ -333,55 +334,61 @@ def _labels(batch, col: str, start: int):
 
 
 class GroupMoments:
-    """Per-label count / mean / sqrt(M2) in float64, merged across batches (Chan et al.).
+    """Per-label count / mean / population std in float64, merged across batches (Chan et al.).
 
-    The root of M2 (sum of squared deviations) is kept rather than M2 itself so that rewards
-    up to the float64 range do not overflow when squared (merged with ``hypot``)."""
+    The std is kept rather than M2 (the sum of squared deviations) so that rewards up to the
+    float64 range do not overflow when squared: the merge is done with ``hypot``. ``bad``
+    counts each group's non-finite rewards."""
 
     def __init__(self) -> None:
         self.index: dict = {}
         self.count = np.zeros(0, dtype=np.int64)
         self.mean = np.zeros(0)
-        self.root = np.zeros(0)
+        self.std = np.zeros(0)
+        self.bad = np.zeros(0, dtype=np.int64)
         self.rows = 0
         self.nonfinite = 0
 
     def codes(self, labels) -> np.ndarray:
         """Global group index of each batch-local group label (new labels are added)."""
         idx = self.index
-        keys = labels.tolist() if isinstance(labels, np.ndarray) else list(labels)
+        keys = _pylist(labels)
         out = np.fromiter((idx.setdefault(k, len(idx)) for k in keys), dtype=np.int64, count=len(keys))
         k = len(idx)
         if k > len(self.count):
             grow = max(k, 2 * len(self.count)) - len(self.count)
             self.count = np.concatenate((self.count, np.zeros(grow, np.int64)))
             self.mean = np.concatenate((self.mean, np.zeros(grow)))
-            self.root = np.concatenate((self.root, np.zeros(grow)))
+            self.std = np.concatenate((self.std, np.zeros(grow)))
+            self.bad = np.concatenate((self.bad, np.zeros(grow, np.int64)))
         return out
 
     @property
     def n_groups(self) -> int:
         return len(self.index)
 
-    def add(self, gi: np.ndarray, count: np.ndarray, mean: np.ndarray, root: np.ndarray) -> None:
-        """Merge batch-local groups (global indices ``gi``) into the running statistics."""
+    def add(self, gi: np.ndarray, count: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
+        """Merge batch-local groups (global indices ``gi``; population stds) into the running
+        statistics."""
         keep = count > 0
-        gi, nb, mb, rb = gi[keep], count[keep].astype(np.float64), mean[keep], root[keep]
+        gi, nb, mb, sb = gi[keep], count[keep].astype(np.float64), mean[keep], std[keep]
         na = self.count[gi].astype(np.float64)
         ma = self.mean[gi]
         n = na + nb
-        delta = mb - ma
         first = na == 0
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", over="ignore"):
+            delta = mb - ma
             merged_mean = np.where(delta == 0, ma, ma + delta * (nb / n))
-            merged_root = np.hypot(np.hypot(self.root[gi], rb), delta * np.sqrt(na * nb / n))
+            # n * s^2 = na * sa^2 + nb * sb^2 + delta^2 * na * nb / n
+            merged_std = np.hypot(np.hypot(self.std[gi] * np.sqrt(na / n), sb * np.sqrt(nb / n)),
+                                  delta * (np.sqrt(na * nb) / n))
         self.mean[gi] = np.where(first, mb, merged_mean)
-        self.root[gi] = np.where(first, rb, merged_root)
+        self.std[gi] = np.where(first, sb, merged_std)
         self.count[gi] += count[keep]
 
     def final(self):
         k = self.n_groups
-        return self.count[:k], self.mean[:k], self.root[:k]
+        return self.count[:k], self.mean[:k], self.std[:k]
 
 
 class Layout:
@@ -397,6 +404,10 @@ class Layout:
             ids = _labels(batch, self.group_col, start)
         g = ga.make_groups(n, group_ids=ids)
         return g, g.labels
+
+
+def _pylist(labels) -> list:
+    return labels.tolist() if isinstance(labels, np.ndarray) else list(labels)
 
 
 def _check_columns(reader: Reader, path: str, *cols: str | None) -> None:
@@ -463,9 +474,16 @@ def pass1(reader: Reader, layout: Layout, reward_col: str, nan: str, batch_rows:
                 "pass --nan propagate or --nan omit to allow it"
             )
         acc.nonfinite += nbad
-        st = ga.group_stats(x, groups=g, ddof=0, nan=nan)
+        try:
+            st = ga.group_stats(x, groups=g, ddof=0, nan=nan)
+        except ValueError as e:
+            # the core numbers groups within the batch: name the label instead
+            msg = re.sub(r"group (\d+)", lambda m: f"group {_pylist(labels)[int(m.group(1))]!r}", str(e), count=1)
+            raise CLIError(f"rows {start}..{start + n - 1}: {msg}") from None
         gi = acc.codes(labels)
-        acc.add(gi, st.count, st.mean, st.std * np.sqrt(st.count))
+        acc.add(gi, st.count, st.mean, st.std)
+        if nbad:
+            np.add.at(acc.bad, gi[g.codes()[bad]], 1)
         start += n
         progress.update(n)
     progress.close()
@@ -476,12 +494,22 @@ def pass1(reader: Reader, layout: Layout, reward_col: str, nan: str, batch_rows:
         raise CLIError(
             f"--group-size {layout.group_size} does not divide the number of rows ({start})"
         )
+    count, mean, std = acc.final()
+    k = acc.n_groups
+    with np.errstate(invalid="ignore"):
+        lost = (count > 0) & ~(np.isfinite(mean) & np.isfinite(std))
+    lost &= (acc.bad[:k] == 0) | (nan == "omit")
+    if lost.any():
+        g = int(np.flatnonzero(lost)[0])
+        label = next(lab for lab, i in acc.index.items() if i == g)
+        raise CLIError(f"the rewards of group {label!r} overflow float64 in its statistics; rescale the rewards")
     return acc, np.dtype(dtype)
 
 
-def _std(root: np.ndarray, count: np.ndarray, ddof: int) -> np.ndarray:
+def _std(std: np.ndarray, count: np.ndarray, ddof: int) -> np.ndarray:
+    """Population stds turned into stds with ``ddof`` (NaN where count <= ddof)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > ddof, root / np.sqrt(np.maximum(count - ddof, 1)), np.nan)
+        return np.where(count > ddof, std * np.sqrt(count / np.maximum(count - ddof, 1)), np.nan)
 
 
 def _norm(*parts: np.ndarray) -> float:
@@ -495,23 +523,27 @@ def _norm(*parts: np.ndarray) -> float:
     return big * math.sqrt(float(np.sum((x / big) ** 2)))
 
 
-def _batch(count: np.ndarray, mean: np.ndarray, root: np.ndarray) -> tuple[float, float, float, float]:
-    """(total count, batch mean, root of the batch M2 of rewards, root of the residual M2)
-    over the groups with at least one (valid) reward."""
+def _batch(count: np.ndarray, mean: np.ndarray, std: np.ndarray) -> tuple[float, float, float, float]:
+    """(total count, batch mean, population std of the rewards, population std of the group
+    residuals) over the groups with at least one (valid) reward."""
     valid = count > 0
-    c, mu, q = count[valid].astype(np.float64), mean[valid], root[valid]
+    c, mu, s = count[valid].astype(np.float64), mean[valid], std[valid]
     total = float(c.sum())
     if total == 0:
         return 0.0, math.nan, math.nan, math.nan
     with np.errstate(invalid="ignore", over="ignore"):
+        w = np.sqrt(c / total)
         bmean = float(np.sum(c / total * mu))
-        return total, bmean, _norm(q, (mu - bmean) * np.sqrt(c)), _norm(q)
+        return total, bmean, _norm(s * w, (mu - bmean) * w), _norm(s * w)
 
 
 def group_coefficients(acc: GroupMoments, center: str, scale: str, ddof: int, eps: float,
-                       singleton: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-group (mu, k) so that ``A = (r - mu) * k``: the same case table as the core."""
-    count, mean, root = acc.final()
+                       singleton: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-group coefficients ``(mu, k, slow_factor, slow_denom)`` so that
+    ``A = (r - mu) * k`` with ``k = factor / denom``: the same case table as the core. Where
+    ``k`` overflows (a subnormal denominator), ``slow_*`` hold ``factor`` and ``denom`` and
+    :func:`_apply` computes ``(r - mu) / denom * factor`` instead (elsewhere they are NaN)."""
+    count, mean, std = acc.final()
     lone = (count == 1) & np.isfinite(mean)
     if singleton == "error" and lone.any():
         g = int(np.flatnonzero(lone)[0])
@@ -520,17 +552,17 @@ def group_coefficients(acc: GroupMoments, center: str, scale: str, ddof: int, ep
     valid = count > 0
     batch_denom = 1.0
     if scale in ("batch", "batch_residual"):
-        total, _, broot, rroot = _batch(count, mean, root)
-        s = (broot if scale == "batch" else rroot) / math.sqrt(total - ddof) if total > ddof else math.nan
+        total, _, bstd, rstd = _batch(count, mean, std)
+        s = (bstd if scale == "batch" else rstd) * math.sqrt(total / (total - ddof)) if total > ddof else math.nan
         batch_denom = s + eps
     nonfinite = valid & ~np.isfinite(mean)
     multi = count >= 2
     n = count.astype(np.float64)
     mu = np.where(multi & (center != "none"), mean, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         factor = np.where(multi, n / (n - 1) if center == "loo" else 1.0, 0.0)
         if scale == "group":
-            denom = np.where(multi, _std(root, count, ddof) + eps, 1.0)
+            denom = np.where(multi, _std(std, count, ddof) + eps, 1.0)
         elif scale == "none":
             denom = np.ones_like(n)
         else:
@@ -542,7 +574,20 @@ def group_coefficients(acc: GroupMoments, center: str, scale: str, ddof: int, ep
         k = np.where(denom == 0.0, 0.0, factor / denom)
     mu = np.where(nonfinite, np.nan, mu)
     k = np.where(nonfinite, np.nan, k)
-    return mu, k
+    # a subnormal denominator: 1/denom overflows, so divide the residuals themselves
+    slow = ~nonfinite & ~np.isfinite(k) & np.isfinite(denom) & (denom != 0.0)
+    return mu, k, np.where(slow, factor, np.nan), np.where(slow, denom, np.nan)
+
+
+def _apply(x: np.ndarray, gi: np.ndarray, mu, k, slow_factor, slow_denom) -> np.ndarray:
+    """Advantages of one batch (float64) from the per-group coefficients."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        a = (x - mu[gi]) * k[gi]
+        slow = ~np.isnan(slow_denom[gi])
+        if slow.any():
+            g = gi[slow]
+            a[slow] = (x[slow] - mu[g]) / slow_denom[g] * slow_factor[g]
+    return a
 
 
 # --- writers ---------------------------------------------------------------------------------
@@ -711,7 +756,7 @@ def cmd_compute(args) -> int:
 
     acc, dtype = pass1(reader, layout, args.reward_col, args.nan, args.batch_rows,
                        Progress("pass 1/2 (group statistics)", reader.num_rows, args.quiet))
-    mu, k = group_coefficients(acc, center, scale, args.ddof, args.eps, args.singleton)
+    coef = group_coefficients(acc, center, scale, args.ddof, args.eps, args.singleton)
 
     writer = open_writer(args.output, acc.rows, dtype, args.output_col)
     progress = Progress("pass 2/2 (advantages)", acc.rows, args.quiet)
@@ -725,8 +770,7 @@ def cmd_compute(args) -> int:
             g, labels = layout.batch_groups(batch, start, n)
             gi = acc.codes(labels)[g.codes()]
             xf = x.astype(np.float64)
-            with np.errstate(invalid="ignore"):
-                a = (xf - mu[gi]) * k[gi]
+            a = _apply(xf, gi, *coef)
             if args.nan == "omit":
                 a[~np.isfinite(xf)] = 0.0
             a = a.astype(dtype)
@@ -756,11 +800,11 @@ def file_stats(args) -> dict:
     layout = _layout(args, reader)
     acc, _ = pass1(reader, layout, args.reward_col, args.nan, args.batch_rows,
                    Progress("reading", reader.num_rows, args.quiet))
-    count, mean, root = acc.final()
-    std = _std(root, count, args.ddof)
+    count, mean, pstd = acc.final()
+    std = _std(pstd, count, args.ddof)
     multi = count >= 2
     ok = multi & np.isfinite(std)
-    total, bmean, broot, _ = _batch(count, mean, root)
+    total, bmean, bstd, _ = _batch(count, mean, pstd)
     return {
         "rows": acc.rows,
         "n_groups": acc.n_groups,
@@ -771,7 +815,7 @@ def file_stats(args) -> dict:
         "mean_within_std": float(std[ok].mean()) if ok.any() else math.nan,
         "frac_zero_std": float(np.sum(std[multi] == 0.0) / multi.sum()) if multi.any() else math.nan,
         "reward_mean": bmean,
-        "reward_std": broot / math.sqrt(total - args.ddof) if total > args.ddof else math.nan,
+        "reward_std": bstd * math.sqrt(total / (total - args.ddof)) if total > args.ddof else math.nan,
         "nonfinite_rewards": acc.nonfinite,
     }
 
