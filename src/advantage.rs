@@ -102,9 +102,11 @@ impl fmt::Display for AdvError {
                 f,
                 "rewards[{index}] is {value}; pass nan='propagate' or nan='omit' to allow non-finite rewards"
             ),
-            AdvError::Overflow { group } => {
-                write!(f, "the rewards of group {group} overflow float64 when summed")
-            }
+            AdvError::Overflow { group } => write!(
+                f,
+                "the rewards of group {group} overflow float64 in its statistics; rescale rewards \
+                 beyond ~1e307"
+            ),
             AdvError::Singleton { group, index } => write!(
                 f,
                 "group {group} (rewards[{index}]) has a single reward, and singleton='error'; \
@@ -160,6 +162,8 @@ impl BatchMoments {
 pub(crate) enum Fault {
     NonFinite,
     Singleton,
+    /// Finite rewards whose group statistics overflow f64.
+    Overflow,
 }
 
 fn check_params(p: &Params) -> Result<(), AdvError> {
@@ -218,6 +222,7 @@ fn fault_to_error<T: Real>(x: &[T], grouping: &Grouping, g: usize, fault: Fault)
             let index = (a..b).find(|&i| x[i].to_f64().is_finite()).unwrap_or(a);
             AdvError::Singleton { group: g, index }
         }
+        Fault::Overflow => AdvError::Overflow { group: g },
     }
 }
 
@@ -242,13 +247,81 @@ fn group_moments<T: Real>(x: &[T], nonfinite: NonFinite) -> Moments {
     }
 }
 
+/// The batch std that `p.scale` divides by, guarded like `stats::group_std` against f64
+/// over/underflow of the squared deviations (rewards beyond ~1e154 or spreads below ~1e-146):
+/// then recomputed, serially, from deviations rescaled by their largest magnitude.
+fn batch_std<T: Real>(
+    x: &[T],
+    grouping: &Grouping,
+    p: &Params,
+    bm: &BatchMoments,
+    labelled_moments: Option<&[Moments]>,
+) -> f64 {
+    if !bm.rewards.mean.is_finite() {
+        // A non-finite reward (under "propagate") poisons every batch statistic.
+        return f64::NAN;
+    }
+    let std = bm.std(p.scale, p.ddof);
+    let (m2, count) = match p.scale {
+        Scale::Batch => (bm.rewards.m2, bm.rewards.count),
+        _ => (bm.residual_m2, bm.residual_count),
+    };
+    if T::SQUARES_FIT_F64 || count <= p.ddof as u64 {
+        return std;
+    }
+    if m2.is_finite() && m2 >= 1e-280 {
+        return std;
+    }
+    // Deviation of every valid reward from the batch mean (Batch) or its group mean.
+    let mut devs: Vec<f64> = Vec::new();
+    let valid = |v: f64| p.nonfinite != NonFinite::Omit || v.is_finite();
+    let mut push_group = |xs: &mut dyn Iterator<Item = f64>, centre: f64| {
+        devs.extend(xs.filter(|&v| valid(v)).map(|v| (v - centre).abs()));
+    };
+    match (grouping, labelled_moments) {
+        (Grouping::Labelled(l), Some(ms)) => {
+            for (i, &c) in l.codes().iter().enumerate() {
+                let centre = if p.scale == Scale::Batch { bm.rewards.mean } else { ms[c as usize].mean };
+                push_group(&mut std::iter::once(x[i].to_f64()), centre);
+            }
+        }
+        _ => {
+            for g in 0..grouping.n_groups() {
+                let (a, b) = grouping.bounds(g);
+                if a == b {
+                    continue;
+                }
+                let centre = if p.scale == Scale::Batch {
+                    bm.rewards.mean
+                } else {
+                    group_moments(&x[a..b], p.nonfinite).mean
+                };
+                push_group(&mut x[a..b].iter().map(|v| v.to_f64()), centre);
+            }
+        }
+    }
+    let amax = devs.iter().copied().fold(0.0f64, f64::max);
+    if amax == 0.0 || !amax.is_finite() {
+        return if amax == 0.0 { 0.0 } else { std };
+    }
+    let q: f64 = devs.iter().map(|d| (d / amax) * (d / amax)).sum();
+    amax * (q / (count - p.ddof as u64) as f64).sqrt()
+}
+
 /// Faults that a batch statistic must report before it is used: non-finite rewards under
-/// `Raise`, singletons under `Singleton::Error`.
+/// `Raise`, overflowing finite rewards, singletons under `Singleton::Error`.
 #[inline]
-fn batch_fault(m: &Moments, p: &Params) -> Option<Fault> {
-    if p.nonfinite == NonFinite::Raise && m.count > 0 && !m.mean.is_finite() {
-        Some(Fault::NonFinite)
-    } else if m.count == 1 && p.singleton == Singleton::Error {
+fn batch_fault(m: &Moments, all_finite: impl FnOnce() -> bool, p: &Params) -> Option<Fault> {
+    if m.count > 0 && !m.mean.is_finite() {
+        match p.nonfinite {
+            NonFinite::Raise => return Some(Fault::NonFinite),
+            NonFinite::Omit => return Some(Fault::Overflow),
+            NonFinite::Propagate if all_finite() => return Some(Fault::Overflow),
+            // A poisoned group is NaN, whatever its size.
+            NonFinite::Propagate => return None,
+        }
+    }
+    if m.count == 1 && p.singleton == Singleton::Error {
         Some(Fault::Singleton)
     } else {
         None
@@ -279,7 +352,7 @@ pub fn batch_moments<T: Real>(
                 return Ok(());
             }
             let m = group_moments(xs, p.nonfinite);
-            if let Some(f) = batch_fault(&m, p) {
+            if let Some(f) = batch_fault(&m, || xs.iter().all(|v| v.to_f64().is_finite()), p) {
                 return Err((g, f));
             }
             add_group(&mut acc, m);
@@ -298,7 +371,11 @@ fn batch_from_moments<T: Real>(
 ) -> Result<BatchMoments, AdvError> {
     let mut acc = BatchMoments::default();
     for (g, m) in moments.iter().enumerate() {
-        if let Some(f) = batch_fault(m, p) {
+        let all_finite = || match grouping {
+            Grouping::Labelled(l) => labelled::overflowed(x, l, g),
+            _ => true,
+        };
+        if let Some(f) = batch_fault(m, all_finite, p) {
             return Err(fault_to_error(x, grouping, g, f));
         }
         if m.count > 0 {
@@ -330,14 +407,15 @@ pub fn advantages<T: Real>(
     if let Grouping::Labelled(l) = grouping {
         let moments = labelled::moments(x, l, p);
         let batch_denom = if batch_scale {
-            batch_from_moments(x, grouping, &moments, p)?.std(p.scale, p.ddof) + p.eps
+            let bm = batch_from_moments(x, grouping, &moments, p)?;
+            batch_std(x, grouping, p, &bm, Some(&moments)) + p.eps
         } else {
             1.0
         };
         return labelled::advantages(x, out, l, p, &moments, batch_denom);
     }
     let batch_denom = if batch_scale {
-        batch_moments(x, grouping, p)?.std(p.scale, p.ddof) + p.eps
+        batch_std(x, grouping, p, &batch_moments(x, grouping, p)?, None) + p.eps
     } else {
         1.0
     };
@@ -349,21 +427,43 @@ pub fn advantages<T: Real>(
     Ok(())
 }
 
-/// The affine map of a group: every valid reward r gets the advantage (r - mu) * k.
-/// `std` is called only when the group std is needed. Err for a policy fault.
+/// The affine map of a group: every valid reward r gets the advantage ((r - mu) * pre) * k.
+/// `pre` is 1 except when 1/denominator overflows (a subnormal spread with eps = 0): then it
+/// is a power of two that lifts the residuals out of the subnormal range first.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Affine {
+    pub mu: f64,
+    pub k: f64,
+    pub pre: f64,
+}
+
+impl Affine {
+    #[inline(always)]
+    pub fn apply(&self, v: f64) -> f64 {
+        ((v - self.mu) * self.pre) * self.k
+    }
+}
+
+/// The affine map of a group with `count` valid rewards of mean `mean`. `std` is called only
+/// when the group std is needed, `has_nonfinite` only to tell a non-finite reward from an
+/// overflow. Err for a policy fault.
 #[inline(always)]
 pub(crate) fn group_affine(
     count: u64,
     mean: f64,
     std: impl FnOnce() -> f64,
+    has_nonfinite: impl FnOnce() -> bool,
     p: &Params,
     batch_denom: f64,
-) -> Result<(f64, f64), Fault> {
+) -> Result<Affine, Fault> {
     if count > 0 && !mean.is_finite() {
         return match p.nonfinite {
             NonFinite::Raise => Err(Fault::NonFinite),
+            // Only finite rewards were summed: they overflowed.
+            NonFinite::Omit => Err(Fault::Overflow),
+            NonFinite::Propagate if !has_nonfinite() => Err(Fault::Overflow),
             // The whole group becomes NaN.
-            _ => Ok((0.0, f64::NAN)),
+            NonFinite::Propagate => Ok(Affine { mu: 0.0, k: f64::NAN, pre: 1.0 }),
         };
     }
     let denom_for = |group_std: f64| match p.scale {
@@ -389,7 +489,15 @@ pub(crate) fn group_affine(
         }
     };
     // A scope without spread carries no signal: 0, never 0/0.
-    Ok((mu, if denom == 0.0 { 0.0 } else { factor / denom }))
+    if denom == 0.0 {
+        return Ok(Affine { mu, k: 0.0, pre: 1.0 });
+    }
+    let k = factor / denom;
+    if k.is_infinite() && denom.is_finite() {
+        const LIFT: f64 = 1.152_921_504_606_847e18; // 2^60: exact scaling
+        return Ok(Affine { mu, k: factor / (denom * LIFT), pre: LIFT });
+    }
+    Ok(Affine { mu, k, pre: 1.0 })
 }
 
 /// One group's advantages (the general path: any policy, guarded std).
@@ -404,11 +512,12 @@ pub(crate) fn group_advantages<T: Real>(
     }
     let omit = p.nonfinite == NonFinite::Omit;
     let m = group_moments(x, p.nonfinite);
-    let (mu, k) = group_affine(m.count, m.mean, || group_std(x, &m, p.ddof, omit), p, batch_denom)?;
+    let has_nonfinite = || x.iter().any(|v| !v.to_f64().is_finite());
+    let a = group_affine(m.count, m.mean, || group_std(x, &m, p.ddof, omit), has_nonfinite, p, batch_denom)?;
     for (o, &v) in out.iter_mut().zip(x) {
         let v = v.to_f64();
-        // Omitted rewards get 0, unless the whole group is NaN.
-        *o = T::from_f64(if omit && !v.is_finite() && !k.is_nan() { 0.0 } else { (v - mu) * k });
+        // Omitted rewards get 0.
+        *o = T::from_f64(if omit && !v.is_finite() { 0.0 } else { a.apply(v) });
     }
     Ok(())
 }
@@ -435,8 +544,15 @@ pub fn group_stats<T: Real>(
     if let Grouping::Labelled(l) = grouping {
         let moments = labelled::moments(x, l, p);
         for (g, m) in moments.iter().enumerate() {
-            if p.nonfinite == NonFinite::Raise && m.count > 0 && !m.mean.is_finite() {
-                return Err(fault_to_error(x, grouping, g, Fault::NonFinite));
+            if m.count > 0 && !m.mean.is_finite() {
+                let fault = match p.nonfinite {
+                    NonFinite::Raise => Some(Fault::NonFinite),
+                    NonFinite::Omit => Some(Fault::Overflow),
+                    NonFinite::Propagate => labelled::overflowed(x, l, g).then_some(Fault::Overflow),
+                };
+                if let Some(f) = fault {
+                    return Err(fault_to_error(x, grouping, g, f));
+                }
             }
         }
         let stds = labelled::stds(x, l, &moments, p);
@@ -454,8 +570,15 @@ pub fn group_stats<T: Real>(
                 (0, f64::NAN, f64::NAN)
             } else {
                 let m = group_moments(xs, p.nonfinite);
-                if p.nonfinite == NonFinite::Raise && !m.mean.is_finite() {
-                    return Err((g, Fault::NonFinite));
+                if m.count > 0 && !m.mean.is_finite() {
+                    match p.nonfinite {
+                        NonFinite::Raise => return Err((g, Fault::NonFinite)),
+                        NonFinite::Omit => return Err((g, Fault::Overflow)),
+                        NonFinite::Propagate if xs.iter().all(|v| v.to_f64().is_finite()) => {
+                            return Err((g, Fault::Overflow))
+                        }
+                        NonFinite::Propagate => {}
+                    }
                 }
                 let mu = if m.count == 0 { f64::NAN } else { m.mean };
                 let s = if mu.is_finite() {

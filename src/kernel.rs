@@ -133,8 +133,12 @@ fn finish_group<T: Real>(
         return group_advantages(x, out, p, batch_denom);
     }
     let std = || (m2 / (n - p.ddof as usize) as f64).sqrt();
-    let (mu, k) = group_affine(n as u64, mean, std, p, batch_denom)?;
-    write_affine(x, out, mu, k);
+    let has_nonfinite = || x.iter().any(|v| !v.to_f64().is_finite());
+    let a = group_affine(n as u64, mean, std, has_nonfinite, p, batch_denom)?;
+    if a.pre != 1.0 {
+        return group_advantages(x, out, p, batch_denom);
+    }
+    write_affine(x, out, a.mu, a.k);
     Ok(())
 }
 

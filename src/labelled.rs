@@ -177,7 +177,9 @@ fn one_pass_moments<T: Real>(x: &[T], l: &Labelled, p: &Params, shift: &[f64]) -
             if n == 0.0 {
                 return Moments { count: 0, mean: 0.0, m2: 0.0 };
             }
-            let m2 = (e[2] - e[1] * (e[1] / n)).max(0.0);
+            // Rounding may leave a tiny negative M2; NaN (a poisoned group) must stay NaN.
+            let m2 = e[2] - e[1] * (e[1] / n);
+            let m2 = if m2 < 0.0 { 0.0 } else { m2 };
             Moments { count: n as u64, mean: sh + e[1] / n, m2 }
         })
         .collect()
@@ -186,6 +188,11 @@ fn one_pass_moments<T: Real>(x: &[T], l: &Labelled, p: &Params, shift: &[f64]) -
 /// The valid rewards of group `g` (rare paths only: error reports, guarded stds).
 fn members<T: Real>(x: &[T], l: &Labelled, g: usize) -> Vec<usize> {
     (0..x.len()).filter(|&i| l.codes[i] as usize == g).collect()
+}
+
+/// True when group `g` holds only finite rewards (so a non-finite mean is an overflow).
+pub(crate) fn overflowed<T: Real>(x: &[T], l: &Labelled, g: usize) -> bool {
+    members(x, l, g).iter().all(|&i| x[i].to_f64().is_finite())
 }
 
 /// The standard deviation of each group, with the f64 over/underflow guard of `group_std`.
@@ -223,6 +230,7 @@ pub(crate) fn fault_error<T: Real>(x: &[T], l: &Labelled, g: usize, fault: Fault
             let index = idx.iter().copied().find(|&i| x[i].to_f64().is_finite()).unwrap_or(idx[0]);
             AdvError::Singleton { group: g, index }
         }
+        Fault::Overflow => AdvError::Overflow { group: g },
     }
 }
 
@@ -239,10 +247,15 @@ pub(crate) fn advantages<T: Real>(
     // (mu, k) per group: the advantage of a valid reward r is (r - mu) * k.
     let mut affine = table(0, [0.0f64; 2]);
     affine.reserve_exact(moments.len());
+    let mut lifted = Vec::new();
     for (g, (m, &s)) in moments.iter().zip(&stds).enumerate() {
-        let a = group_affine(m.count, m.mean, || s, p, batch_denom)
+        let has_nonfinite = || !overflowed(x, l, g);
+        let a = group_affine(m.count, m.mean, || s, has_nonfinite, p, batch_denom)
             .map_err(|f| fault_error(x, l, g, f))?;
-        affine.push([a.0, a.1]);
+        if a.pre != 1.0 {
+            lifted.push((g, a));
+        }
+        affine.push([a.mu, a.k]);
     }
     let omit = p.nonfinite == NonFinite::Omit;
     let codes = &l.codes;
@@ -253,8 +266,15 @@ pub(crate) fn advantages<T: Real>(
         for ((o, &v), &c) in o.iter_mut().zip(&x[r.clone()]).zip(&codes[r]) {
             let [mu, k] = affine[c as usize];
             let v = v.to_f64();
-            *o = T::from_f64(if omit && !v.is_finite() && !k.is_nan() { 0.0 } else { (v - mu) * k });
+            *o = T::from_f64(if omit && !v.is_finite() { 0.0 } else { (v - mu) * k });
         }
     });
+    // Rare: groups whose 1/std overflows (subnormal spread) are rewritten with their lift.
+    for (g, a) in lifted {
+        for i in members(x, l, g) {
+            let v = x[i].to_f64();
+            out[i] = T::from_f64(if omit && !v.is_finite() { 0.0 } else { a.apply(v) });
+        }
+    }
     Ok(())
 }

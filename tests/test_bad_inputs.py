@@ -224,19 +224,19 @@ def test_errors_leave_a_callers_out_buffer_usable():
     np.testing.assert_allclose(out, EXPECT_PAIRS)
 
 
-# --- known core bugs (see the report of the CLI/reliability work) ------------------------------
+# --- extreme magnitudes (once core bugs, found by this table) -------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: a subnormal group spread gives inf/NaN (k = 1/std overflows)")
-@pytest.mark.parametrize("r", [[1e-310, 0.0], [5e-324, 0.0]])
+# Fixed in the core: a subnormal spread lifts residuals before dividing.
+# (Not [5e-324, 0]: its mean, 2.5e-324, has no float64 representation.)
+@pytest.mark.parametrize("r", [[1e-310, 0.0], [4e-323, 0.0]])
 def test_subnormal_spread_gives_finite_advantages(r):
     got = ga.grpo(np.array(r), 2)
     assert np.all(np.isfinite(got)), got
     np.testing.assert_allclose(got, [1.0, -1.0])
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: scale='batch' squares rewards in float64, so the "
-                   "batch std under/overflows for |r| < 1e-154 or > 1e154 and every advantage is silently 0")
+# Fixed in the core: batch stds are guarded against f64 over/underflow.
 @pytest.mark.parametrize("r,expected", [
     ([1e-200, 0.0], [1.0, -1.0]),
     ([1e200, -1e200, 1e200, 3e200], [np.sqrt(0.5), -np.sqrt(0.5), -np.sqrt(0.5), np.sqrt(0.5)]),
@@ -245,8 +245,7 @@ def test_batch_scale_at_extreme_magnitudes(r, expected):
     np.testing.assert_allclose(ga.grpo(np.array(r), 2, scale="batch"), expected, rtol=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: under nan='propagate'/'omit', finite rewards whose group "
-                   "sum overflows float64 give NaN silently (nan='raise' gives the overflow ValueError)")
+# Fixed in the core: overflow of finite rewards is a ValueError under every nan policy.
 @pytest.mark.parametrize("nan", ["propagate", "omit"])
 @pytest.mark.parametrize("r", [[1.7e308, 1.7e308, -1.7e308, 0.0], [3.6e307, 0.0, 0.0, 0.0, 0.0, 0.0]])
 def test_overflowing_finite_group_is_never_silently_nan(nan, r):
@@ -258,10 +257,7 @@ def test_overflowing_finite_group_is_never_silently_nan(nan, r):
         assert np.all(np.isfinite(got)), got
 
 
-@pytest.mark.xfail(_backend.name == "native", strict=True,
-                   reason="core bug (native, labelled non-contiguous groups): with a NaN batch std "
-                   "(nan='propagate', scale='batch'), an all-equal group gets 0.0 instead of NaN, unlike "
-                   "the same groups given as offsets and unlike the numpy backend")
+# Once a core bug (native, labelled groups): a poisoned batch std gave an all-equal group 0.0.
 @pytest.mark.parametrize("scale", ["batch", "batch_residual"])
 def test_nan_batch_std_is_the_same_for_every_layout(scale):
     r = np.array([0.0, 0.0, 0.0, np.inf])

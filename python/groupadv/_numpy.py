@@ -214,24 +214,33 @@ def _source_index(g: Grouping, pos: int) -> int:
     return int(pos if g.perm is None else g.perm[pos])
 
 
+_OVERFLOW = "the rewards of group {} overflow float64 in its statistics; rescale rewards beyond ~1e307"
+
+
 def _first_fault(x, g, mom, nan, singleton):
     """Error for the lowest group with a fault, as the core reports it (or None)."""
-    bad_mean = (mom.count > 0) & ~np.isfinite(mom.mean) if nan == "raise" else None
-    single = (mom.count == 1) if singleton == "error" else None
-    faults = np.zeros(g.n_groups, dtype=bool)
-    if bad_mean is not None:
-        faults |= bad_mean
-    if single is not None:
-        faults |= single
+    bad_mean = (mom.count > 0) & ~np.isfinite(mom.mean)
+    if nan == "omit":
+        overflow = bad_mean  # only finite rewards were summed
+    elif nan == "propagate":
+        overflow = bad_mean & ~_has_nonfinite(mom)
+    else:
+        overflow = np.zeros_like(bad_mean)
+    faults = (bad_mean if nan == "raise" else overflow).copy()
+    if singleton == "error":
+        # A group poisoned by a NaN under "propagate" is NaN, whatever its size.
+        faults |= (mom.count == 1) & ~(bad_mean & (nan == "propagate"))
     hits = np.flatnonzero(faults)
     if not hits.size:
         return None
     grp = int(hits[0])
     idx = [_source_index(g, p) for p in range(g.offsets[grp], g.offsets[grp + 1])]
-    if bad_mean is not None and bad_mean[grp]:
+    if overflow[grp]:
+        return ValueError(_OVERFLOW.format(grp))
+    if nan == "raise" and bad_mean[grp]:
         nonfinite = [i for i in idx if not np.isfinite(x[i])]
         if not nonfinite:
-            return ValueError(f"the rewards of group {grp} overflow float64 when summed")
+            return ValueError(_OVERFLOW.format(grp))
         i = min(nonfinite)
         return ValueError(
             f"rewards[{i}] is {_fmt(x[i])}; pass nan='propagate' or nan='omit' to allow non-finite rewards"
@@ -242,6 +251,16 @@ def _first_fault(x, g, mom, nan, singleton):
         f"group {grp} (rewards[{i}]) has a single reward, and singleton='error'; "
         "use singleton='zero' or 'raw' to allow it"
     )
+
+
+def _has_nonfinite(mom) -> np.ndarray:
+    """Per group: does it hold a NaN or infinite reward?"""
+    out = np.zeros(len(mom.count), dtype=bool)
+    if mom.nonempty.size:
+        bad = (~np.isfinite(mom.xs)).astype(np.int64)
+        starts = np.concatenate(([0], np.cumsum(mom.sizes)))[:-1][mom.nonempty]
+        out[mom.nonempty] = np.add.reduceat(bad, starts) > 0
+    return out
 
 
 def _fmt(v) -> str:
@@ -261,10 +280,20 @@ def _batch(mom: _Moments, nan: str):
     return n, float(mean), m2, int(mom.count.sum()), float(mom.m2.sum())
 
 
-def _batch_std(b, scale: str, ddof: int) -> float:
-    n, _, m2, rn, rm2 = b
+def _batch_std(b, scale: str, ddof: int, mom: _Moments) -> float:
+    n, mean, m2, rn, rm2 = b
     num, cnt = (m2, n) if scale == "batch" else (rm2, rn)
-    return float(np.sqrt(num / (cnt - ddof))) if cnt > ddof else float("nan")
+    std = float(np.sqrt(num / (cnt - ddof))) if cnt > ddof else float("nan")
+    guarded = mom.is_f64 and cnt > ddof and np.isfinite(mean) and not (np.isfinite(num) and num >= _SMALL_M2)
+    if not guarded:
+        return std
+    # As the core: rescale the deviations by their largest magnitude (f64 over/underflow).
+    valid = np.ones(len(mom.xs), dtype=bool) if mom.valid is None else mom.valid
+    dev = np.abs(mom.xs[valid] - mean) if scale == "batch" else np.abs(mom.res[valid])
+    amax = dev.max() if dev.size else 0.0
+    if amax == 0.0 or not np.isfinite(amax):
+        return 0.0 if amax == 0.0 else std
+    return float(amax * np.sqrt(np.sum((dev / amax) ** 2) / (cnt - ddof)))
 
 
 def advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan, num_threads):
@@ -281,7 +310,7 @@ def advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan,
     count = mom.count
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         if scale in ("batch", "batch_residual"):
-            batch_denom = _batch_std(_batch(mom, nan), scale, ddof) + eps
+            batch_denom = _batch_std(_batch(mom, nan), scale, ddof, mom) + eps
         else:
             batch_denom = 1.0
         many = count >= 2
@@ -304,8 +333,12 @@ def advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan,
             elif scale != "none":
                 denom = np.where(one, batch_denom, denom)
         k = np.where(denom == 0.0, 0.0, factor / denom)
+        # As the core: where 1/denom overflows (subnormal spread), lift residuals by 2^60 first.
+        lift = np.isinf(k) & np.isfinite(denom)
+        pre = np.where(lift, 2.0**60, 1.0)
+        k = np.where(lift, factor / (denom * 2.0**60), k)
         sizes = mom.sizes
-        res = (mom.xs - np.repeat(mu, sizes)) * np.repeat(k, sizes)
+        res = ((mom.xs - np.repeat(mu, sizes)) * np.repeat(pre, sizes)) * np.repeat(k, sizes)
         if nan == "omit":
             res[~mom.valid] = 0.0
         poisoned = (count > 0) & ~np.isfinite(mom.mean)
