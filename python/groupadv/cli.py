@@ -43,7 +43,7 @@ class CLIError(Exception):
 # --- optional pyarrow ------------------------------------------------------------------------
 
 
-def _pyarrow(purpose: str):
+def _pyarrow(purpose: str) -> Any:
     try:
         import pyarrow
     except ImportError:
@@ -93,7 +93,7 @@ def _slices(n: int, rows: int) -> Iterator[slice]:
 
 
 class NpyReader(Reader):
-    def __init__(self, path: str):
+    def __init__(self, path: str) -> None:
         self.arr = np.load(path, mmap_mode="r", allow_pickle=False)
         if self.arr.ndim != 1:
             raise CLIError(f"{path}: expected a 1-D array (structured, or plain rewards), got shape {self.arr.shape}")
@@ -111,7 +111,7 @@ class NpyReader(Reader):
 
 
 class NpzReader(Reader):
-    def __init__(self, path: str):
+    def __init__(self, path: str) -> None:
         with np.load(path, allow_pickle=False) as z:
             self.data = {k: z[k] for k in z.files}
         lengths = set()
@@ -133,7 +133,7 @@ class CsvReader(Reader):
     """CSV with a header row. Group labels are read as strings (so ``07`` and ``7`` differ);
     an empty reward cell is a missing reward (NaN)."""
 
-    def __init__(self, path: str, group_col: str | None, reward_col: str | None, use_arrow: bool):
+    def __init__(self, path: str, group_col: str | None, reward_col: str | None, use_arrow: bool) -> None:
         self.path = path
         self.group_col = group_col
         self.reward_col = reward_col
@@ -202,7 +202,7 @@ class CsvReader(Reader):
 
 
 class ArrowReader(Reader):
-    def __init__(self, path: str, fmt: str):
+    def __init__(self, path: str, fmt: str) -> None:
         pa = _pyarrow(f"reading {fmt} files")
         self.path, self.fmt = path, fmt
         try:
@@ -253,15 +253,15 @@ def open_reader(path: str, group_col: str | None = None, reward_col: str | None 
     return ArrowReader(path, fmt)
 
 
-def _is_arrow(batch) -> bool:
+def _is_arrow(batch: Any) -> bool:
     return not isinstance(batch, dict)
 
 
-def _num_rows(batch) -> int:
+def _num_rows(batch: Any) -> int:
     return batch.num_rows if _is_arrow(batch) else len(next(iter(batch.values()))) if batch else 0
 
 
-def _rewards(batch, col: str, start: int) -> np.ndarray:
+def _rewards(batch: Any, col: str, start: int) -> np.ndarray:
     """The reward column of a batch as float32/float64 (nulls and empty cells become NaN)."""
     if _is_arrow(batch):
         import pyarrow as pa
@@ -292,7 +292,7 @@ def _rewards(batch, col: str, start: int) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float64)
 
 
-def _parse_cells(cells, col: str, start: int) -> np.ndarray:
+def _parse_cells(cells: Any, col: str, start: int) -> np.ndarray:
     """CSV reward cells as float64: an empty cell is a missing reward (NaN); anything that
     ``float()`` does not read is an error naming its row."""
     vals = np.empty(len(cells), dtype=np.float64)
@@ -308,7 +308,7 @@ def _parse_cells(cells, col: str, start: int) -> np.ndarray:
     return vals
 
 
-def _labels(batch, col: str, start: int):
+def _labels(batch: Any, col: str, start: int) -> Any:
     """The group column of a batch as something groupadv accepts as ``group_ids``."""
     if _is_arrow(batch):
         arr = batch.column(col)
@@ -386,7 +386,7 @@ class GroupMoments:
         self.std[gi] = np.where(first, sb, merged_std)
         self.count[gi] += count[keep]
 
-    def final(self):
+    def final(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = self.n_groups
         return self.count[:k], self.mean[:k], self.std[:k]
 
@@ -394,19 +394,20 @@ class GroupMoments:
 class Layout:
     """How the CLI finds each row's group: a label column, or consecutive groups of G rows."""
 
-    def __init__(self, group_col: str | None, group_size: int | None):
+    def __init__(self, group_col: str | None, group_size: int | None) -> None:
         self.group_col, self.group_size = group_col, group_size
 
-    def batch_groups(self, batch, start: int, n: int) -> tuple[ga.Groups, Any]:
+    def batch_groups(self, batch: Any, start: int, n: int) -> tuple[ga.Groups, Any]:
         if self.group_size is not None:
             ids = np.arange(start, start + n, dtype=np.int64) // self.group_size
         else:
+            assert self.group_col is not None
             ids = _labels(batch, self.group_col, start)
         g = ga.make_groups(n, group_ids=ids)
         return g, g.labels
 
 
-def _pylist(labels) -> list:
+def _pylist(labels: Any) -> list:
     return labels.tolist() if isinstance(labels, np.ndarray) else list(labels)
 
 
@@ -421,7 +422,7 @@ def _check_columns(reader: Reader, path: str, *cols: str | None) -> None:
 class Progress:
     """A minimal progress line on stderr (rows done, percent when the total is known)."""
 
-    def __init__(self, label: str, total: int | None, quiet: bool):
+    def __init__(self, label: str, total: int | None, quiet: bool) -> None:
         self.label, self.total, self.quiet = label, total, quiet
         self.done = 0
         self.tty = sys.stderr.isatty()
@@ -500,8 +501,8 @@ def pass1(reader: Reader, layout: Layout, reward_col: str, nan: str, batch_rows:
         lost = (count > 0) & ~(np.isfinite(mean) & np.isfinite(std))
     lost &= (acc.bad[:k] == 0) | (nan == "omit")
     if lost.any():
-        g = int(np.flatnonzero(lost)[0])
-        label = next(lab for lab, i in acc.index.items() if i == g)
+        first = int(np.flatnonzero(lost)[0])
+        label = next(lab for lab, i in acc.index.items() if i == first)
         raise CLIError(f"the rewards of group {label!r} overflow float64 in its statistics; rescale the rewards")
     return acc, np.dtype(dtype)
 
@@ -538,7 +539,7 @@ def _batch(count: np.ndarray, mean: np.ndarray, std: np.ndarray) -> tuple[float,
 
 
 def group_coefficients(acc: GroupMoments, center: str, scale: str, ddof: int, eps: float,
-                       singleton: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       singleton: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-group coefficients ``(mu, k, slow_factor, slow_denom)`` so that
     ``A = (r - mu) * k`` with ``k = factor / denom``: the same case table as the core. Where
     ``k`` overflows (a subnormal denominator), ``slow_*`` hold ``factor`` and ``denom`` and
@@ -579,7 +580,8 @@ def group_coefficients(acc: GroupMoments, center: str, scale: str, ddof: int, ep
     return mu, k, np.where(slow, factor, np.nan), np.where(slow, denom, np.nan)
 
 
-def _apply(x: np.ndarray, gi: np.ndarray, mu, k, slow_factor, slow_denom) -> np.ndarray:
+def _apply(x: np.ndarray, gi: np.ndarray, mu: np.ndarray, k: np.ndarray, slow_factor: np.ndarray,
+           slow_denom: np.ndarray) -> np.ndarray:
     """Advantages of one batch (float64) from the per-group coefficients."""
     with np.errstate(invalid="ignore", over="ignore"):
         a = (x - mu[gi]) * k[gi]
@@ -594,7 +596,7 @@ def _apply(x: np.ndarray, gi: np.ndarray, mu, k, slow_factor, slow_denom) -> np.
 
 
 class Writer:
-    def __init__(self, path: str, n_rows: int, dtype: np.dtype, out_col: str):
+    def __init__(self, path: str, n_rows: int, dtype: np.dtype, out_col: str) -> None:
         self.path, self.n_rows, self.dtype, self.out_col = path, n_rows, dtype, out_col
 
     def write(self, batch, adv: np.ndarray) -> None:
@@ -611,22 +613,22 @@ def _tmp(path: str) -> str:
 class NpyWriter(Writer):
     """The advantage column alone, written in place through a memory map."""
 
-    def __init__(self, *a):
+    def __init__(self, *a: Any) -> None:
         super().__init__(*a)
         self.mm = np.lib.format.open_memmap(_tmp(self.path), mode="w+", dtype=self.dtype, shape=(self.n_rows,))
         self.pos = 0
 
-    def write(self, batch, adv):
+    def write(self, batch: Any, adv: np.ndarray) -> None:
         self.mm[self.pos:self.pos + len(adv)] = adv
         self.pos += len(adv)
 
-    def close(self):
+    def close(self) -> None:
         self.mm.flush()
         del self.mm
         os.replace(_tmp(self.path), self.path)
 
 
-def _to_numpy(col) -> np.ndarray:
+def _to_numpy(col: Any) -> np.ndarray:
     if isinstance(col, np.ndarray):
         return col
     return col.to_numpy(zero_copy_only=False)
@@ -635,11 +637,11 @@ def _to_numpy(col) -> np.ndarray:
 class NpzWriter(Writer):
     """All columns plus the advantages, as one .npz (built in memory)."""
 
-    def __init__(self, *a):
+    def __init__(self, *a: Any) -> None:
         super().__init__(*a)
         self.parts: dict[str, list] = {}
 
-    def write(self, batch, adv):
+    def write(self, batch: Any, adv: np.ndarray) -> None:
         names = batch.schema.names if _is_arrow(batch) else list(batch)
         for name in names:
             col = _to_numpy(batch.column(name) if _is_arrow(batch) else batch[name])
@@ -648,20 +650,20 @@ class NpzWriter(Writer):
             self.parts.setdefault(name, []).append(col)
         self.parts.setdefault(self.out_col, []).append(adv)
 
-    def close(self):
+    def close(self) -> None:
         with open(_tmp(self.path), "wb") as f:
-            np.savez(f, **{k: np.concatenate(v) for k, v in self.parts.items()})
+            np.savez(f, **{k: np.concatenate(v) for k, v in self.parts.items()})  # type: ignore[arg-type]
         os.replace(_tmp(self.path), self.path)
 
 
 class CsvWriter(Writer):
-    def __init__(self, *a):
+    def __init__(self, *a: Any) -> None:
         super().__init__(*a)
         self.f = open(_tmp(self.path), "w", newline="")
         self.w = csv.writer(self.f)
         self.header = False
 
-    def write(self, batch, adv):
+    def write(self, batch: Any, adv: np.ndarray) -> None:
         if _is_arrow(batch):
             names = batch.schema.names
             cols = [batch.column(c).to_pylist() for c in names]
@@ -674,19 +676,19 @@ class CsvWriter(Writer):
         cols.append(adv.tolist())
         self.w.writerows(zip(*cols))
 
-    def close(self):
+    def close(self) -> None:
         self.f.close()
         os.replace(_tmp(self.path), self.path)
 
 
 class ArrowWriter(Writer):
-    def __init__(self, path, n_rows, dtype, out_col, fmt):
+    def __init__(self, path: str, n_rows: int, dtype: np.dtype, out_col: str, fmt: str) -> None:
         super().__init__(path, n_rows, dtype, out_col)
         self.pa = _pyarrow(f"writing {fmt} files")
         self.fmt = fmt
-        self.sink = None
+        self.sink: Any = None
 
-    def write(self, batch, adv):
+    def write(self, batch: Any, adv: np.ndarray) -> None:
         pa = self.pa
         if _is_arrow(batch):
             rb = batch.append_column(self.out_col, pa.array(adv))
@@ -705,7 +707,7 @@ class ArrowWriter(Writer):
                 self.sink = ipc.new_file(_tmp(self.path), rb.schema)
         self.sink.write_batch(rb)
 
-    def close(self):
+    def close(self) -> None:
         if self.sink is not None:
             self.sink.close()
             os.replace(_tmp(self.path), self.path)
@@ -727,7 +729,7 @@ def open_writer(path: str, n_rows: int, dtype: np.dtype, out_col: str) -> Writer
 ESTIMATORS = {"grpo": "mean", "drgrpo": "mean", "rloo": "loo"}
 
 
-def _layout(args, reader: Reader) -> Layout:
+def _layout(args: argparse.Namespace, reader: Reader) -> Layout:
     if (args.group_col is None) == (args.group_size is None):
         raise CLIError("give exactly one of --group-col or --group-size")
     if args.group_size is not None and args.group_size < 1:
@@ -736,7 +738,7 @@ def _layout(args, reader: Reader) -> Layout:
     return Layout(args.group_col, args.group_size)
 
 
-def cmd_compute(args) -> int:
+def cmd_compute(args: argparse.Namespace) -> int:
     """Two passes over the input: per-group moments, then advantages batch by batch."""
     if args.estimator != "grpo" and args.scale not in (None, "none"):
         raise CLIError(f"--scale applies to --estimator grpo only ({args.estimator} does not divide by a std)")
@@ -756,7 +758,7 @@ def cmd_compute(args) -> int:
 
     acc, dtype = pass1(reader, layout, args.reward_col, args.nan, args.batch_rows,
                        Progress("pass 1/2 (group statistics)", reader.num_rows, args.quiet))
-    coef = group_coefficients(acc, center, scale, args.ddof, args.eps, args.singleton)
+    mu, k, slow_factor, slow_denom = group_coefficients(acc, center, scale, args.ddof, args.eps, args.singleton)
 
     writer = open_writer(args.output, acc.rows, dtype, args.output_col)
     progress = Progress("pass 2/2 (advantages)", acc.rows, args.quiet)
@@ -770,7 +772,7 @@ def cmd_compute(args) -> int:
             g, labels = layout.batch_groups(batch, start, n)
             gi = acc.codes(labels)[g.codes()]
             xf = x.astype(np.float64)
-            a = _apply(xf, gi, *coef)
+            a = _apply(xf, gi, mu, k, slow_factor, slow_denom)
             if args.nan == "omit":
                 a[~np.isfinite(xf)] = 0.0
             a = a.astype(dtype)
@@ -794,7 +796,7 @@ def cmd_compute(args) -> int:
     return 0
 
 
-def file_stats(args) -> dict:
+def file_stats(args: argparse.Namespace) -> dict:
     """Diagnostics of a file (streamed: one pass)."""
     reader = open_reader(args.input, args.group_col, args.reward_col)
     layout = _layout(args, reader)
@@ -820,7 +822,7 @@ def file_stats(args) -> dict:
     }
 
 
-def cmd_stats(args) -> int:
+def cmd_stats(args: argparse.Namespace) -> int:
     s = file_stats(args)
     if args.json:
         print(json.dumps(s, indent=2))
@@ -831,15 +833,18 @@ def cmd_stats(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
+def cmd_bench(args: argparse.Namespace) -> int:
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     layouts = args.layouts.split(",")
     for lay in layouts:
         if lay not in _bench.LAYOUTS:
             raise CLIError(f"unknown layout {lay!r}; choose from {', '.join(_bench.LAYOUTS)}")
-    report = None if args.quiet else (lambda m: sys.stderr.write(f"  timing {m}\n"))
+    def report(m: str) -> None:
+        sys.stderr.write(f"  timing {m}\n")
+
     rows = _bench.run(sizes, layouts, group_size=args.group_size, dtype=np.dtype(args.dtype),
-                      repeats=args.repeats, num_threads=args.threads, progress=report)
+                      repeats=args.repeats, num_threads=args.threads,
+                      progress=None if args.quiet else report)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -854,7 +859,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"groupadv {ga.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def table_args(sp):
+    def table_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("input", help="input file: .parquet, .arrow/.feather, .csv, .npy or .npz")
         sp.add_argument("--group-col", help="column with the group label of each row (rows of a group may be anywhere)")
         sp.add_argument("--group-size", type=int, help="instead of --group-col: consecutive groups of this many rows")
