@@ -11,7 +11,7 @@
 //! with the general path; a guarded f64 std and the `Omit` policy take the general per-group
 //! path in `advantage`.
 
-use crate::advantage::{group_advantages, group_affine, Fault, NonFinite, Params, Scale};
+use crate::advantage::{group_advantages, group_affine, Center, Fault, NonFinite, Params, Scale};
 use crate::groups::Grouping;
 use crate::real::Real;
 use crate::stats::{sum_shifted, sum_sq_dev};
@@ -234,10 +234,36 @@ fn uniform<T: Real, const G: usize>(
                 m2[j] = sum_sq_dev(xs, mean[j]);
             }
         }
+        // The affine maps of the whole block side by side (vector sqrt and division): every
+        // group here has G >= 2 rewards, so `group_affine` reduces to this unless a group is
+        // unusual, and then the block takes the per-group route.
+        let (centred, factor) = match p.center {
+            Center::Mean => (true, 1.0),
+            Center::LeaveOneOut => (true, G as f64 / (G - 1) as f64),
+            Center::None => (false, 1.0),
+        };
+        let dof = (G - p.ddof as usize) as f64;
+        let mut k = [0.0f64; BLOCK];
+        for j in 0..BLOCK {
+            let denom = match p.scale {
+                Scale::Group => (m2[j] / dof).sqrt() + p.eps,
+                Scale::Batch | Scale::BatchResidual => batch_denom,
+                Scale::None => 1.0,
+            };
+            k[j] = if denom == 0.0 { 0.0 } else { factor / denom };
+        }
+        let usual = (0..nb).all(|j| mean[j].is_finite() && k[j].is_finite() && !guarded::<T>(G, mean[j], m2[j], p));
+        if !usual {
+            for j in 0..nb {
+                let xs: &[T; G] = xb[j * G..(j + 1) * G].try_into().unwrap();
+                let os: &mut [T; G] = (&mut ob[j * G..(j + 1) * G]).try_into().unwrap();
+                finish_group(xs, os, mean[j], m2[j], p, batch_denom).map_err(|f| (g0 + j, f))?;
+            }
+            continue;
+        }
         for j in 0..nb {
-            let xs: &[T; G] = xb[j * G..(j + 1) * G].try_into().unwrap();
-            let os: &mut [T; G] = (&mut ob[j * G..(j + 1) * G]).try_into().unwrap();
-            finish_group(xs, os, mean[j], m2[j], p, batch_denom).map_err(|f| (g0 + j, f))?;
+            let mu = if centred { mean[j] } else { 0.0 };
+            write_affine(&xb[j * G..(j + 1) * G], &mut ob[j * G..(j + 1) * G], mu, k[j]);
         }
     }
     Ok(())
