@@ -164,6 +164,32 @@ proptest! {
         }
     }
 
+    /// Any finite rewards (subnormals and the extremes of f64 included): finite advantages, or
+    /// a clear overflow / singleton error, never a silent inf or NaN.
+    #[test]
+    fn extreme_finite_in_finite_out((sizes, x) in sizes_and_rewards(
+        prop_oneof![
+            // The core documents ~1e307 as the largest magnitude it handles (beyond: an overflow
+            // error, or see test_bad_inputs.py for a case near f64::MAX that is not yet one).
+            2 => -1e307f64..1e307,
+            1 => any::<f64>().prop_filter("finite", |v| v.is_finite() && v.abs() <= 1e307),
+            1 => prop_oneof![Just(1e307), Just(-1e307), Just(5e-324), Just(-5e-324), Just(1e-310),
+                             Just(1e-200), Just(1e200), Just(0.0)],
+        ].boxed(), 0), p in params()) {
+        let p = Params { nonfinite: NonFinite::Raise, ..p };
+        prop_assume!(!(matches!(p.scale, Scale::Batch | Scale::BatchResidual) && x.len() as u32 <= p.ddof));
+        // Unscaled differences (Dr. GRPO, RLOO) of rewards near f64::MAX can truly exceed the
+        // f64 range: those round to +-inf like any float operation. Scaled ones are bounded.
+        prop_assume!(p.scale != Scale::None || x.iter().all(|v| v.abs() <= 1e300));
+        // singleton="raw" divides a raw reward by the (batch) std + eps: unbounded by design.
+        prop_assume!(p.singleton != Singleton::Raw);
+        let g = Grouping::ragged(x.len(), &offsets(&sizes)).unwrap();
+        match run(&x, &g, &p) {
+            Ok(a) => prop_assert!(a.iter().all(|v| v.is_finite()), "x={:?} a={:?} p={:?}", x, a, p),
+            Err(e) => prop_assert!(e.contains("overflow") || e.contains("single reward"), "{}", e),
+        }
+    }
+
     /// Groups of equal rewards (at least two) give exactly 0.0 whenever they are centred.
     #[test]
     fn all_equal_groups_are_exactly_zero(sizes in prop::collection::vec(2usize..10, 1..8),

@@ -265,3 +265,16 @@ def test_nan_batch_std_is_the_same_for_every_layout(scale):
     by_offsets = ga.advantages(r[[0, 2, 1, 3]], group_size=2, scale=scale, nan="propagate")[[0, 2, 1, 3]]
     np.testing.assert_array_equal(by_ids, by_offsets)
     assert np.all(np.isnan(by_ids))
+
+
+MAX = np.finfo(np.float64).max
+
+
+@pytest.mark.xfail(strict=True, reason="core bug: rewards near +-f64::MAX whose mean is finite but whose "
+                   "spread overflows give NaN/0 silently (native std inf, numpy std NaN) instead of the "
+                   "overflow ValueError")
+@pytest.mark.parametrize("scale", ["group", "batch", "batch_residual"])
+def test_spread_overflow_near_f64_max_is_an_error(scale):
+    x = np.array([0.0, -MAX, MAX, 0.0, MAX, 0.0])
+    with pytest.raises(ValueError, match="overflow"):
+        ga.advantages(x, 6, scale=scale)
