@@ -171,6 +171,9 @@ def test_error_messages(tmp_path, capsys):
     assert "must differ" in err("compute", src, "--group-col", "uid", "-o", src)
     assert "does not divide" in err("compute", src, "--group-size", 7, "-o", out)
     assert "single reward" in err("compute", src, "--group-size", 1, "--singleton", "error", "-o", out)
+    assert "No such file or directory" in err("compute", src, "--group-col", "uid", "-o", tmp_path / "no" / "o.csv")
+    (tmp_path / "junk.npy").write_bytes(b"not an npy file")
+    assert "groupadv: error:" in err("stats", tmp_path / "junk.npy", "--group-size", 1)
     assert not out.exists()
 
     # a non-numeric cell deep in the file names its row; NaN names its row

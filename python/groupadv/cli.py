@@ -907,7 +907,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except CLIError as e:
         parser.exit(2, f"groupadv: error: {e}\n")
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OSError) as e:
         parser.exit(2, f"groupadv: error: {e}\n")
     return 0
 
