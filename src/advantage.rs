@@ -88,8 +88,10 @@ impl Default for Params {
 pub enum AdvError {
     /// A non-finite reward under `NonFinite::Raise`.
     NonFinite { index: usize, value: f64 },
-    /// Finite rewards whose group mean overflowed f64.
+    /// Finite rewards whose group statistics or advantages overflow.
     Overflow { group: usize },
+    /// Finite rewards whose batch std overflows f64.
+    BatchOverflow,
     Singleton { group: usize, index: usize },
     LengthMismatch { what: &'static str, len: usize, n: usize },
     BadParameter(String),
@@ -104,8 +106,13 @@ impl fmt::Display for AdvError {
             ),
             AdvError::Overflow { group } => write!(
                 f,
-                "the rewards of group {group} overflow float64 in its statistics; rescale rewards \
-                 beyond ~1e307"
+                "the rewards of group {group} overflow float64 in its statistics, or the output \
+                 dtype in its advantages; rescale rewards of magnitude near the float range"
+            ),
+            AdvError::BatchOverflow => write!(
+                f,
+                "the rewards overflow float64 in the batch std; rescale rewards of magnitude near \
+                 the float range"
             ),
             AdvError::Singleton { group, index } => write!(
                 f,
@@ -308,6 +315,14 @@ fn batch_std<T: Real>(
     amax * (q / (count - p.ddof as u64) as f64).sqrt()
 }
 
+/// A batch std is NaN when undefined or poisoned (by request); infinite only by overflow.
+fn checked(batch_std: f64) -> Result<f64, AdvError> {
+    if batch_std.is_infinite() {
+        return Err(AdvError::BatchOverflow);
+    }
+    Ok(batch_std)
+}
+
 /// Faults that a batch statistic must report before it is used: non-finite rewards under
 /// `Raise`, overflowing finite rewards, singletons under `Singleton::Error`.
 #[inline]
@@ -408,14 +423,14 @@ pub fn advantages<T: Real>(
         let moments = labelled::moments(x, l, p);
         let batch_denom = if batch_scale {
             let bm = batch_from_moments(x, grouping, &moments, p)?;
-            batch_std(x, grouping, p, &bm, Some(&moments)) + p.eps
+            checked(batch_std(x, grouping, p, &bm, Some(&moments)))? + p.eps
         } else {
             1.0
         };
         return labelled::advantages(x, out, l, p, &moments, batch_denom);
     }
     let batch_denom = if batch_scale {
-        batch_std(x, grouping, p, &batch_moments(x, grouping, p)?, None) + p.eps
+        checked(batch_std(x, grouping, p, &batch_moments(x, grouping, p)?, None))? + p.eps
     } else {
         1.0
     };
@@ -485,6 +500,10 @@ pub(crate) fn group_affine(
                 Center::None => (0.0, 1.0),
             };
             let s = if p.scale == Scale::Group { std() } else { 1.0 };
+            if !s.is_finite() {
+                // Finite rewards (the mean is finite) whose deviations overflow f64.
+                return Err(Fault::Overflow);
+            }
             (mu, factor, denom_for(s))
         }
     };
@@ -514,10 +533,17 @@ pub(crate) fn group_advantages<T: Real>(
     let m = group_moments(x, p.nonfinite);
     let has_nonfinite = || x.iter().any(|v| !v.to_f64().is_finite());
     let a = group_affine(m.count, m.mean, || group_std(x, &m, p.ddof, omit), has_nonfinite, p, batch_denom)?;
+    let mut overflow = false;
     for (o, &v) in out.iter_mut().zip(x) {
         let v = v.to_f64();
         // Omitted rewards get 0.
         *o = T::from_f64(if omit && !v.is_finite() { 0.0 } else { a.apply(v) });
+        overflow |= !o.to_f64().is_finite();
+    }
+    // A NaN map (a poisoned group under "propagate") is NaN by request; otherwise a
+    // non-finite advantage from finite rewards is an overflow of the output type.
+    if overflow && !a.k.is_nan() {
+        return Err(Fault::Overflow);
     }
     Ok(())
 }
@@ -543,23 +569,25 @@ pub fn group_stats<T: Real>(
     }
     if let Grouping::Labelled(l) = grouping {
         let moments = labelled::moments(x, l, p);
-        for (g, m) in moments.iter().enumerate() {
-            if m.count > 0 && !m.mean.is_finite() {
-                let fault = match p.nonfinite {
+        let stds = labelled::stds(x, l, &moments, p);
+        for (g, (m, &sd)) in moments.iter().zip(&stds).enumerate() {
+            let fault = if m.count > 0 && !m.mean.is_finite() {
+                match p.nonfinite {
                     NonFinite::Raise => Some(Fault::NonFinite),
                     NonFinite::Omit => Some(Fault::Overflow),
                     NonFinite::Propagate => labelled::overflowed(x, l, g).then_some(Fault::Overflow),
-                };
-                if let Some(f) = fault {
-                    return Err(fault_to_error(x, grouping, g, f));
                 }
+            } else if m.count > p.ddof as u64 && !sd.is_finite() {
+                Some(Fault::Overflow)
+            } else {
+                None
+            };
+            if let Some(f) = fault {
+                return Err(fault_to_error(x, grouping, g, f));
             }
-        }
-        let stds = labelled::stds(x, l, &moments, p);
-        for (g, m) in moments.iter().enumerate() {
             count[g] = m.count as i64;
             mean[g] = if m.count == 0 { f64::NAN } else { m.mean };
-            std[g] = if mean[g].is_finite() { stds[g] } else { f64::NAN };
+            std[g] = if mean[g].is_finite() { sd } else { f64::NAN };
         }
         return Ok(());
     }
@@ -586,6 +614,9 @@ pub fn group_stats<T: Real>(
                 } else {
                     f64::NAN
                 };
+                if mu.is_finite() && m.count > p.ddof as u64 && !s.is_finite() {
+                    return Err((g, Fault::Overflow));
+                }
                 (m.count as i64, mu, s)
             };
             // SAFETY: each group index belongs to exactly one batch.

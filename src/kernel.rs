@@ -138,14 +138,21 @@ fn finish_group<T: Real>(
     if a.pre != 1.0 {
         return group_advantages(x, out, p, batch_denom);
     }
-    write_affine(x, out, a.mu, a.k);
+    // A NaN map (a poisoned group under "propagate") is NaN by request.
+    if !write_affine(x, out, a.mu, a.k) && !a.k.is_nan() {
+        return Err(Fault::Overflow);
+    }
     Ok(())
 }
 
+/// Write (r - mu) * k for every reward; false if an advantage is not finite in T (the
+/// result overflowed: finite rewards, finite mu and k, but a residual beyond T's range).
 #[inline(always)]
-fn write_affine<T: Real>(x: &[T], out: &mut [T], mu: f64, k: f64) {
+fn write_affine<T: Real>(x: &[T], out: &mut [T], mu: f64, k: f64) -> bool {
     // Fixed-width chunks with a separate f64 staging array: this shape vectorizes whether or
-    // not the group length is a compile-time constant.
+    // not the group length is a compile-time constant. `probe` stays 0 unless some output is
+    // inf or NaN (v * 0 is NaN exactly for those), at one multiply-add per element.
+    let mut probe = [0.0f64; 8];
     let mut xc = x.chunks_exact(8);
     let mut oc = out.chunks_exact_mut(8);
     for (xs, os) in (&mut xc).zip(&mut oc) {
@@ -155,11 +162,15 @@ fn write_affine<T: Real>(x: &[T], out: &mut [T], mu: f64, k: f64) {
         }
         for i in 0..8 {
             os[i] = T::from_f64(t[i]);
+            probe[i] += os[i].to_f64() * 0.0;
         }
     }
+    let mut rest = 0.0f64;
     for (o, &v) in oc.into_remainder().iter_mut().zip(xc.remainder()) {
         *o = T::from_f64((v.to_f64() - mu) * k);
+        rest += o.to_f64() * 0.0;
     }
+    probe.iter().sum::<f64>() + rest == 0.0
 }
 
 /// Up to BLOCK groups; group j is `x[spans[j].0..spans[j].1]`, written to the same positions
@@ -263,7 +274,9 @@ fn uniform<T: Real, const G: usize>(
         }
         for j in 0..nb {
             let mu = if centred { mean[j] } else { 0.0 };
-            write_affine(&xb[j * G..(j + 1) * G], &mut ob[j * G..(j + 1) * G], mu, k[j]);
+            if !write_affine(&xb[j * G..(j + 1) * G], &mut ob[j * G..(j + 1) * G], mu, k[j]) {
+                return Err((g0 + j, Fault::Overflow));
+            }
         }
     }
     Ok(())

@@ -260,20 +260,33 @@ pub(crate) fn advantages<T: Real>(
     let omit = p.nonfinite == NonFinite::Omit;
     let codes = &l.codes;
     let shared = crate::advantage::SharedOut(out.as_mut_ptr());
-    map_ranges(x.len(), p.threads, |r| {
+    let overflowed = map_ranges(x.len(), p.threads, |r| {
         // SAFETY: the element ranges of the threads are disjoint.
         let o = unsafe { std::slice::from_raw_parts_mut(shared.ptr().add(r.start), r.len()) };
-        for ((o, &v), &c) in o.iter_mut().zip(&x[r.clone()]).zip(&codes[r]) {
+        let start = r.start;
+        let mut first_bad: Option<usize> = None;
+        for (i, ((o, &v), &c)) in o.iter_mut().zip(&x[r.clone()]).zip(&codes[r]).enumerate() {
             let [mu, k] = affine[c as usize];
             let v = v.to_f64();
             *o = T::from_f64(if omit && !v.is_finite() { 0.0 } else { (v - mu) * k });
+            // Non-finite output from a non-poisoned group: an overflow (checked after).
+            if !o.to_f64().is_finite() && !k.is_nan() && first_bad.is_none() {
+                first_bad = Some(start + i);
+            }
         }
+        first_bad
     });
+    if let Some(g) = overflowed.into_iter().flatten().map(|i| codes[i] as usize).min() {
+        return Err(AdvError::Overflow { group: g });
+    }
     // Rare: groups whose 1/std overflows (subnormal spread) are rewritten with their lift.
     for (g, a) in lifted {
         for i in members(x, l, g) {
             let v = x[i].to_f64();
             out[i] = T::from_f64(if omit && !v.is_finite() { 0.0 } else { a.apply(v) });
+            if !out[i].to_f64().is_finite() {
+                return Err(AdvError::Overflow { group: g });
+            }
         }
     }
     Ok(())

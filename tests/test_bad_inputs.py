@@ -270,9 +270,7 @@ def test_nan_batch_std_is_the_same_for_every_layout(scale):
 MAX = np.finfo(np.float64).max
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: rewards near +-f64::MAX whose mean is finite but whose "
-                   "spread overflows give NaN/0 silently (native std inf, numpy std NaN) instead of the "
-                   "overflow ValueError")
+# Once a core bug: a finite mean with an overflowing spread gave NaN/0; now the overflow ValueError.
 @pytest.mark.parametrize("scale", ["group", "batch", "batch_residual"])
 def test_spread_overflow_near_f64_max_is_an_error(scale):
     x = np.array([0.0, -MAX, MAX, 0.0, MAX, 0.0])

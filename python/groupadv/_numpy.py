@@ -214,11 +214,18 @@ def _source_index(g: Grouping, pos: int) -> int:
     return int(pos if g.perm is None else g.perm[pos])
 
 
-_OVERFLOW = "the rewards of group {} overflow float64 in its statistics; rescale rewards beyond ~1e307"
+_OVERFLOW = (
+    "the rewards of group {} overflow float64 in its statistics, or the output dtype in its "
+    "advantages; rescale rewards of magnitude near the float range"
+)
+_BATCH_OVERFLOW = (
+    "the rewards overflow float64 in the batch std; rescale rewards of magnitude near the float range"
+)
 
 
-def _first_fault(x, g, mom, nan, singleton):
-    """Error for the lowest group with a fault, as the core reports it (or None)."""
+def _first_fault(x, g, mom, nan, singleton, late=None):
+    """Error for the lowest group with a fault, as the core reports it (or None). `late` marks
+    groups whose std or advantages overflowed (checked last within a group, as the core)."""
     bad_mean = (mom.count > 0) & ~np.isfinite(mom.mean)
     if nan == "omit":
         overflow = bad_mean  # only finite rewards were summed
@@ -230,6 +237,8 @@ def _first_fault(x, g, mom, nan, singleton):
     if singleton == "error":
         # A group poisoned by a NaN under "propagate" is NaN, whatever its size.
         faults |= (mom.count == 1) & ~(bad_mean & (nan == "propagate"))
+    if late is not None:
+        faults |= late
     hits = np.flatnonzero(faults)
     if not hits.size:
         return None
@@ -245,6 +254,8 @@ def _first_fault(x, g, mom, nan, singleton):
         return ValueError(
             f"rewards[{i}] is {_fmt(x[i])}; pass nan='propagate' or nan='omit' to allow non-finite rewards"
         )
+    if not (singleton == "error" and mom.count[grp] == 1):
+        return ValueError(_OVERFLOW.format(grp))
     finite = [i for i in idx if np.isfinite(x[i])]
     i = min(finite) if finite else idx[0]
     return ValueError(
@@ -304,23 +315,31 @@ def advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan,
     if len(out) != g.n:
         raise ValueError(f"out has length {len(out)} but the groups cover {g.n} rewards")
     mom = _Moments(rewards, g, nan, ddof)
-    err = _first_fault(rewards, g, mom, nan, singleton)
-    if err is not None:
-        raise err
     count = mom.count
+    batch = scale in ("batch", "batch_residual")
+    batch_denom = 1.0
+    if batch:
+        # As the core: the batch pass reports its faults before anything is written.
+        err = _first_fault(rewards, g, mom, nan, singleton)
+        if err is not None:
+            raise err
+        with np.errstate(invalid="ignore", over="ignore"):
+            bstd = _batch_std(_batch(mom, nan), scale, ddof, mom)
+        if np.isinf(bstd):
+            raise ValueError(_BATCH_OVERFLOW)
+        batch_denom = bstd + eps
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        if scale in ("batch", "batch_residual"):
-            batch_denom = _batch_std(_batch(mom, nan), scale, ddof, mom) + eps
-        else:
-            batch_denom = 1.0
         many = count >= 2
         mu = np.where(many & (center != "none"), mom.mean, 0.0)
         if center == "loo":
             factor = np.where(many, count / np.maximum(count - 1, 1), 0.0)
         else:
             factor = many.astype(np.float64)
+        late = np.zeros(g.n_groups, dtype=bool)
         if scale == "group":
-            denom = np.where(many, mom.std() + eps, 1.0)
+            std = mom.std()
+            late |= many & np.isfinite(mom.mean) & ~np.isfinite(std)
+            denom = np.where(many, std + eps, 1.0)
         elif scale == "none":
             denom = np.ones(g.n_groups)
         else:
@@ -344,6 +363,19 @@ def advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan,
         poisoned = (count > 0) & ~np.isfinite(mom.mean)
         if poisoned.any():
             res[np.repeat(poisoned, sizes)] = np.nan
+        res = res.astype(out.dtype)
+    # A non-finite advantage outside a poisoned group is an overflow of the output type.
+    bad = ~np.isfinite(res)
+    if bad.any():
+        hit = np.zeros(len(res), dtype=np.int64)
+        hit[bad] = 1
+        starts = np.concatenate(([0], np.cumsum(sizes)))[:-1][mom.nonempty]
+        out_bad = np.zeros(g.n_groups, dtype=bool)
+        out_bad[mom.nonempty] = np.add.reduceat(hit, starts) > 0
+        late |= out_bad & ~poisoned & ~np.isnan(k)  # NaN by request: poisoned group or batch std
+    err = _first_fault(rewards, g, mom, nan, singleton, late)
+    if err is not None:
+        raise err
     if g.perm is None:
         out[...] = res
     else:
@@ -356,11 +388,14 @@ def group_stats(rewards, grouping, ddof, nan, num_threads):
     if len(rewards) != g.n:
         raise ValueError(f"rewards has length {len(rewards)} but the groups cover {g.n} rewards")
     mom = _Moments(rewards, g, nan, ddof)
-    err = _first_fault(rewards, g, mom, nan, "zero")
+    mean = np.where(mom.count > 0, mom.mean, np.nan)
+    with np.errstate(invalid="ignore"):
+        std = np.where(np.isfinite(mean), mom.std(), np.nan)
+    # Finite rewards whose spread overflows float64: an error, as the core.
+    late = (mom.count > ddof) & np.isfinite(mean) & ~np.isfinite(std)
+    err = _first_fault(rewards, g, mom, nan, "zero", late)
     if err is not None:
         raise err
-    mean = np.where(mom.count > 0, mom.mean, np.nan)
-    std = np.where(np.isfinite(mean), mom.std(), np.nan)
     return mom.count.copy(), mean, std
 
 
