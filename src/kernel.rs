@@ -34,6 +34,9 @@ pub(crate) unsafe fn write_batch<T: Real>(
 ) -> Result<(), (usize, Fault)> {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return write_batch_avx512(x, out, grouping, range, p, batch_denom);
+        }
         if std::arch::is_x86_feature_detected!("avx2") {
             return write_batch_avx2(x, out, grouping, range, p, batch_denom);
         }
@@ -44,6 +47,19 @@ pub(crate) unsafe fn write_batch<T: Real>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn write_batch_avx2<T: Real>(
+    x: &[T],
+    out: *mut T,
+    grouping: &Grouping,
+    range: Range<usize>,
+    p: &Params,
+    batch_denom: f64,
+) -> Result<(), (usize, Fault)> {
+    write_batch_impl(x, out, grouping, range, p, batch_denom)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn write_batch_avx512<T: Real>(
     x: &[T],
     out: *mut T,
     grouping: &Grouping,
@@ -173,8 +189,90 @@ fn write_affine<T: Real>(x: &[T], out: &mut [T], mu: f64, k: f64) -> bool {
     probe.iter().sum::<f64>() + rest == 0.0
 }
 
+/// Sum of (x_i - shift) over `x[a..b]`, eight lanes wide. A group's last partial chunk is
+/// read as a full chunk of `x` where `x` extends far enough (the next group's values), with
+/// the lanes past `b` masked out: ragged groups then need no scalar remainder loop.
+#[inline(always)]
+fn sum_shifted_in<T: Real>(x: &[T], a: usize, b: usize, shift: f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let full = a + (b - a) / 8 * 8;
+    for c in x[a..full].chunks_exact(8) {
+        for k in 0..8 {
+            acc[k] += c[k].to_f64() - shift;
+        }
+    }
+    let rem = b - full;
+    if rem > 0 {
+        if full + 8 <= x.len() {
+            let c = &x[full..full + 8];
+            for k in 0..8 {
+                acc[k] += if k < rem { c[k].to_f64() - shift } else { 0.0 };
+            }
+        } else {
+            for (k, v) in x[full..b].iter().enumerate() {
+                acc[k] += v.to_f64() - shift;
+            }
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+/// Sum of (x_i - mean)^2 over `x[a..b]`, masked like `sum_shifted_in`.
+#[inline(always)]
+fn sum_sq_dev_in<T: Real>(x: &[T], a: usize, b: usize, mean: f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let full = a + (b - a) / 8 * 8;
+    for c in x[a..full].chunks_exact(8) {
+        for k in 0..8 {
+            let d = c[k].to_f64() - mean;
+            acc[k] += d * d;
+        }
+    }
+    let rem = b - full;
+    if rem > 0 {
+        if full + 8 <= x.len() {
+            let c = &x[full..full + 8];
+            for k in 0..8 {
+                let d = c[k].to_f64() - mean;
+                acc[k] += if k < rem { d * d } else { 0.0 };
+            }
+        } else {
+            for (k, v) in x[full..b].iter().enumerate() {
+                let d = v.to_f64() - mean;
+                acc[k] += d * d;
+            }
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+/// `write_affine` over `x[a..b]` into `out[a..b]`; the last partial chunk is written as a
+/// full chunk where `out` extends far enough, keeping the old values past `b` (a blend).
+#[inline(always)]
+fn write_affine_in<T: Real>(x: &[T], out: &mut [T], a: usize, b: usize, mu: f64, k: f64) -> bool {
+    let full = a + (b - a) / 8 * 8;
+    let mut ok = write_affine(&x[a..full], &mut out[a..full], mu, k);
+    let rem = b - full;
+    if rem > 0 {
+        if full + 8 <= x.len() {
+            let (c, o) = (&x[full..full + 8], &mut out[full..full + 8]);
+            let mut probe = 0.0f64;
+            for i in 0..8 {
+                let v = T::from_f64((c[i].to_f64() - mu) * k);
+                probe += if i < rem { v.to_f64() * 0.0 } else { 0.0 };
+                o[i] = if i < rem { v } else { o[i] };
+            }
+            ok &= probe == 0.0;
+        } else {
+            ok &= write_affine(&x[full..b], &mut out[full..b], mu, k);
+        }
+    }
+    ok
+}
+
 /// Up to BLOCK groups; group j is `x[spans[j].0..spans[j].1]`, written to the same positions
-/// of `out`. `g0` is the index of the first group (for error reports).
+/// of `out` (`x` and `out` cover the whole batch, so chunks may read past a group's end).
+/// `g0` is the index of the first group (for error reports).
 #[inline(always)]
 fn block<T: Real>(
     x: &[T],
@@ -190,23 +288,52 @@ fn block<T: Real>(
         }
         return Ok(());
     }
+    let nb = spans.len();
     let mut mean = [0.0f64; BLOCK];
     let mut m2 = [0.0f64; BLOCK];
+    let mut n = [0.0f64; BLOCK];
     for (j, &(a, b)) in spans.iter().enumerate() {
         if b > a {
             let x0 = x[a].to_f64();
-            mean[j] = x0 + sum_shifted(&x[a..b], x0) / (b - a) as f64;
+            n[j] = (b - a) as f64;
+            mean[j] = x0 + sum_shifted_in(x, a, b, x0) / n[j];
         }
     }
     if p.scale == Scale::Group {
         for (j, &(a, b)) in spans.iter().enumerate() {
-            m2[j] = sum_sq_dev(&x[a..b], mean[j]);
+            m2[j] = sum_sq_dev_in(x, a, b, mean[j]);
         }
     }
-    for (j, &(a, b)) in spans.iter().enumerate() {
-        if b > a {
-            finish_group(&x[a..b], &mut out[a..b], mean[j], m2[j], p, batch_denom)
-                .map_err(|f| (g0 + j, f))?;
+    // The affine maps side by side, as in `uniform`; any unusual group (fewer than 2
+    // rewards, non-finite, guarded) sends the block through the per-group route.
+    let (centred, loo) = (p.center != Center::None, p.center == Center::LeaveOneOut);
+    let mut k = [0.0f64; BLOCK];
+    for j in 0..BLOCK {
+        let factor = if loo { n[j] / (n[j] - 1.0) } else { 1.0 };
+        let denom = match p.scale {
+            Scale::Group => (m2[j] / (n[j] - p.ddof as f64)).sqrt() + p.eps,
+            Scale::Batch | Scale::BatchResidual => batch_denom,
+            Scale::None => 1.0,
+        };
+        k[j] = if denom == 0.0 { 0.0 } else { factor / denom };
+    }
+    let usual = spans.iter().enumerate().all(|(j, &(a, b))| {
+        b - a >= 2 && mean[j].is_finite() && k[j].is_finite() && !guarded::<T>(b - a, mean[j], m2[j], p)
+    });
+    if !usual {
+        for (j, &(a, b)) in spans.iter().enumerate() {
+            if b > a {
+                finish_group(&x[a..b], &mut out[a..b], mean[j], m2[j], p, batch_denom)
+                    .map_err(|f| (g0 + j, f))?;
+            }
+        }
+        return Ok(());
+    }
+    for j in 0..nb {
+        let (a, b) = spans[j];
+        let mu = if centred { mean[j] } else { 0.0 };
+        if !write_affine_in(x, out, a, b, mu, k[j]) {
+            return Err((g0 + j, Fault::Overflow));
         }
     }
     Ok(())

@@ -93,7 +93,7 @@ proptest! {
         let ragged = Grouping::ragged(n, &offsets(&sizes)).unwrap();
         let mut layouts = vec![ragged];
         // labels in a scrambled order
-        let mut ids: Vec<i64> = sizes.iter().enumerate().flat_map(|(g, &s)| std::iter::repeat(g as i64 * 31 - 7).take(s)).collect();
+        let mut ids: Vec<i64> = sizes.iter().enumerate().flat_map(|(g, &s)| std::iter::repeat_n(g as i64 * 31 - 7, s)).collect();
         let mut state = shuffle | 1;
         for i in (1..ids.len()).rev() {
             state ^= state << 13; state ^= state >> 7; state ^= state << 17;
@@ -197,7 +197,7 @@ proptest! {
                                          p in params()) {
         prop_assume!(p.center != Center::None);
         let p = Params { nonfinite: NonFinite::Raise, ..p };
-        let x: Vec<f64> = sizes.iter().enumerate().flat_map(|(g, &s)| std::iter::repeat(values[g]).take(s)).collect();
+        let x: Vec<f64> = sizes.iter().enumerate().flat_map(|(g, &s)| std::iter::repeat_n(values[g], s)).collect();
         let g = Grouping::ragged(x.len(), &offsets(&sizes)).unwrap();
         let a = run(&x, &g, &p).unwrap();
         prop_assert!(a.iter().all(|&v| v == 0.0), "x={:?} a={:?}", x, a);
