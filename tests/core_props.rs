@@ -223,7 +223,7 @@ proptest! {
             state ^= state << 13; state ^= state >> 7; state ^= state << 17;
             perm.swap(i, (state % (i as u64 + 1)) as usize);
         }
-        let labels: Vec<i64> = sizes.iter().enumerate().flat_map(|(g, &s)| std::iter::repeat(1000 - g as i64).take(s)).collect();
+        let labels: Vec<i64> = sizes.iter().enumerate().flat_map(|(g, &s)| std::iter::repeat_n(1000 - g as i64, s)).collect();
         let ids: Vec<i64> = perm.iter().map(|&j| labels[j]).collect();
         let xs: Vec<f64> = perm.iter().map(|&j| x[j]).collect();
         let (g, _) = Grouping::from_ids(&ids).unwrap();
