@@ -264,19 +264,38 @@ fn batch_std<T: Real>(
     bm: &BatchMoments,
     labelled_moments: Option<&[Moments]>,
 ) -> f64 {
-    if !bm.rewards.mean.is_finite() {
-        // A non-finite reward (under "propagate") poisons every batch statistic.
-        return f64::NAN;
+    let mut batch_mean = bm.rewards.mean;
+    let overflowed_mean = !batch_mean.is_finite();
+    if overflowed_mean {
+        let poisoned = p.nonfinite == NonFinite::Propagate && x.iter().any(|v| !v.to_f64().is_finite());
+        if poisoned || bm.rewards.count == 0 {
+            // A non-finite reward (under "propagate") poisons every batch statistic.
+            return f64::NAN;
+        }
+        // Finite group means whose merge overflowed: weight them instead (no partial sum can
+        // exceed the largest group mean).
+        let total = bm.rewards.count as f64;
+        let weighted = |m: Moments| (m.count as f64 / total) * m.mean;
+        batch_mean = match (grouping, labelled_moments) {
+            (Grouping::Labelled(_), Some(ms)) => ms.iter().filter(|m| m.count > 0).map(|&m| weighted(m)).sum(),
+            _ => (0..grouping.n_groups())
+                .map(|g| grouping.bounds(g))
+                .filter(|&(a, b)| b > a)
+                .map(|(a, b)| group_moments(&x[a..b], p.nonfinite))
+                .filter(|m| m.count > 0)
+                .map(weighted)
+                .sum(),
+        };
     }
     let std = bm.std(p.scale, p.ddof);
     let (m2, count) = match p.scale {
         Scale::Batch => (bm.rewards.m2, bm.rewards.count),
         _ => (bm.residual_m2, bm.residual_count),
     };
-    if T::SQUARES_FIT_F64 || count <= p.ddof as u64 {
-        return std;
+    if count <= p.ddof as u64 {
+        return f64::NAN;
     }
-    if m2.is_finite() && m2 >= 1e-280 {
+    if !overflowed_mean && (T::SQUARES_FIT_F64 || (m2.is_finite() && m2 >= 1e-280)) {
         return std;
     }
     // Deviation of every valid reward from the batch mean (Batch) or its group mean.
@@ -288,7 +307,7 @@ fn batch_std<T: Real>(
     match (grouping, labelled_moments) {
         (Grouping::Labelled(l), Some(ms)) => {
             for (i, &c) in l.codes().iter().enumerate() {
-                let centre = if p.scale == Scale::Batch { bm.rewards.mean } else { ms[c as usize].mean };
+                let centre = if p.scale == Scale::Batch { batch_mean } else { ms[c as usize].mean };
                 push_group(&mut std::iter::once(x[i].to_f64()), centre);
             }
         }
@@ -299,7 +318,7 @@ fn batch_std<T: Real>(
                     continue;
                 }
                 let centre = if p.scale == Scale::Batch {
-                    bm.rewards.mean
+                    batch_mean
                 } else {
                     group_moments(&x[a..b], p.nonfinite).mean
                 };

@@ -11,6 +11,7 @@ pub mod labelled;
 pub mod parallel;
 pub mod real;
 pub mod stats;
+pub mod token;
 
 #[cfg(feature = "python")]
 mod python {
@@ -18,6 +19,7 @@ mod python {
     use crate::groups::{self, Grouping, LayoutError};
     use crate::parallel;
     use crate::real::Real;
+    use crate::token;
     use numpy::{
         Element, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
         PyUntypedArrayMethods,
@@ -334,6 +336,140 @@ mod python {
         Ok((b.rewards.count, b.rewards.mean, b.rewards.m2, b.residual_count, b.residual_m2))
     }
 
+    // ---- token-level layouts (token.rs) ----
+
+    /// Offsets of sequences over `n` tokens (validated like group offsets; empty allowed).
+    fn token_offsets(offsets: &[i64], n: usize) -> PyResult<Vec<usize>> {
+        if n > 0 {
+            Grouping::ragged(n, offsets)?;
+        } else if offsets.is_empty() || offsets.iter().any(|&o| o != 0) {
+            return Err(value_error("offsets must start at 0 and end at the number of tokens"));
+        }
+        Ok(offsets.iter().map(|&o| o as usize).collect())
+    }
+
+    fn token_scores_typed<'py, T: Real + Element>(
+        py: Python<'py>,
+        tokens: &Bound<'py, PyAny>,
+        offsets: Option<&PyReadonlyArray1<'py, i64>>,
+        num_threads: usize,
+    ) -> PyResult<Option<Bound<'py, PyArray1<T>>>> {
+        if let Ok(t) = tokens.cast::<numpy::PyArray2<T>>() {
+            let t = t.readonly();
+            let (rows, width) = (t.shape()[0], t.shape()[1]);
+            let ts = t.as_slice()?;
+            let mut out = vec![T::zero(); rows];
+            py.detach(|| token::row_sums(ts, width, num_threads, &mut out));
+            return Ok(Some(PyArray1::from_vec(py, out)));
+        }
+        if let (Ok(t), Some(offsets)) = (tokens.cast::<PyArray1<T>>(), offsets) {
+            let t = t.readonly();
+            let ts = t.as_slice()?;
+            let offs = token_offsets(offsets.as_slice()?, ts.len())?;
+            let mut out = vec![T::zero(); offs.len() - 1];
+            py.detach(|| token::segment_sums(ts, &offs, num_threads, &mut out));
+            return Ok(Some(PyArray1::from_vec(py, out)));
+        }
+        Ok(None)
+    }
+
+    /// Per-sequence scores: row sums of a (bs, L) float array, or segment sums of flat tokens
+    /// given `offsets` (int64, bs + 1 entries). Accumulated in f64, returned in the input dtype.
+    #[pyfunction]
+    #[pyo3(signature = (tokens, offsets, num_threads))]
+    fn token_scores<'py>(
+        py: Python<'py>,
+        tokens: &Bound<'py, PyAny>,
+        offsets: Option<PyReadonlyArray1<'py, i64>>,
+        num_threads: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(a) = token_scores_typed::<f32>(py, tokens, offsets.as_ref(), num_threads)? {
+            return Ok(a.into_any());
+        }
+        if let Some(a) = token_scores_typed::<f64>(py, tokens, offsets.as_ref(), num_threads)? {
+            return Ok(a.into_any());
+        }
+        Err(PyTypeError::new_err("token rewards must be a float32/float64 array: 2-D, or 1-D with offsets"))
+    }
+
+    fn broadcast_typed<T: Real + Element>(
+        py: Python<'_>,
+        adv: &Bound<'_, PyArray1<T>>,
+        mask: Option<&Bound<'_, PyAny>>,
+        offsets: Option<PyReadonlyArray1<'_, i64>>,
+        out: &Bound<'_, PyAny>,
+        num_threads: usize,
+    ) -> PyResult<()> {
+        let adv = adv.readonly();
+        let a = adv.as_slice()?;
+        let (flags, values);
+        let m = match mask {
+            None => token::Mask::None,
+            Some(m) => {
+                if let Ok(f) = m.cast::<numpy::PyArrayDyn<u8>>() {
+                    flags = f.readonly();
+                    token::Mask::Flags(flags.as_slice()?)
+                } else if let Ok(v) = m.cast::<numpy::PyArrayDyn<T>>() {
+                    values = v.readonly();
+                    token::Mask::Values(values.as_slice()?)
+                } else {
+                    return Err(PyTypeError::new_err("the mask must be uint8 flags or of the rewards' dtype"));
+                }
+            }
+        };
+        let out = out
+            .cast::<numpy::PyArrayDyn<T>>()
+            .map_err(|_| PyTypeError::new_err("out must have the rewards' dtype"))?;
+        let mut o = out.readwrite();
+        let os = o.as_slice_mut()?;
+        let mask_len = match &m {
+            token::Mask::Flags(f) => Some(f.len()),
+            token::Mask::Values(v) => Some(v.len()),
+            token::Mask::None => None,
+        };
+        if mask_len.is_some_and(|l| l != os.len()) {
+            return Err(value_error("the response mask and the output differ in size"));
+        }
+        match offsets {
+            Some(offsets) => {
+                let offs = token_offsets(offsets.as_slice()?, os.len())?;
+                if offs.len() != a.len() + 1 {
+                    return Err(value_error("offsets must have one more entry than there are sequences"));
+                }
+                py.detach(|| token::broadcast_segments(a, &offs, &m, num_threads, os));
+            }
+            None => {
+                if a.is_empty() || os.len() % a.len() != 0 {
+                    return Err(value_error("out must hold one row per sequence"));
+                }
+                let width = os.len() / a.len();
+                py.detach(|| token::broadcast_rows(a, &m, width, num_threads, os));
+            }
+        }
+        Ok(())
+    }
+
+    /// out[row, t] = adv[row] * mask[row, t] over the rows of a contiguous (bs, L) `out`, or
+    /// with `offsets` the same over flat segments. mask: uint8 flags, the dtype of `adv`, or None.
+    #[pyfunction]
+    #[pyo3(signature = (adv, mask, offsets, out, num_threads))]
+    fn broadcast_tokens(
+        py: Python<'_>,
+        adv: &Bound<'_, PyAny>,
+        mask: Option<&Bound<'_, PyAny>>,
+        offsets: Option<PyReadonlyArray1<'_, i64>>,
+        out: &Bound<'_, PyAny>,
+        num_threads: usize,
+    ) -> PyResult<()> {
+        if let Ok(a) = adv.cast::<PyArray1<f32>>() {
+            broadcast_typed(py, a, mask, offsets, out, num_threads)
+        } else if let Ok(a) = adv.cast::<PyArray1<f64>>() {
+            broadcast_typed(py, a, mask, offsets, out, num_threads)
+        } else {
+            Err(PyTypeError::new_err("advantages must be a 1-D float32/float64 array"))
+        }
+    }
+
     /// Set the default number of worker threads (0: GROUPADV_NUM_THREADS or the CPU count).
     #[pyfunction]
     fn set_num_threads(n: usize) {
@@ -362,6 +498,8 @@ mod python {
         m.add_function(wrap_pyfunction!(advantages, m)?)?;
         m.add_function(wrap_pyfunction!(group_stats, m)?)?;
         m.add_function(wrap_pyfunction!(batch_moments, m)?)?;
+        m.add_function(wrap_pyfunction!(token_scores, m)?)?;
+        m.add_function(wrap_pyfunction!(broadcast_tokens, m)?)?;
         m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
         m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
         m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;

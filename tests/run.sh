@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-"$PY" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+# The optional integrations are tested too: torch (CPU and the device code path, gloo
+# scale-out), pyarrow (Parquet CLI), ray (sharded example). Set GROUPADV_TEST_EXTRAS=test to
+# skip them (their tests then report as skipped).
+"$PY" -m pip install --quiet --disable-pip-version-check -e ".[${GROUPADV_TEST_EXTRAS:-test,torch,parquet,ray}]"
 cargo test --quiet --locked
 GROUPADV_BACKEND=native "$PY" -m pytest -q -p no:cacheprovider tests
 GROUPADV_BACKEND=numpy "$PY" -m pytest -q -p no:cacheprovider tests

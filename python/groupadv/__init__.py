@@ -16,6 +16,8 @@ from ._api import (
     set_num_threads,
 )
 from ._groups import Groups, make_groups
+from ._presets import PRESETS
+from .tokens import packed_token_advantages, token_advantages
 
 # Normalization at the right level (issue 5): batch moments, diagnostics, pipeline + guard,
 # importance weights, scale-out (torch / ray are imported lazily inside `distributed`).
@@ -39,6 +41,9 @@ __all__ = [
     "weights",
     "GroupStats",
     "Groups",
+    "PRESETS",
+    "packed_token_advantages",
+    "token_advantages",
     "advantages",
     "backend",
     "drgrpo",

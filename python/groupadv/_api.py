@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _backend
+from . import _backend, _torch
 from ._groups import Groups, resolve
+from ._presets import resolve_preset
 from ._inputs import choice, ddof_value, eps_value, integer, out_array, rewards_array, threads_value
 
 
@@ -20,15 +21,16 @@ def advantages(
     groups: Groups | None = None,
     center: str = "mean",
     scale: str = "group",
-    ddof: int = 0,
-    eps: float = 0.0,
-    singleton: str = "zero",
+    ddof: int | None = None,
+    eps: float | None = None,
+    singleton: str | None = None,
     nan: str = "raise",
     decimals: int | None = None,
-    out: np.ndarray | None = None,
+    out=None,
     num_threads: int | None = None,
     batch_std: float | None = None,
-) -> np.ndarray:
+    preset: str | None = None,
+):
     """Group-relative advantages ``A_i = c * (r_i - mu_g) / d``, in input order.
 
     Groups: exactly one of ``group_size``, ``offsets``, ``group_ids`` or ``groups``.
@@ -50,6 +52,9 @@ def advantages(
     decimals: round the result (numpy's round-half-to-even) when given.
     out: a C-contiguous array of the result's shape and dtype to write into.
     num_threads: threads for this call (default: set_num_threads / GROUPADV_NUM_THREADS / CPUs).
+    preset: ``"verl"``, ``"trl"`` or ``"openrlhf"``: the peer's ddof, eps and singleton
+        conventions (see :data:`groupadv.PRESETS`); keywords given explicitly win. Unset: ddof=0,
+        eps=0.0, singleton="zero".
     batch_std: with ``scale="batch"`` or ``"batch_residual"`` only: the batch std to divide by
         (d = batch_std + eps) instead of the one of ``rewards``; for a shard of a larger batch,
         pass the global std from :mod:`groupadv.moments` (``BatchMoments.std(scale, ddof)``) or
@@ -58,8 +63,16 @@ def advantages(
         rounding.
 
     Returns an array of the rewards' shape; float32 in, float32 out; float64 for float64,
-    ints and bools. Statistics are accumulated in float64 either way.
+    ints and bools. Statistics are accumulated in float64 either way. torch tensors in give
+    tensors out: CPU tensors without copies (through numpy), tensors on other devices (CUDA)
+    computed by torch on their device.
     """
+    ddof, eps, singleton = resolve_preset(preset, ddof, eps, singleton)
+    if _torch.is_tensor(rewards):
+        return _tensor_advantages(
+            rewards, group_size, offsets, group_ids, groups, center, scale, ddof, eps, singleton,
+            nan, decimals, out, num_threads, batch_std,
+        )
     x = rewards_array(rewards)
     g = resolve(len(x), group_size, offsets, group_ids, groups)
     result = out_array(out, x)
@@ -81,6 +94,33 @@ def advantages(
     if decimals is not None:
         np.round(result, integer(decimals, "decimals"), out=result)
     return result
+
+
+def _tensor_advantages(rewards, group_size, offsets, group_ids, groups, center, scale, ddof, eps,
+                       singleton, nan, decimals, out, num_threads, batch_std):
+    """torch tensors: CPU through numpy (shared memory), other devices with torch there."""
+    if rewards.device.type == "cpu":
+        as_np = lambda v: _torch.to_numpy(v) if _torch.is_tensor(v) else v  # noqa: E731
+        res = advantages(
+            _torch.to_numpy(rewards), group_size, offsets=as_np(offsets), group_ids=as_np(group_ids),
+            groups=groups, center=center, scale=scale, ddof=ddof, eps=eps, singleton=singleton, nan=nan,
+            decimals=decimals, out=as_np(out), num_threads=num_threads, batch_std=batch_std,
+        )
+        return out if out is not None else _torch.from_numpy(res, rewards)
+    if batch_std is not None:
+        raise ValueError("batch_std= is supported for numpy arrays and CPU tensors")
+    n = rewards.numel()
+    codes, k = _torch.codes_on(rewards.device, n, group_size, offsets, group_ids, groups)
+    res = _torch.advantages(
+        rewards, codes=codes, n_groups=k, center=choice(center, "center"), scale=choice(scale, "scale"),
+        ddof=ddof_value(ddof), eps=eps_value(eps), singleton=choice(singleton, "singleton"), nan=choice(nan, "nan"),
+    )
+    if decimals is not None:
+        res = res.round(decimals=integer(decimals, "decimals"))
+    if out is not None:
+        out.copy_(res)
+        return out
+    return res
 
 
 # --- batch_std= (issue 5): advantages of a shard with a batch std computed elsewhere ---------

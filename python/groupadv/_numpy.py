@@ -287,6 +287,10 @@ def _batch(mom: _Moments, nan: str):
         return 0, 0.0, 0.0, 0, 0.0
     with np.errstate(invalid="ignore", over="ignore"):
         mean = xs[0] + np.sum(xs - xs[0]) / n
+        if not np.isfinite(mean) and np.all(np.isfinite(xs)):
+            # Finite rewards whose sum overflowed: average scaled values (no partial sum can
+            # exceed the largest reward), as the core weighs its group means.
+            mean = float(np.sum(xs / n))
         m2 = float(np.sum((xs - mean) ** 2))
     return n, float(mean), m2, int(mom.count.sum()), float(mom.m2.sum())
 
@@ -431,3 +435,52 @@ def get_num_threads() -> int:
 
 def _after_fork_in_child() -> None:
     pass
+
+
+# ---- token-level layouts ----
+
+
+def _token_offsets(offsets: np.ndarray, n: int) -> np.ndarray:
+    if n > 0:
+        grouping_offsets(n, offsets)
+    elif len(offsets) == 0 or np.any(offsets != 0):
+        raise ValueError("offsets must start at 0 and end at the number of tokens")
+    return offsets
+
+
+def token_scores(tokens, offsets, num_threads):
+    """Per-sequence sums of token rewards (rows of a 2-D array, or segments of flat tokens),
+    accumulated in float64 and returned in the input dtype."""
+    if tokens.ndim == 2:
+        return tokens.sum(axis=1, dtype=np.float64).astype(tokens.dtype)
+    if tokens.ndim == 1 and offsets is not None:
+        offs = _token_offsets(offsets, len(tokens))
+        out = np.zeros(len(offs) - 1)
+        sizes = np.diff(offs)
+        ne = np.flatnonzero(sizes > 0)
+        if ne.size:
+            out[ne] = np.add.reduceat(tokens.astype(np.float64), offs[:-1][ne])
+        return out.astype(tokens.dtype)
+    raise TypeError("token rewards must be a float32/float64 array: 2-D, or 1-D with offsets")
+
+
+def broadcast_tokens(adv, mask, offsets, out, num_threads):
+    """out = adv per row (or segment), times the mask (uint8 flags or values)."""
+    if mask is not None and mask.size != out.size:
+        raise ValueError("the response mask and the output differ in size")
+    if offsets is not None:
+        offs = _token_offsets(offsets, out.size)
+        if len(offs) != len(adv) + 1:
+            raise ValueError("offsets must have one more entry than there are sequences")
+        full = np.repeat(adv.astype(np.float64), np.diff(offs))
+    else:
+        if len(adv) == 0 or out.size % len(adv):
+            raise ValueError("out must hold one row per sequence")
+        full = np.repeat(adv.astype(np.float64), out.size // len(adv))
+    flat = out.reshape(-1)
+    if mask is None:
+        flat[...] = full
+    elif mask.dtype == np.uint8:
+        flat[...] = np.where(mask.reshape(-1) != 0, full, 0.0)
+    else:
+        flat[...] = full * mask.reshape(-1)

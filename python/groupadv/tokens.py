@@ -1,0 +1,119 @@
+"""Token-level layouts, as verl and OpenRLHF pass rollouts: per-sequence scores summed from
+token rewards, group-relative advantages of the scores, broadcast back over the tokens.
+
+Two layouts:
+
+* padded: ``token_level_rewards`` (bs, L) and ``response_mask`` (bs, L);
+* packed: flat token rewards with one length per sequence (and an optional flat mask).
+
+The score of a sequence is the sum of all its token rewards, masked or not, exactly as verl's
+``token_level_rewards.sum(dim=-1)`` (reward managers write the reward at the last valid token,
+so padding is 0). Sums accumulate in float64. The groups are over sequences (``group_size``,
+``offsets`` or ``group_ids`` of length bs), and every keyword of :func:`groupadv.advantages`
+applies to the scores. In the compiled backend both token passes (sums, broadcast) run in
+parallel in Rust and the output can be given as ``out=``. torch tensors in give tensors out;
+CUDA tensors are computed with torch on the device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _backend, _torch
+from ._api import advantages
+from ._inputs import out_array, rewards_array, threads_value
+
+
+def _mask_array(mask, shape, dtype) -> np.ndarray:
+    """The mask as uint8 flags (bool/int masks) or as values of the rewards' dtype (floats)."""
+    m = np.asarray(mask)
+    if m.shape != shape:
+        raise ValueError(f"response_mask has shape {m.shape}, expected {shape}")
+    if m.dtype == np.bool_:
+        return np.ascontiguousarray(m).view(np.uint8)
+    if m.dtype.kind in "iu":
+        return np.ascontiguousarray(m != 0).view(np.uint8)
+    if m.dtype.kind == "f":
+        return np.ascontiguousarray(m, dtype=dtype)
+    raise TypeError(f"response_mask must be bool, integer or float, got dtype {m.dtype}")
+
+
+def _token_array(tokens, ndim: int) -> np.ndarray:
+    arr = np.asarray(tokens)
+    if arr.ndim != ndim:
+        raise ValueError(f"token rewards must be {ndim}-D, got shape {arr.shape}")
+    flat = rewards_array(arr.reshape(-1), "token rewards")
+    return flat.reshape(arr.shape)
+
+
+def token_advantages(token_level_rewards, response_mask, group_size=None, *, offsets=None,
+                     group_ids=None, groups=None, out=None, num_threads=None, **kwargs):
+    """Advantages (bs, L) from token rewards (bs, L) and a response mask (bs, L):
+    ``out[i, t] = A(score_i) * mask[i, t]`` with ``score_i = sum_t token_level_rewards[i, t]``.
+
+    Groups are over the bs sequences. ``kwargs`` as :func:`groupadv.advantages` (center, scale,
+    ddof, eps, singleton, nan, preset, ...). A float mask multiplies; a bool/int mask selects.
+    """
+    if _torch.is_tensor(token_level_rewards) and token_level_rewards.device.type != "cpu":
+        return _torch_tokens(token_level_rewards, response_mask, group_size, offsets, group_ids, groups, out, kwargs)
+    like = token_level_rewards if _torch.is_tensor(token_level_rewards) else None
+    as_np = lambda v: _torch.to_numpy(v) if _torch.is_tensor(v) else v  # noqa: E731
+    tokens = _token_array(as_np(token_level_rewards), 2)
+    mask = _mask_array(as_np(response_mask), tokens.shape, tokens.dtype)
+    threads = threads_value(num_threads)
+    scores = _backend.impl.token_scores(tokens, None, threads)
+    adv = advantages(scores, group_size, offsets=as_np(offsets), group_ids=as_np(group_ids), groups=groups,
+                     num_threads=num_threads, **kwargs)
+    result = out_array(as_np(out), tokens)
+    _backend.impl.broadcast_tokens(adv, mask, None, result, threads)
+    if like is not None:
+        return out if out is not None else _torch.from_numpy(result, like)
+    return result
+
+
+def packed_token_advantages(token_rewards, lengths, group_size=None, *, offsets=None, group_ids=None,
+                            groups=None, response_mask=None, out=None, num_threads=None, **kwargs):
+    """Advantages for packed sequences: flat ``token_rewards`` whose sequence i has
+    ``lengths[i]`` tokens. Each sequence's score is the sum of its tokens; its advantage fills
+    its tokens (times the flat ``response_mask`` when given). Groups are over the sequences."""
+    as_np = lambda v: _torch.to_numpy(v) if _torch.is_tensor(v) else v  # noqa: E731
+    like = token_rewards if _torch.is_tensor(token_rewards) else None
+    tokens = _token_array(as_np(token_rewards), 1)
+    lens = np.asarray(as_np(lengths))
+    if lens.ndim != 1 or lens.dtype.kind not in "iu":
+        raise TypeError("lengths must be a 1-D array of integers")
+    if lens.size == 0:
+        raise ValueError("lengths is empty")
+    if np.any(lens < 0):
+        raise ValueError("lengths must be >= 0")
+    if int(lens.sum()) != len(tokens):
+        raise ValueError(f"lengths add up to {int(lens.sum())} but there are {len(tokens)} token rewards")
+    seq_offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
+    threads = threads_value(num_threads)
+    scores = _backend.impl.token_scores(tokens, seq_offsets, threads)
+    adv = advantages(scores, group_size, offsets=as_np(offsets), group_ids=as_np(group_ids), groups=groups,
+                     num_threads=num_threads, **kwargs)
+    mask = None if response_mask is None else _mask_array(as_np(response_mask), tokens.shape, tokens.dtype)
+    result = out_array(as_np(out), tokens)
+    _backend.impl.broadcast_tokens(adv, mask, seq_offsets, result, threads)
+    if like is not None:
+        return out if out is not None else _torch.from_numpy(result, like)
+    return result
+
+
+def _torch_tokens(tokens, mask, group_size, offsets, group_ids, groups, out, kwargs):
+    """Padded token layout on a non-CPU device: scores, advantages and broadcast in torch."""
+    import torch
+
+    if tokens.ndim != 2:
+        raise ValueError(f"token rewards must be 2-D, got shape {tuple(tokens.shape)}")
+    if tuple(mask.shape) != tuple(tokens.shape):
+        raise ValueError(f"response_mask has shape {tuple(mask.shape)}, expected {tuple(tokens.shape)}")
+    scores = tokens.detach().double().sum(dim=-1).to(tokens.dtype)
+    adv = advantages(scores, group_size, offsets=offsets, group_ids=group_ids, groups=groups, **kwargs)
+    m = mask if mask.dtype.is_floating_point else (mask != 0)
+    res = adv.unsqueeze(-1) * m.to(adv.dtype)
+    if out is not None:
+        out.copy_(res)
+        return out
+    return res.contiguous() if isinstance(res, torch.Tensor) else res

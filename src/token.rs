@@ -1,0 +1,152 @@
+//! Token-level layouts (verl, OpenRLHF): per-sequence scores summed from token rewards, and
+//! per-sequence advantages broadcast back over the tokens under a response mask.
+//!
+//! Two layouts: padded rows (`bs x len`, row-major) and packed sequences (flat tokens with
+//! offsets). Each step is one parallel pass: reading the token rewards once for the scores,
+//! writing the output once for the broadcast; the group advantages in between work on the
+//! `bs` scores only.
+
+use crate::parallel::map_ranges;
+use crate::real::Real;
+
+/// Output shared by threads that write disjoint row ranges.
+#[derive(Clone, Copy)]
+struct Shared<T>(*mut T);
+unsafe impl<T: Send> Send for Shared<T> {}
+unsafe impl<T: Send> Sync for Shared<T> {}
+impl<T> Shared<T> {
+    #[inline(always)]
+    fn ptr(&self) -> *mut T {
+        self.0
+    }
+}
+
+/// Sum of each row of `tokens` (`rows x width`), accumulated in f64 (as verl's
+/// `token_level_rewards.sum(-1)`: every token counts, masked or not).
+pub fn row_sums<T: Real>(tokens: &[T], width: usize, threads: usize, out: &mut [T]) {
+    let rows = out.len();
+    assert_eq!(tokens.len(), rows * width, "tokens must hold rows x width values");
+    let shared = Shared(out.as_mut_ptr());
+    map_ranges(rows, threads, |r| {
+        for row in r {
+            let s: f64 = tokens[row * width..(row + 1) * width].iter().map(|v| v.to_f64()).sum();
+            // SAFETY: each row index belongs to exactly one range.
+            unsafe { *shared.ptr().add(row) = T::from_f64(s) };
+        }
+    });
+}
+
+/// Sum of each segment `tokens[offsets[i]..offsets[i + 1]]`, accumulated in f64.
+pub fn segment_sums<T: Real>(tokens: &[T], offsets: &[usize], threads: usize, out: &mut [T]) {
+    assert_eq!(offsets.len(), out.len() + 1);
+    let shared = Shared(out.as_mut_ptr());
+    map_ranges(out.len(), threads, |r| {
+        for i in r {
+            let s: f64 = tokens[offsets[i]..offsets[i + 1]].iter().map(|v| v.to_f64()).sum();
+            // SAFETY: each segment index belongs to exactly one range.
+            unsafe { *shared.ptr().add(i) = T::from_f64(s) };
+        }
+    });
+}
+
+/// What a response mask holds: 0/1 flags (bool, uint8) or weights of the output's dtype.
+pub enum Mask<'a, T> {
+    Flags(&'a [u8]),
+    Values(&'a [T]),
+    /// Every token of every sequence counts (packed layouts).
+    None,
+}
+
+/// `out[row, t] = adv[row] * mask[row, t]` over `rows x width` (flags: adv where set, else 0).
+pub fn broadcast_rows<T: Real>(adv: &[T], mask: &Mask<'_, T>, width: usize, threads: usize, out: &mut [T]) {
+    let rows = adv.len();
+    assert_eq!(out.len(), rows * width, "out must hold rows x width values");
+    let shared = Shared(out.as_mut_ptr());
+    map_ranges(rows, threads, |r| {
+        // SAFETY: each thread writes only the rows of its own range.
+        let o = unsafe { std::slice::from_raw_parts_mut(shared.ptr().add(r.start * width), r.len() * width) };
+        for (k, row) in r.clone().enumerate() {
+            let a = adv[row];
+            let dst = &mut o[k * width..(k + 1) * width];
+            match mask {
+                Mask::Flags(m) => {
+                    for (d, &f) in dst.iter_mut().zip(&m[row * width..(row + 1) * width]) {
+                        *d = if f != 0 { a } else { T::zero() };
+                    }
+                }
+                Mask::Values(m) => {
+                    let af = a.to_f64();
+                    for (d, &w) in dst.iter_mut().zip(&m[row * width..(row + 1) * width]) {
+                        *d = T::from_f64(af * w.to_f64());
+                    }
+                }
+                Mask::None => dst.fill(a),
+            }
+        }
+    });
+}
+
+/// `out[offsets[i]..offsets[i + 1]] = adv[i]` (times the mask where one is given).
+pub fn broadcast_segments<T: Real>(adv: &[T], offsets: &[usize], mask: &Mask<'_, T>, threads: usize, out: &mut [T]) {
+    assert_eq!(offsets.len(), adv.len() + 1);
+    let shared = Shared(out.as_mut_ptr());
+    map_ranges(adv.len(), threads, |r| {
+        for i in r {
+            let (a0, b0) = (offsets[i], offsets[i + 1]);
+            // SAFETY: segments are disjoint and each belongs to exactly one range.
+            let dst = unsafe { std::slice::from_raw_parts_mut(shared.ptr().add(a0), b0 - a0) };
+            match mask {
+                Mask::Flags(m) => {
+                    for (d, &f) in dst.iter_mut().zip(&m[a0..b0]) {
+                        *d = if f != 0 { adv[i] } else { T::zero() };
+                    }
+                }
+                Mask::Values(m) => {
+                    for (d, &w) in dst.iter_mut().zip(&m[a0..b0]) {
+                        *d = T::from_f64(adv[i].to_f64() * w.to_f64());
+                    }
+                }
+                Mask::None => dst.fill(adv[i]),
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_and_segments() {
+        let tokens = [0.0f32, 0.0, 1.0, 0.5, 0.5, 0.0];
+        let mut s = [0.0f32; 2];
+        row_sums(&tokens, 3, 1, &mut s);
+        assert_eq!(s, [1.0, 1.0]);
+        let mut s2 = [0.0f32; 3];
+        segment_sums(&tokens, &[0, 3, 3, 6], 1, &mut s2);
+        assert_eq!(s2, [1.0, 0.0, 1.0]);
+        let mut out = [9.0f32; 6];
+        broadcast_rows(&[2.0, -1.0], &Mask::Flags(&[1, 1, 0, 1, 0, 0]), 3, 1, &mut out);
+        assert_eq!(out, [2.0, 2.0, 0.0, -1.0, 0.0, 0.0]);
+        broadcast_rows(&[2.0, -1.0], &Mask::Values(&[1.0, 0.5, 0.0, 1.0, 1.0, 0.0]), 3, 1, &mut out);
+        assert_eq!(out, [2.0, 1.0, 0.0, -1.0, -1.0, 0.0]);
+        let mut out = [9.0f32; 6];
+        broadcast_segments(&[1.0, 5.0, 2.0], &[0, 3, 3, 6], &Mask::None, 1, &mut out);
+        assert_eq!(out, [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
+    }
+
+    #[test]
+    fn parallel_rows_equal_serial() {
+        let (rows, width) = (5000usize, 40usize);
+        let tokens: Vec<f64> = (0..rows * width).map(|i| ((i * 7) % 13) as f64 * 0.25).collect();
+        let (mut a, mut b) = (vec![0.0; rows], vec![0.0; rows]);
+        row_sums(&tokens, width, 1, &mut a);
+        row_sums(&tokens, width, 2, &mut b);
+        assert_eq!(a, b);
+        let mask: Vec<u8> = (0..rows * width).map(|i| (i % 3 != 0) as u8).collect();
+        let (mut o1, mut o2) = (vec![0.0; rows * width], vec![0.0; rows * width]);
+        broadcast_rows(&a, &Mask::Flags(&mask), width, 1, &mut o1);
+        broadcast_rows(&a, &Mask::Flags(&mask), width, 2, &mut o2);
+        assert_eq!(o1, o2);
+    }
+}
