@@ -146,13 +146,16 @@ fn one_pass_moments<T: Real>(x: &[T], l: &Labelled, p: &Params, shift: &[f64]) -
     let codes = &l.codes;
     let k = l.n_groups();
     let parts = map_ranges(x.len(), p.threads, |r| {
-        // [count, S1, S2] per group, padded to 32 bytes so an entry never straddles two lines.
+        // [count, S1, S2, shift] per group: 32 bytes, so each reward touches one cache line.
         let mut t = table(k, [0.0f64; 4]);
+        for (e, &sh) in t.iter_mut().zip(shift) {
+            e[3] = sh;
+        }
         for (&c, &v) in codes[r.clone()].iter().zip(&x[r]) {
             let v = v.to_f64();
             if !omit || v.is_finite() {
-                let d = v - shift[c as usize];
                 let e = &mut t[c as usize];
+                let d = v - e[3];
                 e[0] += 1.0;
                 e[1] += d;
                 e[2] += d * d;
