@@ -122,7 +122,11 @@ mod python {
         ids: PyReadonlyArray1<'py, i64>,
     ) -> PyResult<Labelled<'py>> {
         let ids = ids.as_slice()?;
-        let (codes, first) = py.detach(|| groups::factorize(ids.iter().copied(), ids.len()))?;
+        let (codes, first) = py.detach(|| match groups::factorize_dense(ids) {
+            Ok(Some(done)) => Ok(done),
+            Ok(None) => groups::factorize(ids.iter().copied(), ids.len()),
+            Err(e) => Err(e),
+        })?;
         labelled(py, codes, first)
     }
 
