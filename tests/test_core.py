@@ -318,3 +318,18 @@ def test_threads_setting_round_trips():
     assert ga.get_num_threads() == before
     with pytest.raises(ValueError):
         ga.set_num_threads(-1)
+
+
+@pytest.mark.parametrize(
+    "rewards",
+    [
+        np.array([3.4e38, -3.4e38, -3.4e38], dtype=np.float32),  # r - mean beyond float32
+        np.array([1.7e308, -1.7e308, -1.7e308]),  # r - mean beyond float64
+    ],
+)
+def test_unrepresentable_advantages_are_an_overflow_error(rewards):
+    with pytest.raises(ValueError, match="overflow"):
+        ga.drgrpo(rewards, 3)
+    if rewards.dtype == np.float32:
+        # the z-score of the same rewards is representable (statistics are in float64)
+        assert np.all(np.isfinite(ga.grpo(rewards, 3)))
