@@ -333,3 +333,20 @@ def test_unrepresentable_advantages_are_an_overflow_error(rewards):
     if rewards.dtype == np.float32:
         # the z-score of the same rewards is representable (statistics are in float64)
         assert np.all(np.isfinite(ga.grpo(rewards, 3)))
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e6, -3e4])
+@pytest.mark.parametrize("size", [2, 4, 16, 64])
+def test_uniform_kernel_is_accurate_for_offset_rewards(offset, size):
+    # Constant-size kernels and ragged blocks take the same moments (relative to a member of
+    # the group); both give the z-score to the precision float64 holds the group mean with:
+    # an error of at most ~ulp(mean) / std in each advantage.
+    rng = np.random.default_rng(size)
+    spread = rng.integers(0, 2, 64 * size) * 1e-3 + rng.normal(size=64 * size) * 1e-4
+    r = offset + spread
+    got = ga.grpo(r, size)
+    np.testing.assert_allclose(got, ga.grpo(r, offsets=np.arange(0, 64 * size + 1, size)), rtol=1e-9, atol=1e-9)
+    groups = (r - offset).reshape(-1, size)
+    exact = ((groups - groups.mean(axis=1, keepdims=True)) / groups.std(axis=1, keepdims=True)).ravel()
+    bound = 1e-10 + 4 * np.spacing(abs(offset) + 1.0) / np.repeat(groups.std(axis=1), size)
+    assert np.all(np.abs(got - exact) <= bound * (1 + np.abs(exact)))
