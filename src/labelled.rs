@@ -18,14 +18,12 @@ pub struct Labelled {
     codes: Vec<u32>,
     sizes: Vec<u64>,
     first: Vec<usize>,
-    max_size: u64,
 }
 
 impl Labelled {
     /// `codes` must be dense first-appearance codes (checked by `Grouping::from_codes`).
     pub(crate) fn new(codes: Vec<u32>, sizes: Vec<u64>, first: Vec<usize>) -> Labelled {
-        let max_size = sizes.iter().copied().max().unwrap_or(0);
-        Labelled { codes, sizes, first, max_size }
+        Labelled { codes, sizes, first }
     }
     pub fn codes(&self) -> &[u32] {
         &self.codes
@@ -64,18 +62,6 @@ fn table<E: Copy>(len: usize, fill: E) -> Vec<E> {
     v
 }
 
-/// Sum per-thread tables into the first.
-fn add_tables(mut parts: Vec<Vec<[f64; 2]>>) -> Vec<[f64; 2]> {
-    let mut total = parts.swap_remove(0);
-    for part in parts {
-        for (t, v) in total.iter_mut().zip(part) {
-            t[0] += v[0];
-            t[1] += v[1];
-        }
-    }
-    total
-}
-
 /// Moments of every group (count of valid rewards, mean, M2), two passes in f64.
 /// Means are taken relative to a member of the group (its first valid reward), so all-equal
 /// groups get their value exactly and M2 = 0.
@@ -95,96 +81,60 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
             }
         }
     }
-    if l.max_size <= ONE_PASS_MAX_SIZE {
-        return one_pass_moments(x, l, p, &shift);
-    }
-    // Pass 1: [count, sum of (r - shift)] per group.
+    // Pass 1: [count, sum of (r - shift), shift] per group, 32 bytes so that each reward
+    // touches one cache line of the table.
     let parts = map_ranges(x.len(), p.threads, |r| {
-        let mut t = table(k, [0.0f64; 2]);
+        let mut t = table(k, [0.0f64; 4]);
+        for (e, &sh) in t.iter_mut().zip(&shift) {
+            e[2] = sh;
+        }
         for (&c, &v) in codes[r.clone()].iter().zip(&x[r]) {
             let e = &mut t[c as usize];
             let v = v.to_f64();
             if !omit || v.is_finite() {
                 e[0] += 1.0;
-                e[1] += v - shift[c as usize];
-            }
-        }
-        t
-    });
-    let sums = add_tables(parts);
-    let mean: Vec<f64> = sums
-        .iter()
-        .zip(&shift)
-        .map(|(s, &sh)| if s[0] > 0.0 { sh + s[1] / s[0] } else { 0.0 })
-        .collect();
-    // Pass 2: M2 per group.
-    let parts = map_ranges(x.len(), p.threads, |r| {
-        let mut t = table(k, [0.0f64; 2]);
-        for (&c, &v) in codes[r.clone()].iter().zip(&x[r]) {
-            let v = v.to_f64();
-            if !omit || v.is_finite() {
-                let d = v - mean[c as usize];
-                t[c as usize][0] += d * d;
-            }
-        }
-        t
-    });
-    let m2 = add_tables(parts);
-    (0..k)
-        .map(|g| Moments { count: sums[g][0] as u64, mean: mean[g], m2: m2[g][0] })
-        .collect()
-}
-
-/// Groups up to this size get their moments in one pass: sums of d = r - shift and of d^2,
-/// M2 = S2 - S1^2 / n. The shift is a member of the group, so |mean(d)| <= range and
-/// std >= range / sqrt(2 n): the cancellation costs at most a factor 2 n + 1, i.e. a relative
-/// error below 65 n eps ~ 2e-13 on M2 here. All-equal groups still give exactly 0.
-const ONE_PASS_MAX_SIZE: u64 = 32;
-
-fn one_pass_moments<T: Real>(x: &[T], l: &Labelled, p: &Params, shift: &[f64]) -> Vec<Moments> {
-    let omit = p.nonfinite == NonFinite::Omit;
-    let codes = &l.codes;
-    let k = l.n_groups();
-    let parts = map_ranges(x.len(), p.threads, |r| {
-        // [count, S1, S2, shift] per group: 32 bytes, so each reward touches one cache line.
-        let mut t = table(k, [0.0f64; 4]);
-        for (e, &sh) in t.iter_mut().zip(shift) {
-            e[3] = sh;
-        }
-        for (&c, &v) in codes[r.clone()].iter().zip(&x[r]) {
-            let v = v.to_f64();
-            if !omit || v.is_finite() {
-                let e = &mut t[c as usize];
-                let d = v - e[3];
-                e[0] += 1.0;
-                e[1] += d;
-                e[2] += d * d;
+                e[1] += v - e[2];
             }
         }
         t
     });
     let mut parts = parts.into_iter();
-    let mut total = parts.next().unwrap();
+    let mut sums = parts.next().unwrap();
     for part in parts {
-        for (t, v) in total.iter_mut().zip(part) {
-            for j in 0..3 {
-                t[j] += v[j];
-            }
+        for (t, v) in sums.iter_mut().zip(part) {
+            t[0] += v[0];
+            t[1] += v[1];
         }
     }
-    total
+    let mean: Vec<f64> = sums
         .iter()
-        .zip(shift)
-        .map(|(e, &sh)| {
-            let n = e[0];
-            if n == 0.0 {
-                return Moments { count: 0, mean: 0.0, m2: 0.0 };
+        .map(|s| if s[0] > 0.0 { s[2] + s[1] / s[0] } else { 0.0 })
+        .collect();
+    // Pass 2: [M2, mean] per group.
+    let parts = map_ranges(x.len(), p.threads, |r| {
+        let mut t = table(k, [0.0f64; 2]);
+        for (e, &m) in t.iter_mut().zip(&mean) {
+            e[1] = m;
+        }
+        for (&c, &v) in codes[r.clone()].iter().zip(&x[r]) {
+            let v = v.to_f64();
+            if !omit || v.is_finite() {
+                let e = &mut t[c as usize];
+                let d = v - e[1];
+                e[0] += d * d;
             }
-            // Rounding may leave a tiny negative M2; NaN (a poisoned group) must stay NaN.
-            let m2 = e[2] - e[1] * (e[1] / n);
-            let m2 = if m2 < 0.0 { 0.0 } else { m2 };
-            Moments { count: n as u64, mean: sh + e[1] / n, m2 }
-        })
+        }
+        t
+    });
+    let mut parts = parts.into_iter();
+    let mut m2 = parts.next().unwrap();
+    for part in parts {
+        for (t, v) in m2.iter_mut().zip(part) {
+            t[0] += v[0];
+        }
+    }
+    (0..k)
+        .map(|g| Moments { count: sums[g][0] as u64, mean: mean[g], m2: m2[g][0] })
         .collect()
 }
 

@@ -350,3 +350,18 @@ def test_uniform_kernel_is_accurate_for_offset_rewards(offset, size):
     exact = ((groups - groups.mean(axis=1, keepdims=True)) / groups.std(axis=1, keepdims=True)).ravel()
     bound = 1e-10 + 4 * np.spacing(abs(offset) + 1.0) / np.repeat(groups.std(axis=1), size)
     assert np.all(np.abs(got - exact) <= bound * (1 + np.abs(exact)))
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e6, 1e9])
+@pytest.mark.parametrize("size", [2, 4, 16])
+def test_interleaved_labels_equal_contiguous_groups_at_large_offsets(offset, size):
+    # Every layout takes the same moments (two passes, relative to a group member), so
+    # shuffling rows with their labels only permutes the advantages, up to rounding.
+    rng = np.random.default_rng(size)
+    n = 1 << 18  # large enough for the parallel passes
+    r = offset + rng.integers(0, 2, n) * 1e-3 + rng.normal(size=n) * 1e-4
+    perm = rng.permutation(n)
+    ids = np.repeat(np.arange(n // size), size)
+    shuffled = np.empty(n)
+    shuffled[perm] = ga.grpo(r[perm], group_ids=ids[perm])
+    np.testing.assert_allclose(shuffled, ga.grpo(r, size), rtol=1e-7, atol=1e-7)
