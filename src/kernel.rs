@@ -184,6 +184,25 @@ fn write_affine<T: Real>(x: &[T], out: &mut [T], mu: f64, k: f64) -> bool {
     probe.iter().sum::<f64>() + rest == 0.0
 }
 
+/// The factors k of a block of groups with `n` rewards and squared deviations `m2`, side by
+/// side (vector sqrt and division): what `group_affine` gives a group of two or more rewards.
+/// Groups it does not cover (fewer than 2, non-finite, guarded) are sent elsewhere by callers.
+#[inline(always)]
+fn block_affine(n: &[f64; BLOCK], m2: &[f64; BLOCK], p: &Params, batch_denom: f64) -> [f64; BLOCK] {
+    let loo = p.center == Center::LeaveOneOut;
+    let mut k = [0.0f64; BLOCK];
+    for j in 0..BLOCK {
+        let factor = if loo { n[j] / (n[j] - 1.0) } else { 1.0 };
+        let denom = match p.scale {
+            Scale::Group => (m2[j] / (n[j] - p.ddof as f64)).sqrt() + p.eps,
+            Scale::Batch | Scale::BatchResidual => batch_denom,
+            Scale::None => 1.0,
+        };
+        k[j] = if denom == 0.0 { 0.0 } else { factor / denom };
+    }
+    k
+}
+
 /// Sum of (x_i - shift) over `x[a..b]`, eight lanes wide. A group's last partial chunk is
 /// read as a full chunk of `x` where `x` extends far enough (the next group's values), with
 /// the lanes past `b` masked out: ragged groups then need no scalar remainder loop.
@@ -301,17 +320,8 @@ fn block<T: Real>(
     }
     // The affine maps side by side, as in `uniform`; any unusual group (fewer than 2
     // rewards, non-finite, guarded) sends the block through the per-group route.
-    let (centred, loo) = (p.center != Center::None, p.center == Center::LeaveOneOut);
-    let mut k = [0.0f64; BLOCK];
-    for j in 0..BLOCK {
-        let factor = if loo { n[j] / (n[j] - 1.0) } else { 1.0 };
-        let denom = match p.scale {
-            Scale::Group => (m2[j] / (n[j] - p.ddof as f64)).sqrt() + p.eps,
-            Scale::Batch | Scale::BatchResidual => batch_denom,
-            Scale::None => 1.0,
-        };
-        k[j] = if denom == 0.0 { 0.0 } else { factor / denom };
-    }
+    let centred = p.center != Center::None;
+    let k = block_affine(&n, &m2, p, batch_denom);
     let usual = spans.iter().enumerate().all(|(j, &(a, b))| {
         b - a >= 2 && mean[j].is_finite() && k[j].is_finite() && !guarded::<T>(b - a, mean[j], m2[j], p)
     });
@@ -370,21 +380,8 @@ fn uniform<T: Real, const G: usize>(
         // The affine maps of the whole block side by side (vector sqrt and division): every
         // group here has G >= 2 rewards, so `group_affine` reduces to this unless a group is
         // unusual, and then the block takes the per-group route.
-        let (centred, factor) = match p.center {
-            Center::Mean => (true, 1.0),
-            Center::LeaveOneOut => (true, G as f64 / (G - 1) as f64),
-            Center::None => (false, 1.0),
-        };
-        let dof = (G - p.ddof as usize) as f64;
-        let mut k = [0.0f64; BLOCK];
-        for j in 0..BLOCK {
-            let denom = match p.scale {
-                Scale::Group => (m2[j] / dof).sqrt() + p.eps,
-                Scale::Batch | Scale::BatchResidual => batch_denom,
-                Scale::None => 1.0,
-            };
-            k[j] = if denom == 0.0 { 0.0 } else { factor / denom };
-        }
+        let centred = p.center != Center::None;
+        let k = block_affine(&[G as f64; BLOCK], &m2, p, batch_denom);
         let usual = (0..nb).all(|j| mean[j].is_finite() && k[j].is_finite() && !guarded::<T>(G, mean[j], m2[j], p));
         if !usual {
             for j in 0..nb {
