@@ -100,7 +100,7 @@ def _tensor_advantages(rewards, group_size, offsets, group_ids, groups, center, 
                        singleton, nan, decimals, out, num_threads, batch_std):
     """torch tensors: CPU through numpy (shared memory), other devices with torch there."""
     if rewards.device.type == "cpu":
-        as_np = lambda v: _torch.to_numpy(v) if _torch.is_tensor(v) else v  # noqa: E731
+        as_np = _torch.numpy_if_tensor
         res = advantages(
             _torch.to_numpy(rewards), group_size, offsets=as_np(offsets), group_ids=as_np(group_ids),
             groups=groups, center=center, scale=scale, ddof=ddof, eps=eps, singleton=singleton, nan=nan,

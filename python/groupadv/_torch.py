@@ -24,6 +24,11 @@ def to_numpy(t) -> np.ndarray:
     return t.resolve_conj().resolve_neg().numpy()
 
 
+def numpy_if_tensor(v):
+    """`v` as numpy when it is a CPU tensor, else unchanged (arrays, lists, None)."""
+    return to_numpy(v) if is_tensor(v) else v
+
+
 def from_numpy(a: np.ndarray, like):
     """A numpy result as a tensor on `like`'s device (no copy on CPU)."""
     import torch

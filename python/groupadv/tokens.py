@@ -57,7 +57,7 @@ def token_advantages(token_level_rewards, response_mask, group_size=None, *, off
     if _torch.is_tensor(token_level_rewards) and token_level_rewards.device.type != "cpu":
         return _torch_tokens(token_level_rewards, response_mask, group_size, offsets, group_ids, groups, out, kwargs)
     like = token_level_rewards if _torch.is_tensor(token_level_rewards) else None
-    as_np = lambda v: _torch.to_numpy(v) if _torch.is_tensor(v) else v  # noqa: E731
+    as_np = _torch.numpy_if_tensor
     tokens = _token_array(as_np(token_level_rewards), 2)
     mask = _mask_array(as_np(response_mask), tokens.shape, tokens.dtype)
     threads = threads_value(num_threads)
@@ -76,7 +76,7 @@ def packed_token_advantages(token_rewards, lengths, group_size=None, *, offsets=
     """Advantages for packed sequences: flat ``token_rewards`` whose sequence i has
     ``lengths[i]`` tokens. Each sequence's score is the sum of its tokens; its advantage fills
     its tokens (times the flat ``response_mask`` when given). Groups are over the sequences."""
-    as_np = lambda v: _torch.to_numpy(v) if _torch.is_tensor(v) else v  # noqa: E731
+    as_np = _torch.numpy_if_tensor
     like = token_rewards if _torch.is_tensor(token_rewards) else None
     tokens = _token_array(as_np(token_rewards), 1)
     lens = np.asarray(as_np(lengths))
