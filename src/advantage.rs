@@ -87,13 +87,25 @@ impl Default for Params {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdvError {
     /// A non-finite reward under `NonFinite::Raise`.
-    NonFinite { index: usize, value: f64 },
+    NonFinite {
+        index: usize,
+        value: f64,
+    },
     /// Finite rewards whose group statistics or advantages overflow.
-    Overflow { group: usize },
+    Overflow {
+        group: usize,
+    },
     /// Finite rewards whose batch std overflows f64.
     BatchOverflow,
-    Singleton { group: usize, index: usize },
-    LengthMismatch { what: &'static str, len: usize, n: usize },
+    Singleton {
+        group: usize,
+        index: usize,
+    },
+    LengthMismatch {
+        what: &'static str,
+        len: usize,
+        n: usize,
+    },
     BadParameter(String),
 }
 
@@ -175,7 +187,10 @@ pub(crate) enum Fault {
 
 fn check_params(p: &Params) -> Result<(), AdvError> {
     if p.ddof > 1 {
-        return Err(AdvError::BadParameter(format!("ddof must be 0 or 1, got {}", p.ddof)));
+        return Err(AdvError::BadParameter(format!(
+            "ddof must be 0 or 1, got {}",
+            p.ddof
+        )));
     }
     if !(p.eps >= 0.0 && p.eps.is_finite()) {
         return Err(AdvError::BadParameter(format!(
@@ -223,7 +238,10 @@ fn fault_to_error<T: Real>(x: &[T], grouping: &Grouping, g: usize, fault: Fault)
     match fault {
         Fault::NonFinite => (a..b)
             .find(|&i| !x[i].to_f64().is_finite())
-            .map(|index| AdvError::NonFinite { index, value: x[index].to_f64() })
+            .map(|index| AdvError::NonFinite {
+                index,
+                value: x[index].to_f64(),
+            })
             .unwrap_or(AdvError::Overflow { group: g }),
         Fault::Singleton => {
             let index = (a..b).find(|&i| x[i].to_f64().is_finite()).unwrap_or(a);
@@ -267,7 +285,8 @@ fn batch_std<T: Real>(
     let mut batch_mean = bm.rewards.mean;
     let overflowed_mean = !batch_mean.is_finite();
     if overflowed_mean {
-        let poisoned = p.nonfinite == NonFinite::Propagate && x.iter().any(|v| !v.to_f64().is_finite());
+        let poisoned =
+            p.nonfinite == NonFinite::Propagate && x.iter().any(|v| !v.to_f64().is_finite());
         if poisoned || bm.rewards.count == 0 {
             // A non-finite reward (under "propagate") poisons every batch statistic.
             return f64::NAN;
@@ -277,7 +296,11 @@ fn batch_std<T: Real>(
         let total = bm.rewards.count as f64;
         let weighted = |m: Moments| (m.count as f64 / total) * m.mean;
         batch_mean = match (grouping, labelled_moments) {
-            (Grouping::Labelled(_), Some(ms)) => ms.iter().filter(|m| m.count > 0).map(|&m| weighted(m)).sum(),
+            (Grouping::Labelled(_), Some(ms)) => ms
+                .iter()
+                .filter(|m| m.count > 0)
+                .map(|&m| weighted(m))
+                .sum(),
             _ => (0..grouping.n_groups())
                 .map(|g| grouping.bounds(g))
                 .filter(|&(a, b)| b > a)
@@ -307,7 +330,11 @@ fn batch_std<T: Real>(
     match (grouping, labelled_moments) {
         (Grouping::Labelled(l), Some(ms)) => {
             for (i, &c) in l.codes().iter().enumerate() {
-                let centre = if p.scale == Scale::Batch { batch_mean } else { ms[c as usize].mean };
+                let centre = if p.scale == Scale::Batch {
+                    batch_mean
+                } else {
+                    ms[c as usize].mean
+                };
                 push_group(&mut std::iter::once(x[i].to_f64()), centre);
             }
         }
@@ -394,7 +421,9 @@ pub fn batch_moments<T: Real>(
         })?;
         Ok(acc)
     })?;
-    Ok(parts.into_iter().fold(BatchMoments::default(), BatchMoments::merge))
+    Ok(parts
+        .into_iter()
+        .fold(BatchMoments::default(), BatchMoments::merge))
 }
 
 fn batch_from_moments<T: Real>(
@@ -421,7 +450,11 @@ fn batch_from_moments<T: Real>(
 
 fn check_len(len: usize, grouping: &Grouping, what: &'static str) -> Result<(), AdvError> {
     if len != grouping.len() {
-        return Err(AdvError::LengthMismatch { what, len, n: grouping.len() });
+        return Err(AdvError::LengthMismatch {
+            what,
+            len,
+            n: grouping.len(),
+        });
     }
     Ok(())
 }
@@ -449,7 +482,13 @@ pub fn advantages<T: Real>(
         return labelled::advantages(x, out, l, p, &moments, batch_denom);
     }
     let batch_denom = if batch_scale {
-        checked(batch_std(x, grouping, p, &batch_moments(x, grouping, p)?, None))? + p.eps
+        checked(batch_std(
+            x,
+            grouping,
+            p,
+            &batch_moments(x, grouping, p)?,
+            None,
+        ))? + p.eps
     } else {
         1.0
     };
@@ -497,7 +536,11 @@ pub(crate) fn group_affine(
             NonFinite::Omit => Err(Fault::Overflow),
             NonFinite::Propagate if !has_nonfinite() => Err(Fault::Overflow),
             // The whole group becomes NaN.
-            NonFinite::Propagate => Ok(Affine { mu: 0.0, k: f64::NAN, pre: 1.0 }),
+            NonFinite::Propagate => Ok(Affine {
+                mu: 0.0,
+                k: f64::NAN,
+                pre: 1.0,
+            }),
         };
     }
     let denom_for = |group_std: f64| match p.scale {
@@ -528,12 +571,20 @@ pub(crate) fn group_affine(
     };
     // A scope without spread carries no signal: 0, never 0/0.
     if denom == 0.0 {
-        return Ok(Affine { mu, k: 0.0, pre: 1.0 });
+        return Ok(Affine {
+            mu,
+            k: 0.0,
+            pre: 1.0,
+        });
     }
     let k = factor / denom;
     if k.is_infinite() && denom.is_finite() {
         const LIFT: f64 = 1.152_921_504_606_847e18; // 2^60: exact scaling
-        return Ok(Affine { mu, k: factor / (denom * LIFT), pre: LIFT });
+        return Ok(Affine {
+            mu,
+            k: factor / (denom * LIFT),
+            pre: LIFT,
+        });
     }
     Ok(Affine { mu, k, pre: 1.0 })
 }
@@ -551,12 +602,23 @@ pub(crate) fn group_advantages<T: Real>(
     let omit = p.nonfinite == NonFinite::Omit;
     let m = group_moments(x, p.nonfinite);
     let has_nonfinite = || x.iter().any(|v| !v.to_f64().is_finite());
-    let a = group_affine(m.count, m.mean, || group_std(x, &m, p.ddof, omit), has_nonfinite, p, batch_denom)?;
+    let a = group_affine(
+        m.count,
+        m.mean,
+        || group_std(x, &m, p.ddof, omit),
+        has_nonfinite,
+        p,
+        batch_denom,
+    )?;
     let mut overflow = false;
     for (o, &v) in out.iter_mut().zip(x) {
         let v = v.to_f64();
         // Omitted rewards get 0.
-        *o = T::from_f64(if omit && !v.is_finite() { 0.0 } else { a.apply(v) });
+        *o = T::from_f64(if omit && !v.is_finite() {
+            0.0
+        } else {
+            a.apply(v)
+        });
         overflow |= !o.to_f64().is_finite();
     }
     // A NaN map (a poisoned group under "propagate") is NaN by request; otherwise a
@@ -579,7 +641,11 @@ pub fn group_stats<T: Real>(
     check_params(p)?;
     check_len(x.len(), grouping, "rewards")?;
     let k = grouping.n_groups();
-    for (what, len) in [("count", count.len()), ("mean", mean.len()), ("std", std.len())] {
+    for (what, len) in [
+        ("count", count.len()),
+        ("mean", mean.len()),
+        ("std", std.len()),
+    ] {
         if len != k {
             return Err(AdvError::BadParameter(format!(
                 "{what} output has length {len}, expected {k} (one per group)"
@@ -594,7 +660,9 @@ pub fn group_stats<T: Real>(
                 match p.nonfinite {
                     NonFinite::Raise => Some(Fault::NonFinite),
                     NonFinite::Omit => Some(Fault::Overflow),
-                    NonFinite::Propagate => labelled::overflowed(x, l, g).then_some(Fault::Overflow),
+                    NonFinite::Propagate => {
+                        labelled::overflowed(x, l, g).then_some(Fault::Overflow)
+                    }
                 }
             } else if m.count > p.ddof as u64 && !sd.is_finite() {
                 Some(Fault::Overflow)
@@ -610,7 +678,11 @@ pub fn group_stats<T: Real>(
         }
         return Ok(());
     }
-    let (pc, pm, ps) = (SharedOut(count.as_mut_ptr()), SharedOut(mean.as_mut_ptr()), SharedOut(std.as_mut_ptr()));
+    let (pc, pm, ps) = (
+        SharedOut(count.as_mut_ptr()),
+        SharedOut(mean.as_mut_ptr()),
+        SharedOut(std.as_mut_ptr()),
+    );
     run_batches(x, grouping, p.threads, |range| {
         visit_groups(x, grouping, range, |g, xs| {
             let (c, mu, s) = if xs.is_empty() {

@@ -90,14 +90,20 @@ impl Grouping {
         }
         for (i, w) in offsets.windows(2).enumerate() {
             if w[1] < w[0] {
-                return Err(LayoutError::OffsetsDecreasing { index: i + 1, prev: w[0], next: w[1] });
+                return Err(LayoutError::OffsetsDecreasing {
+                    index: i + 1,
+                    prev: w[0],
+                    next: w[1],
+                });
             }
         }
         let last = *offsets.last().unwrap();
         if last != n as i64 {
             return Err(LayoutError::OffsetsEnd { last, n });
         }
-        Ok(Grouping::Ragged { offsets: offsets.iter().map(|&o| o as usize).collect() })
+        Ok(Grouping::Ragged {
+            offsets: offsets.iter().map(|&o| o as usize).collect(),
+        })
     }
 
     /// From dense group codes numbered in order of first appearance (group `g` first
@@ -112,7 +118,10 @@ impl Grouping {
         let mut contiguous = true;
         let mut prev = 0u32;
         for (i, &c) in codes.iter().enumerate() {
-            assert!((c as usize) <= first.len(), "group codes must be numbered by first appearance");
+            assert!(
+                (c as usize) <= first.len(),
+                "group codes must be numbered by first appearance"
+            );
             if c as usize == first.len() {
                 first.push(i);
             }
@@ -275,19 +284,35 @@ mod tests {
     #[test]
     fn uniform_and_ragged_validation() {
         assert_eq!(Grouping::uniform(0, 4), Err(LayoutError::Empty));
-        assert!(matches!(Grouping::uniform(10, 4), Err(LayoutError::BadGroupSize { .. })));
-        assert!(matches!(Grouping::uniform(10, 0), Err(LayoutError::BadGroupSize { .. })));
+        assert!(matches!(
+            Grouping::uniform(10, 4),
+            Err(LayoutError::BadGroupSize { .. })
+        ));
+        assert!(matches!(
+            Grouping::uniform(10, 0),
+            Err(LayoutError::BadGroupSize { .. })
+        ));
         let g = Grouping::uniform(12, 4).unwrap();
         assert_eq!(g.n_groups(), 3);
         assert_eq!(g.bounds(2), (8, 12));
         assert_eq!(g.offsets(), vec![0, 4, 8, 12]);
 
         assert_eq!(Grouping::ragged(5, &[0]), Err(LayoutError::OffsetsTooShort));
-        assert_eq!(Grouping::ragged(5, &[1, 5]), Err(LayoutError::OffsetsStart(1)));
-        assert_eq!(Grouping::ragged(5, &[0, 4]), Err(LayoutError::OffsetsEnd { last: 4, n: 5 }));
+        assert_eq!(
+            Grouping::ragged(5, &[1, 5]),
+            Err(LayoutError::OffsetsStart(1))
+        );
+        assert_eq!(
+            Grouping::ragged(5, &[0, 4]),
+            Err(LayoutError::OffsetsEnd { last: 4, n: 5 })
+        );
         assert_eq!(
             Grouping::ragged(5, &[0, 3, 2, 5]),
-            Err(LayoutError::OffsetsDecreasing { index: 2, prev: 3, next: 2 })
+            Err(LayoutError::OffsetsDecreasing {
+                index: 2,
+                prev: 3,
+                next: 2
+            })
         );
         let g = Grouping::ragged(5, &[0, 2, 2, 5]).unwrap();
         assert_eq!(g.n_groups(), 3);
@@ -297,7 +322,12 @@ mod tests {
     #[test]
     fn contiguous_ids_become_ragged() {
         let (g, first) = Grouping::from_ids(&[7, 7, 3, 3, 3, 9]).unwrap();
-        assert_eq!(g, Grouping::Ragged { offsets: vec![0, 2, 5, 6] });
+        assert_eq!(
+            g,
+            Grouping::Ragged {
+                offsets: vec![0, 2, 5, 6]
+            }
+        );
         assert_eq!(first, vec![0, 2, 5]);
     }
 
@@ -322,7 +352,9 @@ mod tests {
         for spread in [10i64, 1000, 1 << 40] {
             let ids: Vec<i64> = (0..5000)
                 .map(|_| {
-                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    s = s
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     ((s >> 20) as i64 % spread) - spread / 2
                 })
                 .collect();

@@ -14,7 +14,9 @@
 use crate::advantage::{group_advantages, group_affine, Center, Fault, NonFinite, Params, Scale};
 use crate::groups::Grouping;
 use crate::real::Real;
-use crate::stats::{sum_shifted, sum_sq_dev};
+#[cfg(target_arch = "x86_64")]
+use crate::simd;
+use crate::stats::{lanes_sum, sum_shifted, sum_sq_dev};
 use std::ops::Range;
 
 const BLOCK: usize = 8;
@@ -41,7 +43,7 @@ pub(crate) unsafe fn write_batch<T: Real>(
             return write_batch_avx2(x, out, grouping, range, p, batch_denom);
         }
     }
-    write_batch_impl(x, out, grouping, range, p, batch_denom)
+    write_batch_impl::<T, false>(x, out, grouping, range, p, batch_denom)
 }
 
 /// The batch loop compiled with more vector instructions enabled (same code, same results).
@@ -57,7 +59,7 @@ macro_rules! write_batch_with {
             p: &Params,
             batch_denom: f64,
         ) -> Result<(), (usize, Fault)> {
-            write_batch_impl(x, out, grouping, range, p, batch_denom)
+            write_batch_impl::<T, true>(x, out, grouping, range, p, batch_denom)
         }
     };
 }
@@ -66,7 +68,7 @@ write_batch_with!(write_batch_avx2, "avx2");
 write_batch_with!(write_batch_avx512, "avx512f");
 
 #[inline(always)]
-unsafe fn write_batch_impl<T: Real>(
+unsafe fn write_batch_impl<T: Real, const AVX: bool>(
     x: &[T],
     out: *mut T,
     grouping: &Grouping,
@@ -85,12 +87,12 @@ unsafe fn write_batch_impl<T: Real>(
             let os = std::slice::from_raw_parts_mut(out.add(a), b - a);
             let xs = &x[a..b];
             match *size {
-                2 => uniform::<T, 2>(xs, os, range.start, p, batch_denom)?,
-                4 => uniform::<T, 4>(xs, os, range.start, p, batch_denom)?,
-                8 => uniform::<T, 8>(xs, os, range.start, p, batch_denom)?,
-                16 => uniform::<T, 16>(xs, os, range.start, p, batch_denom)?,
-                32 => uniform::<T, 32>(xs, os, range.start, p, batch_denom)?,
-                64 => uniform::<T, 64>(xs, os, range.start, p, batch_denom)?,
+                2 => uniform::<T, 2, AVX>(xs, os, range.start, p, batch_denom)?,
+                4 => uniform::<T, 4, AVX>(xs, os, range.start, p, batch_denom)?,
+                8 => uniform::<T, 8, AVX>(xs, os, range.start, p, batch_denom)?,
+                16 => uniform::<T, 16, AVX>(xs, os, range.start, p, batch_denom)?,
+                32 => uniform::<T, 32, AVX>(xs, os, range.start, p, batch_denom)?,
+                64 => uniform::<T, 64, AVX>(xs, os, range.start, p, batch_denom)?,
                 g => {
                     for g0 in range.clone().step_by(BLOCK) {
                         let g1 = (g0 + BLOCK).min(range.end);
@@ -150,16 +152,32 @@ fn finish_group<T: Real>(
         return group_advantages(x, out, p, batch_denom);
     }
     // A NaN map (a poisoned group under "propagate") is NaN by request.
-    if !write_affine(x, out, a.mu, a.k) && !a.k.is_nan() {
+    if !write_affine(x, out, a.mu, a.k, true) && !a.k.is_nan() {
         return Err(Fault::Overflow);
     }
     Ok(())
 }
 
+/// Can no advantage of a group overflow T? Every |r - mean| is at most sqrt(M2), so
+/// (|mean - mu| + sqrt(M2)) * |k| bounds every |(r - mu) * k|; the factor 2 covers rounding.
+/// When this holds, the write needs no overflow probe. (M2 = 0 when it was not computed,
+/// as for batch or no scaling: then callers pass `known = false` and the probe stays.)
+#[inline(always)]
+fn cannot_overflow<T: Real>(mean: f64, mu: f64, m2: f64, k: f64, known: bool) -> bool {
+    known && ((mean - mu).abs() + m2.sqrt()) * k.abs() <= T::MAX_F64 * 0.5
+}
+
 /// Write (r - mu) * k for every reward; false if an advantage is not finite in T (the
 /// result overflowed: finite rewards, finite mu and k, but a residual beyond T's range).
+/// With `probe` false the check is skipped (the caller proved no overflow can happen).
 #[inline(always)]
-fn write_affine<T: Real>(x: &[T], out: &mut [T], mu: f64, k: f64) -> bool {
+fn write_affine<T: Real>(x: &[T], out: &mut [T], mu: f64, k: f64, probe: bool) -> bool {
+    if !probe {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = T::from_f64((v.to_f64() - mu) * k);
+        }
+        return true;
+    }
     // Fixed-width chunks with a separate f64 staging array: this shape vectorizes whether or
     // not the group length is a compile-time constant. `probe` stays 0 unless some output is
     // inf or NaN (v * 0 is NaN exactly for those), at one multiply-add per element.
@@ -228,7 +246,7 @@ fn sum_shifted_in<T: Real>(x: &[T], a: usize, b: usize, shift: f64) -> f64 {
             }
         }
     }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+    lanes_sum(&acc)
 }
 
 /// Sum of (x_i - mean)^2 over `x[a..b]`, masked like `sum_shifted_in`.
@@ -257,28 +275,40 @@ fn sum_sq_dev_in<T: Real>(x: &[T], a: usize, b: usize, mean: f64) -> f64 {
             }
         }
     }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+    lanes_sum(&acc)
 }
 
 /// `write_affine` over `x[a..b]` into `out[a..b]`; the last partial chunk is written as a
 /// full chunk where `out` extends far enough, keeping the old values past `b` (a blend).
 #[inline(always)]
-fn write_affine_in<T: Real>(x: &[T], out: &mut [T], a: usize, b: usize, mu: f64, k: f64) -> bool {
+fn write_affine_in<T: Real>(
+    x: &[T],
+    out: &mut [T],
+    a: usize,
+    b: usize,
+    mu: f64,
+    k: f64,
+    probe: bool,
+) -> bool {
     let full = a + (b - a) / 8 * 8;
-    let mut ok = write_affine(&x[a..full], &mut out[a..full], mu, k);
+    let mut ok = write_affine(&x[a..full], &mut out[a..full], mu, k, probe);
     let rem = b - full;
     if rem > 0 {
         if full + 8 <= x.len() {
             let (c, o) = (&x[full..full + 8], &mut out[full..full + 8]);
-            let mut probe = 0.0f64;
+            let mut found = 0.0f64;
             for i in 0..8 {
                 let v = T::from_f64((c[i].to_f64() - mu) * k);
-                probe += if i < rem { v.to_f64() * 0.0 } else { 0.0 };
+                found += if probe && i < rem {
+                    v.to_f64() * 0.0
+                } else {
+                    0.0
+                };
                 o[i] = if i < rem { v } else { o[i] };
             }
-            ok &= probe == 0.0;
+            ok &= found == 0.0;
         } else {
-            ok &= write_affine(&x[full..b], &mut out[full..b], mu, k);
+            ok &= write_affine(&x[full..b], &mut out[full..b], mu, k, probe);
         }
     }
     ok
@@ -323,7 +353,10 @@ fn block<T: Real>(
     let centred = p.center != Center::None;
     let k = block_affine(&n, &m2, p, batch_denom);
     let usual = spans.iter().enumerate().all(|(j, &(a, b))| {
-        b - a >= 2 && mean[j].is_finite() && k[j].is_finite() && !guarded::<T>(b - a, mean[j], m2[j], p)
+        b - a >= 2
+            && mean[j].is_finite()
+            && k[j].is_finite()
+            && !guarded::<T>(b - a, mean[j], m2[j], p)
     });
     if !usual {
         for (j, &(a, b)) in spans.iter().enumerate() {
@@ -334,19 +367,22 @@ fn block<T: Real>(
         }
         return Ok(());
     }
+    let known = p.scale == Scale::Group;
     for j in 0..nb {
         let (a, b) = spans[j];
         let mu = if centred { mean[j] } else { 0.0 };
-        if !write_affine_in(x, out, a, b, mu, k[j]) {
+        let probe = !cannot_overflow::<T>(mean[j], mu, m2[j], k[j], known);
+        if !write_affine_in(x, out, a, b, mu, k[j], probe) {
             return Err((g0 + j, Fault::Overflow));
         }
     }
     Ok(())
 }
 
-/// Uniform groups of a constant size G (x.len() is a multiple of G).
+/// Uniform groups of a constant size G (x.len() is a multiple of G). With `AVX` (only in
+/// code compiled with AVX2) and G a multiple of 8, the per-group loops are `simd`'s.
 #[inline(always)]
-fn uniform<T: Real, const G: usize>(
+fn uniform<T: Real, const G: usize, const AVX: bool>(
     x: &[T],
     out: &mut [T],
     first_group: usize,
@@ -354,7 +390,11 @@ fn uniform<T: Real, const G: usize>(
     batch_denom: f64,
 ) -> Result<(), (usize, Fault)> {
     let per_block = BLOCK * G;
-    for (bi, (xb, ob)) in x.chunks(per_block).zip(out.chunks_mut(per_block)).enumerate() {
+    for (bi, (xb, ob)) in x
+        .chunks(per_block)
+        .zip(out.chunks_mut(per_block))
+        .enumerate()
+    {
         let g0 = first_group + bi * BLOCK;
         let nb = xb.len() / G;
         if p.nonfinite == NonFinite::Omit {
@@ -366,14 +406,27 @@ fn uniform<T: Real, const G: usize>(
         }
         let mut mean = [0.0f64; BLOCK];
         let mut m2 = [0.0f64; BLOCK];
+        let simd = cfg!(target_arch = "x86_64") && AVX && G % 8 == 0;
         for j in 0..nb {
             let xs: &[T; G] = xb[j * G..(j + 1) * G].try_into().unwrap();
             let x0 = xs[0].to_f64();
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: AVX2 is enabled (AVX), xs holds G values.
+                mean[j] = x0 + unsafe { simd::sum_shifted::<T, G>(xs.as_ptr(), x0) } / G as f64;
+                continue;
+            }
             mean[j] = x0 + sum_shifted(xs, x0) / G as f64;
         }
         if p.scale == Scale::Group {
             for j in 0..nb {
                 let xs: &[T; G] = xb[j * G..(j + 1) * G].try_into().unwrap();
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    // SAFETY: as above.
+                    m2[j] = unsafe { simd::sum_sq_dev::<T, G>(xs.as_ptr(), mean[j]) };
+                    continue;
+                }
                 m2[j] = sum_sq_dev(xs, mean[j]);
             }
         }
@@ -382,7 +435,9 @@ fn uniform<T: Real, const G: usize>(
         // unusual, and then the block takes the per-group route.
         let centred = p.center != Center::None;
         let k = block_affine(&[G as f64; BLOCK], &m2, p, batch_denom);
-        let usual = (0..nb).all(|j| mean[j].is_finite() && k[j].is_finite() && !guarded::<T>(G, mean[j], m2[j], p));
+        let usual = (0..nb).all(|j| {
+            mean[j].is_finite() && k[j].is_finite() && !guarded::<T>(G, mean[j], m2[j], p)
+        });
         if !usual {
             for j in 0..nb {
                 let xs: &[T; G] = xb[j * G..(j + 1) * G].try_into().unwrap();
@@ -391,9 +446,22 @@ fn uniform<T: Real, const G: usize>(
             }
             continue;
         }
+        let known = p.scale == Scale::Group;
         for j in 0..nb {
             let mu = if centred { mean[j] } else { 0.0 };
-            if !write_affine(&xb[j * G..(j + 1) * G], &mut ob[j * G..(j + 1) * G], mu, k[j]) {
+            let probe = !cannot_overflow::<T>(mean[j], mu, m2[j], k[j], known);
+            let (xs, os) = (&xb[j * G..(j + 1) * G], &mut ob[j * G..(j + 1) * G]);
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: as above; os holds G values.
+                if !unsafe {
+                    simd::write_affine::<T, G>(xs.as_ptr(), os.as_mut_ptr(), mu, k[j], probe)
+                } {
+                    return Err((g0 + j, Fault::Overflow));
+                }
+                continue;
+            }
+            if !write_affine(xs, os, mu, k[j], probe) {
                 return Err((g0 + j, Fault::Overflow));
             }
         }

@@ -23,7 +23,11 @@ pub struct Labelled {
 impl Labelled {
     /// `codes` must be dense first-appearance codes (checked by `Grouping::from_codes`).
     pub(crate) fn new(codes: Vec<u32>, sizes: Vec<u64>, first: Vec<usize>) -> Labelled {
-        Labelled { codes, sizes, first }
+        Labelled {
+            codes,
+            sizes,
+            first,
+        }
     }
     pub fn codes(&self) -> &[u32] {
         &self.codes
@@ -55,7 +59,13 @@ fn table<E: Copy>(len: usize, fill: E) -> Vec<E> {
         let bytes = len * std::mem::size_of::<E>();
         if bytes >= 1 << 21 {
             // SAFETY: advice on memory this Vec owns; failure is harmless (plain pages).
-            unsafe { libc::madvise(v.as_mut_ptr() as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE) };
+            unsafe {
+                libc::madvise(
+                    v.as_mut_ptr() as *mut libc::c_void,
+                    bytes,
+                    libc::MADV_HUGEPAGE,
+                )
+            };
         }
     }
     v.resize(len, fill);
@@ -134,7 +144,11 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
         }
     }
     (0..k)
-        .map(|g| Moments { count: sums[g][0] as u64, mean: mean[g], m2: m2[g][0] })
+        .map(|g| Moments {
+            count: sums[g][0] as u64,
+            mean: mean[g],
+            m2: m2[g][0],
+        })
         .collect()
 }
 
@@ -177,10 +191,17 @@ pub(crate) fn fault_error<T: Real>(x: &[T], l: &Labelled, g: usize, fault: Fault
             .iter()
             .copied()
             .find(|&i| !x[i].to_f64().is_finite())
-            .map(|index| AdvError::NonFinite { index, value: x[index].to_f64() })
+            .map(|index| AdvError::NonFinite {
+                index,
+                value: x[index].to_f64(),
+            })
             .unwrap_or(AdvError::Overflow { group: g }),
         Fault::Singleton => {
-            let index = idx.iter().copied().find(|&i| x[i].to_f64().is_finite()).unwrap_or(idx[0]);
+            let index = idx
+                .iter()
+                .copied()
+                .find(|&i| x[i].to_f64().is_finite())
+                .unwrap_or(idx[0]);
             AdvError::Singleton { group: g, index }
         }
         Fault::Overflow => AdvError::Overflow { group: g },
@@ -221,7 +242,11 @@ pub(crate) fn advantages<T: Real>(
         for (i, ((o, &v), &c)) in o.iter_mut().zip(&x[r.clone()]).zip(&codes[r]).enumerate() {
             let [mu, k] = affine[c as usize];
             let v = v.to_f64();
-            *o = T::from_f64(if omit && !v.is_finite() { 0.0 } else { (v - mu) * k });
+            *o = T::from_f64(if omit && !v.is_finite() {
+                0.0
+            } else {
+                (v - mu) * k
+            });
             // Non-finite output from a non-poisoned group: an overflow (checked after).
             if !o.to_f64().is_finite() && !k.is_nan() && first_bad.is_none() {
                 first_bad = Some(start + i);
@@ -229,14 +254,23 @@ pub(crate) fn advantages<T: Real>(
         }
         first_bad
     });
-    if let Some(g) = overflowed.into_iter().flatten().map(|i| codes[i] as usize).min() {
+    if let Some(g) = overflowed
+        .into_iter()
+        .flatten()
+        .map(|i| codes[i] as usize)
+        .min()
+    {
         return Err(AdvError::Overflow { group: g });
     }
     // Rare: groups whose 1/std overflows (subnormal spread) are rewritten with their lift.
     for (g, a) in lifted {
         for i in members(x, l, g) {
             let v = x[i].to_f64();
-            out[i] = T::from_f64(if omit && !v.is_finite() { 0.0 } else { a.apply(v) });
+            out[i] = T::from_f64(if omit && !v.is_finite() {
+                0.0
+            } else {
+                a.apply(v)
+            });
             if !out[i].to_f64().is_finite() {
                 return Err(AdvError::Overflow { group: g });
             }

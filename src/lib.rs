@@ -10,6 +10,8 @@ mod kernel;
 pub mod labelled;
 pub mod parallel;
 pub mod real;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 pub mod stats;
 pub mod token;
 
@@ -112,7 +114,10 @@ mod python {
     ) -> PyResult<Labelled<'py>> {
         let k = first.len();
         let g = py.detach(|| Grouping::from_codes(codes, k))?;
-        Ok((wrap(g), PyArray1::from_iter(py, first.into_iter().map(|i| i as i64))))
+        Ok((
+            wrap(g),
+            PyArray1::from_iter(py, first.into_iter().map(|i| i as i64)),
+        ))
     }
 
     /// Groups from int64 labels; also returns the first index of each group.
@@ -180,10 +185,17 @@ mod python {
             let s = item.cast::<PyString>().map_err(|_| {
                 PyTypeError::new_err(format!(
                     "group_ids[{i}] is not a str (got {})",
-                    item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                    item.get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
                 ))
             })?;
-            keys.push(StrKey { hash: s.hash()?, addr: s.as_ptr() as usize, text: s.to_str()? });
+            keys.push(StrKey {
+                hash: s.hash()?,
+                addr: s.as_ptr() as usize,
+                text: s.to_str()?,
+            });
         }
         let (codes, first) = groups::factorize(keys.iter().copied(), keys.len())?;
         labelled(py, codes, first)
@@ -213,7 +225,13 @@ mod python {
                 "batch" => Scale::Batch,
                 "batch_residual" => Scale::BatchResidual,
                 "none" => Scale::None,
-                _ => return Err(bad("scale", scale, "'group', 'batch', 'batch_residual', 'none'")),
+                _ => {
+                    return Err(bad(
+                        "scale",
+                        scale,
+                        "'group', 'batch', 'batch_residual', 'none'",
+                    ))
+                }
             },
             ddof,
             eps,
@@ -274,11 +292,17 @@ mod python {
         } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
             advantages_typed(py, r, out, &grouping.inner, &p)
         } else {
-            Err(PyTypeError::new_err("rewards must be a 1-D float32 or float64 array"))
+            Err(PyTypeError::new_err(
+                "rewards must be a 1-D float32 or float64 array",
+            ))
         }
     }
 
-    type Stats<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
+    type Stats<'py> = (
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<f64>>,
+        Bound<'py, PyArray1<f64>>,
+    );
 
     fn group_stats_typed<'py, T: Real + Element>(
         py: Python<'py>,
@@ -291,7 +315,11 @@ mod python {
         let x = rewards.readonly();
         let xs = x.as_slice()?;
         py.detach(|| advantage::group_stats(xs, grouping, p, &mut c, &mut m, &mut s))?;
-        Ok((PyArray1::from_vec(py, c), PyArray1::from_vec(py, m), PyArray1::from_vec(py, s)))
+        Ok((
+            PyArray1::from_vec(py, c),
+            PyArray1::from_vec(py, m),
+            PyArray1::from_vec(py, s),
+        ))
     }
 
     /// Per-group (count, mean, std) arrays.
@@ -310,7 +338,9 @@ mod python {
         } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
             group_stats_typed(py, r, &grouping.inner, &p)
         } else {
-            Err(PyTypeError::new_err("rewards must be a 1-D float32 or float64 array"))
+            Err(PyTypeError::new_err(
+                "rewards must be a 1-D float32 or float64 array",
+            ))
         }
     }
 
@@ -335,9 +365,17 @@ mod python {
             let xs = x.as_slice()?;
             py.detach(|| advantage::batch_moments(xs, g, &p))?
         } else {
-            return Err(PyTypeError::new_err("rewards must be a 1-D float32 or float64 array"));
+            return Err(PyTypeError::new_err(
+                "rewards must be a 1-D float32 or float64 array",
+            ));
         };
-        Ok((b.rewards.count, b.rewards.mean, b.rewards.m2, b.residual_count, b.residual_m2))
+        Ok((
+            b.rewards.count,
+            b.rewards.mean,
+            b.rewards.m2,
+            b.residual_count,
+            b.residual_m2,
+        ))
     }
 
     // ---- token-level layouts (token.rs) ----
@@ -347,7 +385,9 @@ mod python {
         if n > 0 {
             Grouping::ragged(n, offsets)?;
         } else if offsets.is_empty() || offsets.iter().any(|&o| o != 0) {
-            return Err(value_error("offsets must start at 0 and end at the number of tokens"));
+            return Err(value_error(
+                "offsets must start at 0 and end at the number of tokens",
+            ));
         }
         Ok(offsets.iter().map(|&o| o as usize).collect())
     }
@@ -393,7 +433,9 @@ mod python {
         if let Some(a) = token_scores_typed::<f64>(py, tokens, offsets.as_ref(), num_threads)? {
             return Ok(a.into_any());
         }
-        Err(PyTypeError::new_err("token rewards must be a float32/float64 array: 2-D, or 1-D with offsets"))
+        Err(PyTypeError::new_err(
+            "token rewards must be a float32/float64 array: 2-D, or 1-D with offsets",
+        ))
     }
 
     fn broadcast_typed<T: Real + Element>(
@@ -417,7 +459,9 @@ mod python {
                     values = v.readonly();
                     token::Mask::Values(values.as_slice()?)
                 } else {
-                    return Err(PyTypeError::new_err("the mask must be uint8 flags or of the rewards' dtype"));
+                    return Err(PyTypeError::new_err(
+                        "the mask must be uint8 flags or of the rewards' dtype",
+                    ));
                 }
             }
         };
@@ -432,13 +476,17 @@ mod python {
             token::Mask::None => None,
         };
         if mask_len.is_some_and(|l| l != os.len()) {
-            return Err(value_error("the response mask and the output differ in size"));
+            return Err(value_error(
+                "the response mask and the output differ in size",
+            ));
         }
         match offsets {
             Some(offsets) => {
                 let offs = token_offsets(offsets.as_slice()?, os.len())?;
                 if offs.len() != a.len() + 1 {
-                    return Err(value_error("offsets must have one more entry than there are sequences"));
+                    return Err(value_error(
+                        "offsets must have one more entry than there are sequences",
+                    ));
                 }
                 py.detach(|| token::broadcast_segments(a, &offs, &m, num_threads, os));
             }
@@ -470,7 +518,9 @@ mod python {
         } else if let Ok(a) = adv.cast::<PyArray1<f64>>() {
             broadcast_typed(py, a, mask, offsets, out, num_threads)
         } else {
-            Err(PyTypeError::new_err("advantages must be a 1-D float32/float64 array"))
+            Err(PyTypeError::new_err(
+                "advantages must be a 1-D float32/float64 array",
+            ))
         }
     }
 

@@ -20,7 +20,10 @@ struct Pools {
     by_size: Vec<(usize, Arc<ThreadPool>)>,
 }
 
-static POOLS: Mutex<Pools> = Mutex::new(Pools { default_threads: 0, by_size: Vec::new() });
+static POOLS: Mutex<Pools> = Mutex::new(Pools {
+    default_threads: 0,
+    by_size: Vec::new(),
+});
 
 fn lock() -> std::sync::MutexGuard<'static, Pools> {
     // A panic while holding the lock leaves plain data behind; keep going.
@@ -36,7 +39,11 @@ fn environment_threads() -> usize {
             .ok()
             .and_then(|v| v.trim().parse::<usize>().ok())
             .filter(|&n| n > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
     })
 }
 
@@ -121,7 +128,11 @@ where
     R: Send,
     F: Fn(Range<usize>) -> R + Sync + Send,
 {
-    let threads = if threads == 0 { default_threads() } else { threads };
+    let threads = if threads == 0 {
+        default_threads()
+    } else {
+        threads
+    };
     if threads <= 1 || grouping.len() < SERIAL_BELOW {
         return vec![f(0..grouping.n_groups())];
     }
@@ -137,11 +148,17 @@ where
     R: Send,
     F: Fn(Range<usize>) -> R + Sync + Send,
 {
-    let threads = if threads == 0 { default_threads() } else { threads };
+    let threads = if threads == 0 {
+        default_threads()
+    } else {
+        threads
+    };
     if threads <= 1 || n < SERIAL_BELOW {
         return vec![f(0..n)];
     }
-    let ranges: Vec<Range<usize>> = (0..threads).map(|t| n * t / threads..n * (t + 1) / threads).collect();
+    let ranges: Vec<Range<usize>> = (0..threads)
+        .map(|t| n * t / threads..n * (t + 1) / threads)
+        .collect();
     use rayon::prelude::*;
     pool(threads).install(|| ranges.into_par_iter().map(&f).collect())
 }
@@ -153,7 +170,8 @@ mod tests {
     fn covers(r: &[Range<usize>], k: usize) -> bool {
         r.first().map(|x| x.start) == Some(0)
             && r.last().map(|x| x.end) == Some(k)
-            && r.windows(2).all(|w| w[0].end == w[1].start && w[0].start < w[0].end)
+            && r.windows(2)
+                .all(|w| w[0].end == w[1].start && w[0].start < w[0].end)
     }
 
     #[test]

@@ -1,17 +1,35 @@
 //! The float element types the core computes on without conversion (f32, f64).
 
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
 /// A reward element. Statistics are always accumulated in f64, whatever `Self` is.
 pub trait Real: Copy + Send + Sync + PartialEq + 'static {
     /// True when the squares of any finite value and of any difference of two
     /// finite values are finite and normal in f64 (so no overflow/underflow guard is needed).
     const SQUARES_FIT_F64: bool;
+    /// The largest finite value, in f64.
+    const MAX_F64: f64;
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
     fn zero() -> Self;
+    /// Eight elements from `p` as f64 vectors (lanes 0-3, lanes 4-7).
+    ///
+    /// # Safety
+    /// `p` must be valid for 8 reads; only call from code compiled with AVX enabled.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> [__m256d; 2];
+    /// Store eight f64 lanes to `p`, rounded to `Self` as `from_f64` does.
+    ///
+    /// # Safety
+    /// `p` must be valid for 8 writes; only call from code compiled with AVX enabled.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn store8(p: *mut Self, v: [__m256d; 2]);
 }
 
 impl Real for f32 {
     const SQUARES_FIT_F64: bool = true;
+    const MAX_F64: f64 = f32::MAX as f64;
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self as f64
@@ -24,10 +42,25 @@ impl Real for f32 {
     fn zero() -> Self {
         0.0
     }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> [__m256d; 2] {
+        [
+            _mm256_cvtps_pd(_mm_loadu_ps(p)),
+            _mm256_cvtps_pd(_mm_loadu_ps(p.add(4))),
+        ]
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn store8(p: *mut Self, v: [__m256d; 2]) {
+        _mm_storeu_ps(p, _mm256_cvtpd_ps(v[0]));
+        _mm_storeu_ps(p.add(4), _mm256_cvtpd_ps(v[1]));
+    }
 }
 
 impl Real for f64 {
     const SQUARES_FIT_F64: bool = false;
+    const MAX_F64: f64 = f64::MAX;
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self
@@ -39,5 +72,16 @@ impl Real for f64 {
     #[inline(always)]
     fn zero() -> Self {
         0.0
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> [__m256d; 2] {
+        [_mm256_loadu_pd(p), _mm256_loadu_pd(p.add(4))]
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn store8(p: *mut Self, v: [__m256d; 2]) {
+        _mm256_storeu_pd(p, v[0]);
+        _mm256_storeu_pd(p.add(4), v[1]);
     }
 }

@@ -16,7 +16,11 @@ pub struct Moments {
 
 impl Default for Moments {
     fn default() -> Self {
-        Moments { count: 0, mean: 0.0, m2: 0.0 }
+        Moments {
+            count: 0,
+            mean: 0.0,
+            m2: 0.0,
+        }
     }
 }
 
@@ -33,7 +37,11 @@ impl Moments {
         let (na, nb, nn) = (self.count as f64, other.count as f64, n as f64);
         let delta = other.mean - self.mean;
         // Weighted mean is exact for equal means (delta == 0), keeping constant data constant.
-        let mean = if delta == 0.0 { self.mean } else { self.mean + delta * (nb / nn) };
+        let mean = if delta == 0.0 {
+            self.mean
+        } else {
+            self.mean + delta * (nb / nn)
+        };
         let m2 = self.m2 + other.m2 + delta * delta * (na * nb / nn);
         Moments { count: n, mean, m2 }
     }
@@ -56,13 +64,19 @@ pub fn moments<T: Real>(x: &[T]) -> Moments {
     let s = sum_shifted(x, x0);
     let mean = x0 + s / n as f64;
     let m2 = sum_sq_dev(x, mean);
-    Moments { count: n as u64, mean, m2 }
+    Moments {
+        count: n as u64,
+        mean,
+        m2,
+    }
 }
 
 /// Moments of the finite values of `x` only (NaN and +-inf are skipped).
 pub fn moments_finite<T: Real>(x: &[T]) -> Moments {
     let mut it = x.iter().map(|v| v.to_f64()).filter(|v| v.is_finite());
-    let Some(x0) = it.next() else { return Moments::default() };
+    let Some(x0) = it.next() else {
+        return Moments::default();
+    };
     let (mut n, mut s) = (1u64, 0.0f64);
     for v in it {
         n += 1;
@@ -76,6 +90,20 @@ pub fn moments_finite<T: Real>(x: &[T]) -> Moments {
         .map(|v| (v - mean) * (v - mean))
         .sum();
     Moments { count: n, mean, m2 }
+}
+
+/// Sum of eight accumulator lanes, halving the width at each step (upper half onto lower
+/// half): the order a vector unit reduces in, so the sum stays in vector registers.
+#[inline(always)]
+pub fn lanes_sum(acc: &[f64; 8]) -> f64 {
+    let h = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
+    let q = [h[0] + h[2], h[1] + h[3]];
+    q[0] + q[1]
 }
 
 /// Sum of (x_i - shift), with independent accumulators so that the loop vectorizes.
@@ -92,7 +120,7 @@ pub fn sum_shifted<T: Real>(x: &[T], shift: f64) -> f64 {
     for v in chunks.remainder() {
         s += v.to_f64() - shift;
     }
-    s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+    s + lanes_sum(&acc)
 }
 
 /// Sum of (x_i - mean)^2 with independent accumulators.
@@ -111,7 +139,7 @@ pub fn sum_sq_dev<T: Real>(x: &[T], mean: f64) -> f64 {
         let d = v.to_f64() - mean;
         s += d * d;
     }
-    s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+    s + lanes_sum(&acc)
 }
 
 /// Standard deviation of the group `x` whose moments are `m`, robust to f64 overflow and
@@ -171,7 +199,9 @@ mod tests {
 
     #[test]
     fn merge_equals_whole() {
-        let x: Vec<f64> = (0..101).map(|i| ((i * 37) % 17) as f64 * 0.31 - 2.0).collect();
+        let x: Vec<f64> = (0..101)
+            .map(|i| ((i * 37) % 17) as f64 * 0.31 - 2.0)
+            .collect();
         let whole = moments(&x);
         for cut in [1, 13, 50, 100] {
             let merged = moments(&x[..cut]).merge(moments(&x[cut..]));

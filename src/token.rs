@@ -25,11 +25,18 @@ impl<T> Shared<T> {
 /// `token_level_rewards.sum(-1)`: every token counts, masked or not).
 pub fn row_sums<T: Real>(tokens: &[T], width: usize, threads: usize, out: &mut [T]) {
     let rows = out.len();
-    assert_eq!(tokens.len(), rows * width, "tokens must hold rows x width values");
+    assert_eq!(
+        tokens.len(),
+        rows * width,
+        "tokens must hold rows x width values"
+    );
     let shared = Shared(out.as_mut_ptr());
     map_ranges(rows, threads, |r| {
         for row in r {
-            let s: f64 = tokens[row * width..(row + 1) * width].iter().map(|v| v.to_f64()).sum();
+            let s: f64 = tokens[row * width..(row + 1) * width]
+                .iter()
+                .map(|v| v.to_f64())
+                .sum();
             // SAFETY: each row index belongs to exactly one range.
             unsafe { *shared.ptr().add(row) = T::from_f64(s) };
         }
@@ -42,7 +49,10 @@ pub fn segment_sums<T: Real>(tokens: &[T], offsets: &[usize], threads: usize, ou
     let shared = Shared(out.as_mut_ptr());
     map_ranges(out.len(), threads, |r| {
         for i in r {
-            let s: f64 = tokens[offsets[i]..offsets[i + 1]].iter().map(|v| v.to_f64()).sum();
+            let s: f64 = tokens[offsets[i]..offsets[i + 1]]
+                .iter()
+                .map(|v| v.to_f64())
+                .sum();
             // SAFETY: each segment index belongs to exactly one range.
             unsafe { *shared.ptr().add(i) = T::from_f64(s) };
         }
@@ -58,13 +68,21 @@ pub enum Mask<'a, T> {
 }
 
 /// `out[row, t] = adv[row] * mask[row, t]` over `rows x width` (flags: adv where set, else 0).
-pub fn broadcast_rows<T: Real>(adv: &[T], mask: &Mask<'_, T>, width: usize, threads: usize, out: &mut [T]) {
+pub fn broadcast_rows<T: Real>(
+    adv: &[T],
+    mask: &Mask<'_, T>,
+    width: usize,
+    threads: usize,
+    out: &mut [T],
+) {
     let rows = adv.len();
     assert_eq!(out.len(), rows * width, "out must hold rows x width values");
     let shared = Shared(out.as_mut_ptr());
     map_ranges(rows, threads, |r| {
         // SAFETY: each thread writes only the rows of its own range.
-        let o = unsafe { std::slice::from_raw_parts_mut(shared.ptr().add(r.start * width), r.len() * width) };
+        let o = unsafe {
+            std::slice::from_raw_parts_mut(shared.ptr().add(r.start * width), r.len() * width)
+        };
         for (k, row) in r.clone().enumerate() {
             let a = adv[row];
             let dst = &mut o[k * width..(k + 1) * width];
@@ -87,7 +105,13 @@ pub fn broadcast_rows<T: Real>(adv: &[T], mask: &Mask<'_, T>, width: usize, thre
 }
 
 /// `out[offsets[i]..offsets[i + 1]] = adv[i]` (times the mask where one is given).
-pub fn broadcast_segments<T: Real>(adv: &[T], offsets: &[usize], mask: &Mask<'_, T>, threads: usize, out: &mut [T]) {
+pub fn broadcast_segments<T: Real>(
+    adv: &[T],
+    offsets: &[usize],
+    mask: &Mask<'_, T>,
+    threads: usize,
+    out: &mut [T],
+) {
     assert_eq!(offsets.len(), adv.len() + 1);
     let shared = Shared(out.as_mut_ptr());
     map_ranges(adv.len(), threads, |r| {
@@ -126,9 +150,21 @@ mod tests {
         segment_sums(&tokens, &[0, 3, 3, 6], 1, &mut s2);
         assert_eq!(s2, [1.0, 0.0, 1.0]);
         let mut out = [9.0f32; 6];
-        broadcast_rows(&[2.0, -1.0], &Mask::Flags(&[1, 1, 0, 1, 0, 0]), 3, 1, &mut out);
+        broadcast_rows(
+            &[2.0, -1.0],
+            &Mask::Flags(&[1, 1, 0, 1, 0, 0]),
+            3,
+            1,
+            &mut out,
+        );
         assert_eq!(out, [2.0, 2.0, 0.0, -1.0, 0.0, 0.0]);
-        broadcast_rows(&[2.0, -1.0], &Mask::Values(&[1.0, 0.5, 0.0, 1.0, 1.0, 0.0]), 3, 1, &mut out);
+        broadcast_rows(
+            &[2.0, -1.0],
+            &Mask::Values(&[1.0, 0.5, 0.0, 1.0, 1.0, 0.0]),
+            3,
+            1,
+            &mut out,
+        );
         assert_eq!(out, [2.0, 1.0, 0.0, -1.0, -1.0, 0.0]);
         let mut out = [9.0f32; 6];
         broadcast_segments(&[1.0, 5.0, 2.0], &[0, 3, 3, 6], &Mask::None, 1, &mut out);
@@ -138,7 +174,9 @@ mod tests {
     #[test]
     fn parallel_rows_equal_serial() {
         let (rows, width) = (5000usize, 40usize);
-        let tokens: Vec<f64> = (0..rows * width).map(|i| ((i * 7) % 13) as f64 * 0.25).collect();
+        let tokens: Vec<f64> = (0..rows * width)
+            .map(|i| ((i * 7) % 13) as f64 * 0.25)
+            .collect();
         let (mut a, mut b) = (vec![0.0; rows], vec![0.0; rows]);
         row_sums(&tokens, width, 1, &mut a);
         row_sums(&tokens, width, 2, &mut b);

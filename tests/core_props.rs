@@ -9,23 +9,42 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 fn params() -> impl Strategy<Value = Params> {
     (
-        prop_oneof![Just(Center::Mean), Just(Center::LeaveOneOut), Just(Center::None)],
-        prop_oneof![Just(Scale::Group), Just(Scale::Batch), Just(Scale::BatchResidual), Just(Scale::None)],
+        prop_oneof![
+            Just(Center::Mean),
+            Just(Center::LeaveOneOut),
+            Just(Center::None)
+        ],
+        prop_oneof![
+            Just(Scale::Group),
+            Just(Scale::Batch),
+            Just(Scale::BatchResidual),
+            Just(Scale::None)
+        ],
         0u32..2,
         prop_oneof![Just(0.0), Just(1e-8), Just(1e-6), Just(0.1)],
-        prop_oneof![Just(Singleton::Zero), Just(Singleton::Raw), Just(Singleton::Error)],
-        prop_oneof![Just(NonFinite::Raise), Just(NonFinite::Propagate), Just(NonFinite::Omit)],
+        prop_oneof![
+            Just(Singleton::Zero),
+            Just(Singleton::Raw),
+            Just(Singleton::Error)
+        ],
+        prop_oneof![
+            Just(NonFinite::Raise),
+            Just(NonFinite::Propagate),
+            Just(NonFinite::Omit)
+        ],
         prop_oneof![Just(0usize), Just(1), Just(2), Just(3)],
     )
-        .prop_map(|(center, scale, ddof, eps, singleton, nonfinite, threads)| Params {
-            center,
-            scale,
-            ddof,
-            eps,
-            singleton,
-            nonfinite,
-            threads,
-        })
+        .prop_map(
+            |(center, scale, ddof, eps, singleton, nonfinite, threads)| Params {
+                center,
+                scale,
+                ddof,
+                eps,
+                singleton,
+                nonfinite,
+                threads,
+            },
+        )
 }
 
 /// Any f64, including NaN, infinities, subnormals and the extremes.

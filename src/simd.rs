@@ -1,0 +1,164 @@
+//! Explicit AVX versions of the three per-group loops of a uniform group whose size is a
+//! multiple of 8: the shifted sum, the sum of squared deviations and the affine write.
+//!
+//! The compiler's own vectorization of the generic loops (`stats::sum_shifted` and friends)
+//! picks 128-bit vectors for the f32-to-f64 accumulations; these use 256-bit vectors. The
+//! arithmetic is the same, operation for operation (eight accumulator lanes, the
+//! `stats::lanes_sum` reduction, no fused multiply-add), so the results are bit-identical
+//! to the generic code, which the tests check.
+//!
+//! Every function here must only run inside code compiled with AVX2 enabled.
+
+use crate::real::Real;
+use std::arch::x86_64::*;
+
+/// `lanes_sum` of the eight lanes `a` (lanes 0-3) and `b` (lanes 4-7), plus 0.0 as the
+/// generic code adds its (empty) scalar remainder.
+#[inline(always)]
+unsafe fn lanes_sum(a: __m256d, b: __m256d) -> f64 {
+    let h = _mm256_add_pd(a, b);
+    let q = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd::<1>(h));
+    let s = _mm_add_sd(q, _mm_unpackhi_pd(q, q));
+    0.0 + _mm_cvtsd_f64(s)
+}
+
+/// Sum of (x_i - shift) over the G elements at `x`; equals `stats::sum_shifted`.
+#[inline(always)]
+pub(crate) unsafe fn sum_shifted<T: Real, const G: usize>(x: *const T, shift: f64) -> f64 {
+    let s = _mm256_set1_pd(shift);
+    let (mut a, mut b) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    for c in 0..G / 8 {
+        let v = T::load8(x.add(8 * c));
+        a = _mm256_add_pd(a, _mm256_sub_pd(v[0], s));
+        b = _mm256_add_pd(b, _mm256_sub_pd(v[1], s));
+    }
+    lanes_sum(a, b)
+}
+
+/// Sum of (x_i - mean)^2 over the G elements at `x`; equals `stats::sum_sq_dev`.
+#[inline(always)]
+pub(crate) unsafe fn sum_sq_dev<T: Real, const G: usize>(x: *const T, mean: f64) -> f64 {
+    let m = _mm256_set1_pd(mean);
+    let (mut a, mut b) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    for c in 0..G / 8 {
+        let v = T::load8(x.add(8 * c));
+        let (d0, d1) = (_mm256_sub_pd(v[0], m), _mm256_sub_pd(v[1], m));
+        a = _mm256_add_pd(a, _mm256_mul_pd(d0, d0));
+        b = _mm256_add_pd(b, _mm256_mul_pd(d1, d1));
+    }
+    lanes_sum(a, b)
+}
+
+/// Write (x_i - mu) * k for the G elements at `x` to `out`. With `probe`, returns false if
+/// an output is not finite in T (read back, as `kernel::write_affine` checks).
+#[inline(always)]
+pub(crate) unsafe fn write_affine<T: Real, const G: usize>(
+    x: *const T,
+    out: *mut T,
+    mu: f64,
+    k: f64,
+    probe: bool,
+) -> bool {
+    let (m, kk) = (_mm256_set1_pd(mu), _mm256_set1_pd(k));
+    if !probe {
+        for c in 0..G / 8 {
+            let v = T::load8(x.add(8 * c));
+            T::store8(
+                out.add(8 * c),
+                [
+                    _mm256_mul_pd(_mm256_sub_pd(v[0], m), kk),
+                    _mm256_mul_pd(_mm256_sub_pd(v[1], m), kk),
+                ],
+            );
+        }
+        return true;
+    }
+    let zero = _mm256_setzero_pd();
+    let mut found = zero;
+    for c in 0..G / 8 {
+        let v = T::load8(x.add(8 * c));
+        T::store8(
+            out.add(8 * c),
+            [
+                _mm256_mul_pd(_mm256_sub_pd(v[0], m), kk),
+                _mm256_mul_pd(_mm256_sub_pd(v[1], m), kk),
+            ],
+        );
+        // v * 0 is NaN exactly for inf and NaN.
+        let w = T::load8(out.add(8 * c));
+        found = _mm256_add_pd(
+            found,
+            _mm256_add_pd(_mm256_mul_pd(w[0], zero), _mm256_mul_pd(w[1], zero)),
+        );
+    }
+    _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(found, zero)) == 0b1111
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats;
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn check<T: Real + std::fmt::Debug, const G: usize>(x: &[T], probe: bool) {
+        for g in x.chunks_exact(G) {
+            let x0 = g[0].to_f64();
+            let s = sum_shifted::<T, G>(g.as_ptr(), x0);
+            assert_eq!(s.to_bits(), stats::sum_shifted(g, x0).to_bits());
+            let mean = x0 + s / G as f64;
+            let m2 = sum_sq_dev::<T, G>(g.as_ptr(), mean);
+            assert_eq!(m2.to_bits(), stats::sum_sq_dev(g, mean).to_bits());
+            let k = 1.0 / (m2 / G as f64).sqrt();
+            let mut fast = vec![T::zero(); G];
+            let ok = write_affine::<T, G>(g.as_ptr(), fast.as_mut_ptr(), mean, k, probe);
+            let plain: Vec<T> = g
+                .iter()
+                .map(|v| T::from_f64((v.to_f64() - mean) * k))
+                .collect();
+            assert!(
+                fast.iter()
+                    .zip(&plain)
+                    .all(|(a, b)| a.to_f64().to_bits() == b.to_f64().to_bits()),
+                "{fast:?} != {plain:?}"
+            );
+            let finite = plain.iter().all(|v| v.to_f64().is_finite());
+            assert!(!probe || ok == finite);
+        }
+    }
+
+    /// Bit-identical to the generic loops, for f32 and f64, sizes 8..64, at small and large
+    /// offsets (where rounding differs most), and the overflow probe finds an overflow.
+    #[test]
+    fn avx_loops_match_generic_bit_for_bit() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let mut state = 0x2545f4914f6cdd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for offset in [0.0, 1e6, -3e9] {
+            let x64: Vec<f64> = (0..64 * 40).map(|_| offset + next() * 7.0 - 3.0).collect();
+            let x32: Vec<f32> = x64.iter().map(|&v| v as f32).collect();
+            // SAFETY: AVX2 was detected.
+            unsafe {
+                for probe in [false, true] {
+                    check::<f32, 8>(&x32, probe);
+                    check::<f32, 16>(&x32, probe);
+                    check::<f32, 64>(&x32, probe);
+                    check::<f64, 16>(&x64, probe);
+                    check::<f64, 32>(&x64, probe);
+                }
+            }
+        }
+        let mut big = vec![3e38f32; 8];
+        big[0] = -3e38;
+        let mut out = [0f32; 8];
+        // SAFETY: AVX2 was detected; 8 values each.
+        let ok = unsafe { write_affine::<f32, 8>(big.as_ptr(), out.as_mut_ptr(), 0.0, 2.0, true) };
+        assert!(!ok);
+    }
+}
