@@ -154,7 +154,7 @@ mod tests {
                 }
             }
         }
-        let mut big = vec![3e38f32; 8];
+        let mut big = [3e38f32; 8];
         big[0] = -3e38;
         let mut out = [0f32; 8];
         // SAFETY: AVX2 was detected; 8 values each.
