@@ -99,7 +99,7 @@ unsafe fn write_batch_impl<T: Real, const AVX: bool>(
                         for (j, grp) in (g0..g1).enumerate() {
                             spans[j] = ((grp - range.start) * g, (grp - range.start + 1) * g);
                         }
-                        block(xs, os, &spans[..g1 - g0], g0, p, batch_denom)?;
+                        block::<T, AVX>(xs, os, &spans[..g1 - g0], g0, p, batch_denom)?;
                     }
                 }
             }
@@ -113,7 +113,7 @@ unsafe fn write_batch_impl<T: Real, const AVX: bool>(
                 for (j, g) in (g0..g1).enumerate() {
                     spans[j] = (offsets[g] - a, offsets[g + 1] - a);
                 }
-                block(xs, os, &spans[..g1 - g0], g0, p, batch_denom)?;
+                block::<T, AVX>(xs, os, &spans[..g1 - g0], g0, p, batch_denom)?;
             }
         }
     }
@@ -225,7 +225,7 @@ fn block_affine(n: &[f64; BLOCK], m2: &[f64; BLOCK], p: &Params, batch_denom: f6
 /// read as a full chunk of `x` where `x` extends far enough (the next group's values), with
 /// the lanes past `b` masked out: ragged groups then need no scalar remainder loop.
 #[inline(always)]
-fn sum_shifted_in<T: Real>(x: &[T], a: usize, b: usize, shift: f64) -> f64 {
+pub(crate) fn sum_shifted_in<T: Real>(x: &[T], a: usize, b: usize, shift: f64) -> f64 {
     let mut acc = [0.0f64; 8];
     let full = a + (b - a) / 8 * 8;
     for c in x[a..full].chunks_exact(8) {
@@ -251,7 +251,7 @@ fn sum_shifted_in<T: Real>(x: &[T], a: usize, b: usize, shift: f64) -> f64 {
 
 /// Sum of (x_i - mean)^2 over `x[a..b]`, masked like `sum_shifted_in`.
 #[inline(always)]
-fn sum_sq_dev_in<T: Real>(x: &[T], a: usize, b: usize, mean: f64) -> f64 {
+pub(crate) fn sum_sq_dev_in<T: Real>(x: &[T], a: usize, b: usize, mean: f64) -> f64 {
     let mut acc = [0.0f64; 8];
     let full = a + (b - a) / 8 * 8;
     for c in x[a..full].chunks_exact(8) {
@@ -281,7 +281,7 @@ fn sum_sq_dev_in<T: Real>(x: &[T], a: usize, b: usize, mean: f64) -> f64 {
 /// `write_affine` over `x[a..b]` into `out[a..b]`; the last partial chunk is written as a
 /// full chunk where `out` extends far enough, keeping the old values past `b` (a blend).
 #[inline(always)]
-fn write_affine_in<T: Real>(
+pub(crate) fn write_affine_in<T: Real>(
     x: &[T],
     out: &mut [T],
     a: usize,
@@ -318,7 +318,7 @@ fn write_affine_in<T: Real>(
 /// of `out` (`x` and `out` cover the whole batch, so chunks may read past a group's end).
 /// `g0` is the index of the first group (for error reports).
 #[inline(always)]
-fn block<T: Real>(
+fn block<T: Real, const AVX: bool>(
     x: &[T],
     out: &mut [T],
     spans: &[(usize, usize)],
@@ -333,6 +333,8 @@ fn block<T: Real>(
         return Ok(());
     }
     let nb = spans.len();
+    // Chunked reads of the last group stay inside the batch: the AVX loops may run.
+    let simd = cfg!(target_arch = "x86_64") && AVX && spans[nb - 1].1 + 8 <= x.len();
     let mut mean = [0.0f64; BLOCK];
     let mut m2 = [0.0f64; BLOCK];
     let mut n = [0.0f64; BLOCK];
@@ -340,38 +342,56 @@ fn block<T: Real>(
         if b > a {
             let x0 = x[a].to_f64();
             n[j] = (b - a) as f64;
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: AVX2 is enabled (AVX); reads end before x.len() (checked above).
+                mean[j] = x0 + unsafe { simd::sum_shifted_in(x.as_ptr(), a, b, x0) } / n[j];
+                continue;
+            }
             mean[j] = x0 + sum_shifted_in(x, a, b, x0) / n[j];
         }
     }
     if p.scale == Scale::Group {
         for (j, &(a, b)) in spans.iter().enumerate() {
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: as above.
+                m2[j] = unsafe { simd::sum_sq_dev_in(x.as_ptr(), a, b, mean[j]) };
+                continue;
+            }
             m2[j] = sum_sq_dev_in(x, a, b, mean[j]);
         }
     }
-    // The affine maps side by side, as in `uniform`; any unusual group (fewer than 2
-    // rewards, non-finite, guarded) sends the block through the per-group route.
+    // The affine maps side by side, as in `uniform`; an unusual group (fewer than 2
+    // rewards, non-finite, guarded) takes the per-group route, its neighbours do not.
     let centred = p.center != Center::None;
     let k = block_affine(&n, &m2, p, batch_denom);
-    let usual = spans.iter().enumerate().all(|(j, &(a, b))| {
-        b - a >= 2
+    let known = p.scale == Scale::Group;
+    for j in 0..nb {
+        let (a, b) = spans[j];
+        let usual = b - a >= 2
             && mean[j].is_finite()
             && k[j].is_finite()
-            && !guarded::<T>(b - a, mean[j], m2[j], p)
-    });
-    if !usual {
-        for (j, &(a, b)) in spans.iter().enumerate() {
+            && !guarded::<T>(b - a, mean[j], m2[j], p);
+        if !usual {
             if b > a {
                 finish_group(&x[a..b], &mut out[a..b], mean[j], m2[j], p, batch_denom)
                     .map_err(|f| (g0 + j, f))?;
             }
+            continue;
         }
-        return Ok(());
-    }
-    let known = p.scale == Scale::Group;
-    for j in 0..nb {
-        let (a, b) = spans[j];
         let mu = if centred { mean[j] } else { 0.0 };
         let probe = !cannot_overflow::<T>(mean[j], mu, m2[j], k[j], known);
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: as above; out has x's length, and this thread owns it.
+            if !unsafe {
+                simd::write_affine_in(x.as_ptr(), out.as_mut_ptr(), a, b, mu, k[j], probe)
+            } {
+                return Err((g0 + j, Fault::Overflow));
+            }
+            continue;
+        }
         if !write_affine_in(x, out, a, b, mu, k[j], probe) {
             return Err((g0 + j, Fault::Overflow));
         }

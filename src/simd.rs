@@ -94,6 +94,130 @@ pub(crate) unsafe fn write_affine<T: Real, const G: usize>(
     _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(found, zero)) == 0b1111
 }
 
+/// Lanes 0-3 and 4-7 selected when their index is below `rem` (all ones) or not (zero).
+#[inline(always)]
+unsafe fn first_lanes(rem: usize) -> [__m256d; 2] {
+    let r = _mm256_set1_epi64x(rem as i64);
+    [
+        _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_set_epi64x(3, 2, 1, 0))),
+        _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_set_epi64x(7, 6, 5, 4))),
+    ]
+}
+
+// The `_in` versions serve ragged groups `x[a..b]` and equal `kernel`'s functions of the same
+// names: full chunks of 8, then the last partial chunk read as a full chunk with the lanes
+// past `b` masked out. Callers guarantee that the chunk fits: b - a < 8 or the partial
+// chunk's 8 reads and writes stay inside the batch (index + 8 <= batch length).
+
+/// Sum of (x_i - shift) over `x[a..b]` (masked tail).
+#[inline(always)]
+pub(crate) unsafe fn sum_shifted_in<T: Real>(x: *const T, a: usize, b: usize, shift: f64) -> f64 {
+    let s = _mm256_set1_pd(shift);
+    let (mut acc0, mut acc1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let mut i = a;
+    while i + 8 <= b {
+        let v = T::load8(x.add(i));
+        acc0 = _mm256_add_pd(acc0, _mm256_sub_pd(v[0], s));
+        acc1 = _mm256_add_pd(acc1, _mm256_sub_pd(v[1], s));
+        i += 8;
+    }
+    if i < b {
+        let m = first_lanes(b - i);
+        let v = T::load8(x.add(i));
+        acc0 = _mm256_add_pd(acc0, _mm256_and_pd(_mm256_sub_pd(v[0], s), m[0]));
+        acc1 = _mm256_add_pd(acc1, _mm256_and_pd(_mm256_sub_pd(v[1], s), m[1]));
+    }
+    // The generic `_in` functions have no scalar remainder, so no `0.0 +` to mirror.
+    let h = _mm256_add_pd(acc0, acc1);
+    let q = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd::<1>(h));
+    _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)))
+}
+
+/// Sum of (x_i - mean)^2 over `x[a..b]` (masked tail).
+#[inline(always)]
+pub(crate) unsafe fn sum_sq_dev_in<T: Real>(x: *const T, a: usize, b: usize, mean: f64) -> f64 {
+    let mm = _mm256_set1_pd(mean);
+    let (mut acc0, mut acc1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let mut i = a;
+    while i + 8 <= b {
+        let v = T::load8(x.add(i));
+        let (d0, d1) = (_mm256_sub_pd(v[0], mm), _mm256_sub_pd(v[1], mm));
+        acc0 = _mm256_add_pd(acc0, _mm256_mul_pd(d0, d0));
+        acc1 = _mm256_add_pd(acc1, _mm256_mul_pd(d1, d1));
+        i += 8;
+    }
+    if i < b {
+        let m = first_lanes(b - i);
+        let v = T::load8(x.add(i));
+        let (d0, d1) = (_mm256_sub_pd(v[0], mm), _mm256_sub_pd(v[1], mm));
+        acc0 = _mm256_add_pd(acc0, _mm256_and_pd(_mm256_mul_pd(d0, d0), m[0]));
+        acc1 = _mm256_add_pd(acc1, _mm256_and_pd(_mm256_mul_pd(d1, d1), m[1]));
+    }
+    let h = _mm256_add_pd(acc0, acc1);
+    let q = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd::<1>(h));
+    _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)))
+}
+
+/// Write (x_i - mu) * k over `[a, b)` of `x` into `out`; the partial chunk keeps the old
+/// values of `out` past `b`. With `probe`, false if a written value is not finite in T.
+#[inline(always)]
+pub(crate) unsafe fn write_affine_in<T: Real>(
+    x: *const T,
+    out: *mut T,
+    a: usize,
+    b: usize,
+    mu: f64,
+    k: f64,
+    probe: bool,
+) -> bool {
+    let (m, kk, zero) = (_mm256_set1_pd(mu), _mm256_set1_pd(k), _mm256_setzero_pd());
+    let mut found = zero;
+    let mut i = a;
+    while i + 8 <= b {
+        let v = T::load8(x.add(i));
+        T::store8(
+            out.add(i),
+            [
+                _mm256_mul_pd(_mm256_sub_pd(v[0], m), kk),
+                _mm256_mul_pd(_mm256_sub_pd(v[1], m), kk),
+            ],
+        );
+        if probe {
+            let w = T::load8(out.add(i));
+            found = _mm256_add_pd(
+                found,
+                _mm256_add_pd(_mm256_mul_pd(w[0], zero), _mm256_mul_pd(w[1], zero)),
+            );
+        }
+        i += 8;
+    }
+    if i < b {
+        let lanes = first_lanes(b - i);
+        let v = T::load8(x.add(i));
+        let old = T::load8(out.add(i));
+        let new = [
+            _mm256_mul_pd(_mm256_sub_pd(v[0], m), kk),
+            _mm256_mul_pd(_mm256_sub_pd(v[1], m), kk),
+        ];
+        T::store8(
+            out.add(i),
+            [
+                _mm256_blendv_pd(old[0], new[0], lanes[0]),
+                _mm256_blendv_pd(old[1], new[1], lanes[1]),
+            ],
+        );
+        if probe {
+            let w = T::load8(out.add(i));
+            let z = [
+                _mm256_and_pd(_mm256_mul_pd(w[0], zero), lanes[0]),
+                _mm256_and_pd(_mm256_mul_pd(w[1], zero), lanes[1]),
+            ];
+            found = _mm256_add_pd(found, _mm256_add_pd(z[0], z[1]));
+        }
+    }
+    _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(found, zero)) == 0b1111
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,11 +278,59 @@ mod tests {
                 }
             }
         }
+        ragged_loops_match_kernel();
         let mut big = [3e38f32; 8];
         big[0] = -3e38;
         let mut out = [0f32; 8];
         // SAFETY: AVX2 was detected; 8 values each.
         let ok = unsafe { write_affine::<f32, 8>(big.as_ptr(), out.as_mut_ptr(), 0.0, 2.0, true) };
         assert!(!ok);
+    }
+
+    /// The masked ragged loops against `kernel`'s generic ones, bit for bit, every length 0..40
+    /// at every start within a chunk, with NaN past the group to show the masking.
+    fn ragged_loops_match_kernel() {
+        let x: Vec<f32> = (0..64)
+            .map(|i| {
+                if i >= 48 {
+                    f32::NAN
+                } else {
+                    1e6 + (i * 7 % 13) as f32 * 0.37
+                }
+            })
+            .collect();
+        for a in 0..8 {
+            for b in a..(a + 40).min(48) {
+                let shift = x[a] as f64;
+                // SAFETY: AVX2 was detected; b + 8 <= 64 keeps the masked chunk inside x.
+                unsafe {
+                    let (s, s_ref) = (
+                        sum_shifted_in(x.as_ptr(), a, b, shift),
+                        crate::kernel::sum_shifted_in(&x, a, b, shift),
+                    );
+                    assert_eq!(s.to_bits(), s_ref.to_bits());
+                    let mean = shift + s / (b - a).max(1) as f64;
+                    let q = sum_sq_dev_in(x.as_ptr(), a, b, mean);
+                    assert_eq!(
+                        q.to_bits(),
+                        crate::kernel::sum_sq_dev_in(&x, a, b, mean).to_bits()
+                    );
+                    let (mut fast, mut plain) = (vec![-7.0f32; 64], vec![-7.0f32; 64]);
+                    assert!(write_affine_in(
+                        x.as_ptr(),
+                        fast.as_mut_ptr(),
+                        a,
+                        b,
+                        mean,
+                        0.5,
+                        true
+                    ));
+                    assert!(crate::kernel::write_affine_in(
+                        &x, &mut plain, a, b, mean, 0.5, true
+                    ));
+                    assert_eq!(fast, plain);
+                }
+            }
+        }
     }
 }
