@@ -92,30 +92,55 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
         }
     }
     // Pass 1: [count, sum of (r - shift), shift] per group, 32 bytes so that each reward
-    // touches one cache line of the table.
-    let parts = map_ranges(x.len(), p.threads, |r| {
-        let mut t = table(k, [0.0f64; 4]);
-        for (e, &sh) in t.iter_mut().zip(&shift) {
-            e[2] = sh;
-        }
-        for (&c, &v) in codes[r.clone()].iter().zip(&x[r]) {
-            let e = &mut t[c as usize];
-            let v = v.to_f64();
-            if !omit || v.is_finite() {
-                e[0] += 1.0;
-                e[1] += v - e[2];
+    // touches one cache line of the table. Without `Omit` every reward counts, the counts
+    // are the group sizes, and the entry shrinks to [sum, shift] (16 bytes): tables half the
+    // size stay in cache for twice as many groups.
+    let sums: Vec<[f64; 4]> = if omit {
+        let parts = map_ranges(x.len(), p.threads, |r| {
+            let mut t = table(k, [0.0f64; 4]);
+            for (e, &sh) in t.iter_mut().zip(&shift) {
+                e[2] = sh;
+            }
+            for (&c, &v) in codes[r.clone()].iter().zip(&x[r]) {
+                let e = &mut t[c as usize];
+                let v = v.to_f64();
+                if v.is_finite() {
+                    e[0] += 1.0;
+                    e[1] += v - e[2];
+                }
+            }
+            t
+        });
+        let mut parts = parts.into_iter();
+        let mut sums = parts.next().unwrap();
+        for part in parts {
+            for (t, v) in sums.iter_mut().zip(part) {
+                t[0] += v[0];
+                t[1] += v[1];
             }
         }
-        t
-    });
-    let mut parts = parts.into_iter();
-    let mut sums = parts.next().unwrap();
-    for part in parts {
-        for (t, v) in sums.iter_mut().zip(part) {
-            t[0] += v[0];
-            t[1] += v[1];
+        sums
+    } else {
+        let parts = map_ranges(x.len(), p.threads, |r| {
+            let mut t = table(k, [0.0f64; 2]);
+            for (e, &sh) in t.iter_mut().zip(&shift) {
+                e[1] = sh;
+            }
+            for (&c, &v) in codes[r.clone()].iter().zip(&x[r]) {
+                let e = &mut t[c as usize];
+                e[0] += v.to_f64() - e[1];
+            }
+            t
+        });
+        let mut parts = parts.into_iter();
+        let mut sums = parts.next().unwrap();
+        for part in parts {
+            for (t, v) in sums.iter_mut().zip(part) {
+                t[0] += v[0];
+            }
         }
-    }
+        sums.iter().zip(&l.sizes).map(|(s, &n)| [n as f64, s[0], s[1], 0.0]).collect()
+    };
     let mean: Vec<f64> = sums
         .iter()
         .map(|s| if s[0] > 0.0 { s[2] + s[1] / s[0] } else { 0.0 })
