@@ -10,6 +10,7 @@
 //! already contiguous (verl's `np.repeat(uids, n)` layout), the result is `Ragged`.
 
 use crate::labelled::Labelled;
+use crate::parallel::{default_threads, map_ranges, SERIAL_BELOW};
 use std::collections::HashMap;
 use std::fmt;
 
@@ -141,14 +142,57 @@ impl Grouping {
         Ok(Grouping::Labelled(Labelled::new(codes, sizes, first)))
     }
 
+    /// Like [`Grouping::from_codes`] for the output of [`factorize`] or [`factorize_dense`],
+    /// whose codes are numbered by first appearance by construction (so not checked again)
+    /// and whose `first` is known: the group sizes and the contiguity check run in parallel.
+    pub fn from_factorized(codes: Vec<u32>, first: &[usize]) -> Result<Grouping, LayoutError> {
+        let n = codes.len();
+        if n == 0 {
+            return Err(LayoutError::Empty);
+        }
+        let k = first.len();
+        let parts = map_ranges(n, 0, |r| {
+            let mut counts = vec![0u32; k];
+            let mut sorted = true;
+            let mut prev = codes[r.start.saturating_sub(1)];
+            for &c in &codes[r] {
+                counts[c as usize] += 1;
+                sorted &= c >= prev;
+                prev = c;
+            }
+            (counts, sorted)
+        });
+        let contiguous = parts.iter().all(|p| p.1);
+        let mut parts = parts.into_iter().map(|p| p.0);
+        let mut counts = parts.next().unwrap();
+        for part in parts {
+            for (c, v) in counts.iter_mut().zip(part) {
+                *c += v;
+            }
+        }
+        if contiguous {
+            let mut offsets = Vec::with_capacity(k + 1);
+            offsets.push(0usize);
+            for &c in &counts {
+                offsets.push(offsets.last().unwrap() + c as usize);
+            }
+            return Ok(Grouping::Ragged { offsets });
+        }
+        let sizes = counts.iter().map(|&c| c as u64).collect();
+        Ok(Grouping::Labelled(Labelled::new(
+            codes,
+            sizes,
+            first.to_vec(),
+        )))
+    }
+
     /// Groups from integer labels, numbered in order of first appearance.
     pub fn from_ids(ids: &[i64]) -> Result<(Grouping, Vec<usize>), LayoutError> {
         let (codes, first) = match factorize_dense(ids)? {
             Some(done) => done,
             None => factorize(ids.iter().copied(), ids.len())?,
         };
-        let k = first.len();
-        Ok((Grouping::from_codes(codes, k)?, first))
+        Ok((Grouping::from_factorized(codes, &first)?, first))
     }
 
     pub fn len(&self) -> usize {
@@ -216,31 +260,120 @@ pub type Factorized = (Vec<u32>, Vec<usize>);
 
 /// Like [`factorize`] for integer labels whose range is at most about `2 n`: a direct table
 /// instead of a hash map (the usual case of prompt indices). None when the range is wider.
+///
+/// Large inputs are split into one element range per thread. Each range is numbered on its
+/// own (its own table, codes in order of first appearance within the range); then the
+/// ranges are joined in order, which numbers labels first seen in a later range after all
+/// those of earlier ranges, exactly as one sequential pass would; finally each later
+/// range's codes are translated to the joined numbering.
 pub fn factorize_dense(ids: &[i64]) -> Result<Option<Factorized>, LayoutError> {
     let n = ids.len();
     if n > u32::MAX as usize {
         return Err(LayoutError::TooManyRewards(n));
     }
-    let (Some(&lo), Some(&hi)) = (ids.iter().min(), ids.iter().max()) else {
+    let bounds = map_ranges(n, 0, |r| {
+        let s = &ids[r];
+        (s.iter().copied().min(), s.iter().copied().max())
+    });
+    let lo = bounds.iter().filter_map(|b| b.0).min();
+    let hi = bounds.iter().filter_map(|b| b.1).max();
+    let (Some(lo), Some(hi)) = (lo, hi) else {
         return Ok(None);
     };
     let range = (hi as i128 - lo as i128 + 1) as u128;
     if range > (2 * n as u128).max(1 << 16) {
         return Ok(None);
     }
-    const UNSEEN: u32 = u32::MAX;
-    let mut table = vec![UNSEEN; range as usize];
-    let mut codes = Vec::with_capacity(n);
-    let mut first = Vec::new();
-    for (i, &id) in ids.iter().enumerate() {
-        let slot = &mut table[(id as i128 - lo as i128) as usize];
-        if *slot == UNSEEN {
-            *slot = first.len() as u32;
-            first.push(i);
-        }
-        codes.push(*slot);
+    let range = range as usize;
+    let slot = |id: i64| (id as i128 - lo as i128) as usize;
+    // One table per range: only while the tables together stay within 4 n entries.
+    let parts = default_threads().min((4 * n / range).max(1));
+    let mut codes = vec![0u32; n];
+    if parts <= 1 || n < SERIAL_BELOW {
+        let (table, first) = number_range(ids, 0, &mut codes, range, slot);
+        drop(table);
+        return Ok(Some((codes, first)));
     }
+    let ranges: Vec<std::ops::Range<usize>> = (0..parts)
+        .map(|t| n * t / parts..n * (t + 1) / parts)
+        .collect();
+    let mut pieces: Vec<&mut [u32]> = Vec::with_capacity(parts);
+    let mut rest: &mut [u32] = &mut codes;
+    for r in &ranges {
+        let (head, tail) = rest.split_at_mut(r.len());
+        pieces.push(head);
+        rest = tail;
+    }
+    use rayon::prelude::*;
+    let numbered: Vec<(Vec<u32>, Vec<usize>)> = crate::parallel::pool(parts).install(|| {
+        pieces
+            .into_par_iter()
+            .zip(ranges.par_iter())
+            .map(|(piece, r)| number_range(&ids[r.clone()], r.start, piece, range, slot))
+            .collect()
+    });
+    // Join in order: the first range's numbering stands; later ranges' new labels follow.
+    let mut numbered = numbered.into_iter();
+    let (mut table, mut first) = numbered.next().unwrap();
+    let mut maps: Vec<Vec<u32>> = Vec::with_capacity(parts - 1);
+    for (_, local_first) in numbered {
+        let map = local_first
+            .iter()
+            .map(|&i| {
+                let e = &mut table[slot(ids[i])];
+                if *e == UNSEEN {
+                    *e = first.len() as u32;
+                    first.push(i);
+                }
+                *e
+            })
+            .collect();
+        maps.push(map);
+    }
+    // Translate the later ranges' local codes (in parallel; the first range is done).
+    let mut pieces: Vec<&mut [u32]> = Vec::with_capacity(parts - 1);
+    let mut rest: &mut [u32] = &mut codes[ranges[0].len()..];
+    for r in &ranges[1..] {
+        let (head, tail) = rest.split_at_mut(r.len());
+        pieces.push(head);
+        rest = tail;
+    }
+    crate::parallel::pool(parts).install(|| {
+        pieces
+            .into_par_iter()
+            .zip(maps.par_iter())
+            .for_each(|(piece, map)| {
+                for c in piece.iter_mut() {
+                    *c = map[*c as usize];
+                }
+            })
+    });
     Ok(Some((codes, first)))
+}
+
+const UNSEEN: u32 = u32::MAX;
+
+/// Number the labels of `ids` (a range starting at element `start`) by first appearance
+/// within it, writing each reward's code to `codes`; returns the table (slot -> code) and
+/// the first index (in the whole input) of each code.
+fn number_range(
+    ids: &[i64],
+    start: usize,
+    codes: &mut [u32],
+    range: usize,
+    slot: impl Fn(i64) -> usize,
+) -> (Vec<u32>, Vec<usize>) {
+    let mut table = vec![UNSEEN; range];
+    let mut first = Vec::new();
+    for (i, (&id, code)) in ids.iter().zip(codes.iter_mut()).enumerate() {
+        let e = &mut table[slot(id)];
+        if *e == UNSEEN {
+            *e = first.len() as u32;
+            first.push(start + i);
+        }
+        *code = *e;
+    }
+    (table, first)
 }
 
 /// Dense codes (first-appearance order) and the first index of each group, for hashable labels.
@@ -367,6 +500,42 @@ mod tests {
         let extremes = [i64::MIN, i64::MAX, i64::MIN];
         assert_eq!(factorize_dense(&extremes).unwrap(), None);
         assert_eq!(Grouping::from_ids(&extremes).unwrap().1, vec![0, 1]);
+    }
+
+    /// Inputs large enough for the parallel numbering (one range per thread, then joined):
+    /// the same codes and first indices as the sequential hash map, and the same grouping as
+    /// the checked `from_codes`, for labels first seen in every range, in one range only,
+    /// and in contiguous runs.
+    #[test]
+    fn parallel_dense_numbering_matches_sequential() {
+        let n = 3 * crate::parallel::SERIAL_BELOW;
+        let mut s = 11u64;
+        let mut next = move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            s >> 20
+        };
+        let shuffled: Vec<i64> = (0..n).map(|_| (next() % 40_000) as i64 - 7).collect();
+        // Most labels appear only in the second half, so later ranges number new labels.
+        let late: Vec<i64> = (0..n)
+            .map(|i| {
+                if i < n / 2 {
+                    (next() % 50) as i64
+                } else {
+                    (next() % 90_000) as i64
+                }
+            })
+            .collect();
+        let runs: Vec<i64> = (0..n).map(|i| (i / 16) as i64 * 3).collect();
+        for ids in [shuffled, late, runs] {
+            let hashed = factorize(ids.iter().copied(), ids.len()).unwrap();
+            let dense = factorize_dense(&ids).unwrap().expect("dense range");
+            assert_eq!(dense, hashed);
+            let (codes, first) = dense;
+            let checked = Grouping::from_codes(codes.clone(), first.len()).unwrap();
+            assert_eq!(Grouping::from_factorized(codes, &first).unwrap(), checked);
+        }
     }
 
     #[test]

@@ -139,7 +139,10 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
                 t[0] += v[0];
             }
         }
-        sums.iter().zip(&l.sizes).map(|(s, &n)| [n as f64, s[0], s[1], 0.0]).collect()
+        sums.iter()
+            .zip(&l.sizes)
+            .map(|(s, &n)| [n as f64, s[0], s[1], 0.0])
+            .collect()
     };
     let mean: Vec<f64> = sums
         .iter()

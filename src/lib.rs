@@ -112,8 +112,7 @@ mod python {
         codes: Vec<u32>,
         first: Vec<usize>,
     ) -> PyResult<Labelled<'py>> {
-        let k = first.len();
-        let g = py.detach(|| Grouping::from_codes(codes, k))?;
+        let g = py.detach(|| Grouping::from_factorized(codes, &first))?;
         Ok((
             wrap(g),
             PyArray1::from_iter(py, first.into_iter().map(|i| i as i64)),

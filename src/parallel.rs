@@ -61,7 +61,7 @@ pub fn set_default_threads(n: usize) {
     lock().default_threads = n;
 }
 
-fn pool(threads: usize) -> Arc<ThreadPool> {
+pub(crate) fn pool(threads: usize) -> Arc<ThreadPool> {
     let mut pools = lock();
     if let Some((_, p)) = pools.by_size.iter().find(|(t, _)| *t == threads) {
         return p.clone();
