@@ -427,7 +427,16 @@ fn uniform<T: Real, const G: usize, const AVX: bool>(
         let mut mean = [0.0f64; BLOCK];
         let mut m2 = [0.0f64; BLOCK];
         let simd = cfg!(target_arch = "x86_64") && AVX && G % 8 == 0;
+        #[cfg(target_arch = "x86_64")]
+        if simd && nb == BLOCK {
+            let want_m2 = p.scale == Scale::Group;
+            // SAFETY: AVX2 is enabled (AVX); xb holds BLOCK groups of G values.
+            unsafe { simd::moments8::<T, G>(xb.as_ptr(), &mut mean, want_m2.then_some(&mut m2)) };
+        }
         for j in 0..nb {
+            if simd && nb == BLOCK {
+                break;
+            }
             let xs: &[T; G] = xb[j * G..(j + 1) * G].try_into().unwrap();
             let x0 = xs[0].to_f64();
             #[cfg(target_arch = "x86_64")]
@@ -438,7 +447,7 @@ fn uniform<T: Real, const G: usize, const AVX: bool>(
             }
             mean[j] = x0 + sum_shifted(xs, x0) / G as f64;
         }
-        if p.scale == Scale::Group {
+        if p.scale == Scale::Group && !(simd && nb == BLOCK) {
             for j in 0..nb {
                 let xs: &[T; G] = xb[j * G..(j + 1) * G].try_into().unwrap();
                 #[cfg(target_arch = "x86_64")]

@@ -12,14 +12,82 @@
 use crate::real::Real;
 use std::arch::x86_64::*;
 
+/// `stats::lanes_sum` of eight lanes held as `h` = lanes 0-3 + lanes 4-7:
+/// (h0 + h1) + (h2 + h3).
+#[inline(always)]
+unsafe fn hsum(h: __m256d) -> f64 {
+    let t = _mm256_hadd_pd(h, h);
+    _mm_cvtsd_f64(_mm_add_sd(
+        _mm256_castpd256_pd128(t),
+        _mm256_extractf128_pd::<1>(t),
+    ))
+}
+
+/// `hsum` of four groups at once: lane j of the result is `hsum(h[j])`.
+#[inline(always)]
+unsafe fn hsum4(h: [__m256d; 4]) -> __m256d {
+    let t01 = _mm256_hadd_pd(h[0], h[1]);
+    let t23 = _mm256_hadd_pd(h[2], h[3]);
+    _mm256_add_pd(
+        _mm256_permute2f128_pd::<0x20>(t01, t23),
+        _mm256_permute2f128_pd::<0x31>(t01, t23),
+    )
+}
+
 /// `lanes_sum` of the eight lanes `a` (lanes 0-3) and `b` (lanes 4-7), plus 0.0 as the
 /// generic code adds its (empty) scalar remainder.
 #[inline(always)]
 unsafe fn lanes_sum(a: __m256d, b: __m256d) -> f64 {
-    let h = _mm256_add_pd(a, b);
-    let q = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd::<1>(h));
-    let s = _mm_add_sd(q, _mm_unpackhi_pd(q, q));
-    0.0 + _mm_cvtsd_f64(s)
+    0.0 + hsum(_mm256_add_pd(a, b))
+}
+
+/// Means (`x0 + sum_shifted / G`, x0 each group's first value) and, with `m2`, sums of
+/// squared deviations of the 8 consecutive groups of G values at `x`: the same results as
+/// the per-group functions, with the horizontal sums of four groups done together.
+#[inline(always)]
+pub(crate) unsafe fn moments8<T: Real, const G: usize>(
+    x: *const T,
+    mean: &mut [f64; 8],
+    m2: Option<&mut [f64; 8]>,
+) {
+    let zero = _mm256_setzero_pd();
+    let size = _mm256_set1_pd(G as f64);
+    for q in 0..2 {
+        let mut h = [zero; 4];
+        let mut x0 = [0.0f64; 4];
+        for j in 0..4 {
+            let p = x.add((4 * q + j) * G);
+            x0[j] = (*p).to_f64();
+            let s = _mm256_set1_pd(x0[j]);
+            let (mut a, mut b) = (zero, zero);
+            for c in 0..G / 8 {
+                let v = T::load8(p.add(8 * c));
+                a = _mm256_add_pd(a, _mm256_sub_pd(v[0], s));
+                b = _mm256_add_pd(b, _mm256_sub_pd(v[1], s));
+            }
+            h[j] = _mm256_add_pd(a, b);
+        }
+        let sums = _mm256_add_pd(zero, hsum4(h));
+        let m = _mm256_add_pd(_mm256_loadu_pd(x0.as_ptr()), _mm256_div_pd(sums, size));
+        _mm256_storeu_pd(mean.as_mut_ptr().add(4 * q), m);
+    }
+    let Some(m2) = m2 else { return };
+    for q in 0..2 {
+        let mut h = [zero; 4];
+        for j in 0..4 {
+            let p = x.add((4 * q + j) * G);
+            let mm = _mm256_set1_pd(mean[4 * q + j]);
+            let (mut a, mut b) = (zero, zero);
+            for c in 0..G / 8 {
+                let v = T::load8(p.add(8 * c));
+                let (d0, d1) = (_mm256_sub_pd(v[0], mm), _mm256_sub_pd(v[1], mm));
+                a = _mm256_add_pd(a, _mm256_mul_pd(d0, d0));
+                b = _mm256_add_pd(b, _mm256_mul_pd(d1, d1));
+            }
+            h[j] = _mm256_add_pd(a, b);
+        }
+        _mm256_storeu_pd(m2.as_mut_ptr().add(4 * q), _mm256_add_pd(zero, hsum4(h)));
+    }
 }
 
 /// Sum of (x_i - shift) over the G elements at `x`; equals `stats::sum_shifted`.
@@ -128,9 +196,7 @@ pub(crate) unsafe fn sum_shifted_in<T: Real>(x: *const T, a: usize, b: usize, sh
         acc1 = _mm256_add_pd(acc1, _mm256_and_pd(_mm256_sub_pd(v[1], s), m[1]));
     }
     // The generic `_in` functions have no scalar remainder, so no `0.0 +` to mirror.
-    let h = _mm256_add_pd(acc0, acc1);
-    let q = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd::<1>(h));
-    _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)))
+    hsum(_mm256_add_pd(acc0, acc1))
 }
 
 /// Sum of (x_i - mean)^2 over `x[a..b]` (masked tail).
@@ -153,9 +219,7 @@ pub(crate) unsafe fn sum_sq_dev_in<T: Real>(x: *const T, a: usize, b: usize, mea
         acc0 = _mm256_add_pd(acc0, _mm256_and_pd(_mm256_mul_pd(d0, d0), m[0]));
         acc1 = _mm256_add_pd(acc1, _mm256_and_pd(_mm256_mul_pd(d1, d1), m[1]));
     }
-    let h = _mm256_add_pd(acc0, acc1);
-    let q = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd::<1>(h));
-    _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)))
+    hsum(_mm256_add_pd(acc0, acc1))
 }
 
 /// Write (x_i - mu) * k over `[a, b)` of `x` into `out`; the partial chunk keeps the old
@@ -225,6 +289,16 @@ mod tests {
 
     #[target_feature(enable = "avx2")]
     unsafe fn check<T: Real + std::fmt::Debug, const G: usize>(x: &[T], probe: bool) {
+        for b in x.chunks_exact(8 * G) {
+            let (mut mean, mut m2) = ([0.0; 8], [0.0; 8]);
+            moments8::<T, G>(b.as_ptr(), &mut mean, Some(&mut m2));
+            for (j, g) in b.chunks_exact(G).enumerate() {
+                let x0 = g[0].to_f64();
+                let want = x0 + stats::sum_shifted(g, x0) / G as f64;
+                assert_eq!(mean[j].to_bits(), want.to_bits());
+                assert_eq!(m2[j].to_bits(), stats::sum_sq_dev(g, want).to_bits());
+            }
+        }
         for g in x.chunks_exact(G) {
             let x0 = g[0].to_f64();
             let s = sum_shifted::<T, G>(g.as_ptr(), x0);

@@ -92,8 +92,9 @@ pub fn moments_finite<T: Real>(x: &[T]) -> Moments {
     Moments { count: n, mean, m2 }
 }
 
-/// Sum of eight accumulator lanes, halving the width at each step (upper half onto lower
-/// half): the order a vector unit reduces in, so the sum stays in vector registers.
+/// Sum of eight accumulator lanes: lanes k and k + 4 first (the two halves of a vector
+/// unit's accumulators), then adjacent pairs, the order of a horizontal add, so that the
+/// vector code (`simd`) reduces four groups' lanes at once with the same result.
 #[inline(always)]
 pub fn lanes_sum(acc: &[f64; 8]) -> f64 {
     let h = [
@@ -102,8 +103,7 @@ pub fn lanes_sum(acc: &[f64; 8]) -> f64 {
         acc[2] + acc[6],
         acc[3] + acc[7],
     ];
-    let q = [h[0] + h[2], h[1] + h[3]];
-    q[0] + q[1]
+    (h[0] + h[1]) + (h[2] + h[3])
 }
 
 /// Sum of (x_i - shift), with independent accumulators so that the loop vectorizes.
