@@ -207,16 +207,32 @@ fn write_affine<T: Real>(x: &[T], out: &mut [T], mu: f64, k: f64, probe: bool) -
 /// Groups it does not cover (fewer than 2, non-finite, guarded) are sent elsewhere by callers.
 #[inline(always)]
 fn block_affine(n: &[f64; BLOCK], m2: &[f64; BLOCK], p: &Params, batch_denom: f64) -> [f64; BLOCK] {
-    let loo = p.center == Center::LeaveOneOut;
+    // Branches on the parameters outside the loops, so that each loop is one vector pass.
+    let denom = match p.scale {
+        Scale::Group => {
+            let (ddof, eps) = (p.ddof as f64, p.eps);
+            let mut d = [0.0f64; BLOCK];
+            for j in 0..BLOCK {
+                d[j] = (m2[j] / (n[j] - ddof)).sqrt() + eps;
+            }
+            d
+        }
+        Scale::Batch | Scale::BatchResidual => [batch_denom; BLOCK],
+        Scale::None => [1.0; BLOCK],
+    };
+    let mut factor = [1.0f64; BLOCK];
+    if p.center == Center::LeaveOneOut {
+        for j in 0..BLOCK {
+            factor[j] = n[j] / (n[j] - 1.0);
+        }
+    }
     let mut k = [0.0f64; BLOCK];
     for j in 0..BLOCK {
-        let factor = if loo { n[j] / (n[j] - 1.0) } else { 1.0 };
-        let denom = match p.scale {
-            Scale::Group => (m2[j] / (n[j] - p.ddof as f64)).sqrt() + p.eps,
-            Scale::Batch | Scale::BatchResidual => batch_denom,
-            Scale::None => 1.0,
+        k[j] = if denom[j] == 0.0 {
+            0.0
+        } else {
+            factor[j] / denom[j]
         };
-        k[j] = if denom == 0.0 { 0.0 } else { factor / denom };
     }
     k
 }
@@ -338,18 +354,29 @@ fn block<T: Real, const AVX: bool>(
     let mut mean = [0.0f64; BLOCK];
     let mut m2 = [0.0f64; BLOCK];
     let mut n = [0.0f64; BLOCK];
+    // Shifted sums first, then all the means in one vector pass (a division per group
+    // waits on its sum; side by side the divisions overlap).
+    let (mut x0, mut sum) = ([0.0f64; BLOCK], [0.0f64; BLOCK]);
     for (j, &(a, b)) in spans.iter().enumerate() {
         if b > a {
-            let x0 = x[a].to_f64();
+            x0[j] = x[a].to_f64();
             n[j] = (b - a) as f64;
             #[cfg(target_arch = "x86_64")]
             if simd {
                 // SAFETY: AVX2 is enabled (AVX); reads end before x.len() (checked above).
-                mean[j] = x0 + unsafe { simd::sum_shifted_in(x.as_ptr(), a, b, x0) } / n[j];
+                sum[j] = unsafe { simd::sum_shifted_in(x.as_ptr(), a, b, x0[j]) };
                 continue;
             }
-            mean[j] = x0 + sum_shifted_in(x, a, b, x0) / n[j];
+            sum[j] = sum_shifted_in(x, a, b, x0[j]);
         }
+    }
+    for j in 0..BLOCK {
+        // Empty groups (n = 0, also the unused tail of a short block) keep mean 0.
+        mean[j] = if n[j] > 0.0 {
+            x0[j] + sum[j] / n[j]
+        } else {
+            0.0
+        };
     }
     if p.scale == Scale::Group {
         for (j, &(a, b)) in spans.iter().enumerate() {
