@@ -365,3 +365,26 @@ def test_interleaved_labels_equal_contiguous_groups_at_large_offsets(offset, siz
     shuffled = np.empty(n)
     shuffled[perm] = ga.grpo(r[perm], group_ids=ids[perm])
     np.testing.assert_allclose(shuffled, ga.grpo(r, size), rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [8, 16, 64, 24])
+@pytest.mark.parametrize("where", [0, 13, -1])
+def test_vector_kernels_report_the_overflowing_group_wherever_it_is(dtype, size, where):
+    # Whole blocks of 8 groups and a partial one (the vector kernels and their tails), in
+    # uniform and ragged layouts; one group's advantages r - mean are beyond the dtype.
+    k = 8 * 5 + 3
+    big = np.finfo(dtype).max * 0.9
+    r = np.random.default_rng(size).random((k, size)).astype(dtype)
+    g = range(k)[where]
+    r[g] = big
+    r[g, 0] = -big
+    offsets = np.arange(0, k * size + 1, size)
+    for layout in (dict(group_size=size), dict(offsets=offsets)):
+        with pytest.raises(ValueError, match=f"group {g} "):
+            ga.drgrpo(r.ravel(), **layout)
+        if dtype == np.float32:
+            # the z-scores of the same rewards are representable (statistics in float64)
+            z = ga.grpo(r.ravel(), **layout)
+            assert np.all(np.isfinite(z))
+            np.testing.assert_allclose(z.reshape(k, size)[g, 1], 1 / np.sqrt(size - 1), rtol=1e-5)
