@@ -158,13 +158,15 @@ fn finish_group<T: Real>(
     Ok(())
 }
 
-/// Can no advantage of a group overflow T? Every |r - mean| is at most sqrt(M2), so
-/// (|mean - mu| + sqrt(M2)) * |k| bounds every |(r - mu) * k|; the factor 2 covers rounding.
-/// When this holds, the write needs no overflow probe. (M2 = 0 when it was not computed,
-/// as for batch or no scaling: then callers pass `known = false` and the probe stays.)
+/// Can no advantage of a group of `n` rewards overflow T, when scaled by its own std?
+/// Every |r - mean| is at most sqrt(M2), and k = factor / (sqrt(M2 / (n - ddof)) + eps) with
+/// factor <= 2, so sqrt(M2) * |k| <= 2 sqrt(n) <= 2 n, and |mean - mu| * |k| + 2 n bounds
+/// every |(r - mu) * k| (the factor 2 below covers rounding). When this holds, the write
+/// needs no overflow probe; centred, it always holds for a finite k. Other scales
+/// (`group_scale = false`) keep the probe.
 #[inline(always)]
-fn cannot_overflow<T: Real>(mean: f64, mu: f64, m2: f64, k: f64, known: bool) -> bool {
-    known && ((mean - mu).abs() + m2.sqrt()) * k.abs() <= T::MAX_F64 * 0.5
+fn cannot_overflow<T: Real>(n: f64, mean: f64, mu: f64, k: f64, group_scale: bool) -> bool {
+    group_scale && (mean - mu).abs() * k.abs() + 2.0 * n <= T::MAX_F64 * 0.5
 }
 
 /// Write (r - mu) * k for every reward; false if an advantage is not finite in T (the
@@ -408,7 +410,7 @@ fn block<T: Real, const AVX: bool>(
             continue;
         }
         let mu = if centred { mean[j] } else { 0.0 };
-        let probe = !cannot_overflow::<T>(mean[j], mu, m2[j], k[j], known);
+        let probe = !cannot_overflow::<T>(n[j], mean[j], mu, k[j], known);
         #[cfg(target_arch = "x86_64")]
         if simd {
             // SAFETY: as above; out has x's length, and this thread owns it.
@@ -454,14 +456,22 @@ fn uniform<T: Real, const G: usize, const AVX: bool>(
         let mut mean = [0.0f64; BLOCK];
         let mut m2 = [0.0f64; BLOCK];
         let simd = cfg!(target_arch = "x86_64") && AVX && G % 8 == 0;
+        // Groups of four: one group per vector lane (`simd::moments4x8`).
+        let fours = cfg!(target_arch = "x86_64") && AVX && G == 4 && nb == BLOCK;
         #[cfg(target_arch = "x86_64")]
         if simd && nb == BLOCK {
             let want_m2 = p.scale == Scale::Group;
             // SAFETY: AVX2 is enabled (AVX); xb holds BLOCK groups of G values.
             unsafe { simd::moments8::<T, G>(xb.as_ptr(), &mut mean, want_m2.then_some(&mut m2)) };
         }
+        #[cfg(target_arch = "x86_64")]
+        if fours {
+            let want_m2 = p.scale == Scale::Group;
+            // SAFETY: AVX2 is enabled (AVX); xb holds BLOCK groups of 4 values.
+            unsafe { simd::moments4x8(xb.as_ptr(), &mut mean, want_m2.then_some(&mut m2)) };
+        }
         for j in 0..nb {
-            if simd && nb == BLOCK {
+            if (simd || fours) && nb == BLOCK {
                 break;
             }
             let xs: &[T; G] = xb[j * G..(j + 1) * G].try_into().unwrap();
@@ -474,7 +484,7 @@ fn uniform<T: Real, const G: usize, const AVX: bool>(
             }
             mean[j] = x0 + sum_shifted(xs, x0) / G as f64;
         }
-        if p.scale == Scale::Group && !(simd && nb == BLOCK) {
+        if p.scale == Scale::Group && !((simd || fours) && nb == BLOCK) {
             for j in 0..nb {
                 let xs: &[T; G] = xb[j * G..(j + 1) * G].try_into().unwrap();
                 #[cfg(target_arch = "x86_64")]
@@ -503,9 +513,17 @@ fn uniform<T: Real, const G: usize, const AVX: bool>(
             continue;
         }
         let known = p.scale == Scale::Group;
+        let mu: [f64; BLOCK] = if centred { mean } else { [0.0; BLOCK] };
+        #[cfg(target_arch = "x86_64")]
+        if fours && (0..BLOCK).all(|j| cannot_overflow::<T>(G as f64, mean[j], mu[j], k[j], known))
+        {
+            // SAFETY: AVX2 is enabled (AVX); xb and ob hold BLOCK groups of 4 values.
+            unsafe { simd::write_affine4x8(xb.as_ptr(), ob.as_mut_ptr(), &mu, &k) };
+            continue;
+        }
         for j in 0..nb {
-            let mu = if centred { mean[j] } else { 0.0 };
-            let probe = !cannot_overflow::<T>(mean[j], mu, m2[j], k[j], known);
+            let mu = mu[j];
+            let probe = !cannot_overflow::<T>(G as f64, mean[j], mu, k[j], known);
             let (xs, os) = (&xb[j * G..(j + 1) * G], &mut ob[j * G..(j + 1) * G]);
             #[cfg(target_arch = "x86_64")]
             if simd {

@@ -25,6 +25,18 @@ pub trait Real: Copy + Send + Sync + PartialEq + 'static {
     /// `p` must be valid for 8 writes; only call from code compiled with AVX enabled.
     #[cfg(target_arch = "x86_64")]
     unsafe fn store8(p: *mut Self, v: [__m256d; 2]);
+    /// Four elements from `p` as one f64 vector.
+    ///
+    /// # Safety
+    /// `p` must be valid for 4 reads; only call from code compiled with AVX enabled.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load4(p: *const Self) -> __m256d;
+    /// Store four f64 lanes to `p`, rounded to `Self` as `from_f64` does.
+    ///
+    /// # Safety
+    /// `p` must be valid for 4 writes; only call from code compiled with AVX enabled.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn store4(p: *mut Self, v: __m256d);
 }
 
 impl Real for f32 {
@@ -56,6 +68,16 @@ impl Real for f32 {
         _mm_storeu_ps(p, _mm256_cvtpd_ps(v[0]));
         _mm_storeu_ps(p.add(4), _mm256_cvtpd_ps(v[1]));
     }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load4(p: *const Self) -> __m256d {
+        _mm256_cvtps_pd(_mm_loadu_ps(p))
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn store4(p: *mut Self, v: __m256d) {
+        _mm_storeu_ps(p, _mm256_cvtpd_ps(v))
+    }
 }
 
 impl Real for f64 {
@@ -83,5 +105,15 @@ impl Real for f64 {
     unsafe fn store8(p: *mut Self, v: [__m256d; 2]) {
         _mm256_storeu_pd(p, v[0]);
         _mm256_storeu_pd(p.add(4), v[1]);
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load4(p: *const Self) -> __m256d {
+        _mm256_loadu_pd(p)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn store4(p: *mut Self, v: __m256d) {
+        _mm256_storeu_pd(p, v)
     }
 }

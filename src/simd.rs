@@ -282,6 +282,88 @@ pub(crate) unsafe fn write_affine_in<T: Real>(
     _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(found, zero)) == 0b1111
 }
 
+// Groups of four: one group per vector lane. Four groups are loaded as four vectors and
+// transposed, so that vector k holds element k of each group; the statistics are then plain
+// vertical arithmetic, in the order of the generic loops (for G = 4 they have no full chunk
+// of 8, so they add the four values one by one to 0.0, then add the empty lanes' 0.0).
+
+/// Transpose a 4x4 block of f64 (its own inverse).
+#[inline(always)]
+unsafe fn transpose4(v: [__m256d; 4]) -> [__m256d; 4] {
+    let t0 = _mm256_unpacklo_pd(v[0], v[1]);
+    let t1 = _mm256_unpackhi_pd(v[0], v[1]);
+    let t2 = _mm256_unpacklo_pd(v[2], v[3]);
+    let t3 = _mm256_unpackhi_pd(v[2], v[3]);
+    [
+        _mm256_permute2f128_pd::<0x20>(t0, t2),
+        _mm256_permute2f128_pd::<0x20>(t1, t3),
+        _mm256_permute2f128_pd::<0x31>(t0, t2),
+        _mm256_permute2f128_pd::<0x31>(t1, t3),
+    ]
+}
+
+/// Elements k = 0..4 of the four groups of four at `x`, as vector k (lane j: group j).
+#[inline(always)]
+unsafe fn columns4<T: Real>(x: *const T) -> [__m256d; 4] {
+    transpose4([
+        T::load4(x),
+        T::load4(x.add(4)),
+        T::load4(x.add(8)),
+        T::load4(x.add(12)),
+    ])
+}
+
+/// Means and (with `m2`) squared deviations of the eight groups of four values at `x`,
+/// equal to `x0 + stats::sum_shifted / 4` and `stats::sum_sq_dev` bit for bit.
+#[inline(always)]
+pub(crate) unsafe fn moments4x8<T: Real>(
+    x: *const T,
+    mean: &mut [f64; 8],
+    mut m2: Option<&mut [f64; 8]>,
+) {
+    let (zero, four) = (_mm256_setzero_pd(), _mm256_set1_pd(4.0));
+    for q in 0..2 {
+        let c = columns4(x.add(16 * q));
+        let x0 = c[0];
+        let mut s = zero;
+        for ck in c {
+            s = _mm256_add_pd(s, _mm256_sub_pd(ck, x0));
+        }
+        let m = _mm256_add_pd(x0, _mm256_div_pd(_mm256_add_pd(s, zero), four));
+        _mm256_storeu_pd(mean.as_mut_ptr().add(4 * q), m);
+        if let Some(m2) = m2.as_deref_mut() {
+            let mut s = zero;
+            for ck in c {
+                let d = _mm256_sub_pd(ck, m);
+                s = _mm256_add_pd(s, _mm256_mul_pd(d, d));
+            }
+            _mm256_storeu_pd(m2.as_mut_ptr().add(4 * q), _mm256_add_pd(s, zero));
+        }
+    }
+}
+
+/// Write (x - mu[j]) * k[j] for the eight groups of four values at `x` (no overflow probe:
+/// callers have ruled overflow out).
+#[inline(always)]
+pub(crate) unsafe fn write_affine4x8<T: Real>(
+    x: *const T,
+    out: *mut T,
+    mu: &[f64; 8],
+    k: &[f64; 8],
+) {
+    for q in 0..2 {
+        let c = columns4(x.add(16 * q));
+        let (m, kk) = (
+            _mm256_loadu_pd(mu.as_ptr().add(4 * q)),
+            _mm256_loadu_pd(k.as_ptr().add(4 * q)),
+        );
+        let y = transpose4(c.map(|ck| _mm256_mul_pd(_mm256_sub_pd(ck, m), kk)));
+        for (j, yj) in y.into_iter().enumerate() {
+            T::store4(out.add(16 * q + 4 * j), yj);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +406,28 @@ mod tests {
         }
     }
 
+    #[target_feature(enable = "avx2")]
+    unsafe fn check4<T: Real + std::fmt::Debug>(x: &[T]) {
+        for b in x.chunks_exact(32) {
+            let (mut mean, mut m2) = ([0.0; 8], [0.0; 8]);
+            moments4x8::<T>(b.as_ptr(), &mut mean, Some(&mut m2));
+            let mut k = [0.0; 8];
+            for (j, g) in b.chunks_exact(4).enumerate() {
+                let x0 = g[0].to_f64();
+                let want = x0 + stats::sum_shifted(g, x0) / 4.0;
+                assert_eq!(mean[j].to_bits(), want.to_bits());
+                assert_eq!(m2[j].to_bits(), stats::sum_sq_dev(g, want).to_bits());
+                k[j] = 1.0 / (m2[j] / 4.0).sqrt();
+            }
+            let mut fast = vec![T::zero(); 32];
+            write_affine4x8::<T>(b.as_ptr(), fast.as_mut_ptr(), &mean, &k);
+            for (i, (f, v)) in fast.iter().zip(b).enumerate() {
+                let want = T::from_f64((v.to_f64() - mean[i / 4]) * k[i / 4]);
+                assert_eq!(f.to_f64().to_bits(), want.to_f64().to_bits());
+            }
+        }
+    }
+
     /// Bit-identical to the generic loops, for f32 and f64, sizes 8..64, at small and large
     /// offsets (where rounding differs most), and the overflow probe finds an overflow.
     #[test]
@@ -343,6 +447,8 @@ mod tests {
             let x32: Vec<f32> = x64.iter().map(|&v| v as f32).collect();
             // SAFETY: AVX2 was detected.
             unsafe {
+                check4::<f32>(&x32);
+                check4::<f64>(&x64);
                 for probe in [false, true] {
                     check::<f32, 8>(&x32, probe);
                     check::<f32, 16>(&x32, probe);

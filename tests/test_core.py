@@ -368,7 +368,7 @@ def test_interleaved_labels_equal_contiguous_groups_at_large_offsets(offset, siz
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("size", [8, 16, 64, 24])
+@pytest.mark.parametrize("size", [4, 8, 16, 64, 24])
 @pytest.mark.parametrize("where", [0, 13, -1])
 def test_vector_kernels_report_the_overflowing_group_wherever_it_is(dtype, size, where):
     # Whole blocks of 8 groups and a partial one (the vector kernels and their tails), in
