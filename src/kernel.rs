@@ -501,9 +501,12 @@ fn uniform<T: Real, const G: usize, const AVX: bool>(
         // unusual, and then the block takes the per-group route.
         let centred = p.center != Center::None;
         let k = block_affine(&[G as f64; BLOCK], &m2, p, batch_denom);
-        let usual = (0..nb).all(|j| {
-            mean[j].is_finite() && k[j].is_finite() && !guarded::<T>(G, mean[j], m2[j], p)
-        });
+        // Plain loops with `&` (not `Iterator::all`, which is compiled out of line here,
+        // without the vector instructions, and branches per group).
+        let mut usual = true;
+        for j in 0..nb {
+            usual &= mean[j].is_finite() & k[j].is_finite() & !guarded::<T>(G, mean[j], m2[j], p);
+        }
         if !usual {
             for j in 0..nb {
                 let xs: &[T; G] = xb[j * G..(j + 1) * G].try_into().unwrap();
@@ -515,8 +518,11 @@ fn uniform<T: Real, const G: usize, const AVX: bool>(
         let known = p.scale == Scale::Group;
         let mu: [f64; BLOCK] = if centred { mean } else { [0.0; BLOCK] };
         #[cfg(target_arch = "x86_64")]
-        if fours && (0..BLOCK).all(|j| cannot_overflow::<T>(G as f64, mean[j], mu[j], k[j], known))
-        {
+        let mut safe = fours;
+        for j in 0..BLOCK {
+            safe &= cannot_overflow::<T>(G as f64, mean[j], mu[j], k[j], known);
+        }
+        if safe {
             // SAFETY: AVX2 is enabled (AVX); xb and ob hold BLOCK groups of 4 values.
             unsafe { simd::write_affine4x8(xb.as_ptr(), ob.as_mut_ptr(), &mu, &k) };
             continue;
