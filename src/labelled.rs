@@ -72,6 +72,42 @@ fn table<E: Copy>(len: usize, fill: E) -> Vec<E> {
     v
 }
 
+/// Pair tables ([f64; 2] per group) recycled between passes and calls. The passes need one
+/// table per thread, and fresh multi-megabyte tables cost page faults and kernel zeroing on
+/// every call (about 11k faults, a fifth of the call, for 625k groups on two threads). At
+/// most `POOL_TABLES` tables of at most `POOL_TABLE_BYTES` each are kept. Only `try_lock`:
+/// never blocks (so also safe in a forked child).
+static POOL: std::sync::Mutex<Vec<Vec<[f64; 2]>>> = std::sync::Mutex::new(Vec::new());
+const POOL_TABLES: usize = 8;
+const POOL_TABLE_BYTES: usize = 64 << 20;
+
+/// A pair table of `len` entries set to `fill(g)`, recycled when the pool has one.
+fn pair_table(len: usize, fill: impl Fn(usize) -> [f64; 2]) -> Vec<[f64; 2]> {
+    let recycled = POOL.try_lock().ok().and_then(|mut pool| {
+        let i = pool.iter().position(|t| t.capacity() >= len)?;
+        Some(pool.swap_remove(i))
+    });
+    let mut t = recycled.unwrap_or_else(|| table(0, [0.0; 2]));
+    t.clear();
+    if t.capacity() < len {
+        t = table(0, [0.0; 2]);
+        t.reserve_exact(len);
+    }
+    t.extend((0..len).map(fill));
+    t
+}
+
+/// Return a table to the pool (dropped if the pool is full, busy, or the table is huge).
+fn recycle(t: Vec<[f64; 2]>) {
+    if t.capacity() * std::mem::size_of::<[f64; 2]>() <= POOL_TABLE_BYTES {
+        if let Ok(mut pool) = POOL.try_lock() {
+            if pool.len() < POOL_TABLES {
+                pool.push(t);
+            }
+        }
+    }
+}
+
 /// Moments of every group (count of valid rewards, mean, M2), two passes in f64.
 /// Means are taken relative to a member of the group (its first valid reward), so all-equal
 /// groups get their value exactly and M2 = 0.
@@ -94,11 +130,13 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
     // Pass 1: [count, sum of (r - shift), shift] per group, 32 bytes so that each reward
     // touches one cache line of the table. Without `Omit` every reward counts, the counts
     // are the group sizes, and the entry shrinks to [sum, shift] (16 bytes): tables half the
-    // size stay in cache for twice as many groups.
-    let sums: Vec<[f64; 4]> = if omit {
+    // size stay in cache for twice as many groups. The means overwrite the shifts (one
+    // table fewer to fault in).
+    let mut mean = shift;
+    let counts: Option<Vec<u64>> = if omit {
         let parts = map_ranges(x.len(), p.threads, |r| {
             let mut t = table(k, [0.0f64; 4]);
-            for (e, &sh) in t.iter_mut().zip(&shift) {
+            for (e, &sh) in t.iter_mut().zip(&mean) {
                 e[2] = sh;
             }
             for (&c, &v) in codes[r.clone()].iter().zip(&x[r]) {
@@ -119,13 +157,13 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
                 t[1] += v[1];
             }
         }
-        sums
+        for (m, s) in mean.iter_mut().zip(&sums) {
+            *m = if s[0] > 0.0 { s[2] + s[1] / s[0] } else { 0.0 };
+        }
+        Some(sums.iter().map(|s| s[0] as u64).collect())
     } else {
         let parts = map_ranges(x.len(), p.threads, |r| {
-            let mut t = table(k, [0.0f64; 2]);
-            for (e, &sh) in t.iter_mut().zip(&shift) {
-                e[1] = sh;
-            }
+            let mut t = pair_table(k, |g| [0.0, mean[g]]);
             for (&c, &v) in codes[r.clone()].iter().zip(&x[r]) {
                 let e = &mut t[c as usize];
                 e[0] += v.to_f64() - e[1];
@@ -135,25 +173,20 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
         let mut parts = parts.into_iter();
         let mut sums = parts.next().unwrap();
         for part in parts {
-            for (t, v) in sums.iter_mut().zip(part) {
+            for (t, v) in sums.iter_mut().zip(&part) {
                 t[0] += v[0];
             }
+            recycle(part);
         }
-        sums.iter()
-            .zip(&l.sizes)
-            .map(|(s, &n)| [n as f64, s[0], s[1], 0.0])
-            .collect()
+        for ((m, s), &n) in mean.iter_mut().zip(&sums).zip(&l.sizes) {
+            *m = if n > 0 { s[1] + s[0] / n as f64 } else { 0.0 };
+        }
+        recycle(sums);
+        None
     };
-    let mean: Vec<f64> = sums
-        .iter()
-        .map(|s| if s[0] > 0.0 { s[2] + s[1] / s[0] } else { 0.0 })
-        .collect();
     // Pass 2: [M2, mean] per group.
     let parts = map_ranges(x.len(), p.threads, |r| {
-        let mut t = table(k, [0.0f64; 2]);
-        for (e, &m) in t.iter_mut().zip(&mean) {
-            e[1] = m;
-        }
+        let mut t = pair_table(k, |g| [0.0, mean[g]]);
         for (&c, &v) in codes[r.clone()].iter().zip(&x[r]) {
             let v = v.to_f64();
             if !omit || v.is_finite() {
@@ -167,17 +200,20 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
     let mut parts = parts.into_iter();
     let mut m2 = parts.next().unwrap();
     for part in parts {
-        for (t, v) in m2.iter_mut().zip(part) {
+        for (t, v) in m2.iter_mut().zip(&part) {
             t[0] += v[0];
         }
+        recycle(part);
     }
-    (0..k)
+    let moments = (0..k)
         .map(|g| Moments {
-            count: sums[g][0] as u64,
+            count: counts.as_ref().map_or(l.sizes[g], |c| c[g]),
             mean: mean[g],
             m2: m2[g][0],
         })
-        .collect()
+        .collect();
+    recycle(m2);
+    moments
 }
 
 /// The valid rewards of group `g` (rare paths only: error reports, guarded stds).
@@ -192,23 +228,24 @@ pub(crate) fn overflowed<T: Real>(x: &[T], l: &Labelled, g: usize) -> bool {
 
 /// The standard deviation of each group, with the f64 over/underflow guard of `group_std`.
 pub(crate) fn stds<T: Real>(x: &[T], l: &Labelled, m: &[Moments], p: &Params) -> Vec<f64> {
-    let omit = p.nonfinite == NonFinite::Omit;
     m.iter()
         .enumerate()
-        .map(|(g, mg)| {
-            let std = mg.std(p.ddof);
-            let guarded = !T::SQUARES_FIT_F64
-                && mg.mean.is_finite()
-                && mg.count > p.ddof as u64
-                && !(mg.m2.is_finite() && mg.m2 >= 1e-280);
-            if guarded {
-                let vals: Vec<T> = members(x, l, g).into_iter().map(|i| x[i]).collect();
-                group_std(&vals, mg, p.ddof, omit)
-            } else {
-                std
-            }
-        })
+        .map(|(g, mg)| std_of(x, l, g, mg, p))
         .collect()
+}
+
+/// The standard deviation of group `g` (moments `mg`), guarded as in `stds`.
+fn std_of<T: Real>(x: &[T], l: &Labelled, g: usize, mg: &Moments, p: &Params) -> f64 {
+    let guarded = !T::SQUARES_FIT_F64
+        && mg.mean.is_finite()
+        && mg.count > p.ddof as u64
+        && !(mg.m2.is_finite() && mg.m2 >= 1e-280);
+    if guarded {
+        let vals: Vec<T> = members(x, l, g).into_iter().map(|i| x[i]).collect();
+        group_std(&vals, mg, p.ddof, p.nonfinite == NonFinite::Omit)
+    } else {
+        mg.std(p.ddof)
+    }
 }
 
 /// The error for a fault of group `g`, naming the offending reward.
@@ -245,19 +282,24 @@ pub(crate) fn advantages<T: Real>(
     moments: &[Moments],
     batch_denom: f64,
 ) -> Result<(), AdvError> {
-    let stds = stds(x, l, moments, p);
     // (mu, k) per group: the advantage of a valid reward r is (r - mu) * k.
-    let mut affine = table(0, [0.0f64; 2]);
-    affine.reserve_exact(moments.len());
+    let mut affine = pair_table(moments.len(), |_| [0.0; 2]);
     let mut lifted = Vec::new();
-    for (g, (m, &s)) in moments.iter().zip(&stds).enumerate() {
+    for (g, (m, e)) in moments.iter().zip(affine.iter_mut()).enumerate() {
         let has_nonfinite = || !overflowed(x, l, g);
-        let a = group_affine(m.count, m.mean, || s, has_nonfinite, p, batch_denom)
-            .map_err(|f| fault_error(x, l, g, f))?;
+        let a = group_affine(
+            m.count,
+            m.mean,
+            || std_of(x, l, g, m, p),
+            has_nonfinite,
+            p,
+            batch_denom,
+        )
+        .map_err(|f| fault_error(x, l, g, f))?;
         if a.pre != 1.0 {
             lifted.push((g, a));
         }
-        affine.push([a.mu, a.k]);
+        *e = [a.mu, a.k];
     }
     let omit = p.nonfinite == NonFinite::Omit;
     let codes = &l.codes;
@@ -282,6 +324,7 @@ pub(crate) fn advantages<T: Real>(
         }
         first_bad
     });
+    recycle(affine);
     if let Some(g) = overflowed
         .into_iter()
         .flatten()
@@ -305,4 +348,22 @@ pub(crate) fn advantages<T: Real>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Recycled tables come back with exactly the requested length and fill, whether the
+    /// recycled one was longer, shorter or dirty.
+    #[test]
+    fn recycled_tables_are_refilled() {
+        for len in [1000usize, 10, 5000, 0, 1000] {
+            let mut t = pair_table(len, |g| [g as f64, -1.0]);
+            assert_eq!(t.len(), len);
+            assert!(t.iter().enumerate().all(|(g, e)| *e == [g as f64, -1.0]));
+            t.iter_mut().for_each(|e| *e = [f64::NAN; 2]);
+            recycle(t);
+        }
+    }
 }
