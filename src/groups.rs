@@ -9,6 +9,7 @@
 //! Labelled groups are numbered in order of first appearance. When every label's rewards are
 //! already contiguous (verl's `np.repeat(uids, n)` layout), the result is `Ragged`.
 
+use crate::hint::{prefetch, PREFETCH};
 use crate::labelled::Labelled;
 use crate::parallel::{default_threads, map_ranges, SERIAL_BELOW};
 use std::collections::HashMap;
@@ -155,7 +156,11 @@ impl Grouping {
             let mut counts = vec![0u32; k];
             let mut sorted = true;
             let mut prev = codes[r.start.saturating_sub(1)];
-            for &c in &codes[r] {
+            let ahead = &codes[(r.start + PREFETCH).min(r.end)..r.end];
+            for (i, &c) in codes[r].iter().enumerate() {
+                if let Some(&next) = ahead.get(i) {
+                    prefetch(&counts[next as usize]);
+                }
                 counts[c as usize] += 1;
                 sorted &= c >= prev;
                 prev = c;
@@ -365,7 +370,11 @@ fn number_range(
 ) -> (Vec<u32>, Vec<usize>) {
     let mut table = vec![UNSEEN; range];
     let mut first = Vec::new();
+    let ahead = &ids[PREFETCH.min(ids.len())..];
     for (i, (&id, code)) in ids.iter().zip(codes.iter_mut()).enumerate() {
+        if let Some(&next) = ahead.get(i) {
+            prefetch(&table[slot(next)]);
+        }
         let e = &mut table[slot(id)];
         if *e == UNSEEN {
             *e = first.len() as u32;

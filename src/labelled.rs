@@ -7,6 +7,7 @@
 //! in cache.
 
 use crate::advantage::{group_affine, AdvError, Fault, NonFinite, Params};
+use crate::hint::{prefetch, PREFETCH};
 use crate::parallel::map_ranges;
 use crate::real::Real;
 use crate::stats::{group_std, Moments};
@@ -164,7 +165,11 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
     } else {
         let parts = map_ranges(x.len(), p.threads, |r| {
             let mut t = pair_table(k, |g| [0.0, mean[g]]);
-            for (&c, &v) in codes[r.clone()].iter().zip(&x[r]) {
+            let ahead = &codes[(r.start + PREFETCH).min(r.end)..r.end];
+            for (i, (&c, &v)) in codes[r.clone()].iter().zip(&x[r]).enumerate() {
+                if let Some(&cn) = ahead.get(i) {
+                    prefetch(&t[cn as usize]);
+                }
                 let e = &mut t[c as usize];
                 e[0] += v.to_f64() - e[1];
             }
@@ -187,7 +192,11 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
     // Pass 2: [M2, mean] per group.
     let parts = map_ranges(x.len(), p.threads, |r| {
         let mut t = pair_table(k, |g| [0.0, mean[g]]);
-        for (&c, &v) in codes[r.clone()].iter().zip(&x[r]) {
+        let ahead = &codes[(r.start + PREFETCH).min(r.end)..r.end];
+        for (i, (&c, &v)) in codes[r.clone()].iter().zip(&x[r]).enumerate() {
+            if let Some(&cn) = ahead.get(i) {
+                prefetch(&t[cn as usize]);
+            }
             let v = v.to_f64();
             if !omit || v.is_finite() {
                 let e = &mut t[c as usize];
@@ -309,7 +318,11 @@ pub(crate) fn advantages<T: Real>(
         let o = unsafe { std::slice::from_raw_parts_mut(shared.ptr().add(r.start), r.len()) };
         let start = r.start;
         let mut first_bad: Option<usize> = None;
+        let ahead = &codes[(r.start + PREFETCH).min(r.end)..r.end];
         for (i, ((o, &v), &c)) in o.iter_mut().zip(&x[r.clone()]).zip(&codes[r]).enumerate() {
+            if let Some(&c_next) = ahead.get(i) {
+                prefetch(&affine[c_next as usize]);
+            }
             let [mu, k] = affine[c as usize];
             let v = v.to_f64();
             *o = T::from_f64(if omit && !v.is_finite() {

@@ -6,6 +6,7 @@
 
 pub mod advantage;
 pub mod groups;
+mod hint;
 mod kernel;
 pub mod labelled;
 pub mod parallel;

@@ -1,0 +1,21 @@
+//! Software prefetching for passes that make one random access per reward into a table
+//! larger than L2 (labelled groups, label numbering). Asked for early, the cache misses of
+//! many rewards overlap instead of each stalling its loop iteration.
+
+/// How many rewards ahead a pass asks for its table entry. Measured on the labelled passes
+/// (625k groups): any distance from 48 to 256 about as good, and 40% faster than none.
+pub(crate) const PREFETCH: usize = 128;
+
+/// Ask for the cache line of `e` (a hint: no effect where unsupported, never faults).
+#[inline(always)]
+pub(crate) fn prefetch<E>(e: &E) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint on the address of a live reference; it never faults.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            e as *const E as *const i8,
+        )
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = e;
+}
