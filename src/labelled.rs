@@ -79,8 +79,8 @@ fn table<E: Copy>(len: usize, fill: E) -> Vec<E> {
 /// most `POOL_TABLES` tables of at most `POOL_TABLE_BYTES` each are kept. Only `try_lock`:
 /// never blocks (so also safe in a forked child).
 static POOL: std::sync::Mutex<Vec<Vec<[f64; 2]>>> = std::sync::Mutex::new(Vec::new());
-const POOL_TABLES: usize = 8;
-const POOL_TABLE_BYTES: usize = 64 << 20;
+const POOL_TABLES: usize = 4;
+const POOL_TABLE_BYTES: usize = 32 << 20;
 
 /// A pair table of `len` entries set to `fill(g)`, recycled when the pool has one.
 fn pair_table(len: usize, fill: impl Fn(usize) -> [f64; 2]) -> Vec<[f64; 2]> {
