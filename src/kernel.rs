@@ -353,6 +353,17 @@ fn block<T: Real, const AVX: bool>(
     let nb = spans.len();
     // Chunked reads of the last group stay inside the batch: the AVX loops may run.
     let simd = cfg!(target_arch = "x86_64") && AVX && spans[nb - 1].1 + 8 <= x.len();
+    // A whole block of groups of up to 32 values whose chunks all stay in the batch runs the
+    // same number of chunks for every group (`simd::*_fixed`): no branch on group sizes.
+    // (Blocks of equal sizes keep the per-group loops: they predict well and do no extra work.)
+    let longest = spans.iter().map(|&(a, b)| b - a).max().unwrap_or(0);
+    let shortest = spans.iter().map(|&(a, b)| b - a).min().unwrap_or(0);
+    let chunks = longest.div_ceil(8).max(1);
+    let fixed = simd
+        && nb == BLOCK
+        && shortest != longest
+        && chunks <= 4
+        && spans[nb - 1].0 + 8 * chunks <= x.len();
     let mut mean = [0.0f64; BLOCK];
     let mut m2 = [0.0f64; BLOCK];
     let mut n = [0.0f64; BLOCK];
@@ -363,6 +374,12 @@ fn block<T: Real, const AVX: bool>(
         if b > a {
             x0[j] = x[a].to_f64();
             n[j] = (b - a) as f64;
+            #[cfg(target_arch = "x86_64")]
+            if fixed {
+                // SAFETY: AVX2 is enabled (AVX); reads end before x.len() (checked above).
+                sum[j] = unsafe { simd::sum_shifted_fixed(x.as_ptr(), a, b, x0[j], chunks) };
+                continue;
+            }
             #[cfg(target_arch = "x86_64")]
             if simd {
                 // SAFETY: AVX2 is enabled (AVX); reads end before x.len() (checked above).
@@ -382,6 +399,12 @@ fn block<T: Real, const AVX: bool>(
     }
     if p.scale == Scale::Group {
         for (j, &(a, b)) in spans.iter().enumerate() {
+            #[cfg(target_arch = "x86_64")]
+            if fixed {
+                // SAFETY: as above.
+                m2[j] = unsafe { simd::sum_sq_dev_fixed(x.as_ptr(), a, b, mean[j], chunks) };
+                continue;
+            }
             #[cfg(target_arch = "x86_64")]
             if simd {
                 // SAFETY: as above.
@@ -411,6 +434,26 @@ fn block<T: Real, const AVX: bool>(
         }
         let mu = if centred { mean[j] } else { 0.0 };
         let probe = !cannot_overflow::<T>(n[j], mean[j], mu, k[j], known);
+        #[cfg(target_arch = "x86_64")]
+        if fixed {
+            // SAFETY: as above; the stores past b stay in the batch and are overwritten by
+            // the following groups, written after this one; this thread owns the batch.
+            if !unsafe {
+                simd::write_affine_fixed(
+                    x.as_ptr(),
+                    out.as_mut_ptr(),
+                    a,
+                    b,
+                    mu,
+                    k[j],
+                    probe,
+                    chunks,
+                )
+            } {
+                return Err((g0 + j, Fault::Overflow));
+            }
+            continue;
+        }
         #[cfg(target_arch = "x86_64")]
         if simd {
             // SAFETY: as above; out has x's length, and this thread owns it.
@@ -574,8 +617,8 @@ mod tests {
         Ok(out)
     }
 
-    /// The AVX write pass against the generic one: the same bits for ragged sizes 0..70
-    /// (empty groups and singletons included) and uniform sizes 4, 8, 16 and 24, under
+    /// The AVX write pass against the generic one: the same bits for ragged sizes 0..70 and
+    /// 0..=32 (empty groups and singletons included) and uniform sizes 4, 8, 16 and 24, under
     /// several policies, and the same first faulty group.
     #[test]
     fn avx_pass_matches_generic_pass_bit_for_bit() {
@@ -615,7 +658,14 @@ mod tests {
                 ..Params::default()
             },
         ];
-        let mut layouts = vec![ragged.clone()];
+        // Sizes 0..=32 too: whole blocks of those take the fixed-count loops.
+        let mut short = vec![0i64];
+        while (*short.last().unwrap() as usize) + 32 <= n {
+            let size = if next(10) == 0 { next(3) } else { 1 + next(32) };
+            short.push(short.last().unwrap() + size as i64);
+        }
+        let short = Grouping::ragged(*short.last().unwrap() as usize, &short).unwrap();
+        let mut layouts = vec![ragged.clone(), short];
         for size in [4usize, 8, 16, 24] {
             layouts.push(Grouping::uniform(n / size * size, size).unwrap());
         }

@@ -222,6 +222,108 @@ pub(crate) unsafe fn sum_sq_dev_in<T: Real>(x: *const T, a: usize, b: usize, mea
     hsum(_mm256_add_pd(acc0, acc1))
 }
 
+// Ragged blocks without a data-dependent branch per group: every group of a block runs the
+// same number of chunks (enough for the block's largest group, at most 4), each chunk's
+// lanes masked to the group's own values. Group sizes that vary from group to group would
+// otherwise mispredict every loop's exit, about once per group and pass. Masked lanes add
+// +0.0 to accumulators that are never -0.0, so the sums equal those of the `_in` functions
+// bit for bit. The write stores whole chunks: lanes past the group's end get values that
+// the following groups, written later and in order, overwrite (callers keep every chunk
+// inside the batch and write the groups in increasing order).
+
+/// Lanes 0-3 and 4-7 selected when their index is below `rem` (all for rem >= 8, none for
+/// rem <= 0).
+#[inline(always)]
+unsafe fn lanes_below(rem: i64) -> [__m256d; 2] {
+    let r = _mm256_set1_epi64x(rem);
+    [
+        _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_set_epi64x(3, 2, 1, 0))),
+        _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_set_epi64x(7, 6, 5, 4))),
+    ]
+}
+
+/// `sum_shifted_in` over `x[a..b]` as `chunks` masked chunks (reads `x[a..a + 8 chunks]`).
+#[inline(always)]
+pub(crate) unsafe fn sum_shifted_fixed<T: Real>(
+    x: *const T,
+    a: usize,
+    b: usize,
+    shift: f64,
+    chunks: usize,
+) -> f64 {
+    let s = _mm256_set1_pd(shift);
+    let (mut acc0, mut acc1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    for c in 0..chunks {
+        let i = a + 8 * c;
+        let m = lanes_below(b as i64 - i as i64);
+        let v = T::load8(x.add(i));
+        acc0 = _mm256_add_pd(acc0, _mm256_and_pd(_mm256_sub_pd(v[0], s), m[0]));
+        acc1 = _mm256_add_pd(acc1, _mm256_and_pd(_mm256_sub_pd(v[1], s), m[1]));
+    }
+    hsum(_mm256_add_pd(acc0, acc1))
+}
+
+/// `sum_sq_dev_in` over `x[a..b]` as `chunks` masked chunks.
+#[inline(always)]
+pub(crate) unsafe fn sum_sq_dev_fixed<T: Real>(
+    x: *const T,
+    a: usize,
+    b: usize,
+    mean: f64,
+    chunks: usize,
+) -> f64 {
+    let mm = _mm256_set1_pd(mean);
+    let (mut acc0, mut acc1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    for c in 0..chunks {
+        let i = a + 8 * c;
+        let m = lanes_below(b as i64 - i as i64);
+        let v = T::load8(x.add(i));
+        let (d0, d1) = (_mm256_sub_pd(v[0], mm), _mm256_sub_pd(v[1], mm));
+        acc0 = _mm256_add_pd(acc0, _mm256_and_pd(_mm256_mul_pd(d0, d0), m[0]));
+        acc1 = _mm256_add_pd(acc1, _mm256_and_pd(_mm256_mul_pd(d1, d1), m[1]));
+    }
+    hsum(_mm256_add_pd(acc0, acc1))
+}
+
+/// Write (x_i - mu) * k over `x[a..a + 8 chunks]` to `out` (values past `b` are to be
+/// overwritten by the following groups). With `probe`, false if a value of `[a, b)` is not
+/// finite in T.
+#[inline(always)]
+pub(crate) unsafe fn write_affine_fixed<T: Real>(
+    x: *const T,
+    out: *mut T,
+    a: usize,
+    b: usize,
+    mu: f64,
+    k: f64,
+    probe: bool,
+    chunks: usize,
+) -> bool {
+    let (m, kk, zero) = (_mm256_set1_pd(mu), _mm256_set1_pd(k), _mm256_setzero_pd());
+    let mut found = zero;
+    for c in 0..chunks {
+        let i = a + 8 * c;
+        let v = T::load8(x.add(i));
+        T::store8(
+            out.add(i),
+            [
+                _mm256_mul_pd(_mm256_sub_pd(v[0], m), kk),
+                _mm256_mul_pd(_mm256_sub_pd(v[1], m), kk),
+            ],
+        );
+        if probe {
+            let lanes = lanes_below(b as i64 - i as i64);
+            let w = T::load8(out.add(i));
+            let z = [
+                _mm256_and_pd(_mm256_mul_pd(w[0], zero), lanes[0]),
+                _mm256_and_pd(_mm256_mul_pd(w[1], zero), lanes[1]),
+            ];
+            found = _mm256_add_pd(found, _mm256_add_pd(z[0], z[1]));
+        }
+    }
+    _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(found, zero)) == 0b1111
+}
+
 /// Write (x_i - mu) * k over `[a, b)` of `x` into `out`; the partial chunk keeps the old
 /// values of `out` past `b`. With `probe`, false if a written value is not finite in T.
 #[inline(always)]
