@@ -442,8 +442,7 @@ fn block<T: Real, const AVX: bool>(
                 simd::write_affine_fixed(
                     x.as_ptr(),
                     out.as_mut_ptr(),
-                    a,
-                    b,
+                    (a, b),
                     mu,
                     k[j],
                     probe,

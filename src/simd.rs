@@ -292,8 +292,7 @@ pub(crate) unsafe fn sum_sq_dev_fixed<T: Real>(
 pub(crate) unsafe fn write_affine_fixed<T: Real>(
     x: *const T,
     out: *mut T,
-    a: usize,
-    b: usize,
+    (a, b): (usize, usize),
     mu: f64,
     k: f64,
     probe: bool,
