@@ -1,5 +1,6 @@
-//! Explicit AVX versions of the three per-group loops of a uniform group whose size is a
-//! multiple of 8: the shifted sum, the sum of squared deviations and the affine write.
+//! Explicit AVX versions of the per-group loops of the write pass: the shifted sum, the sum
+//! of squared deviations and the affine write, for uniform groups (size a multiple of 8, or
+//! 4), ragged groups, and ragged blocks of varying sizes.
 //!
 //! The compiler's own vectorization of the generic loops (`stats::sum_shifted` and friends)
 //! picks 128-bit vectors for the f32-to-f64 accumulations; these use 256-bit vectors. The
@@ -11,6 +12,70 @@
 
 use crate::real::Real;
 use std::arch::x86_64::*;
+
+/// Eight f64 lanes, 0-3 and 4-7: one chunk of eight rewards, or eight accumulators.
+type Lanes = [__m256d; 2];
+
+#[inline(always)]
+unsafe fn zeros() -> Lanes {
+    [_mm256_setzero_pd(); 2]
+}
+
+#[inline(always)]
+unsafe fn add(a: Lanes, b: Lanes) -> Lanes {
+    [_mm256_add_pd(a[0], b[0]), _mm256_add_pd(a[1], b[1])]
+}
+
+/// v - s in every lane.
+#[inline(always)]
+unsafe fn minus(v: Lanes, s: __m256d) -> Lanes {
+    [_mm256_sub_pd(v[0], s), _mm256_sub_pd(v[1], s)]
+}
+
+#[inline(always)]
+unsafe fn squared(d: Lanes) -> Lanes {
+    [_mm256_mul_pd(d[0], d[0]), _mm256_mul_pd(d[1], d[1])]
+}
+
+/// (v - mu) * k in every lane.
+#[inline(always)]
+unsafe fn affine(v: Lanes, mu: __m256d, k: __m256d) -> Lanes {
+    [
+        _mm256_mul_pd(_mm256_sub_pd(v[0], mu), k),
+        _mm256_mul_pd(_mm256_sub_pd(v[1], mu), k),
+    ]
+}
+
+/// The lanes of `t` selected by `m`, +0.0 elsewhere.
+#[inline(always)]
+unsafe fn masked(t: Lanes, m: Lanes) -> Lanes {
+    [_mm256_and_pd(t[0], m[0]), _mm256_and_pd(t[1], m[1])]
+}
+
+/// Lanes selected when their index is below `rem`: all for rem >= 8, none for rem <= 0.
+#[inline(always)]
+unsafe fn lanes_below(rem: i64) -> Lanes {
+    let r = _mm256_set1_epi64x(rem);
+    [
+        _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_set_epi64x(3, 2, 1, 0))),
+        _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_set_epi64x(7, 6, 5, 4))),
+    ]
+}
+
+/// Overflow probe: adds w * 0 of the selected lanes to `found`, which stays 0 unless some
+/// value is inf or NaN (w * 0 is NaN exactly for those).
+#[inline(always)]
+unsafe fn probe_into(found: &mut __m256d, w: Lanes, m: Lanes) {
+    let z = _mm256_setzero_pd();
+    let t = masked([_mm256_mul_pd(w[0], z), _mm256_mul_pd(w[1], z)], m);
+    *found = _mm256_add_pd(*found, _mm256_add_pd(t[0], t[1]));
+}
+
+/// True when no probed value was inf or NaN.
+#[inline(always)]
+unsafe fn all_finite(found: __m256d) -> bool {
+    _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(found, _mm256_setzero_pd())) == 0b1111
+}
 
 /// `stats::lanes_sum` of eight lanes held as `h` = lanes 0-3 + lanes 4-7:
 /// (h0 + h1) + (h2 + h3).
@@ -34,11 +99,47 @@ unsafe fn hsum4(h: [__m256d; 4]) -> __m256d {
     )
 }
 
-/// `lanes_sum` of the eight lanes `a` (lanes 0-3) and `b` (lanes 4-7), plus 0.0 as the
-/// generic code adds its (empty) scalar remainder.
+/// Lanes 0-3 + lanes 4-7 of eight accumulators (the input of `hsum`).
 #[inline(always)]
-unsafe fn lanes_sum(a: __m256d, b: __m256d) -> f64 {
-    0.0 + hsum(_mm256_add_pd(a, b))
+unsafe fn halves(acc: Lanes) -> __m256d {
+    _mm256_add_pd(acc[0], acc[1])
+}
+
+// Uniform groups of G values, G a multiple of 8 (no partial chunk).
+
+/// The accumulators of the shifted sum of the G values at `x`.
+#[inline(always)]
+unsafe fn shifted_acc<T: Real, const G: usize>(x: *const T, shift: f64) -> Lanes {
+    let s = _mm256_set1_pd(shift);
+    let mut acc = zeros();
+    for c in 0..G / 8 {
+        acc = add(acc, minus(T::load8(x.add(8 * c)), s));
+    }
+    acc
+}
+
+/// The accumulators of the squared deviations of the G values at `x`.
+#[inline(always)]
+unsafe fn sq_dev_acc<T: Real, const G: usize>(x: *const T, mean: f64) -> Lanes {
+    let m = _mm256_set1_pd(mean);
+    let mut acc = zeros();
+    for c in 0..G / 8 {
+        acc = add(acc, squared(minus(T::load8(x.add(8 * c)), m)));
+    }
+    acc
+}
+
+/// Sum of (x_i - shift) over the G elements at `x`; equals `stats::sum_shifted` (which adds
+/// its empty scalar remainder, 0.0, first).
+#[inline(always)]
+pub(crate) unsafe fn sum_shifted<T: Real, const G: usize>(x: *const T, shift: f64) -> f64 {
+    0.0 + hsum(halves(shifted_acc::<T, G>(x, shift)))
+}
+
+/// Sum of (x_i - mean)^2 over the G elements at `x`; equals `stats::sum_sq_dev`.
+#[inline(always)]
+pub(crate) unsafe fn sum_sq_dev<T: Real, const G: usize>(x: *const T, mean: f64) -> f64 {
+    0.0 + hsum(halves(sq_dev_acc::<T, G>(x, mean)))
 }
 
 /// Means (`x0 + sum_shifted / G`, x0 each group's first value) and, with `m2`, sums of
@@ -58,14 +159,7 @@ pub(crate) unsafe fn moments8<T: Real, const G: usize>(
         for j in 0..4 {
             let p = x.add((4 * q + j) * G);
             x0[j] = (*p).to_f64();
-            let s = _mm256_set1_pd(x0[j]);
-            let (mut a, mut b) = (zero, zero);
-            for c in 0..G / 8 {
-                let v = T::load8(p.add(8 * c));
-                a = _mm256_add_pd(a, _mm256_sub_pd(v[0], s));
-                b = _mm256_add_pd(b, _mm256_sub_pd(v[1], s));
-            }
-            h[j] = _mm256_add_pd(a, b);
+            h[j] = halves(shifted_acc::<T, G>(p, x0[j]));
         }
         let sums = _mm256_add_pd(zero, hsum4(h));
         let m = _mm256_add_pd(_mm256_loadu_pd(x0.as_ptr()), _mm256_div_pd(sums, size));
@@ -75,46 +169,10 @@ pub(crate) unsafe fn moments8<T: Real, const G: usize>(
     for q in 0..2 {
         let mut h = [zero; 4];
         for j in 0..4 {
-            let p = x.add((4 * q + j) * G);
-            let mm = _mm256_set1_pd(mean[4 * q + j]);
-            let (mut a, mut b) = (zero, zero);
-            for c in 0..G / 8 {
-                let v = T::load8(p.add(8 * c));
-                let (d0, d1) = (_mm256_sub_pd(v[0], mm), _mm256_sub_pd(v[1], mm));
-                a = _mm256_add_pd(a, _mm256_mul_pd(d0, d0));
-                b = _mm256_add_pd(b, _mm256_mul_pd(d1, d1));
-            }
-            h[j] = _mm256_add_pd(a, b);
+            h[j] = halves(sq_dev_acc::<T, G>(x.add((4 * q + j) * G), mean[4 * q + j]));
         }
         _mm256_storeu_pd(m2.as_mut_ptr().add(4 * q), _mm256_add_pd(zero, hsum4(h)));
     }
-}
-
-/// Sum of (x_i - shift) over the G elements at `x`; equals `stats::sum_shifted`.
-#[inline(always)]
-pub(crate) unsafe fn sum_shifted<T: Real, const G: usize>(x: *const T, shift: f64) -> f64 {
-    let s = _mm256_set1_pd(shift);
-    let (mut a, mut b) = (_mm256_setzero_pd(), _mm256_setzero_pd());
-    for c in 0..G / 8 {
-        let v = T::load8(x.add(8 * c));
-        a = _mm256_add_pd(a, _mm256_sub_pd(v[0], s));
-        b = _mm256_add_pd(b, _mm256_sub_pd(v[1], s));
-    }
-    lanes_sum(a, b)
-}
-
-/// Sum of (x_i - mean)^2 over the G elements at `x`; equals `stats::sum_sq_dev`.
-#[inline(always)]
-pub(crate) unsafe fn sum_sq_dev<T: Real, const G: usize>(x: *const T, mean: f64) -> f64 {
-    let m = _mm256_set1_pd(mean);
-    let (mut a, mut b) = (_mm256_setzero_pd(), _mm256_setzero_pd());
-    for c in 0..G / 8 {
-        let v = T::load8(x.add(8 * c));
-        let (d0, d1) = (_mm256_sub_pd(v[0], m), _mm256_sub_pd(v[1], m));
-        a = _mm256_add_pd(a, _mm256_mul_pd(d0, d0));
-        b = _mm256_add_pd(b, _mm256_mul_pd(d1, d1));
-    }
-    lanes_sum(a, b)
 }
 
 /// Write (x_i - mu) * k for the G elements at `x` to `out`. With `probe`, returns false if
@@ -128,98 +186,99 @@ pub(crate) unsafe fn write_affine<T: Real, const G: usize>(
     probe: bool,
 ) -> bool {
     let (m, kk) = (_mm256_set1_pd(mu), _mm256_set1_pd(k));
-    if !probe {
-        for c in 0..G / 8 {
-            let v = T::load8(x.add(8 * c));
-            T::store8(
-                out.add(8 * c),
-                [
-                    _mm256_mul_pd(_mm256_sub_pd(v[0], m), kk),
-                    _mm256_mul_pd(_mm256_sub_pd(v[1], m), kk),
-                ],
-            );
-        }
-        return true;
-    }
-    let zero = _mm256_setzero_pd();
-    let mut found = zero;
+    let (all, mut found) = (lanes_below(8), _mm256_setzero_pd());
     for c in 0..G / 8 {
-        let v = T::load8(x.add(8 * c));
-        T::store8(
-            out.add(8 * c),
-            [
-                _mm256_mul_pd(_mm256_sub_pd(v[0], m), kk),
-                _mm256_mul_pd(_mm256_sub_pd(v[1], m), kk),
-            ],
-        );
-        // v * 0 is NaN exactly for inf and NaN.
-        let w = T::load8(out.add(8 * c));
-        found = _mm256_add_pd(
-            found,
-            _mm256_add_pd(_mm256_mul_pd(w[0], zero), _mm256_mul_pd(w[1], zero)),
-        );
+        T::store8(out.add(8 * c), affine(T::load8(x.add(8 * c)), m, kk));
+        if probe {
+            probe_into(&mut found, T::load8(out.add(8 * c)), all);
+        }
     }
-    _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(found, zero)) == 0b1111
+    all_finite(found)
 }
 
-/// Lanes 0-3 and 4-7 selected when their index is below `rem` (all ones) or not (zero).
-#[inline(always)]
-unsafe fn first_lanes(rem: usize) -> [__m256d; 2] {
-    let r = _mm256_set1_epi64x(rem as i64);
-    [
-        _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_set_epi64x(3, 2, 1, 0))),
-        _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_set_epi64x(7, 6, 5, 4))),
-    ]
-}
-
-// The `_in` versions serve ragged groups `x[a..b]` and equal `kernel`'s functions of the same
-// names: full chunks of 8, then the last partial chunk read as a full chunk with the lanes
-// past `b` masked out. Callers guarantee that the chunk fits: b - a < 8 or the partial
-// chunk's 8 reads and writes stay inside the batch (index + 8 <= batch length).
+// Ragged groups `x[a..b]`. The `_in` versions equal `kernel`'s functions of the same names:
+// full chunks of 8, then the last partial chunk read as a full chunk with the lanes past `b`
+// masked out. Callers guarantee that the chunk fits: b - a < 8 or the partial chunk's 8 reads
+// and writes stay inside the batch (index + 8 <= batch length).
 
 /// Sum of (x_i - shift) over `x[a..b]` (masked tail).
 #[inline(always)]
 pub(crate) unsafe fn sum_shifted_in<T: Real>(x: *const T, a: usize, b: usize, shift: f64) -> f64 {
     let s = _mm256_set1_pd(shift);
-    let (mut acc0, mut acc1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let mut acc = zeros();
     let mut i = a;
     while i + 8 <= b {
-        let v = T::load8(x.add(i));
-        acc0 = _mm256_add_pd(acc0, _mm256_sub_pd(v[0], s));
-        acc1 = _mm256_add_pd(acc1, _mm256_sub_pd(v[1], s));
+        acc = add(acc, minus(T::load8(x.add(i)), s));
         i += 8;
     }
     if i < b {
-        let m = first_lanes(b - i);
-        let v = T::load8(x.add(i));
-        acc0 = _mm256_add_pd(acc0, _mm256_and_pd(_mm256_sub_pd(v[0], s), m[0]));
-        acc1 = _mm256_add_pd(acc1, _mm256_and_pd(_mm256_sub_pd(v[1], s), m[1]));
+        acc = add(
+            acc,
+            masked(minus(T::load8(x.add(i)), s), lanes_below((b - i) as i64)),
+        );
     }
-    // The generic `_in` functions have no scalar remainder, so no `0.0 +` to mirror.
-    hsum(_mm256_add_pd(acc0, acc1))
+    hsum(halves(acc))
 }
 
 /// Sum of (x_i - mean)^2 over `x[a..b]` (masked tail).
 #[inline(always)]
 pub(crate) unsafe fn sum_sq_dev_in<T: Real>(x: *const T, a: usize, b: usize, mean: f64) -> f64 {
-    let mm = _mm256_set1_pd(mean);
-    let (mut acc0, mut acc1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let m = _mm256_set1_pd(mean);
+    let mut acc = zeros();
     let mut i = a;
     while i + 8 <= b {
-        let v = T::load8(x.add(i));
-        let (d0, d1) = (_mm256_sub_pd(v[0], mm), _mm256_sub_pd(v[1], mm));
-        acc0 = _mm256_add_pd(acc0, _mm256_mul_pd(d0, d0));
-        acc1 = _mm256_add_pd(acc1, _mm256_mul_pd(d1, d1));
+        acc = add(acc, squared(minus(T::load8(x.add(i)), m)));
         i += 8;
     }
     if i < b {
-        let m = first_lanes(b - i);
-        let v = T::load8(x.add(i));
-        let (d0, d1) = (_mm256_sub_pd(v[0], mm), _mm256_sub_pd(v[1], mm));
-        acc0 = _mm256_add_pd(acc0, _mm256_and_pd(_mm256_mul_pd(d0, d0), m[0]));
-        acc1 = _mm256_add_pd(acc1, _mm256_and_pd(_mm256_mul_pd(d1, d1), m[1]));
+        acc = add(
+            acc,
+            masked(
+                squared(minus(T::load8(x.add(i)), m)),
+                lanes_below((b - i) as i64),
+            ),
+        );
     }
-    hsum(_mm256_add_pd(acc0, acc1))
+    hsum(halves(acc))
+}
+
+/// Write (x_i - mu) * k over `[a, b)` of `x` into `out`; the partial chunk keeps the old
+/// values of `out` past `b`. With `probe`, false if a written value is not finite in T.
+#[inline(always)]
+pub(crate) unsafe fn write_affine_in<T: Real>(
+    x: *const T,
+    out: *mut T,
+    a: usize,
+    b: usize,
+    mu: f64,
+    k: f64,
+    probe: bool,
+) -> bool {
+    let (m, kk) = (_mm256_set1_pd(mu), _mm256_set1_pd(k));
+    let (all, mut found) = (lanes_below(8), _mm256_setzero_pd());
+    let mut i = a;
+    while i + 8 <= b {
+        T::store8(out.add(i), affine(T::load8(x.add(i)), m, kk));
+        if probe {
+            probe_into(&mut found, T::load8(out.add(i)), all);
+        }
+        i += 8;
+    }
+    if i < b {
+        let lanes = lanes_below((b - i) as i64);
+        let (old, new) = (T::load8(out.add(i)), affine(T::load8(x.add(i)), m, kk));
+        T::store8(
+            out.add(i),
+            [
+                _mm256_blendv_pd(old[0], new[0], lanes[0]),
+                _mm256_blendv_pd(old[1], new[1], lanes[1]),
+            ],
+        );
+        if probe {
+            probe_into(&mut found, T::load8(out.add(i)), lanes);
+        }
+    }
+    all_finite(found)
 }
 
 // Ragged blocks without a data-dependent branch per group: every group of a block runs the
@@ -231,17 +290,6 @@ pub(crate) unsafe fn sum_sq_dev_in<T: Real>(x: *const T, a: usize, b: usize, mea
 // the following groups, written later and in order, overwrite (callers keep every chunk
 // inside the batch and write the groups in increasing order).
 
-/// Lanes 0-3 and 4-7 selected when their index is below `rem` (all for rem >= 8, none for
-/// rem <= 0).
-#[inline(always)]
-unsafe fn lanes_below(rem: i64) -> [__m256d; 2] {
-    let r = _mm256_set1_epi64x(rem);
-    [
-        _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_set_epi64x(3, 2, 1, 0))),
-        _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_set_epi64x(7, 6, 5, 4))),
-    ]
-}
-
 /// `sum_shifted_in` over `x[a..b]` as `chunks` masked chunks (reads `x[a..a + 8 chunks]`).
 #[inline(always)]
 pub(crate) unsafe fn sum_shifted_fixed<T: Real>(
@@ -252,15 +300,18 @@ pub(crate) unsafe fn sum_shifted_fixed<T: Real>(
     chunks: usize,
 ) -> f64 {
     let s = _mm256_set1_pd(shift);
-    let (mut acc0, mut acc1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let mut acc = zeros();
     for c in 0..chunks {
         let i = a + 8 * c;
-        let m = lanes_below(b as i64 - i as i64);
-        let v = T::load8(x.add(i));
-        acc0 = _mm256_add_pd(acc0, _mm256_and_pd(_mm256_sub_pd(v[0], s), m[0]));
-        acc1 = _mm256_add_pd(acc1, _mm256_and_pd(_mm256_sub_pd(v[1], s), m[1]));
+        acc = add(
+            acc,
+            masked(
+                minus(T::load8(x.add(i)), s),
+                lanes_below(b as i64 - i as i64),
+            ),
+        );
     }
-    hsum(_mm256_add_pd(acc0, acc1))
+    hsum(halves(acc))
 }
 
 /// `sum_sq_dev_in` over `x[a..b]` as `chunks` masked chunks.
@@ -272,17 +323,19 @@ pub(crate) unsafe fn sum_sq_dev_fixed<T: Real>(
     mean: f64,
     chunks: usize,
 ) -> f64 {
-    let mm = _mm256_set1_pd(mean);
-    let (mut acc0, mut acc1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let m = _mm256_set1_pd(mean);
+    let mut acc = zeros();
     for c in 0..chunks {
         let i = a + 8 * c;
-        let m = lanes_below(b as i64 - i as i64);
-        let v = T::load8(x.add(i));
-        let (d0, d1) = (_mm256_sub_pd(v[0], mm), _mm256_sub_pd(v[1], mm));
-        acc0 = _mm256_add_pd(acc0, _mm256_and_pd(_mm256_mul_pd(d0, d0), m[0]));
-        acc1 = _mm256_add_pd(acc1, _mm256_and_pd(_mm256_mul_pd(d1, d1), m[1]));
+        acc = add(
+            acc,
+            masked(
+                squared(minus(T::load8(x.add(i)), m)),
+                lanes_below(b as i64 - i as i64),
+            ),
+        );
     }
-    hsum(_mm256_add_pd(acc0, acc1))
+    hsum(halves(acc))
 }
 
 /// Write (x_i - mu) * k over `x[a..a + 8 chunks]` to `out` (values past `b` are to be
@@ -298,89 +351,20 @@ pub(crate) unsafe fn write_affine_fixed<T: Real>(
     probe: bool,
     chunks: usize,
 ) -> bool {
-    let (m, kk, zero) = (_mm256_set1_pd(mu), _mm256_set1_pd(k), _mm256_setzero_pd());
-    let mut found = zero;
+    let (m, kk) = (_mm256_set1_pd(mu), _mm256_set1_pd(k));
+    let mut found = _mm256_setzero_pd();
     for c in 0..chunks {
         let i = a + 8 * c;
-        let v = T::load8(x.add(i));
-        T::store8(
-            out.add(i),
-            [
-                _mm256_mul_pd(_mm256_sub_pd(v[0], m), kk),
-                _mm256_mul_pd(_mm256_sub_pd(v[1], m), kk),
-            ],
-        );
+        T::store8(out.add(i), affine(T::load8(x.add(i)), m, kk));
         if probe {
-            let lanes = lanes_below(b as i64 - i as i64);
-            let w = T::load8(out.add(i));
-            let z = [
-                _mm256_and_pd(_mm256_mul_pd(w[0], zero), lanes[0]),
-                _mm256_and_pd(_mm256_mul_pd(w[1], zero), lanes[1]),
-            ];
-            found = _mm256_add_pd(found, _mm256_add_pd(z[0], z[1]));
-        }
-    }
-    _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(found, zero)) == 0b1111
-}
-
-/// Write (x_i - mu) * k over `[a, b)` of `x` into `out`; the partial chunk keeps the old
-/// values of `out` past `b`. With `probe`, false if a written value is not finite in T.
-#[inline(always)]
-pub(crate) unsafe fn write_affine_in<T: Real>(
-    x: *const T,
-    out: *mut T,
-    a: usize,
-    b: usize,
-    mu: f64,
-    k: f64,
-    probe: bool,
-) -> bool {
-    let (m, kk, zero) = (_mm256_set1_pd(mu), _mm256_set1_pd(k), _mm256_setzero_pd());
-    let mut found = zero;
-    let mut i = a;
-    while i + 8 <= b {
-        let v = T::load8(x.add(i));
-        T::store8(
-            out.add(i),
-            [
-                _mm256_mul_pd(_mm256_sub_pd(v[0], m), kk),
-                _mm256_mul_pd(_mm256_sub_pd(v[1], m), kk),
-            ],
-        );
-        if probe {
-            let w = T::load8(out.add(i));
-            found = _mm256_add_pd(
-                found,
-                _mm256_add_pd(_mm256_mul_pd(w[0], zero), _mm256_mul_pd(w[1], zero)),
+            probe_into(
+                &mut found,
+                T::load8(out.add(i)),
+                lanes_below(b as i64 - i as i64),
             );
         }
-        i += 8;
     }
-    if i < b {
-        let lanes = first_lanes(b - i);
-        let v = T::load8(x.add(i));
-        let old = T::load8(out.add(i));
-        let new = [
-            _mm256_mul_pd(_mm256_sub_pd(v[0], m), kk),
-            _mm256_mul_pd(_mm256_sub_pd(v[1], m), kk),
-        ];
-        T::store8(
-            out.add(i),
-            [
-                _mm256_blendv_pd(old[0], new[0], lanes[0]),
-                _mm256_blendv_pd(old[1], new[1], lanes[1]),
-            ],
-        );
-        if probe {
-            let w = T::load8(out.add(i));
-            let z = [
-                _mm256_and_pd(_mm256_mul_pd(w[0], zero), lanes[0]),
-                _mm256_and_pd(_mm256_mul_pd(w[1], zero), lanes[1]),
-            ];
-            found = _mm256_add_pd(found, _mm256_add_pd(z[0], z[1]));
-        }
-    }
-    _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(found, zero)) == 0b1111
+    all_finite(found)
 }
 
 // Groups of four: one group per vector lane. Four groups are loaded as four vectors and
