@@ -11,6 +11,7 @@ use crate::hint::{prefetch, PREFETCH};
 use crate::parallel::map_ranges;
 use crate::real::Real;
 use crate::stats::{group_std, Moments};
+use std::ops::Range;
 
 /// Group code of every reward (groups numbered by first appearance), group sizes, and the
 /// index of each group's first reward.
@@ -109,6 +110,25 @@ fn recycle(t: Vec<[f64; 2]>) {
     }
 }
 
+/// Visit the rewards of `r` (as f64) with their group's entry of `t`, asking for each entry
+/// `PREFETCH` rewards ahead.
+#[inline(always)]
+fn visit<T: Real, E>(
+    codes: &[u32],
+    x: &[T],
+    r: Range<usize>,
+    t: &mut [E],
+    mut f: impl FnMut(&mut E, f64),
+) {
+    let ahead = &codes[(r.start + PREFETCH).min(r.end)..r.end];
+    for (i, (&c, &v)) in codes[r.clone()].iter().zip(&x[r]).enumerate() {
+        if let Some(&next) = ahead.get(i) {
+            prefetch(&t[next as usize]);
+        }
+        f(&mut t[c as usize], v.to_f64());
+    }
+}
+
 /// Moments of every group (count of valid rewards, mean, M2), two passes in f64.
 /// Means are taken relative to a member of the group (its first valid reward), so all-equal
 /// groups get their value exactly and M2 = 0.
@@ -140,14 +160,12 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
             for (e, &sh) in t.iter_mut().zip(&mean) {
                 e[2] = sh;
             }
-            for (&c, &v) in codes[r.clone()].iter().zip(&x[r]) {
-                let e = &mut t[c as usize];
-                let v = v.to_f64();
+            visit(codes, x, r, &mut t, |e, v| {
                 if v.is_finite() {
                     e[0] += 1.0;
                     e[1] += v - e[2];
                 }
-            }
+            });
             t
         });
         let mut parts = parts.into_iter();
@@ -165,14 +183,7 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
     } else {
         let parts = map_ranges(x.len(), p.threads, |r| {
             let mut t = pair_table(k, |g| [0.0, mean[g]]);
-            let ahead = &codes[(r.start + PREFETCH).min(r.end)..r.end];
-            for (i, (&c, &v)) in codes[r.clone()].iter().zip(&x[r]).enumerate() {
-                if let Some(&cn) = ahead.get(i) {
-                    prefetch(&t[cn as usize]);
-                }
-                let e = &mut t[c as usize];
-                e[0] += v.to_f64() - e[1];
-            }
+            visit(codes, x, r, &mut t, |e, v| e[0] += v - e[1]);
             t
         });
         let mut parts = parts.into_iter();
@@ -192,18 +203,12 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
     // Pass 2: [M2, mean] per group.
     let parts = map_ranges(x.len(), p.threads, |r| {
         let mut t = pair_table(k, |g| [0.0, mean[g]]);
-        let ahead = &codes[(r.start + PREFETCH).min(r.end)..r.end];
-        for (i, (&c, &v)) in codes[r.clone()].iter().zip(&x[r]).enumerate() {
-            if let Some(&cn) = ahead.get(i) {
-                prefetch(&t[cn as usize]);
-            }
-            let v = v.to_f64();
+        visit(codes, x, r, &mut t, |e, v| {
             if !omit || v.is_finite() {
-                let e = &mut t[c as usize];
                 let d = v - e[1];
                 e[0] += d * d;
             }
-        }
+        });
         t
     });
     let mut parts = parts.into_iter();
