@@ -107,26 +107,31 @@ unsafe fn halves(acc: Lanes) -> __m256d {
 
 // Uniform groups of G values, G a multiple of 8 (no partial chunk).
 
+/// The accumulators of `term` over the G values at `x`.
+#[inline(always)]
+unsafe fn acc_uniform<T: Real, const G: usize>(
+    x: *const T,
+    term: impl Fn(Lanes) -> Lanes,
+) -> Lanes {
+    let mut acc = zeros();
+    for c in 0..G / 8 {
+        acc = add(acc, term(T::load8(x.add(8 * c))));
+    }
+    acc
+}
+
 /// The accumulators of the shifted sum of the G values at `x`.
 #[inline(always)]
 unsafe fn shifted_acc<T: Real, const G: usize>(x: *const T, shift: f64) -> Lanes {
     let s = _mm256_set1_pd(shift);
-    let mut acc = zeros();
-    for c in 0..G / 8 {
-        acc = add(acc, minus(T::load8(x.add(8 * c)), s));
-    }
-    acc
+    acc_uniform::<T, G>(x, |v| minus(v, s))
 }
 
 /// The accumulators of the squared deviations of the G values at `x`.
 #[inline(always)]
 unsafe fn sq_dev_acc<T: Real, const G: usize>(x: *const T, mean: f64) -> Lanes {
     let m = _mm256_set1_pd(mean);
-    let mut acc = zeros();
-    for c in 0..G / 8 {
-        acc = add(acc, squared(minus(T::load8(x.add(8 * c)), m)));
-    }
-    acc
+    acc_uniform::<T, G>(x, |v| squared(minus(v, m)))
 }
 
 /// Sum of (x_i - shift) over the G elements at `x`; equals `stats::sum_shifted` (which adds
@@ -201,45 +206,36 @@ pub(crate) unsafe fn write_affine<T: Real, const G: usize>(
 // masked out. Callers guarantee that the chunk fits: b - a < 8 or the partial chunk's 8 reads
 // and writes stay inside the batch (index + 8 <= batch length).
 
-/// Sum of (x_i - shift) over `x[a..b]` (masked tail).
+/// Sum of `term` over the chunks of `x[a..b]`: full chunks, then the partial one masked.
 #[inline(always)]
-pub(crate) unsafe fn sum_shifted_in<T: Real>(x: *const T, a: usize, b: usize, shift: f64) -> f64 {
-    let s = _mm256_set1_pd(shift);
+unsafe fn sum_in<T: Real>(x: *const T, a: usize, b: usize, term: impl Fn(Lanes) -> Lanes) -> f64 {
     let mut acc = zeros();
     let mut i = a;
     while i + 8 <= b {
-        acc = add(acc, minus(T::load8(x.add(i)), s));
+        acc = add(acc, term(T::load8(x.add(i))));
         i += 8;
     }
     if i < b {
         acc = add(
             acc,
-            masked(minus(T::load8(x.add(i)), s), lanes_below((b - i) as i64)),
+            masked(term(T::load8(x.add(i))), lanes_below((b - i) as i64)),
         );
     }
     hsum(halves(acc))
+}
+
+/// Sum of (x_i - shift) over `x[a..b]` (masked tail).
+#[inline(always)]
+pub(crate) unsafe fn sum_shifted_in<T: Real>(x: *const T, a: usize, b: usize, shift: f64) -> f64 {
+    let s = _mm256_set1_pd(shift);
+    sum_in(x, a, b, |v| minus(v, s))
 }
 
 /// Sum of (x_i - mean)^2 over `x[a..b]` (masked tail).
 #[inline(always)]
 pub(crate) unsafe fn sum_sq_dev_in<T: Real>(x: *const T, a: usize, b: usize, mean: f64) -> f64 {
     let m = _mm256_set1_pd(mean);
-    let mut acc = zeros();
-    let mut i = a;
-    while i + 8 <= b {
-        acc = add(acc, squared(minus(T::load8(x.add(i)), m)));
-        i += 8;
-    }
-    if i < b {
-        acc = add(
-            acc,
-            masked(
-                squared(minus(T::load8(x.add(i)), m)),
-                lanes_below((b - i) as i64),
-            ),
-        );
-    }
-    hsum(halves(acc))
+    sum_in(x, a, b, |v| squared(minus(v, m)))
 }
 
 /// Write (x_i - mu) * k over `[a, b)` of `x` into `out`; the partial chunk keeps the old
@@ -290,6 +286,26 @@ pub(crate) unsafe fn write_affine_in<T: Real>(
 // the following groups, written later and in order, overwrite (callers keep every chunk
 // inside the batch and write the groups in increasing order).
 
+/// Sum of `term` over `chunks` chunks from `x[a]`, each masked to the lanes before `b`.
+#[inline(always)]
+unsafe fn sum_fixed<T: Real>(
+    x: *const T,
+    a: usize,
+    b: usize,
+    chunks: usize,
+    term: impl Fn(Lanes) -> Lanes,
+) -> f64 {
+    let mut acc = zeros();
+    for c in 0..chunks {
+        let i = a + 8 * c;
+        acc = add(
+            acc,
+            masked(term(T::load8(x.add(i))), lanes_below(b as i64 - i as i64)),
+        );
+    }
+    hsum(halves(acc))
+}
+
 /// `sum_shifted_in` over `x[a..b]` as `chunks` masked chunks (reads `x[a..a + 8 chunks]`).
 #[inline(always)]
 pub(crate) unsafe fn sum_shifted_fixed<T: Real>(
@@ -300,18 +316,7 @@ pub(crate) unsafe fn sum_shifted_fixed<T: Real>(
     chunks: usize,
 ) -> f64 {
     let s = _mm256_set1_pd(shift);
-    let mut acc = zeros();
-    for c in 0..chunks {
-        let i = a + 8 * c;
-        acc = add(
-            acc,
-            masked(
-                minus(T::load8(x.add(i)), s),
-                lanes_below(b as i64 - i as i64),
-            ),
-        );
-    }
-    hsum(halves(acc))
+    sum_fixed(x, a, b, chunks, |v| minus(v, s))
 }
 
 /// `sum_sq_dev_in` over `x[a..b]` as `chunks` masked chunks.
@@ -324,18 +329,7 @@ pub(crate) unsafe fn sum_sq_dev_fixed<T: Real>(
     chunks: usize,
 ) -> f64 {
     let m = _mm256_set1_pd(mean);
-    let mut acc = zeros();
-    for c in 0..chunks {
-        let i = a + 8 * c;
-        acc = add(
-            acc,
-            masked(
-                squared(minus(T::load8(x.add(i)), m)),
-                lanes_below(b as i64 - i as i64),
-            ),
-        );
-    }
-    hsum(halves(acc))
+    sum_fixed(x, a, b, chunks, |v| squared(minus(v, m)))
 }
 
 /// Write (x_i - mu) * k over `x[a..a + 8 chunks]` to `out` (values past `b` are to be
