@@ -356,8 +356,10 @@ fn block<T: Real, const AVX: bool>(
     // A whole block of groups of up to 32 values whose chunks all stay in the batch runs the
     // same number of chunks for every group (`simd::*_fixed`): no branch on group sizes.
     // (Blocks of equal sizes keep the per-group loops: they predict well and do no extra work.)
-    let longest = spans.iter().map(|&(a, b)| b - a).max().unwrap_or(0);
-    let shortest = spans.iter().map(|&(a, b)| b - a).min().unwrap_or(0);
+    let (mut shortest, mut longest) = (usize::MAX, 0);
+    for &(a, b) in spans {
+        (shortest, longest) = (shortest.min(b - a), longest.max(b - a));
+    }
     let chunks = longest.div_ceil(8).max(1);
     let fixed = simd
         && nb == BLOCK
