@@ -598,6 +598,7 @@ mod tests {
     use super::*;
     use crate::advantage::Singleton;
 
+    #[cfg(target_arch = "x86_64")]
     fn run<T: Real>(
         x: &[T],
         g: &Grouping,
@@ -608,7 +609,6 @@ mod tests {
         let range = 0..g.n_groups();
         // SAFETY: out covers every reward; one thread.
         unsafe {
-            #[cfg(target_arch = "x86_64")]
             if avx {
                 write_batch_avx2(x, out.as_mut_ptr(), g, range, p, 1.0)?;
                 return Ok(out);
@@ -622,6 +622,7 @@ mod tests {
     /// 0..=32 (empty groups and singletons included) and uniform sizes 4, 8, 16 and 24, under
     /// several policies, and the same first faulty group.
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn avx_pass_matches_generic_pass_bit_for_bit() {
         if !std::arch::is_x86_feature_detected!("avx2") {
             return;
