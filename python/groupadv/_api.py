@@ -50,7 +50,8 @@ def advantages(
         ``"propagate"`` (its group's advantages, and any batch statistic, become NaN), or
         ``"omit"`` (left out of every statistic; its own advantage is 0.0).
     decimals: round the result (numpy's round-half-to-even) when given.
-    out: a C-contiguous array of the result's shape and dtype to write into.
+    out: a C-contiguous array of the result's shape and dtype to write into. If the call
+        raises, ``out`` may have been partly written.
     num_threads: threads for this call (default: set_num_threads / GROUPADV_NUM_THREADS / CPUs).
     preset: ``"verl"``, ``"trl"`` or ``"openrlhf"``: the peer's ddof, eps and singleton
         conventions (see :data:`groupadv.PRESETS`); keywords given explicitly win. Unset: ddof=0,
