@@ -4,8 +4,12 @@
 //!   so the divisions and square roots of different groups overlap instead of queueing.
 //! * Uniform layouts with a small power-of-two group size use a copy of the kernel where the
 //!   size is a constant, so the per-group loops are fully unrolled.
-//! * The whole batch loop is compiled twice, for baseline x86-64 and for AVX2, and picked at
-//!   run time. No fused multiply-add is introduced, so both give bit-identical results.
+//! * The whole batch loop is compiled for baseline x86-64 and again with AVX2 (and with
+//!   AVX-512F enabled, for the compiler's own code), and picked at run time. The AVX copies
+//!   run the explicit vector loops of `simd` (uniform groups of 4 or a multiple of 8, ragged
+//!   groups with masked tails, ragged blocks of varying sizes up to 32 with a fixed chunk
+//!   count); no fused multiply-add is introduced, so every copy gives the same bits.
+//! * Writes skip the overflow probe where `cannot_overflow` proves it unneeded.
 //!
 //! Policies (singletons, non-finite means) are applied by `advantage::group_affine`, shared
 //! with the general path; a guarded f64 std and the `Omit` policy take the general per-group
