@@ -13,18 +13,6 @@ pub trait Real: Copy + Send + Sync + PartialEq + 'static {
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
     fn zero() -> Self;
-    /// Eight elements from `p` as f64 vectors (lanes 0-3, lanes 4-7).
-    ///
-    /// # Safety
-    /// `p` must be valid for 8 reads; only call from code compiled with AVX enabled.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn load8(p: *const Self) -> [__m256d; 2];
-    /// Store eight f64 lanes to `p`, rounded to `Self` as `from_f64` does.
-    ///
-    /// # Safety
-    /// `p` must be valid for 8 writes; only call from code compiled with AVX enabled.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn store8(p: *mut Self, v: [__m256d; 2]);
     /// Four elements from `p` as one f64 vector.
     ///
     /// # Safety
@@ -37,6 +25,25 @@ pub trait Real: Copy + Send + Sync + PartialEq + 'static {
     /// `p` must be valid for 4 writes; only call from code compiled with AVX enabled.
     #[cfg(target_arch = "x86_64")]
     unsafe fn store4(p: *mut Self, v: __m256d);
+    /// Eight elements from `p` as f64 vectors (lanes 0-3, lanes 4-7).
+    ///
+    /// # Safety
+    /// As `load4`, for 8 reads.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> [__m256d; 2] {
+        [Self::load4(p), Self::load4(p.add(4))]
+    }
+    /// Store eight f64 lanes to `p` (lanes 0-3, lanes 4-7), as `store4` does.
+    ///
+    /// # Safety
+    /// As `store4`, for 8 writes.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn store8(p: *mut Self, v: [__m256d; 2]) {
+        Self::store4(p, v[0]);
+        Self::store4(p.add(4), v[1]);
+    }
 }
 
 impl Real for f32 {
@@ -53,20 +60,6 @@ impl Real for f32 {
     #[inline(always)]
     fn zero() -> Self {
         0.0
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn load8(p: *const Self) -> [__m256d; 2] {
-        [
-            _mm256_cvtps_pd(_mm_loadu_ps(p)),
-            _mm256_cvtps_pd(_mm_loadu_ps(p.add(4))),
-        ]
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn store8(p: *mut Self, v: [__m256d; 2]) {
-        _mm_storeu_ps(p, _mm256_cvtpd_ps(v[0]));
-        _mm_storeu_ps(p.add(4), _mm256_cvtpd_ps(v[1]));
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
@@ -94,17 +87,6 @@ impl Real for f64 {
     #[inline(always)]
     fn zero() -> Self {
         0.0
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn load8(p: *const Self) -> [__m256d; 2] {
-        [_mm256_loadu_pd(p), _mm256_loadu_pd(p.add(4))]
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn store8(p: *mut Self, v: [__m256d; 2]) {
-        _mm256_storeu_pd(p, v[0]);
-        _mm256_storeu_pd(p.add(4), v[1]);
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
