@@ -583,7 +583,7 @@ fn uniform<T: Real, const G: usize, const AVX: bool>(
             if simd {
                 // SAFETY: as above; os holds G values.
                 if !unsafe {
-                    simd::write_affine::<T, G>(xs.as_ptr(), os.as_mut_ptr(), mu, k[j], probe)
+                    simd::write_affine_in(xs.as_ptr(), os.as_mut_ptr(), 0, G, mu, k[j], probe)
                 } {
                     return Err((g0 + j, Fault::Overflow));
                 }

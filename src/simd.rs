@@ -71,6 +71,22 @@ unsafe fn probe_into(found: &mut __m256d, w: Lanes, m: Lanes) {
     *found = _mm256_add_pd(*found, _mm256_add_pd(t[0], t[1]));
 }
 
+/// Store (v - mu) * k of the chunk of `x` at `i` to `out` and, with `probe`, probe the
+/// lanes `m` of what was stored (read back: the rounding to T is what may overflow).
+#[inline(always)]
+unsafe fn store_chunk<T: Real>(
+    (x, out, i): (*const T, *mut T, usize),
+    (mu, k): (__m256d, __m256d),
+    probe: bool,
+    m: Lanes,
+    found: &mut __m256d,
+) {
+    T::store8(out.add(i), affine(T::load8(x.add(i)), mu, k));
+    if probe {
+        probe_into(found, T::load8(out.add(i)), m);
+    }
+}
+
 /// True when no probed value was inf or NaN.
 #[inline(always)]
 unsafe fn all_finite(found: __m256d) -> bool {
@@ -107,31 +123,18 @@ unsafe fn halves(acc: Lanes) -> __m256d {
 
 // Uniform groups of G values, G a multiple of 8 (no partial chunk).
 
-/// The accumulators of `term` over the G values at `x`.
-#[inline(always)]
-unsafe fn acc_uniform<T: Real, const G: usize>(
-    x: *const T,
-    term: impl Fn(Lanes) -> Lanes,
-) -> Lanes {
-    let mut acc = zeros();
-    for c in 0..G / 8 {
-        acc = add(acc, term(T::load8(x.add(8 * c))));
-    }
-    acc
-}
-
 /// The accumulators of the shifted sum of the G values at `x`.
 #[inline(always)]
 unsafe fn shifted_acc<T: Real, const G: usize>(x: *const T, shift: f64) -> Lanes {
     let s = _mm256_set1_pd(shift);
-    acc_uniform::<T, G>(x, |v| minus(v, s))
+    acc_in(x, 0, G, |v| minus(v, s))
 }
 
 /// The accumulators of the squared deviations of the G values at `x`.
 #[inline(always)]
 unsafe fn sq_dev_acc<T: Real, const G: usize>(x: *const T, mean: f64) -> Lanes {
     let m = _mm256_set1_pd(mean);
-    acc_uniform::<T, G>(x, |v| squared(minus(v, m)))
+    acc_in(x, 0, G, |v| squared(minus(v, m)))
 }
 
 /// Sum of (x_i - shift) over the G elements at `x`; equals `stats::sum_shifted` (which adds
@@ -180,35 +183,15 @@ pub(crate) unsafe fn moments8<T: Real, const G: usize>(
     }
 }
 
-/// Write (x_i - mu) * k for the G elements at `x` to `out`. With `probe`, returns false if
-/// an output is not finite in T (read back, as `kernel::write_affine` checks).
-#[inline(always)]
-pub(crate) unsafe fn write_affine<T: Real, const G: usize>(
-    x: *const T,
-    out: *mut T,
-    mu: f64,
-    k: f64,
-    probe: bool,
-) -> bool {
-    let (m, kk) = (_mm256_set1_pd(mu), _mm256_set1_pd(k));
-    let (all, mut found) = (lanes_below(8), _mm256_setzero_pd());
-    for c in 0..G / 8 {
-        T::store8(out.add(8 * c), affine(T::load8(x.add(8 * c)), m, kk));
-        if probe {
-            probe_into(&mut found, T::load8(out.add(8 * c)), all);
-        }
-    }
-    all_finite(found)
-}
-
 // Ragged groups `x[a..b]`. The `_in` versions equal `kernel`'s functions of the same names:
 // full chunks of 8, then the last partial chunk read as a full chunk with the lanes past `b`
 // masked out. Callers guarantee that the chunk fits: b - a < 8 or the partial chunk's 8 reads
 // and writes stay inside the batch (index + 8 <= batch length).
 
-/// Sum of `term` over the chunks of `x[a..b]`: full chunks, then the partial one masked.
+/// The accumulators of `term` over the chunks of `x[a..b]`: full chunks, then the partial
+/// one masked (none when b - a is a multiple of 8, as for uniform groups).
 #[inline(always)]
-unsafe fn sum_in<T: Real>(x: *const T, a: usize, b: usize, term: impl Fn(Lanes) -> Lanes) -> f64 {
+unsafe fn acc_in<T: Real>(x: *const T, a: usize, b: usize, term: impl Fn(Lanes) -> Lanes) -> Lanes {
     let mut acc = zeros();
     let mut i = a;
     while i + 8 <= b {
@@ -221,7 +204,13 @@ unsafe fn sum_in<T: Real>(x: *const T, a: usize, b: usize, term: impl Fn(Lanes) 
             masked(term(T::load8(x.add(i))), lanes_below((b - i) as i64)),
         );
     }
-    hsum(halves(acc))
+    acc
+}
+
+/// Sum of `term` over the chunks of `x[a..b]` (`acc_in`, reduced).
+#[inline(always)]
+unsafe fn sum_in<T: Real>(x: *const T, a: usize, b: usize, term: impl Fn(Lanes) -> Lanes) -> f64 {
+    hsum(halves(acc_in(x, a, b, term)))
 }
 
 /// Sum of (x_i - shift) over `x[a..b]` (masked tail).
@@ -240,6 +229,7 @@ pub(crate) unsafe fn sum_sq_dev_in<T: Real>(x: *const T, a: usize, b: usize, mea
 
 /// Write (x_i - mu) * k over `[a, b)` of `x` into `out`; the partial chunk keeps the old
 /// values of `out` past `b`. With `probe`, false if a written value is not finite in T.
+/// Also the write of a uniform group (a = 0, b = G a multiple of 8: no partial chunk).
 #[inline(always)]
 pub(crate) unsafe fn write_affine_in<T: Real>(
     x: *const T,
@@ -254,10 +244,7 @@ pub(crate) unsafe fn write_affine_in<T: Real>(
     let (all, mut found) = (lanes_below(8), _mm256_setzero_pd());
     let mut i = a;
     while i + 8 <= b {
-        T::store8(out.add(i), affine(T::load8(x.add(i)), m, kk));
-        if probe {
-            probe_into(&mut found, T::load8(out.add(i)), all);
-        }
+        store_chunk((x, out, i), (m, kk), probe, all, &mut found);
         i += 8;
     }
     if i < b {
@@ -349,14 +336,13 @@ pub(crate) unsafe fn write_affine_fixed<T: Real>(
     let mut found = _mm256_setzero_pd();
     for c in 0..chunks {
         let i = a + 8 * c;
-        T::store8(out.add(i), affine(T::load8(x.add(i)), m, kk));
-        if probe {
-            probe_into(
-                &mut found,
-                T::load8(out.add(i)),
-                lanes_below(b as i64 - i as i64),
-            );
-        }
+        store_chunk(
+            (x, out, i),
+            (m, kk),
+            probe,
+            lanes_below(b as i64 - i as i64),
+            &mut found,
+        );
     }
     all_finite(found)
 }
@@ -469,7 +455,7 @@ mod tests {
             assert_eq!(m2.to_bits(), stats::sum_sq_dev(g, mean).to_bits());
             let k = 1.0 / (m2 / G as f64).sqrt();
             let mut fast = vec![T::zero(); G];
-            let ok = write_affine::<T, G>(g.as_ptr(), fast.as_mut_ptr(), mean, k, probe);
+            let ok = write_affine_in(g.as_ptr(), fast.as_mut_ptr(), 0, G, mean, k, probe);
             let plain: Vec<T> = g
                 .iter()
                 .map(|v| T::from_f64((v.to_f64() - mean) * k))
@@ -542,7 +528,7 @@ mod tests {
         big[0] = -3e38;
         let mut out = [0f32; 8];
         // SAFETY: AVX2 was detected; 8 values each.
-        let ok = unsafe { write_affine::<f32, 8>(big.as_ptr(), out.as_mut_ptr(), 0.0, 2.0, true) };
+        let ok = unsafe { write_affine_in(big.as_ptr(), out.as_mut_ptr(), 0, 8, 0.0, 2.0, true) };
         assert!(!ok);
     }
 
