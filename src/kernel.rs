@@ -505,43 +505,44 @@ fn uniform<T: Real, const G: usize, const AVX: bool>(
         let mut m2 = [0.0f64; BLOCK];
         let simd = cfg!(target_arch = "x86_64") && AVX && G % 8 == 0;
         // Groups of four: one group per vector lane (`simd::moments4x8`).
-        let fours = cfg!(target_arch = "x86_64") && AVX && G == 4 && nb == BLOCK;
+        let fours = cfg!(target_arch = "x86_64") && AVX && G == 4;
+        // A whole block takes the block-wide vector moments; a partial one, per-group loops.
+        let whole = nb == BLOCK && (simd || fours);
         #[cfg(target_arch = "x86_64")]
-        if simd && nb == BLOCK {
-            let want_m2 = p.scale == Scale::Group;
+        if whole {
+            let m2 = (p.scale == Scale::Group).then_some(&mut m2);
             // SAFETY: AVX2 is enabled (AVX); xb holds BLOCK groups of G values.
-            unsafe { simd::moments8::<T, G>(xb.as_ptr(), &mut mean, want_m2.then_some(&mut m2)) };
+            unsafe {
+                if fours {
+                    simd::moments4x8(xb.as_ptr(), &mut mean, m2)
+                } else {
+                    simd::moments8::<T, G>(xb.as_ptr(), &mut mean, m2)
+                }
+            };
         }
-        #[cfg(target_arch = "x86_64")]
-        if fours {
-            let want_m2 = p.scale == Scale::Group;
-            // SAFETY: AVX2 is enabled (AVX); xb holds BLOCK groups of 4 values.
-            unsafe { simd::moments4x8(xb.as_ptr(), &mut mean, want_m2.then_some(&mut m2)) };
-        }
-        for j in 0..nb {
-            if (simd || fours) && nb == BLOCK {
-                break;
-            }
-            let xs: &[T; G] = xb[j * G..(j + 1) * G].try_into().unwrap();
-            let x0 = xs[0].to_f64();
-            #[cfg(target_arch = "x86_64")]
-            if simd {
-                // SAFETY: AVX2 is enabled (AVX), xs holds G values.
-                mean[j] = x0 + unsafe { simd::sum_shifted::<T, G>(xs.as_ptr(), x0) } / G as f64;
-                continue;
-            }
-            mean[j] = x0 + sum_shifted(xs, x0) / G as f64;
-        }
-        if p.scale == Scale::Group && !((simd || fours) && nb == BLOCK) {
+        if !whole {
             for j in 0..nb {
                 let xs: &[T; G] = xb[j * G..(j + 1) * G].try_into().unwrap();
+                let x0 = xs[0].to_f64();
                 #[cfg(target_arch = "x86_64")]
                 if simd {
-                    // SAFETY: as above.
-                    m2[j] = unsafe { simd::sum_sq_dev::<T, G>(xs.as_ptr(), mean[j]) };
+                    // SAFETY: AVX2 is enabled (AVX), xs holds G values.
+                    mean[j] = x0 + unsafe { simd::sum_shifted::<T, G>(xs.as_ptr(), x0) } / G as f64;
                     continue;
                 }
-                m2[j] = sum_sq_dev(xs, mean[j]);
+                mean[j] = x0 + sum_shifted(xs, x0) / G as f64;
+            }
+            if p.scale == Scale::Group {
+                for j in 0..nb {
+                    let xs: &[T; G] = xb[j * G..(j + 1) * G].try_into().unwrap();
+                    #[cfg(target_arch = "x86_64")]
+                    if simd {
+                        // SAFETY: as above.
+                        m2[j] = unsafe { simd::sum_sq_dev::<T, G>(xs.as_ptr(), mean[j]) };
+                        continue;
+                    }
+                    m2[j] = sum_sq_dev(xs, mean[j]);
+                }
             }
         }
         // The affine maps of the whole block side by side (vector sqrt and division): every
@@ -566,14 +567,16 @@ fn uniform<T: Real, const G: usize, const AVX: bool>(
         let known = p.scale == Scale::Group;
         let mu: [f64; BLOCK] = if centred { mean } else { [0.0; BLOCK] };
         #[cfg(target_arch = "x86_64")]
-        let mut safe = fours;
-        for j in 0..BLOCK {
-            safe &= cannot_overflow::<T>(G as f64, mean[j], mu[j], k[j], known);
-        }
-        if safe {
-            // SAFETY: AVX2 is enabled (AVX); xb and ob hold BLOCK groups of 4 values.
-            unsafe { simd::write_affine4x8(xb.as_ptr(), ob.as_mut_ptr(), &mu, &k) };
-            continue;
+        if fours && whole {
+            let mut safe = true;
+            for j in 0..BLOCK {
+                safe &= cannot_overflow::<T>(G as f64, mean[j], mu[j], k[j], known);
+            }
+            if safe {
+                // SAFETY: AVX2 is enabled (AVX); xb and ob hold BLOCK groups of 4 values.
+                unsafe { simd::write_affine4x8(xb.as_ptr(), ob.as_mut_ptr(), &mu, &k) };
+                continue;
+            }
         }
         for j in 0..nb {
             let mu = mu[j];
