@@ -302,13 +302,7 @@ pub fn factorize_dense(ids: &[i64]) -> Result<Option<Factorized>, LayoutError> {
     let ranges: Vec<std::ops::Range<usize>> = (0..parts)
         .map(|t| n * t / parts..n * (t + 1) / parts)
         .collect();
-    let mut pieces: Vec<&mut [u32]> = Vec::with_capacity(parts);
-    let mut rest: &mut [u32] = &mut codes;
-    for r in &ranges {
-        let (head, tail) = rest.split_at_mut(r.len());
-        pieces.push(head);
-        rest = tail;
-    }
+    let pieces = split_by(&mut codes, &ranges);
     use rayon::prelude::*;
     let numbered: Vec<(Vec<u32>, Vec<usize>)> = crate::parallel::pool(parts).install(|| {
         pieces
@@ -336,15 +330,9 @@ pub fn factorize_dense(ids: &[i64]) -> Result<Option<Factorized>, LayoutError> {
         maps.push(map);
     }
     // Translate the later ranges' local codes (in parallel; the first range is done).
-    let mut pieces: Vec<&mut [u32]> = Vec::with_capacity(parts - 1);
-    let mut rest: &mut [u32] = &mut codes[ranges[0].len()..];
-    for r in &ranges[1..] {
-        let (head, tail) = rest.split_at_mut(r.len());
-        pieces.push(head);
-        rest = tail;
-    }
+    let later: Vec<&mut [u32]> = split_by(&mut codes, &ranges).into_iter().skip(1).collect();
     crate::parallel::pool(parts).install(|| {
-        pieces
+        later
             .into_par_iter()
             .zip(maps.par_iter())
             .for_each(|(piece, map)| {
@@ -357,6 +345,18 @@ pub fn factorize_dense(ids: &[i64]) -> Result<Option<Factorized>, LayoutError> {
 }
 
 const UNSEEN: u32 = u32::MAX;
+
+/// `codes` cut into the consecutive `ranges` (which cover it), one mutable piece each.
+fn split_by<'a>(mut codes: &'a mut [u32], ranges: &[std::ops::Range<usize>]) -> Vec<&'a mut [u32]> {
+    ranges
+        .iter()
+        .map(|r| {
+            let (head, tail) = std::mem::take(&mut codes).split_at_mut(r.len());
+            codes = tail;
+            head
+        })
+        .collect()
+}
 
 /// Number the labels of `ids` (a range starting at element `start`) by first appearance
 /// within it, writing each reward's code to `codes`; returns the table (slot -> code) and
