@@ -89,14 +89,25 @@ fn pair_table(len: usize, fill: impl Fn(usize) -> [f64; 2]) -> Vec<[f64; 2]> {
         let i = pool.iter().position(|t| t.capacity() >= len)?;
         Some(pool.swap_remove(i))
     });
-    let mut t = recycled.unwrap_or_else(|| table(0, [0.0; 2]));
+    let mut t = recycled.unwrap_or_default();
     t.clear();
-    if t.capacity() < len {
-        t = table(0, [0.0; 2]);
-        t.reserve_exact(len);
-    }
+    t.reserve_exact(len);
     t.extend((0..len).map(fill));
     t
+}
+
+/// The per-thread pair tables of one pass summed into the first (entry 0 of each pair; entry
+/// 1 is the same in all), the others recycled.
+fn sum_parts(parts: Vec<Vec<[f64; 2]>>) -> Vec<[f64; 2]> {
+    let mut parts = parts.into_iter();
+    let mut total = parts.next().unwrap();
+    for part in parts {
+        for (t, v) in total.iter_mut().zip(&part) {
+            t[0] += v[0];
+        }
+        recycle(part);
+    }
+    total
 }
 
 /// Return a table to the pool (dropped if the pool is full, busy, or the table is huge).
@@ -186,14 +197,7 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
             visit(codes, x, r, &mut t, |e, v| e[0] += v - e[1]);
             t
         });
-        let mut parts = parts.into_iter();
-        let mut sums = parts.next().unwrap();
-        for part in parts {
-            for (t, v) in sums.iter_mut().zip(&part) {
-                t[0] += v[0];
-            }
-            recycle(part);
-        }
+        let sums = sum_parts(parts);
         for ((m, s), &n) in mean.iter_mut().zip(&sums).zip(&l.sizes) {
             *m = if n > 0 { s[1] + s[0] / n as f64 } else { 0.0 };
         }
@@ -211,14 +215,7 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
         });
         t
     });
-    let mut parts = parts.into_iter();
-    let mut m2 = parts.next().unwrap();
-    for part in parts {
-        for (t, v) in m2.iter_mut().zip(&part) {
-            t[0] += v[0];
-        }
-        recycle(part);
-    }
+    let m2 = sum_parts(parts);
     let moments = (0..k)
         .map(|g| Moments {
             count: counts.as_ref().map_or(l.sizes[g], |c| c[g]),
