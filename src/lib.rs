@@ -688,6 +688,12 @@ mod python {
         parallel::checked_default_threads().map_err(thread_error)
     }
 
+    /// Panics inside the guard: proves (in the tests) that a panic surfaces as InternalError.
+    #[pyfunction]
+    fn _panic_for_test() -> PyResult<()> {
+        guard(|| panic!("deliberate panic from groupadv._native._panic_for_test"))
+    }
+
     /// (pools cached, their worker threads): the pool cache is bounded (tests check it).
     #[pyfunction]
     fn _pool_cache() -> (usize, usize) {
@@ -716,6 +722,7 @@ mod python {
         m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
         m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
         m.add_function(wrap_pyfunction!(_pool_cache, m)?)?;
+        m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
         m.add_function(wrap_pyfunction!(_grouping_restore, m)?)?;
         m.add("MAX_THREADS", parallel::MAX_THREADS)?;
         m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
