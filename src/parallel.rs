@@ -259,6 +259,20 @@ mod tests {
     }
 
     #[test]
+    fn pool_cache_is_bounded_and_thread_counts_checked() {
+        for t in 2..12 {
+            let p = pool(t);
+            assert_eq!(p.current_num_threads(), t);
+            let (pools, _) = cached_pools();
+            assert!(pools <= MAX_POOLS);
+        }
+        assert_eq!(pool(MAX_THREADS * 4).current_num_threads(), MAX_THREADS);
+        assert!(check_threads(MAX_THREADS, "n").is_ok());
+        assert!(check_threads(MAX_THREADS + 1, "n").is_err());
+        assert!(set_default_threads(usize::MAX).is_err());
+    }
+
+    #[test]
     fn map_batches_runs_every_group_once() {
         let g = Grouping::uniform(1 << 17, 4).unwrap();
         let counts = map_batches(&g, 2, |r| r.len());
