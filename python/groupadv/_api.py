@@ -161,6 +161,7 @@ def _tensor_advantages(rewards, group_size, offsets, group_ids, groups, center, 
         return out if out is not None else _torch.from_numpy(res, rewards)
     if batch_std is not None:
         raise ValueError("batch_std= is supported for numpy arrays and CPU tensors")
+    threads_value(num_threads)  # unused by torch on a device, but checked as everywhere
     n = rewards.numel()
     codes, k = _torch.codes_on(rewards.device, n, group_size, offsets, group_ids, groups)
     res = _torch.advantages(
