@@ -263,9 +263,9 @@ def test_threads_sharing_one_out_buffer_never_panic():
 
 def test_one_thread_reads_what_another_writes_never_panics():
     r = np.random.default_rng(5).random(1 << 20)
-    buf = np.empty_like(r)
+    buf = ga.grpo(r, 16)  # finite values throughout, whatever the racing reader sees
     tok = np.random.default_rng(6).random((1 << 12, 256))
-    tok_out = np.empty_like(tok)
+    tok_out = np.zeros_like(tok)
     errors = _hammer([
         lambda: ga.grpo(r, 16, out=buf),
         lambda: ga.grpo(buf, 16),
@@ -384,6 +384,15 @@ def test_verl_object_index_with_nan_is_an_error():
     with pytest.raises(BadLabelError) as e:
         ga.grpo(np.arange(4.0), group_ids=index)
     assert e.value.index == 2
+
+
+def test_verl_adapter_with_a_nan_index_is_an_error():
+    from groupadv.integrations import verl
+
+    tok = np.random.default_rng(7).random((4, 3))
+    index = np.array(["u0", "u0", np.nan, np.nan], dtype=object)
+    with pytest.raises(BadLabelError):
+        verl.compute_grpo_outcome_advantage(tok, np.ones((4, 3), dtype=bool), index)
 
 
 @needs_torch
