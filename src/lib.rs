@@ -23,10 +23,7 @@ mod python {
     use crate::parallel;
     use crate::real::Real;
     use crate::token;
-    use numpy::{
-        Element, PyArray1, PyArrayMethods,
-        PyUntypedArrayMethods,
-    };
+    use numpy::{Element, PyArray1, PyArrayMethods, PyUntypedArrayMethods};
     use pyo3::exceptions::{PyTypeError, PyValueError};
     use pyo3::prelude::*;
     use pyo3::types::{PyDict, PyString};
@@ -75,7 +72,9 @@ mod python {
             names.join(" / ")
         );
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        typed_error("OutOverlapError", msg, move |kw| kw.set_item("names", names))
+        typed_error("OutOverlapError", msg, move |kw| {
+            kw.set_item("names", names)
+        })
     }
 
     fn read<'a, 'py, T: Element, D: numpy::ndarray::Dimension>(
@@ -120,7 +119,9 @@ mod python {
                     })
                 }
                 AdvError::Overflow { group } => {
-                    typed_error("AdvantageOverflowError", msg, move |kw| kw.set_item("group", group))
+                    typed_error("AdvantageOverflowError", msg, move |kw| {
+                        kw.set_item("group", group)
+                    })
                 }
                 AdvError::BatchOverflow => typed_error("AdvantageOverflowError", msg, |_| Ok(())),
                 AdvError::Singleton { group, index } => {
@@ -178,7 +179,9 @@ mod python {
         /// Pickle / copy support: rebuilt from its kind and its group size, offsets or codes
         /// (codes are numbered by first appearance, so they re-factorize to themselves).
         fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-            let restore = py.import("groupadv._native")?.getattr("_grouping_restore")?;
+            let restore = py
+                .import("groupadv._native")?
+                .getattr("_grouping_restore")?;
             let data: Bound<'py, PyAny> = match &self.inner {
                 Grouping::Uniform { size, .. } => size.into_pyobject(py)?.into_any(),
                 Grouping::Ragged { offsets } => {
@@ -186,7 +189,9 @@ mod python {
                 }
                 Grouping::Labelled(_) => self.codes(py).into_any(),
             };
-            (restore, (self.kind(), self.inner.len(), data)).into_pyobject(py).map(|t| t.into_any())
+            (restore, (self.kind(), self.inner.len(), data))
+                .into_pyobject(py)
+                .map(|t| t.into_any())
         }
         fn __repr__(&self) -> String {
             format!(
@@ -209,7 +214,12 @@ mod python {
 
     #[pyfunction]
     fn grouping_offsets(n: usize, offsets: &Bound<'_, PyArray1<i64>>) -> PyResult<PyGrouping> {
-        guard(|| Ok(wrap(Grouping::ragged(n, read(offsets, "offsets")?.as_slice()?)?)))
+        guard(|| {
+            Ok(wrap(Grouping::ragged(
+                n,
+                read(offsets, "offsets")?.as_slice()?,
+            )?))
+        })
     }
 
     /// Inverse of `Grouping.__reduce__`.
