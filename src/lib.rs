@@ -23,21 +23,115 @@ mod python {
     use crate::parallel;
     use crate::real::Real;
     use crate::token;
-    use numpy::{
-        Element, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
-        PyUntypedArrayMethods,
-    };
+    use numpy::{Element, PyArray1, PyArrayMethods, PyUntypedArrayMethods};
     use pyo3::exceptions::{PyTypeError, PyValueError};
     use pyo3::prelude::*;
-    use pyo3::types::PyString;
+    use pyo3::types::{PyDict, PyString};
 
     fn value_error(e: impl std::fmt::Display) -> PyErr {
         PyValueError::new_err(e.to_string())
     }
 
+    /// An instance of `groupadv.errors.<class>(msg, **attrs)`; a plain ValueError if that
+    /// module cannot be imported (the compiled module used on its own).
+    fn typed_error(
+        class: &str,
+        msg: String,
+        attrs: impl for<'py> FnOnce(&Bound<'py, PyDict>) -> PyResult<()>,
+    ) -> PyErr {
+        Python::attach(|py| {
+            let build = || -> PyResult<PyErr> {
+                let cls = py.import("groupadv.errors")?.getattr(class)?;
+                let kwargs = PyDict::new(py);
+                attrs(&kwargs)?;
+                Ok(PyErr::from_value(cls.call((msg.as_str(),), Some(&kwargs))?))
+            };
+            build().unwrap_or_else(|_| PyValueError::new_err(msg.clone()))
+        })
+    }
+
+    fn thread_error(msg: String) -> PyErr {
+        typed_error("ThreadCountError", msg, |_| Ok(()))
+    }
+
+    /// A thread count for the core: `0` (the default) resolved and checked here, so that an
+    /// unusable GROUPADV_NUM_THREADS is raised instead of ignored.
+    fn threads_arg(n: usize) -> PyResult<usize> {
+        match n {
+            0 => parallel::checked_default_threads().map_err(thread_error),
+            n => parallel::check_threads(n, "num_threads").map_err(thread_error),
+        }
+    }
+
+    /// Borrow checks that raise instead of panicking: two calls (in two Python threads, the
+    /// GIL released) sharing an `out=` buffer, or one reading what another writes.
+    fn busy(names: &[&str]) -> PyErr {
+        let msg = format!(
+            "{} is in use by another groupadv call (out= of one call shared with another call's \
+             arguments, e.g. from another thread); give each call its own out= buffer",
+            names.join(" / ")
+        );
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        typed_error("OutOverlapError", msg, move |kw| {
+            kw.set_item("names", names)
+        })
+    }
+
+    fn read<'a, 'py, T: Element, D: numpy::ndarray::Dimension>(
+        a: &'a Bound<'py, numpy::PyArray<T, D>>,
+        name: &str,
+    ) -> PyResult<numpy::PyReadonlyArray<'py, T, D>> {
+        a.try_readonly().map_err(|_| busy(&[name]))
+    }
+
+    fn write<'a, 'py, T: Element, D: numpy::ndarray::Dimension>(
+        a: &'a Bound<'py, numpy::PyArray<T, D>>,
+        name: &str,
+    ) -> PyResult<numpy::PyReadwriteArray<'py, T, D>> {
+        a.try_readwrite().map_err(|_| busy(&[name, "an input"]))
+    }
+
+    /// Last resort: a Rust panic becomes `groupadv.errors.InternalError` (a ValueError), not
+    /// pyo3's PanicException (a BaseException that `except Exception` does not catch).
+    fn guard<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(typed_error(
+                "InternalError",
+                format!("internal error in groupadv's compiled core (a bug, please report it with the input): {what}"),
+                |_| Ok(()),
+            ))
+        })
+    }
+
     impl From<AdvError> for PyErr {
         fn from(e: AdvError) -> PyErr {
-            value_error(e)
+            let msg = e.to_string();
+            match e {
+                AdvError::NonFinite { index, value } => {
+                    typed_error("NonFiniteRewardError", msg, move |kw| {
+                        kw.set_item("index", index)?;
+                        kw.set_item("value", value)
+                    })
+                }
+                AdvError::Overflow { group } => {
+                    typed_error("AdvantageOverflowError", msg, move |kw| {
+                        kw.set_item("group", group)
+                    })
+                }
+                AdvError::BatchOverflow => typed_error("AdvantageOverflowError", msg, |_| Ok(())),
+                AdvError::Singleton { group, index } => {
+                    typed_error("SingletonGroupError", msg, move |kw| {
+                        kw.set_item("group", group)?;
+                        kw.set_item("index", index)
+                    })
+                }
+                _ => value_error(msg),
+            }
         }
     }
 
@@ -82,6 +176,23 @@ mod python {
         fn codes<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
             PyArray1::from_iter(py, self.inner.codes().into_iter().map(i64::from))
         }
+        /// Pickle / copy support: rebuilt from its kind and its group size, offsets or codes
+        /// (codes are numbered by first appearance, so they re-factorize to themselves).
+        fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+            let restore = py
+                .import("groupadv._native")?
+                .getattr("_grouping_restore")?;
+            let data: Bound<'py, PyAny> = match &self.inner {
+                Grouping::Uniform { size, .. } => size.into_pyobject(py)?.into_any(),
+                Grouping::Ragged { offsets } => {
+                    PyArray1::from_iter(py, offsets.iter().map(|&o| o as i64)).into_any()
+                }
+                Grouping::Labelled(_) => self.codes(py).into_any(),
+            };
+            (restore, (self.kind(), self.inner.len(), data))
+                .into_pyobject(py)
+                .map(|t| t.into_any())
+        }
         fn __repr__(&self) -> String {
             format!(
                 "Grouping(kind={:?}, n={}, n_groups={})",
@@ -102,8 +213,35 @@ mod python {
     }
 
     #[pyfunction]
-    fn grouping_offsets(n: usize, offsets: PyReadonlyArray1<'_, i64>) -> PyResult<PyGrouping> {
-        Ok(wrap(Grouping::ragged(n, offsets.as_slice()?)?))
+    fn grouping_offsets(n: usize, offsets: &Bound<'_, PyArray1<i64>>) -> PyResult<PyGrouping> {
+        guard(|| {
+            Ok(wrap(Grouping::ragged(
+                n,
+                read(offsets, "offsets")?.as_slice()?,
+            )?))
+        })
+    }
+
+    /// Inverse of `Grouping.__reduce__`.
+    #[pyfunction]
+    fn _grouping_restore(
+        py: Python<'_>,
+        kind: &str,
+        n: usize,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<PyGrouping> {
+        match kind {
+            "uniform" => grouping_uniform(n, data.extract()?),
+            "ragged" => grouping_offsets(n, data.cast()?),
+            "permuted" => {
+                let (g, _) = grouping_ids_int(py, data.cast::<PyArray1<i64>>()?)?;
+                if g.inner.len() != n {
+                    return Err(value_error("corrupt pickled Grouping: wrong length"));
+                }
+                Ok(g)
+            }
+            _ => Err(value_error(format!("unknown Grouping kind {kind:?}"))),
+        }
     }
 
     type Labelled<'py> = (PyGrouping, Bound<'py, PyArray1<i64>>);
@@ -124,8 +262,9 @@ mod python {
     #[pyfunction]
     fn grouping_ids_int<'py>(
         py: Python<'py>,
-        ids: PyReadonlyArray1<'py, i64>,
+        ids: &Bound<'py, PyArray1<i64>>,
     ) -> PyResult<Labelled<'py>> {
+        let ids = read(ids, "group_ids")?;
         let ids = ids.as_slice()?;
         let (codes, first) = py.detach(|| match groups::factorize_dense(ids) {
             Ok(Some(done)) => Ok(done),
@@ -139,8 +278,9 @@ mod python {
     #[pyfunction]
     fn grouping_ids_bytes<'py>(
         py: Python<'py>,
-        rows: PyReadonlyArray2<'py, u8>,
+        rows: &Bound<'py, numpy::PyArray2<u8>>,
     ) -> PyResult<Labelled<'py>> {
+        let rows = read(rows, "group_ids")?;
         let (n, width) = (rows.shape()[0], rows.shape()[1].max(1));
         let buf = rows.as_slice()?;
         let (codes, first) = py.detach(|| {
@@ -194,7 +334,11 @@ mod python {
             keys.push(StrKey {
                 hash: s.hash()?,
                 addr: s.as_ptr() as usize,
-                text: s.to_str()?,
+                // A str with lone surrogates has no UTF-8 form: TypeError, so that the API
+                // falls back to hashing the Python objects (as the numpy backend does).
+                text: s.to_str().map_err(|_| {
+                    PyTypeError::new_err(format!("group_ids[{i}] is a str that is not valid UTF-8"))
+                })?,
             });
         }
         let (codes, first) = groups::factorize(keys.iter().copied(), keys.len())?;
@@ -247,7 +391,7 @@ mod python {
                 "omit" => NonFinite::Omit,
                 _ => return Err(bad("nan", nan, "'raise', 'propagate', 'omit'")),
             },
-            threads: num_threads,
+            threads: threads_arg(num_threads)?,
         })
     }
 
@@ -261,8 +405,8 @@ mod python {
         let out = out.cast::<PyArray1<T>>().map_err(|_| {
             PyTypeError::new_err("out must be a 1-D array of the same dtype as rewards")
         })?;
-        let x = rewards.readonly();
-        let mut o = out.readwrite();
+        let x = read(rewards, "rewards")?;
+        let mut o = write(out, "out")?;
         let xs = x.as_slice()?;
         let os = o.as_slice_mut()?;
         py.detach(|| advantage::advantages(xs, os, grouping, p))?;
@@ -287,15 +431,17 @@ mod python {
         num_threads: usize,
     ) -> PyResult<()> {
         let p = parse_params(center, scale, ddof, eps, singleton, nan, num_threads)?;
-        if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
-            advantages_typed(py, r, out, &grouping.inner, &p)
-        } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
-            advantages_typed(py, r, out, &grouping.inner, &p)
-        } else {
-            Err(PyTypeError::new_err(
-                "rewards must be a 1-D float32 or float64 array",
-            ))
-        }
+        guard(|| {
+            if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
+                advantages_typed(py, r, out, &grouping.inner, &p)
+            } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
+                advantages_typed(py, r, out, &grouping.inner, &p)
+            } else {
+                Err(PyTypeError::new_err(
+                    "rewards must be a 1-D float32 or float64 array",
+                ))
+            }
+        })
     }
 
     type Stats<'py> = (
@@ -312,7 +458,7 @@ mod python {
     ) -> PyResult<Stats<'py>> {
         let k = grouping.n_groups();
         let (mut c, mut m, mut s) = (vec![0i64; k], vec![0f64; k], vec![0f64; k]);
-        let x = rewards.readonly();
+        let x = read(rewards, "rewards")?;
         let xs = x.as_slice()?;
         py.detach(|| advantage::group_stats(xs, grouping, p, &mut c, &mut m, &mut s))?;
         Ok((
@@ -333,15 +479,17 @@ mod python {
         num_threads: usize,
     ) -> PyResult<Stats<'py>> {
         let p = parse_params("mean", "group", ddof, 0.0, "zero", nan, num_threads)?;
-        if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
-            group_stats_typed(py, r, &grouping.inner, &p)
-        } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
-            group_stats_typed(py, r, &grouping.inner, &p)
-        } else {
-            Err(PyTypeError::new_err(
-                "rewards must be a 1-D float32 or float64 array",
-            ))
-        }
+        guard(|| {
+            if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
+                group_stats_typed(py, r, &grouping.inner, &p)
+            } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
+                group_stats_typed(py, r, &grouping.inner, &p)
+            } else {
+                Err(PyTypeError::new_err(
+                    "rewards must be a 1-D float32 or float64 array",
+                ))
+            }
+        })
     }
 
     /// Batch moments: (count, mean, m2) of the rewards and (residual_count, residual_m2) of
@@ -356,19 +504,21 @@ mod python {
     ) -> PyResult<(u64, f64, f64, u64, f64)> {
         let p = parse_params("mean", "group", 0, 0.0, "zero", nan, num_threads)?;
         let g = &grouping.inner;
-        let b = if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
-            let x = r.readonly();
-            let xs = x.as_slice()?;
-            py.detach(|| advantage::batch_moments(xs, g, &p))?
-        } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
-            let x = r.readonly();
-            let xs = x.as_slice()?;
-            py.detach(|| advantage::batch_moments(xs, g, &p))?
-        } else {
-            return Err(PyTypeError::new_err(
-                "rewards must be a 1-D float32 or float64 array",
-            ));
-        };
+        let b = guard(|| {
+            Ok(if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
+                let x = read(r, "rewards")?;
+                let xs = x.as_slice()?;
+                py.detach(|| advantage::batch_moments(xs, g, &p))?
+            } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
+                let x = read(r, "rewards")?;
+                let xs = x.as_slice()?;
+                py.detach(|| advantage::batch_moments(xs, g, &p))?
+            } else {
+                return Err(PyTypeError::new_err(
+                    "rewards must be a 1-D float32 or float64 array",
+                ));
+            })
+        })?;
         Ok((
             b.rewards.count,
             b.rewards.mean,
@@ -395,11 +545,12 @@ mod python {
     fn token_scores_typed<'py, T: Real + Element>(
         py: Python<'py>,
         tokens: &Bound<'py, PyAny>,
-        offsets: Option<&PyReadonlyArray1<'py, i64>>,
+        offsets: Option<&Bound<'py, PyArray1<i64>>>,
         num_threads: usize,
     ) -> PyResult<Option<Bound<'py, PyArray1<T>>>> {
+        let num_threads = threads_arg(num_threads)?;
         if let Ok(t) = tokens.cast::<numpy::PyArray2<T>>() {
-            let t = t.readonly();
+            let t = read(t, "token rewards")?;
             let (rows, width) = (t.shape()[0], t.shape()[1]);
             let ts = t.as_slice()?;
             let mut out = vec![T::zero(); rows];
@@ -407,9 +558,9 @@ mod python {
             return Ok(Some(PyArray1::from_vec(py, out)));
         }
         if let (Ok(t), Some(offsets)) = (tokens.cast::<PyArray1<T>>(), offsets) {
-            let t = t.readonly();
+            let t = read(t, "token rewards")?;
             let ts = t.as_slice()?;
-            let offs = token_offsets(offsets.as_slice()?, ts.len())?;
+            let offs = token_offsets(read(offsets, "offsets")?.as_slice()?, ts.len())?;
             let mut out = vec![T::zero(); offs.len() - 1];
             py.detach(|| token::segment_sums(ts, &offs, num_threads, &mut out));
             return Ok(Some(PyArray1::from_vec(py, out)));
@@ -424,39 +575,42 @@ mod python {
     fn token_scores<'py>(
         py: Python<'py>,
         tokens: &Bound<'py, PyAny>,
-        offsets: Option<PyReadonlyArray1<'py, i64>>,
+        offsets: Option<Bound<'py, PyArray1<i64>>>,
         num_threads: usize,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if let Some(a) = token_scores_typed::<f32>(py, tokens, offsets.as_ref(), num_threads)? {
-            return Ok(a.into_any());
-        }
-        if let Some(a) = token_scores_typed::<f64>(py, tokens, offsets.as_ref(), num_threads)? {
-            return Ok(a.into_any());
-        }
-        Err(PyTypeError::new_err(
-            "token rewards must be a float32/float64 array: 2-D, or 1-D with offsets",
-        ))
+        guard(|| {
+            if let Some(a) = token_scores_typed::<f32>(py, tokens, offsets.as_ref(), num_threads)? {
+                return Ok(a.into_any());
+            }
+            if let Some(a) = token_scores_typed::<f64>(py, tokens, offsets.as_ref(), num_threads)? {
+                return Ok(a.into_any());
+            }
+            Err(PyTypeError::new_err(
+                "token rewards must be a float32/float64 array: 2-D, or 1-D with offsets",
+            ))
+        })
     }
 
     fn broadcast_typed<T: Real + Element>(
         py: Python<'_>,
         adv: &Bound<'_, PyArray1<T>>,
         mask: Option<&Bound<'_, PyAny>>,
-        offsets: Option<PyReadonlyArray1<'_, i64>>,
+        offsets: Option<Bound<'_, PyArray1<i64>>>,
         out: &Bound<'_, PyAny>,
         num_threads: usize,
     ) -> PyResult<()> {
-        let adv = adv.readonly();
+        let num_threads = threads_arg(num_threads)?;
+        let adv = read(adv, "advantages")?;
         let a = adv.as_slice()?;
         let (flags, values);
         let m = match mask {
             None => token::Mask::None,
             Some(m) => {
                 if let Ok(f) = m.cast::<numpy::PyArrayDyn<u8>>() {
-                    flags = f.readonly();
+                    flags = read(f, "response_mask")?;
                     token::Mask::Flags(flags.as_slice()?)
                 } else if let Ok(v) = m.cast::<numpy::PyArrayDyn<T>>() {
-                    values = v.readonly();
+                    values = read(v, "response_mask")?;
                     token::Mask::Values(values.as_slice()?)
                 } else {
                     return Err(PyTypeError::new_err(
@@ -468,7 +622,7 @@ mod python {
         let out = out
             .cast::<numpy::PyArrayDyn<T>>()
             .map_err(|_| PyTypeError::new_err("out must have the rewards' dtype"))?;
-        let mut o = out.readwrite();
+        let mut o = write(out, "out")?;
         let os = o.as_slice_mut()?;
         let mask_len = match &m {
             token::Mask::Flags(f) => Some(f.len()),
@@ -482,7 +636,7 @@ mod python {
         }
         match offsets {
             Some(offsets) => {
-                let offs = token_offsets(offsets.as_slice()?, os.len())?;
+                let offs = token_offsets(read(&offsets, "offsets")?.as_slice()?, os.len())?;
                 if offs.len() != a.len() + 1 {
                     return Err(value_error(
                         "offsets must have one more entry than there are sequences",
@@ -509,30 +663,51 @@ mod python {
         py: Python<'_>,
         adv: &Bound<'_, PyAny>,
         mask: Option<&Bound<'_, PyAny>>,
-        offsets: Option<PyReadonlyArray1<'_, i64>>,
+        offsets: Option<Bound<'_, PyArray1<i64>>>,
         out: &Bound<'_, PyAny>,
         num_threads: usize,
     ) -> PyResult<()> {
-        if let Ok(a) = adv.cast::<PyArray1<f32>>() {
-            broadcast_typed(py, a, mask, offsets, out, num_threads)
-        } else if let Ok(a) = adv.cast::<PyArray1<f64>>() {
-            broadcast_typed(py, a, mask, offsets, out, num_threads)
-        } else {
-            Err(PyTypeError::new_err(
-                "advantages must be a 1-D float32/float64 array",
+        guard(|| {
+            if let Ok(a) = adv.cast::<PyArray1<f32>>() {
+                broadcast_typed(py, a, mask, offsets, out, num_threads)
+            } else if let Ok(a) = adv.cast::<PyArray1<f64>>() {
+                broadcast_typed(py, a, mask, offsets, out, num_threads)
+            } else {
+                Err(PyTypeError::new_err(
+                    "advantages must be a 1-D float32/float64 array",
+                ))
+            }
+        })
+    }
+
+    /// Set the default number of worker threads (0: GROUPADV_NUM_THREADS or the CPU count);
+    /// at most MAX_THREADS.
+    #[pyfunction]
+    fn set_num_threads(n: &Bound<'_, PyAny>) -> PyResult<()> {
+        let n: usize = n.extract().map_err(|_| {
+            thread_error(format!(
+                "the number of threads must be an integer from 0 to {}, got {n}",
+                parallel::MAX_THREADS
             ))
-        }
-    }
-
-    /// Set the default number of worker threads (0: GROUPADV_NUM_THREADS or the CPU count).
-    #[pyfunction]
-    fn set_num_threads(n: usize) {
-        parallel::set_default_threads(n);
+        })?;
+        parallel::set_default_threads(n).map_err(thread_error)
     }
 
     #[pyfunction]
-    fn get_num_threads() -> usize {
-        parallel::default_threads()
+    fn get_num_threads() -> PyResult<usize> {
+        parallel::checked_default_threads().map_err(thread_error)
+    }
+
+    /// Panics inside the guard: proves (in the tests) that a panic surfaces as InternalError.
+    #[pyfunction]
+    fn _panic_for_test() -> PyResult<()> {
+        guard(|| panic!("deliberate panic from groupadv._native._panic_for_test"))
+    }
+
+    /// (pools cached, their worker threads): the pool cache is bounded (tests check it).
+    #[pyfunction]
+    fn _pool_cache() -> (usize, usize) {
+        parallel::cached_pools()
     }
 
     /// Called in a forked child (os.register_at_fork): the parent's worker threads are gone.
@@ -556,6 +731,10 @@ mod python {
         m.add_function(wrap_pyfunction!(broadcast_tokens, m)?)?;
         m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
         m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+        m.add_function(wrap_pyfunction!(_pool_cache, m)?)?;
+        m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
+        m.add_function(wrap_pyfunction!(_grouping_restore, m)?)?;
+        m.add("MAX_THREADS", parallel::MAX_THREADS)?;
         m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         Ok(())

@@ -14,9 +14,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub const SERIAL_BELOW: usize = 1 << 17;
 /// Batches per thread: a few, so that uneven groups or a busy core even out.
 const BATCHES_PER_THREAD: usize = 4;
+/// The most threads one call, `set_num_threads` or `GROUPADV_NUM_THREADS` may ask for: beyond
+/// it a pool is an error, not an allocation failure or thousands of OS threads.
+pub const MAX_THREADS: usize = 1024;
+/// Pools of distinct sizes kept alive; the least recently used one beyond this is dropped
+/// (its threads exit), so that calls with many distinct `num_threads` cannot pile up threads.
+pub const MAX_POOLS: usize = 4;
 
 struct Pools {
     default_threads: usize,
+    /// Most recently used last.
     by_size: Vec<(usize, Arc<ThreadPool>)>,
 }
 
@@ -30,41 +37,84 @@ fn lock() -> std::sync::MutexGuard<'static, Pools> {
     POOLS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `GROUPADV_NUM_THREADS`, else the CPUs available, read once: `available_parallelism`
-/// reads cgroup files on every call, far too slow for a per-call default.
-fn environment_threads() -> usize {
-    static THREADS: OnceLock<usize> = OnceLock::new();
-    *THREADS.get_or_init(|| {
-        std::env::var("GROUPADV_NUM_THREADS")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            })
+fn cpus() -> usize {
+    static CPUS: OnceLock<usize> = OnceLock::new();
+    *CPUS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(MAX_THREADS)
     })
+}
+
+/// Why `GROUPADV_NUM_THREADS` (or a thread count) cannot be used.
+pub fn check_threads(n: usize, what: &str) -> Result<usize, String> {
+    if n > MAX_THREADS {
+        return Err(format!(
+            "{what} must be at most {MAX_THREADS} (groupadv.MAX_THREADS), got {n}"
+        ));
+    }
+    Ok(n)
+}
+
+/// `GROUPADV_NUM_THREADS` (an integer in 1..=MAX_THREADS, or unset/empty), read once:
+/// `available_parallelism` reads cgroup files on every call, far too slow for a per-call default.
+pub fn environment_threads() -> Result<Option<usize>, String> {
+    static THREADS: OnceLock<Result<Option<usize>, String>> = OnceLock::new();
+    THREADS
+        .get_or_init(|| {
+            let Some(raw) = std::env::var_os("GROUPADV_NUM_THREADS") else {
+                return Ok(None);
+            };
+            let text = raw.to_string_lossy();
+            let v = text.trim();
+            if v.is_empty() {
+                return Ok(None);
+            }
+            let bad = || {
+                format!(
+                    "GROUPADV_NUM_THREADS must be an integer from 1 to {MAX_THREADS}, got {text:?}"
+                )
+            };
+            match v.parse::<u64>() {
+                Ok(n) if (1..=MAX_THREADS as u64).contains(&n) => Ok(Some(n as usize)),
+                _ => Err(bad()),
+            }
+        })
+        .clone()
 }
 
 /// The thread count used when a call does not name one: `set_num_threads`, else the
 /// `GROUPADV_NUM_THREADS` environment variable (read at first use), else the CPUs available.
-pub fn default_threads() -> usize {
+/// An unusable `GROUPADV_NUM_THREADS` is an error here (the bindings raise it).
+pub fn checked_default_threads() -> Result<usize, String> {
     match lock().default_threads {
-        0 => environment_threads(),
-        n => n,
+        0 => Ok(environment_threads()?.unwrap_or_else(cpus)),
+        n => Ok(n),
     }
 }
 
-/// Set the default thread count (0 returns to the environment/CPU default).
-pub fn set_default_threads(n: usize) {
-    lock().default_threads = n;
+/// As [`checked_default_threads`], with an unusable environment variable read as unset
+/// (the Python API has already raised for it).
+pub fn default_threads() -> usize {
+    checked_default_threads().unwrap_or_else(|_| cpus())
 }
 
+/// Set the default thread count (0 returns to the environment/CPU default).
+pub fn set_default_threads(n: usize) -> Result<(), String> {
+    lock().default_threads = check_threads(n, "the number of threads")?;
+    Ok(())
+}
+
+/// The crate's pool of `threads` workers (capped at [`MAX_THREADS`]), from a small cache.
 pub(crate) fn pool(threads: usize) -> Arc<ThreadPool> {
+    let threads = threads.clamp(1, MAX_THREADS);
     let mut pools = lock();
-    if let Some((_, p)) = pools.by_size.iter().find(|(t, _)| *t == threads) {
-        return p.clone();
+    if let Some(i) = pools.by_size.iter().position(|(t, _)| *t == threads) {
+        let entry = pools.by_size.remove(i);
+        let p = entry.1.clone();
+        pools.by_size.push(entry);
+        return p;
     }
     let p = Arc::new(
         ThreadPoolBuilder::new()
@@ -74,7 +124,26 @@ pub(crate) fn pool(threads: usize) -> Arc<ThreadPool> {
             .expect("failed to start groupadv worker threads"),
     );
     pools.by_size.push((threads, p.clone()));
+    let evicted: Vec<_> = if pools.by_size.len() > MAX_POOLS {
+        let extra = pools.by_size.len() - MAX_POOLS;
+        pools.by_size.drain(..extra).collect()
+    } else {
+        Vec::new()
+    };
+    drop(pools);
+    // Dropped outside the lock: the last handle of a pool ends its threads (a call still
+    // running on an evicted pool keeps it alive until it returns).
+    drop(evicted);
     p
+}
+
+/// Pools currently cached and their total worker threads (for tests and diagnostics).
+pub fn cached_pools() -> (usize, usize) {
+    let pools = lock();
+    (
+        pools.by_size.len(),
+        pools.by_size.iter().map(|(t, _)| t).sum(),
+    )
 }
 
 /// In a child process after `fork`, the pools' worker threads are gone: leak the pool
@@ -187,6 +256,20 @@ mod tests {
             let r = split_groups(&g, b);
             assert!(covers(&r, 8), "{b}: {r:?}");
         }
+    }
+
+    #[test]
+    fn pool_cache_is_bounded_and_thread_counts_checked() {
+        for t in 2..12 {
+            let p = pool(t);
+            assert_eq!(p.current_num_threads(), t);
+            let (pools, _) = cached_pools();
+            assert!(pools <= MAX_POOLS);
+        }
+        assert_eq!(pool(MAX_THREADS * 4).current_num_threads(), MAX_THREADS);
+        assert!(check_threads(MAX_THREADS, "n").is_ok());
+        assert!(check_threads(MAX_THREADS + 1, "n").is_err());
+        assert!(set_default_threads(usize::MAX).is_err());
     }
 
     #[test]

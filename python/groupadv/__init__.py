@@ -16,6 +16,8 @@ from ._api import (
     set_num_threads,
 )
 from ._groups import Groups, make_groups
+from ._inputs import MAX_THREADS
+from . import errors
 from ._presets import PRESETS
 from .tokens import packed_token_advantages, token_advantages
 
@@ -29,6 +31,8 @@ from .weights import self_normalized_weights
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAX_THREADS",
+    "errors",
     "BatchMoments",
     "DoubleNormalizationError",
     "DoubleNormalizationWarning",

@@ -9,7 +9,11 @@ import numpy as np
 from . import _backend, _torch
 from ._groups import Groups, resolve
 from ._presets import resolve_preset
-from ._inputs import choice, ddof_value, eps_value, integer, out_array, rewards_array, threads_value
+from ._inputs import (
+    check_out, choice, ddof_value, default_threads_value, environment_threads, eps_value, integer,
+    out_array, rewards_array, threads_value,
+)
+from .errors import GroupadvError, with_label
 
 
 def advantages(
@@ -69,7 +73,9 @@ def advantages(
     computed by torch on their device.
     """
     ddof, eps, singleton = resolve_preset(preset, ddof, eps, singleton)
+    check_out(out, rewards=rewards, offsets=offsets, group_ids=group_ids)
     if _torch.is_tensor(rewards):
+        _torch_device_check(rewards)
         return _tensor_advantages(
             rewards, group_size, offsets, group_ids, groups, center, scale, ddof, eps, singleton,
             nan, decimals, out, num_threads, batch_std,
@@ -77,24 +83,69 @@ def advantages(
     x = rewards_array(rewards)
     g = resolve(len(x), group_size, offsets, group_ids, groups)
     result = out_array(out, x)
-    if batch_std is not None:  # external batch std (issue 5: sharded batches)
-        _with_batch_std(x, result, g, center, scale, ddof, eps, singleton, nan, num_threads, batch_std)
-    else:
-        _backend.impl.advantages(
-            x,
-            result,
-            g._impl,
-            choice(center, "center"),
-            choice(scale, "scale"),
-            ddof_value(ddof),
-            eps_value(eps),
-            choice(singleton, "singleton"),
-            choice(nan, "nan"),
-            threads_value(num_threads),
-        )
+    with _labelled_errors(g):
+        if batch_std is not None:  # external batch std (issue 5: sharded batches)
+            _with_batch_std(x, result, g, center, scale, ddof, eps, singleton, nan, num_threads, batch_std)
+        else:
+            _backend.impl.advantages(
+                x,
+                result,
+                g._impl,
+                choice(center, "center"),
+                choice(scale, "scale"),
+                ddof_value(ddof),
+                eps_value(eps),
+                choice(singleton, "singleton"),
+                choice(nan, "nan"),
+                threads_value(num_threads),
+            )
     if decimals is not None:
-        np.round(result, integer(decimals, "decimals"), out=result)
+        result = round_decimals(result, decimals)
     return result
+
+
+class _labelled_errors:
+    """Fill `group` / `label` of a typed error raised by a backend from the call's layout."""
+
+    def __init__(self, groups):
+        self.groups = groups
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if isinstance(err, GroupadvError):
+            with_label(err, self.groups)
+        return False
+
+
+def _torch_device_check(t) -> None:
+    if t.device.type == "meta":
+        raise TypeError("rewards is a 'meta' tensor, which has no data; pass a CPU or CUDA tensor")
+
+
+def round_decimals(a, decimals):
+    """Round to `decimals` places (numpy's / torch's round-half-to-even), arrays in place and
+    tensors: the one rounding rule. Where the scaled value 10**decimals * a overflows (huge
+    decimals, float32 near its range) rounding changes nothing, or (negative decimals) gives
+    a signed 0, instead of the inf / NaN that np.round returns there."""
+    d = integer(decimals, "decimals")
+    if not -(1 << 31) < d < 1 << 31:
+        raise ValueError(f"decimals must fit in 32 bits (|decimals| < 2**31), got {d}")
+    d = max(-400, min(400, d))  # beyond +-400 every finite float rounds as at +-400
+    if _torch.is_tensor(a):
+        import torch
+
+        r = a.round(decimals=d)
+        bad = ~torch.isfinite(r) & torch.isfinite(a)
+        return torch.where(bad, a if d > 0 else torch.copysign(torch.zeros_like(a), a), r)
+    with np.errstate(all="ignore"):
+        r = np.round(a, d)
+    bad = ~np.isfinite(r) & np.isfinite(a)
+    if bad.any():
+        r[bad] = a[bad] if d > 0 else np.copysign(0.0, a[bad])
+    a[...] = r
+    return a
 
 
 def _tensor_advantages(rewards, group_size, offsets, group_ids, groups, center, scale, ddof, eps,
@@ -110,6 +161,7 @@ def _tensor_advantages(rewards, group_size, offsets, group_ids, groups, center, 
         return out if out is not None else _torch.from_numpy(res, rewards)
     if batch_std is not None:
         raise ValueError("batch_std= is supported for numpy arrays and CPU tensors")
+    threads_value(num_threads)  # unused by torch on a device, but checked as everywhere
     n = rewards.numel()
     codes, k = _torch.codes_on(rewards.device, n, group_size, offsets, group_ids, groups)
     res = _torch.advantages(
@@ -117,7 +169,7 @@ def _tensor_advantages(rewards, group_size, offsets, group_ids, groups, center, 
         ddof=ddof_value(ddof), eps=eps_value(eps), singleton=choice(singleton, "singleton"), nan=choice(nan, "nan"),
     )
     if decimals is not None:
-        res = res.round(decimals=integer(decimals, "decimals"))
+        res = round_decimals(res, decimals)
     if out is not None:
         out.copy_(res)
         return out
@@ -236,9 +288,10 @@ def group_stats(
     ``nan`` as in :func:`advantages` ("omit" counts only finite rewards)."""
     x = rewards_array(rewards)
     g = resolve(len(x), group_size, offsets, group_ids, groups)
-    count, mean, std = _backend.impl.group_stats(
-        x, g._impl, ddof_value(ddof), choice(nan, "nan"), threads_value(num_threads)
-    )
+    with _labelled_errors(g):
+        count, mean, std = _backend.impl.group_stats(
+            x, g._impl, ddof_value(ddof), choice(nan, "nan"), threads_value(num_threads)
+        )
     return GroupStats(count=count, mean=mean, std=std, labels=g.labels)
 
 
@@ -248,14 +301,13 @@ def backend() -> str:
 
 
 def set_num_threads(n: int) -> None:
-    """Default number of threads for the native backend (0 restores the default:
-    GROUPADV_NUM_THREADS, else the number of CPUs)."""
-    n = integer(n, "n")
-    if n < 0:
-        raise ValueError(f"the number of threads must be >= 0, got {n}")
-    _backend.impl.set_num_threads(n)
+    """Default number of threads for the native backend, 0 .. :data:`groupadv.MAX_THREADS`
+    (0 restores the default: GROUPADV_NUM_THREADS, else the number of CPUs)."""
+    _backend.impl.set_num_threads(default_threads_value(n))
 
 
 def get_num_threads() -> int:
-    """Default number of threads of the active backend."""
+    """Default number of threads of the active backend (a ThreadCountError for an unusable
+    GROUPADV_NUM_THREADS)."""
+    environment_threads()
     return _backend.impl.get_num_threads()

@@ -3,10 +3,13 @@ into a backend `Grouping` and wrapped in a reusable `Groups`."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from . import _backend
-from ._inputs import integer
+from ._inputs import aligned, integer
+from .errors import BadLabelError
 
 
 class Groups:
@@ -17,12 +20,22 @@ class Groups:
     costly part of a labelled call, so reuse pays when several arrays share a layout.
     """
 
-    __slots__ = ("_impl", "_backend", "_ids", "_first")
+    __slots__ = ("_impl", "_backend", "_labels", "_first")
 
     def __init__(self, impl, backend: str, ids=None, first=None):
         self._impl = impl
         self._backend = backend
-        self._ids = ids
+        # The labels are copied out of the caller's ids now: changing the caller's list or
+        # array afterwards changes nothing here.
+        if ids is None:
+            self._labels = None
+        elif isinstance(ids, np.ndarray):
+            self._labels = ids[first]
+            self._labels.flags.writeable = False
+        else:
+            self._labels = tuple(ids[i] for i in first.tolist())
+        if first is not None:
+            first.flags.writeable = False
         self._first = first
 
     @property
@@ -51,11 +64,9 @@ class Groups:
     def labels(self):
         """The label of each group (for `group_ids=` layouts; groups are numbered in order of
         first appearance), else None."""
-        if self._ids is None:
-            return None
-        if isinstance(self._ids, np.ndarray):
-            return self._ids[self._first]
-        return [self._ids[i] for i in self._first.tolist()]
+        if self._labels is None or isinstance(self._labels, np.ndarray):
+            return self._labels  # read-only
+        return list(self._labels)  # a fresh list: mutating it changes nothing here
 
     @property
     def first_index(self) -> np.ndarray | None:
@@ -87,6 +98,8 @@ def make_groups(n: int | None = None, group_size=None, *, offsets=None, group_id
     impl = _backend.impl
     if n is not None:
         n = integer(n, "n")
+        if not 0 <= n <= sys.maxsize:
+            raise ValueError(f"n must be a number of rewards (0 <= n < 2**63), got {n}")
     if group_size is not None:
         if n is None:
             raise TypeError("group_size= needs the number of rewards n")
@@ -106,8 +119,9 @@ def make_groups(n: int | None = None, group_size=None, *, offsets=None, group_id
         return Groups(impl.grouping_offsets(n, offs), _backend.name)
     if n is not None and len(group_ids) != n:
         raise ValueError(f"group_ids has length {len(group_ids)} but rewards has length {n}")
-    grouping, first = _labelled(impl, group_ids)
-    return Groups(grouping, _backend.name, group_ids, first)
+    ids_in = _ids_array(group_ids)
+    grouping, first = _labelled(impl, ids_in)
+    return Groups(grouping, _backend.name, ids_in, first)
 
 
 def resolve(n: int, group_size=None, offsets=None, group_ids=None, groups=None) -> Groups:
@@ -137,7 +151,7 @@ def _offsets_array(offsets) -> np.ndarray:
             arr = arr.astype(np.int64)
         else:
             raise TypeError(f"offsets must be integers, got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    return aligned(arr, np.int64)
 
 
 def _ids_array(ids) -> np.ndarray | list:
@@ -149,8 +163,14 @@ def _ids_array(ids) -> np.ndarray | list:
     return ids
 
 
-def _labelled(impl, ids):
-    ids_in = _ids_array(ids)
+def _nan_label(index: int, label) -> BadLabelError:
+    return BadLabelError(
+        f"group_ids[{index}] is {label!r}, which is not equal to itself (NaN) and so cannot "
+        "identify a group", index=index, label=label,
+    )
+
+
+def _labelled(impl, ids_in):
     if isinstance(ids_in, np.ndarray):
         if ids_in.ndim != 1:
             raise ValueError(f"group_ids must be 1-D, got shape {ids_in.shape}")
@@ -160,16 +180,18 @@ def _labelled(impl, ids):
         if kind in "iub":
             if kind == "u" and ids_in.dtype.itemsize == 8:
                 # A bit-for-bit view keeps distinct labels distinct.
-                return impl.grouping_ids_int(np.ascontiguousarray(ids_in).view(np.int64))
-            return impl.grouping_ids_int(np.ascontiguousarray(ids_in, dtype=np.int64))
+                return impl.grouping_ids_int(aligned(ids_in, ids_in.dtype.newbyteorder("=")).view(np.int64))
+            return impl.grouping_ids_int(aligned(ids_in, np.int64))
         if kind == "f":
-            if np.isnan(ids_in).any():
-                raise ValueError("group_ids contain NaN, which is not a usable label")
+            nans = np.flatnonzero(np.isnan(ids_in))
+            if nans.size:
+                i = int(nans[0])
+                raise _nan_label(i, ids_in[i])
             # Equal floats have equal bits once -0.0 is folded into 0.0.
             bits = (ids_in.astype(np.float64) + 0.0).view(np.int64)
             return impl.grouping_ids_int(bits)
         if kind in "US":
-            rows = np.ascontiguousarray(ids_in)
+            rows = aligned(ids_in)
             return impl.grouping_ids_bytes(rows.view(np.uint8).reshape(len(rows), rows.dtype.itemsize))
         if kind != "O":
             raise TypeError(f"group_ids must be ints or strings, got dtype {ids_in.dtype}")
@@ -183,6 +205,21 @@ def _labelled(impl, ids):
         codes = np.fromiter((seen.setdefault(u, len(seen)) for u in ids_in), dtype=np.int64, count=len(ids_in))
     except TypeError as e:
         raise TypeError(f"group_ids must be hashable labels: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a label's own __hash__ / __eq__ raised
+        raise TypeError(f"group_ids: hashing or comparing a label raised {type(e).__name__}: {e}") from e
     if codes.size == 0:
         raise ValueError("group_ids is empty")
+    # A label not equal to itself (float('nan') objects, NaT, Decimal NaN) would be grouped by
+    # identity: each NaN object its own group. That is never what a caller means.
+    for label, code in seen.items():
+        try:
+            same = label != label
+        except Exception as e:  # noqa: BLE001 - a label's own __ne__ raised
+            raise TypeError(f"group_ids: comparing the label {label!r} raised {type(e).__name__}: {e}") from e
+        try:
+            unequal = bool(same)
+        except TypeError:  # pd.NA: no truth value; a missing label
+            unequal = True
+        if unequal:
+            raise _nan_label(int(np.argmax(codes == code)), label)
     return impl.grouping_ids_int(codes)

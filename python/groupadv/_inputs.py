@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import operator
+import os
 
 import numpy as np
 
+from .errors import OutOverlapError, ThreadCountError
+
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+MAX_THREADS = 1024
+"""The most threads a call, ``set_num_threads`` or ``GROUPADV_NUM_THREADS`` may ask for (the
+compiled core's ``MAX_THREADS``); more is a :class:`~groupadv.errors.ThreadCountError`."""
+
+
+def aligned(arr: np.ndarray, dtype=None) -> np.ndarray:
+    """C-contiguous, native-endian and aligned (a copy only where needed): the compiled core
+    reads memory as slices, which an unaligned view (``np.frombuffer(b, offset=1)``) is not."""
+    return np.require(arr, dtype=dtype, requirements=("C", "A"))
 
 
 def rewards_array(rewards, name: str = "rewards") -> np.ndarray:
@@ -20,7 +33,7 @@ def rewards_array(rewards, name: str = "rewards") -> np.ndarray:
             arr = arr.astype(np.float32)
         elif arr.dtype.itemsize > 8:
             raise TypeError(f"{name} has dtype {arr.dtype}; use float32 or float64")
-        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
+        arr = aligned(arr, arr.dtype.newbyteorder("="))
     elif kind in "iub":
         arr = arr.astype(np.float64)
     else:
@@ -45,11 +58,62 @@ def out_array(out, like: np.ndarray) -> np.ndarray:
         raise ValueError(f"out has shape {out.shape}, expected {like.shape}")
     if not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous")
+    if not out.flags.aligned:
+        raise ValueError("out must be aligned (not an offset view of a byte buffer)")
     if not out.flags.writeable:
         raise ValueError("out is read-only")
     if np.may_share_memory(out, like):
-        raise ValueError("out must not overlap rewards")
+        raise OutOverlapError("out must not overlap rewards", names=("out", "rewards"))
     return out
+
+
+_TOO_HARD = getattr(np, "exceptions", np).TooHardError
+
+
+def _span(obj):
+    """(device, first byte, end byte) of an array's or tensor's memory, else None."""
+    if isinstance(obj, np.ndarray):
+        if obj.size == 0:
+            return None
+        lo = hi = obj.__array_interface__["data"][0]
+        for n, st in zip(obj.shape, obj.strides):
+            if st > 0:
+                hi += (n - 1) * st
+            else:
+                lo += (n - 1) * st
+        return ("cpu", lo, hi + obj.itemsize)
+    if type(obj).__module__.split(".")[0] == "torch" and hasattr(obj, "data_ptr"):
+        if obj.numel() == 0 or obj.device.type == "meta":
+            return None
+        lo = obj.data_ptr()
+        hi = lo + sum((n - 1) * abs(st) for n, st in zip(obj.shape, obj.stride())) * obj.element_size()
+        return (str(obj.device), lo, hi + obj.element_size())
+    return None
+
+
+def check_out(out, **inputs) -> None:
+    """`out=` must not share memory with any input, given as the caller passed them (before any
+    conversion, so strided, integer and byte-swapped views of out are caught too). numpy arrays
+    are compared exactly (np.shares_memory); tensors by the memory range they span."""
+    if out is None:
+        return
+    o = _span(out)
+    if o is None:
+        return
+    for name, value in inputs.items():
+        v = _span(value)
+        if v is None or v[0] != o[0] or v[2] <= o[1] or o[2] <= v[1]:
+            continue
+        if isinstance(out, np.ndarray) and isinstance(value, np.ndarray):
+            try:
+                if not np.shares_memory(out, value, max_work=1 << 20):
+                    continue
+            except _TOO_HARD:
+                pass  # too costly to prove disjoint: treat as overlapping
+        raise OutOverlapError(
+            f"out must not overlap {name} (they share memory: the input would be overwritten)",
+            names=("out", name),
+        )
 
 
 def integer(value, name: str) -> int:
@@ -75,6 +139,8 @@ def ddof_value(ddof) -> int:
 
 
 def eps_value(eps) -> float:
+    if isinstance(eps, (str, bytes)):
+        raise TypeError(f"eps must be a number, got {type(eps).__name__}")
     try:
         eps = float(eps)
     except OverflowError:
@@ -86,12 +152,41 @@ def eps_value(eps) -> float:
     return eps
 
 
+def environment_threads() -> int | None:
+    """``GROUPADV_NUM_THREADS``: None when unset or empty, else an integer in 1..MAX_THREADS
+    (anything else is a ThreadCountError, not silently ignored)."""
+    raw = os.environ.get("GROUPADV_NUM_THREADS")
+    if raw is None or not raw.strip():
+        return None
+    text = raw.strip()
+    n = int(text) if text.isascii() and text.isdigit() else 0
+    if not 1 <= n <= MAX_THREADS:
+        raise ThreadCountError(
+            f"GROUPADV_NUM_THREADS must be an integer from 1 to {MAX_THREADS}, got {raw!r}", value=raw
+        )
+    return n
+
+
 def threads_value(num_threads) -> int:
+    """A call's thread count for the backend; 0 means the default (checked here: a bad
+    GROUPADV_NUM_THREADS raises in every call that does not pass num_threads=)."""
     if num_threads is None:
+        environment_threads()
         return 0
     n = integer(num_threads, "num_threads")
-    if n < 1:
-        raise ValueError(f"num_threads must be >= 1, got {n}")
-    if n > 1 << 31:
-        raise ValueError(f"num_threads is too large, got {n}")
+    if not 1 <= n <= MAX_THREADS:
+        raise ThreadCountError(
+            f"num_threads must be from 1 to {MAX_THREADS} (groupadv.MAX_THREADS), got {n}", value=n
+        )
+    return n
+
+
+def default_threads_value(n) -> int:
+    """An argument of ``set_num_threads``: 0 (back to the default) .. MAX_THREADS."""
+    n = integer(n, "n")
+    if not 0 <= n <= MAX_THREADS:
+        raise ThreadCountError(
+            f"the number of threads must be from 0 to {MAX_THREADS} (groupadv.MAX_THREADS), got {n}",
+            value=n,
+        )
     return n

@@ -12,6 +12,9 @@ import os
 
 import numpy as np
 
+from ._inputs import MAX_THREADS, default_threads_value, environment_threads
+from .errors import AdvantageOverflowError, NonFiniteRewardError, SingletonGroupError
+
 __version__ = "numpy"
 
 _CENTERS = ("mean", "loo", "none")
@@ -245,22 +248,23 @@ def _first_fault(x, g, mom, nan, singleton, late=None):
     grp = int(hits[0])
     idx = [_source_index(g, p) for p in range(g.offsets[grp], g.offsets[grp + 1])]
     if overflow[grp]:
-        return ValueError(_OVERFLOW.format(grp))
+        return AdvantageOverflowError(_OVERFLOW.format(grp), group=grp)
     if nan == "raise" and bad_mean[grp]:
         nonfinite = [i for i in idx if not np.isfinite(x[i])]
         if not nonfinite:
-            return ValueError(_OVERFLOW.format(grp))
+            return AdvantageOverflowError(_OVERFLOW.format(grp), group=grp)
         i = min(nonfinite)
-        return ValueError(
-            f"rewards[{i}] is {_fmt(x[i])}; pass nan='propagate' or nan='omit' to allow non-finite rewards"
+        return NonFiniteRewardError(
+            f"rewards[{i}] is {_fmt(x[i])}; pass nan='propagate' or nan='omit' to allow non-finite rewards",
+            index=i, group=grp, value=float(x[i]),
         )
     if not (singleton == "error" and mom.count[grp] == 1):
-        return ValueError(_OVERFLOW.format(grp))
+        return AdvantageOverflowError(_OVERFLOW.format(grp), group=grp)
     finite = [i for i in idx if np.isfinite(x[i])]
     i = min(finite) if finite else idx[0]
-    return ValueError(
+    return SingletonGroupError(
         f"group {grp} (rewards[{i}]) has a single reward, and singleton='error'; "
-        "use singleton='zero' or 'raw' to allow it"
+        "use singleton='zero' or 'raw' to allow it", index=i, group=grp,
     )
 
 
@@ -330,7 +334,7 @@ def advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan,
         with np.errstate(invalid="ignore", over="ignore"):
             bstd = _batch_std(_batch(mom, nan), scale, ddof, mom)
         if np.isinf(bstd):
-            raise ValueError(_BATCH_OVERFLOW)
+            raise AdvantageOverflowError(_BATCH_OVERFLOW)
         batch_denom = bstd + eps
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         many = count >= 2
@@ -421,16 +425,13 @@ _threads = 0
 def set_num_threads(n: int) -> None:
     """Recorded for API parity; the numpy backend runs on numpy's own threads."""
     global _threads
-    _threads = int(n)
+    _threads = default_threads_value(n)
 
 
 def get_num_threads() -> int:
     if _threads:
         return _threads
-    env = os.environ.get("GROUPADV_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    return os.cpu_count() or 1
+    return environment_threads() or min(os.cpu_count() or 1, MAX_THREADS)
 
 
 def _after_fork_in_child() -> None:

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import NonFiniteRewardError, SingletonGroupError
+
 
 def is_tensor(x: Any) -> bool:
     """True for a torch.Tensor (checked without importing torch)."""
@@ -44,6 +46,12 @@ def codes_on(device, n: int, group_size=None, offsets=None, group_ids=None, grou
     from ._groups import make_groups
 
     if group_ids is not None and is_tensor(group_ids) and groups is None:
+        if group_ids.is_floating_point() and bool(torch.isnan(group_ids).any()):
+            from .errors import BadLabelError
+
+            i = int(torch.nonzero(torch.isnan(group_ids.reshape(-1)))[0].item())
+            raise BadLabelError(f"group_ids[{i}] is nan, which is not equal to itself (NaN) and so "
+                                "cannot identify a group", index=i, label=float("nan"))
         _, codes = torch.unique(group_ids.reshape(-1), return_inverse=True)
         if codes.numel() != n:
             raise ValueError(f"group_ids has length {codes.numel()} but rewards has length {n}")
@@ -74,7 +82,10 @@ def advantages(rewards, *, codes, n_groups, center="mean", scale="group", ddof=0
         i = int(torch.nonzero(~finite)[0].item())
         v = float(xd[i].item())
         name = "NaN" if v != v else ("inf" if v > 0 else "-inf")
-        raise ValueError(f"rewards[{i}] is {name}; pass nan='propagate' or nan='omit' to allow non-finite rewards")
+        raise NonFiniteRewardError(
+            f"rewards[{i}] is {name}; pass nan='propagate' or nan='omit' to allow non-finite rewards",
+            index=i, group=int(codes[i].item()), value=v,
+        )
     valid = finite if nan == "omit" else torch.ones_like(finite)
     k = n_groups
     zeros = torch.zeros(k, dtype=torch.float64, device=xd.device)
@@ -95,8 +106,8 @@ def advantages(rewards, *, codes, n_groups, center="mean", scale="group", ddof=0
         if bool(single.any()):
             g = int(torch.nonzero(single)[0].item())
             i = int(torch.nonzero((codes == g) & valid)[0].item())
-            raise ValueError(f"group {g} (rewards[{i}]) has a single reward, and singleton='error'; "
-                             "use singleton='zero' or 'raw' to allow it")
+            raise SingletonGroupError(f"group {g} (rewards[{i}]) has a single reward, and singleton='error'; "
+                                      "use singleton='zero' or 'raw' to allow it", index=i, group=g)
     many = cnt >= 2
     if scale in ("batch", "batch_residual"):
         nv = valid.sum()

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _api, _backend
 from ._groups import Groups, resolve
-from ._inputs import rewards_array
+from ._inputs import eps_value, rewards_array
 from .diagnostics import Diagnostics, diagnostics
 from .moments import BatchMoments, Moments, weights_array
 
@@ -228,7 +228,7 @@ def whiten(
     if not np.isfinite(std):
         raise ValueError(f"cannot whiten: {mom.count} values (weight) is not more than ddof={ddof}, or values are not finite")
     out = (v - mom.mean) if shift_mean else v.copy()
-    d = std + float(eps)
+    d = std + eps_value(eps)  # a NaN or negative eps is an error, not zeros
     out = out / d if d > 0 else out * 0.0
     if mask is not None:
         out[~m] = 0.0

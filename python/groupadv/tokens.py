@@ -21,7 +21,7 @@ import numpy as np
 
 from . import _backend, _torch
 from ._api import advantages
-from ._inputs import out_array, rewards_array, threads_value
+from ._inputs import aligned, check_out, out_array, rewards_array, threads_value
 
 
 def _mask_array(mask, shape, dtype) -> np.ndarray:
@@ -30,11 +30,11 @@ def _mask_array(mask, shape, dtype) -> np.ndarray:
     if m.shape != shape:
         raise ValueError(f"response_mask has shape {m.shape}, expected {shape}")
     if m.dtype == np.bool_:
-        return np.ascontiguousarray(m).view(np.uint8)
+        return aligned(m).view(np.uint8)
     if m.dtype.kind in "iu":
-        return np.ascontiguousarray(m != 0).view(np.uint8)
+        return aligned(m != 0).view(np.uint8)
     if m.dtype.kind == "f":
-        return np.ascontiguousarray(m, dtype=dtype)
+        return aligned(m, dtype)
     raise TypeError(f"response_mask must be bool, integer or float, got dtype {m.dtype}")
 
 
@@ -54,6 +54,8 @@ def token_advantages(token_level_rewards, response_mask, group_size=None, *, off
     Groups are over the bs sequences. ``kwargs`` as :func:`groupadv.advantages` (center, scale,
     ddof, eps, singleton, nan, preset, ...). A float mask multiplies; a bool/int mask selects.
     """
+    check_out(out, token_level_rewards=token_level_rewards, response_mask=response_mask,
+              offsets=offsets, group_ids=group_ids)
     if _torch.is_tensor(token_level_rewards) and token_level_rewards.device.type != "cpu":
         return _torch_tokens(token_level_rewards, response_mask, group_size, offsets, group_ids, groups, out, kwargs)
     like = token_level_rewards if _torch.is_tensor(token_level_rewards) else None
@@ -76,6 +78,8 @@ def packed_token_advantages(token_rewards, lengths, group_size=None, *, offsets=
     """Advantages for packed sequences: flat ``token_rewards`` whose sequence i has
     ``lengths[i]`` tokens. Each sequence's score is the sum of its tokens; its advantage fills
     its tokens (times the flat ``response_mask`` when given). Groups are over the sequences."""
+    check_out(out, token_rewards=token_rewards, lengths=lengths, offsets=offsets, group_ids=group_ids,
+              response_mask=response_mask)
     as_np = _torch.numpy_if_tensor
     like = token_rewards if _torch.is_tensor(token_rewards) else None
     tokens = _token_array(as_np(token_rewards), 1)

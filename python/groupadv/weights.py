@@ -111,6 +111,10 @@ def _torch(x, is_log, lo, hi, mask, axis):
     import torch
 
     t = x if x.is_floating_point() else x.to(torch.float64)
+    if t.dtype in (torch.float16, torch.bfloat16):
+        # Half-precision sums overflow (65504) or stall (8-bit mantissa): compute in float32 and
+        # return the input's dtype, as the numpy path computes in float64.
+        return _torch(t.float(), is_log, lo, hi, mask, axis).to(t.dtype)
     if mask is not None:
         mask = torch.as_tensor(mask, device=t.device).to(torch.bool)
         if mask.shape != t.shape:
