@@ -179,9 +179,13 @@ def test_permuting_rows_permutes_advantages(data, opts):
     opts = {**opts, "nan": "raise", "singleton": data.draw(st.sampled_from(["zero", "raw"]))}
     a = ga.advantages(x, group_ids=codes, **opts)
     b = ga.advantages(x[perm], group_ids=codes[perm], **opts)
-    np.testing.assert_allclose(b, a[perm], rtol=1e-12, atol=1e-12)
+    # "up to rounding": the group mean is taken relative to the group's first reward, which the
+    # permutation changes, so unscaled advantages (scale="none") differ by rounding of the rewards'
+    # magnitude (up to 1e6 here), not of the advantage
+    atol = 1e-12 * max(1.0, float(np.abs(x).max(initial=0.0)))
+    np.testing.assert_allclose(b, a[perm], rtol=1e-12, atol=atol)
     # and the labelled layout gives what the original layout gives
-    np.testing.assert_allclose(ga.advantages(x, **kw, **opts), a, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ga.advantages(x, **kw, **opts), a, rtol=1e-12, atol=atol)
 
 
 @SETTINGS
