@@ -9,6 +9,16 @@ import numpy as np
 from .errors import CLIError
 
 
+def arrow_errors() -> tuple[type[BaseException], ...]:
+    """pyarrow's exception base class, when pyarrow is installed: a damaged Arrow or Parquet
+    file can raise it (from a lazy decode) while a batch's columns are converted."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        return ()
+    return (pa.ArrowException,)
+
+
 def is_arrow(batch: Any) -> bool:
     return not isinstance(batch, dict)
 

@@ -18,6 +18,7 @@ import groupadv as ga
 
 from .. import _bench
 from ._numerics import Coefficients, summary
+from .columns import arrow_errors
 from .errors import CLIError, Interrupted
 from .formats import file_format
 from .layout import Layout, check_columns
@@ -27,6 +28,9 @@ from .readers import Reader, open_reader
 from .writers import open_writer
 
 ESTIMATORS = {"grpo": "mean", "drgrpo": "mean", "rloo": "loo"}
+
+# A batch larger than this is the whole file (pyarrow takes batch sizes up to int64).
+MAX_BATCH_ROWS = 1 << 40
 
 # Rounding to more decimals than a float64 carries (or fewer than its range) is meaningless.
 MAX_DECIMALS = 308
@@ -44,6 +48,7 @@ def _layout(args: argparse.Namespace, reader: Reader) -> Layout:
 def _check_batch_rows(args: argparse.Namespace) -> None:
     if args.batch_rows < 1:
         raise CLIError(f"--batch-rows must be >= 1, got {args.batch_rows}")
+    args.batch_rows = min(args.batch_rows, MAX_BATCH_ROWS)
 
 
 @contextmanager
@@ -100,6 +105,8 @@ def cmd_compute(args: argparse.Namespace) -> int:
                     writer.write(batch, adv)
                 except OSError as e:
                     raise CLIError(f"cannot write {args.output}: {e.strerror or e}") from None
+                except arrow_errors() as e:  # a pass-through column of a damaged file
+                    raise CLIError(f"{args.input}: cannot read: {e}") from None
             try:
                 writer.commit()
             except OSError as e:

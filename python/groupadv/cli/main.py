@@ -58,16 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def one_line(msg: str) -> str:
+    """An error message on one line (pyarrow's CSV errors quote the offending row)."""
+    return " ".join(part.strip() for part in msg.splitlines() if part.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``groupadv`` script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except CLIError as e:
-        parser.exit(2, f"groupadv: error: {e}\n")
-    except (ValueError, TypeError, OSError, OverflowError) as e:
-        parser.exit(2, f"groupadv: error: {e}\n")
+    except (CLIError, ValueError, TypeError, OSError, OverflowError) as e:
+        parser.exit(2, f"groupadv: error: {one_line(str(e))}\n")
     except Interrupted as e:
         # the temporary output is gone; the usual status of a process ended by the signal
         parser.exit(128 + e.signum, f"groupadv: interrupted by {e.name}; no output written\n")

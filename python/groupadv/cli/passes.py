@@ -7,6 +7,7 @@ the batches, numbers the groups file-wide and names rows and labels in errors.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from typing import Any, Iterator
 
 import numpy as np
@@ -17,6 +18,15 @@ from .errors import CLIError
 from .layout import LabelIndex, Layout, pylist
 from .progress import Progress
 from .readers import Reader
+
+
+@contextmanager
+def damaged(reader: Reader, start: int, n: int) -> Iterator[None]:
+    """pyarrow errors while a batch's columns are converted: a damaged file, named."""
+    try:
+        yield
+    except columns.arrow_errors() as e:
+        raise CLIError(f"{reader.path}: cannot read rows {start}..{start + n - 1}: {e}") from None
 
 
 def pass1(reader: Reader, layout: Layout, reward_col: str, nan: str, batch_rows: int,
@@ -31,8 +41,9 @@ def pass1(reader: Reader, layout: Layout, reward_col: str, nan: str, batch_rows:
         n = columns.num_rows(batch)
         if n == 0:
             continue
-        g, labels = layout.batch_groups(batch, start, n)
-        x = columns.rewards(batch, reward_col, start)
+        with damaged(reader, start, n):
+            g, labels = layout.batch_groups(batch, start, n)
+            x = columns.rewards(batch, reward_col, start)
         dtype = x.dtype if dtype in (None, x.dtype) else np.dtype(np.float64)
         bad = ~np.isfinite(x)
         nbad = int(bad.sum())
@@ -80,8 +91,9 @@ def pass2(reader: Reader, layout: Layout, reward_col: str, index: LabelIndex, co
             continue
         if start + n > rows:
             raise CLIError(f"the input changed between the two passes ({rows} rows, then more)")
-        x = columns.rewards(batch, reward_col, start)
-        g, labels = layout.batch_groups(batch, start, n)
+        with damaged(reader, start, n):
+            x = columns.rewards(batch, reward_col, start)
+            g, labels = layout.batch_groups(batch, start, n)
         gi = index.known_codes(labels)[g.codes()]
         yield batch, coef.advantages(x, gi, nan, dtype, decimals)
         start += n

@@ -56,9 +56,22 @@ def _slices(n: int, rows: int) -> Iterator[slice]:
         yield slice(start, min(n, start + rows))
 
 
+def _check_magic(path: str, magic: bytes, what: str) -> None:
+    """A file that does not start like the format would otherwise reach numpy's pickle
+    fallback, whose message talks about pickled data."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(magic))
+    except OSError as e:
+        raise CLIError(f"{path}: cannot read: {_reason(e)}") from None
+    if head != magic:
+        raise CLIError(f"{path}: not {what} file" + (" (it is empty)" if not head else ""))
+
+
 class NpyReader(Reader):
     def __init__(self, path: str) -> None:
         self.path = path
+        _check_magic(path, b"\x93NUMPY", "a .npy")
         try:
             self.arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except _DAMAGED as e:
@@ -83,6 +96,7 @@ class NpyReader(Reader):
 class NpzReader(Reader):
     def __init__(self, path: str) -> None:
         self.path = path
+        _check_magic(path, b"PK", "a .npz (zip)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 self.data = {k: z[k] for k in z.files}

@@ -99,6 +99,25 @@ def _to_numpy(col: Any) -> np.ndarray:
     return col.to_numpy(zero_copy_only=False)
 
 
+def _fixed_width(col: np.ndarray) -> np.ndarray:
+    """An object column (text, bytes, nulls) as a numpy bytes or str array; nulls become
+    empty, as in CSV."""
+    cells = ["" if v is None else v for v in col.tolist()]
+    if cells and all(isinstance(v, bytes) or v == "" for v in cells):
+        return np.array([b"" if v == "" else v for v in cells], dtype=bytes)
+    return np.array([str(v) for v in cells], dtype=str)
+
+
+def _text_cell(v: Any) -> Any:
+    """A cell for the CSV writer: bytes are written as their UTF-8 text."""
+    if isinstance(v, bytes):
+        try:
+            return v.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CLIError(f"a binary cell ({v[:20]!r}) is not UTF-8 text; write .parquet, .arrow or .npz instead") from None
+    return v
+
+
 class NpzWriter(Writer):
     """All columns plus the advantages, as one .npz (built in memory)."""
 
@@ -111,7 +130,7 @@ class NpzWriter(Writer):
         for name in names:
             col = _to_numpy(batch.column(name) if is_arrow(batch) else batch[name])
             if col.dtype == object:
-                col = col.astype(str)
+                col = _fixed_width(col)
             self.parts.setdefault(name, []).append(col)
         self.parts.setdefault(self.out_col, []).append(adv)
 
@@ -138,6 +157,7 @@ class CsvWriter(Writer):
         if not self.header:
             self.w.writerow(names + [self.out_col])
             self.header = True
+        cols = [[_text_cell(v) for v in col] if any(isinstance(v, bytes) for v in col) else col for col in cols]
         cols.append(adv.tolist())
         self.w.writerows(zip(*cols))
 
