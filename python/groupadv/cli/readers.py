@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+import tokenize
 import zipfile
 import zlib
 from typing import Any, Iterator
@@ -19,8 +20,10 @@ import numpy as np
 from .errors import CLIError
 from .formats import file_format, have_pyarrow, pyarrow
 
-# What a damaged file can raise while numpy or zipfile read it.
-_DAMAGED = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError)
+# What a damaged file can raise while numpy, zipfile or zlib read it (numpy parses a .npy
+# header with the tokenizer: TokenError, SyntaxError).
+_DAMAGED = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError,
+            tokenize.TokenError, SyntaxError, MemoryError, OverflowError)
 
 
 class Reader:
@@ -241,6 +244,9 @@ class ArrowReader(Reader):
             reader = self.ipc.open_stream(src) if self.stream else self.ipc.open_file(src)
             it = reader if self.stream else (reader.get_batch(i) for i in range(reader.num_record_batches))
             for rb in it:
+                # IPC buffers are used as they lie on disk: damaged offsets would crash the
+                # conversion (a segfault), so check them first
+                rb.validate(full=True)
                 for s in _slices(rb.num_rows, rows):
                     yield rb.slice(s.start, s.stop - s.start)
         except pa.ArrowException as e:
