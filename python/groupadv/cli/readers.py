@@ -138,8 +138,10 @@ class CsvReader(Reader):
         try:
             with open(path, newline="", encoding="utf-8-sig") as f:
                 header = next(csv.reader(f), None)
-        except (UnicodeDecodeError, csv.Error) as e:
-            raise CLIError(f"{path}: cannot read the header row: {_reason(e)}") from None
+        except UnicodeDecodeError as e:
+            raise CLIError(f"{path}: {_reason(e)}") from None
+        except csv.Error as e:
+            raise CLIError(f"{path}: the header row: {e}") from None
         if not header:
             raise CLIError(f"{path}: empty CSV file (a header row is needed)")
         dup = sorted({c for c in header if header.count(c) > 1})
