@@ -15,7 +15,8 @@ advantages from given moments) behind the same interface.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

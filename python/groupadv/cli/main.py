@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import groupadv as ga
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,12 @@ def pass1(reader: Reader, layout: Layout, reward_col: str, nan: str, batch_rows:
             part = batch_moments(x, g, nan)
         except ValueError as e:
             # the core numbers groups within the batch: name the label instead
-            msg = re.sub(r"group (\d+)", lambda m: f"group {pylist(labels)[int(m.group(1))]!r}", str(e), count=1)
+            names = pylist(labels)
+
+            def label(m: re.Match) -> str:
+                return f"group {names[int(m.group(1))]!r}"
+
+            msg = re.sub(r"group (\d+)", label, str(e), count=1)
             raise CLIError(f"rows {start}..{start + n - 1}: {msg}") from None
         gi = index.codes(labels)
         acc.merge_at(gi, part)

@@ -13,7 +13,8 @@ import os
 import tokenize
 import zipfile
 import zlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 

@@ -58,7 +58,8 @@ class Writer:
         os.replace(self.tmp, self.path)
 
     def discard(self) -> None:
-        """Close and remove the temporary file (after an error or a signal)."""
+        """Close and remove the temporary file (after an error or a signal). Best effort:
+        nothing raised here may replace the error that is on its way out."""
         try:
             self._abandon()
         except Exception:
