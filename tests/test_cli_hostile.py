@@ -495,3 +495,39 @@ def test_structured_npy_with_an_array_field_is_an_error(tmp_path, capsys):
     np.save(tmp_path / "in.npy", a)
     assert "holds arrays of shape (2,)" in err(capsys, "compute", tmp_path / "in.npy", "--group-col", "uid", "-o",
                                                tmp_path / "o.npy")
+
+
+def test_a_link_to_the_input_is_the_input(tmp_path, capsys):
+    src = _csv(tmp_path / "in.csv", ["uid", "reward"], [["a", "1"], ["a", "2"]])
+    os.symlink(src, tmp_path / "link.csv")
+    os.link(src, tmp_path / "hard.csv")
+    for out in ("link.csv", "hard.csv"):
+        assert "must differ from the input" in err(capsys, "compute", src, "--group-col", "uid", "-o", tmp_path / out)
+    assert src.read_text() == "uid,reward\na,1\na,2\n"
+
+
+def test_huge_csv_cells_pass_through(tmp_path, csv_path):
+    big = "x" * 300_000  # beyond the standard library's default field limit (128 KiB)
+    src = _csv(tmp_path / "in.csv", ["uid", "reward", "note"], [["a", "1", big], ["a", "2", "y"]])
+    ok("compute", src, "--group-col", "uid", "-o", tmp_path / "o.csv", "-q")
+    assert [r[2] for r in _read_csv(tmp_path / "o.csv")[1:]] == [big, "y"]
+
+
+def test_text_that_is_not_valid_unicode_is_an_error_when_written(tmp_path, capsys):
+    np.savez(tmp_path / "in.npz", uid=np.array(["\ud800", "\ud800", "b", "b"]), reward=[1.0, 2.0, 3.0, 5.0])
+    ok("compute", tmp_path / "in.npz", "--group-col", "uid", "-o", tmp_path / "o.npy", "-q")
+    np.testing.assert_allclose(np.load(tmp_path / "o.npy"), [-1.0, 1.0, -1.0, 1.0])
+    outs = ["o.csv"] + (["o.parquet"] if _have_pyarrow() else [])
+    for out in outs:
+        msg = err(capsys, "compute", tmp_path / "in.npz", "--group-col", "uid", "-o", tmp_path / out)
+        assert f"cannot write {tmp_path / out}: a text cell is not valid Unicode" in msg
+        assert not (tmp_path / out).exists()
+    assert not [f for f in os.listdir(tmp_path) if "tmp-groupadv" in f]
+
+
+def _have_pyarrow():
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True

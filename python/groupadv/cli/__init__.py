@@ -17,10 +17,11 @@ across batches with Chan's formula, in float64); pass 2 writes the advantages of
 from those statistics. Memory is O(number of groups + batch), not O(rows), except for
 ``.npz`` files (loaded whole) and ``.npz`` output (built in memory).
 
-The package, one concept per module: :mod:`.formats` (extensions, optional pyarrow),
+The package, one concept per module: :mod:`.errors` (CLIError, Interrupted),
+:mod:`.formats` (extensions, optional pyarrow),
 :mod:`.readers` (formats in), :mod:`.columns` (a batch's reward and label columns),
 :mod:`.layout` (groups of a batch, file-wide label numbers), :mod:`._numerics` (all the maths),
-:mod:`.passes` (the two passes), :mod:`.writers` (formats out, temporary files),
+:mod:`.passes` (the two passes), :mod:`.progress` (the progress line), :mod:`.writers` (formats out, temporary files),
 :mod:`.commands` (compute, stats, bench), :mod:`.main` (the parser and the entry point).
 """
 

@@ -51,6 +51,14 @@ def _check_batch_rows(args: argparse.Namespace) -> None:
     args.batch_rows = min(args.batch_rows, MAX_BATCH_ROWS)
 
 
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file (a link to the input is the input)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 @contextmanager
 def signals_raise() -> Iterator[None]:
     """SIGTERM and SIGINT raise :class:`Interrupted` (so the temporary file is removed);
@@ -81,7 +89,7 @@ def cmd_compute(args: argparse.Namespace) -> int:
     if args.decimals is not None and abs(args.decimals) > MAX_DECIMALS:
         raise CLIError(f"--decimals must be between {-MAX_DECIMALS} and {MAX_DECIMALS}, got {args.decimals}")
     _check_batch_rows(args)
-    if os.path.abspath(args.output) == os.path.abspath(args.input):
+    if os.path.abspath(args.output) == os.path.abspath(args.input) or _same_file(args.output, args.input):
         raise CLIError("the output file must differ from the input file")
     if os.path.isdir(args.output):
         raise CLIError(f"the output is a directory: {args.output}")
@@ -107,6 +115,8 @@ def cmd_compute(args: argparse.Namespace) -> int:
                     raise CLIError(f"cannot write {args.output}: {e.strerror or e}") from None
                 except arrow_errors() as e:  # a pass-through column of a damaged file
                     raise CLIError(f"{args.input}: cannot read: {e}") from None
+                except UnicodeError as e:  # e.g. a lone surrogate in a .npz text column
+                    raise CLIError(f"cannot write {args.output}: a text cell is not valid Unicode ({e.reason})") from None
             try:
                 writer.commit()
             except OSError as e:

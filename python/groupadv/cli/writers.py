@@ -58,16 +58,14 @@ class Writer:
         os.replace(self.tmp, self.path)
 
     def discard(self) -> None:
-        """Close and remove the temporary file (after an error or a signal). Best effort:
-        nothing raised here may replace the error that is on its way out."""
-        try:
-            self._abandon()
-        except Exception:
-            pass
-        try:
-            self.file.close()
-        except Exception:
-            pass
+        """Close and remove the temporary file (after an error or a signal). Best effort, and
+        it always reaches the removal: nothing raised here (a second signal included) may
+        replace the error that is on its way out."""
+        for step in (self._abandon, self.file.close):
+            try:
+                step()
+            except BaseException:  # noqa: BLE001, S110
+                pass
         try:
             os.remove(self.tmp)
         except OSError:
