@@ -198,10 +198,11 @@ def test_error_messages(tmp_path, capsys):
 @pytest.mark.parametrize("arrow", [True, False])
 def test_csv_cells_parse_the_same_with_and_without_pyarrow(tmp_path, monkeypatch, arrow):
     from groupadv import cli
+    import groupadv.cli.readers  # noqa: F401
 
     if arrow:
         pytest.importorskip("pyarrow")
-    monkeypatch.setattr(cli, "_have_pyarrow", lambda: arrow)
+    monkeypatch.setattr(cli.readers, "have_pyarrow", lambda: arrow)
     src, dst = tmp_path / "in.csv", tmp_path / "out.npy"
     src.write_text("uid,reward\na,1\na, 2.5 \nb,nan\nb,inf\nb,3\nc,\nc,-1e300\nc,1e300\n")
     assert _run(["compute", src, "--group-col", "uid", "-o", dst, "-q", "--nan", "omit", "--batch-rows", 3]) == 0
@@ -211,8 +212,9 @@ def test_csv_cells_parse_the_same_with_and_without_pyarrow(tmp_path, monkeypatch
 
 def test_csv_without_pyarrow_uses_the_stdlib(tmp_path, monkeypatch):
     from groupadv import cli
+    import groupadv.cli.readers  # noqa: F401
 
-    monkeypatch.setattr(cli, "_have_pyarrow", lambda: False)
+    monkeypatch.setattr(cli.readers, "have_pyarrow", lambda: False)
     ids, r = _data(n=300)
     src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
     _write_csv(src, ids, r)

@@ -1,0 +1,7 @@
+"""``python -m groupadv.cli``."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())
