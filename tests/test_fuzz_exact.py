@@ -1,0 +1,204 @@
+"""Differential fuzz: groupadv.advantages on the active backend, and the torch device path
+(groupadv._torch.advantages, run on CPU tensors), against an exact reference in fractions
+(tests/exact_ref.py) on thousands of seeded random cases.
+
+Each case draws a layout (uniform, offsets with empty groups, contiguous or interleaved labels),
+rewards from one regime (ties, ordinary floats, extreme magnitudes near 1e+-300 / subnormals /
++-1.7e308, near-ties at one ulp) with optional NaN/inf, a dtype, and every option at random. The
+result must equal the exact one up to float64 rounding of the statistics (tolerance in
+exact_ref.py), be exactly 0.0 where the contract says so, NaN exactly where it says so, and raise
+ValueError exactly where it says raise (a ValueError is also accepted in the "sums beyond ~1e307"
+zone that the README leaves to the implementation).
+
+GROUPADV_FUZZ_SCALE=k multiplies the number of cases (default 1: ~2,400 cases per run).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zlib
+
+import numpy as np
+import pytest
+
+import groupadv as ga
+from exact_ref import Expected, compare, reference
+
+SCALE = float(os.environ.get("GROUPADV_FUZZ_SCALE", "1"))
+CASES = {"ties": 300, "normal": 300, "extreme": 400, "near": 200}
+
+F64_POOL = [
+    0.0, -0.0, 1.0, -1.0, 1e-300, -1e-300, 3e-300, 1e300, -1e300, 2e300, 5e-324, -5e-324, 1e-320,
+    2.2250738585072014e-308, 1e-310, 1.7e308, -1.7e308, 1.5e308, 8e307, 1e154, 1e-154, 1e200, 1e-200,
+]
+F32_POOL = [
+    0.0, -0.0, 1.0, -1.0, 1e-38, -1e-38, 1e-45, 1.4e-45, -1.4e-45, 1e-40, 1.1754944e-38, 3.4e38, -3.4e38,
+    3e38, 1.7e38, 1e30, -1e30, 1e-30,
+]
+CENTERS = ["mean", "loo", "none"]
+SCALES = ["group", "batch", "batch_residual", "none"]
+EPS = [0.0, 0.0, 0.0, 1e-12, 1e-8, 1e-6, 0.1, 1.0, 1e-300, 5e-324]
+
+
+def _layout(rng, n_max=10):
+    """(kind, n, codes, kwargs for groupadv): codes are this test's own group index per reward."""
+    kind = rng.choice(["uniform", "offsets", "labels", "labels"])
+    if kind == "uniform":
+        gs, k = int(rng.integers(1, 6)), int(rng.integers(1, 5))
+        sizes = [gs] * k
+    else:
+        k = int(rng.integers(1, 7))
+        sizes = [int(s) for s in rng.choice([0, 1, 1, 2, 2, 3, 4, 5, 8], size=k)]
+        if kind != "offsets":
+            sizes = [max(1, s) for s in sizes]
+        if sum(sizes) == 0:
+            sizes[-1] = 1
+    codes = np.repeat(np.arange(len(sizes)), sizes)
+    n = len(codes)
+    if kind == "uniform":
+        kw = {"group_size": sizes[0]}
+    elif kind == "offsets":
+        kw = {"offsets": np.cumsum([0] + sizes)}
+    else:
+        if rng.random() < 0.7:
+            codes = codes[rng.permutation(n)]
+        style = rng.choice(["int", "str", "u64", "float", "obj"])
+        if style == "int":
+            kw = {"group_ids": codes * 7 - 3}
+        elif style == "str":
+            kw = {"group_ids": [f"uid-{c}" for c in codes]}
+        elif style == "u64":
+            kw = {"group_ids": codes.astype(np.uint64) + np.uint64(2**63)}
+        elif style == "float":
+            kw = {"group_ids": codes * 0.5 - 1.0}
+        else:
+            kw = {"group_ids": [("g", int(c)) if c % 2 else int(c) for c in codes]}
+    return kind, n, codes.tolist(), len(sizes), kw
+
+
+def _values(rng, n, regime, dtype):
+    f32 = dtype == np.float32
+    if regime == "ties":
+        v = rng.integers(-2, 3, size=n).astype(np.float64) * rng.choice([1.0, 0.5, 0.1, 1e-7])
+    elif regime == "normal":
+        v = rng.normal(size=n) * 10.0 ** int(rng.integers(-6, 7)) + rng.choice([0.0, 1.0, 1e3, -1e5])
+    elif regime == "extreme":
+        pool = F32_POOL if f32 else F64_POOL
+        v = np.array([pool[j] for j in rng.integers(0, len(pool), size=n)], dtype=np.float64)
+        jitter = rng.random(n) < 0.3
+        v[jitter] *= 1.0 - 0.5 * rng.random(jitter.sum())
+    else:  # near: one base, spreads of a few ulps
+        base = rng.choice([1.0, 0.1, 1e10, -3e5, 1e-300, 1e300] if not f32 else [1.0, 0.1, 1e10, -3e5, 1e-30, 1e30])
+        base = dtype(base)
+        steps = rng.integers(-2, 3, size=n)
+        v = np.array([base] * n, dtype=dtype)
+        for i, s in enumerate(steps):
+            for _ in range(abs(int(s))):
+                v[i] = np.nextafter(v[i], dtype(np.inf) if s > 0 else dtype(-np.inf))
+        v = v.astype(np.float64)
+    x = v.astype(dtype)
+    if rng.random() < 0.3:  # non-finite rewards, for every nan policy
+        bad = rng.random(n) < 0.25
+        x[bad] = rng.choice([np.nan, np.inf, -np.inf], size=int(bad.sum())).astype(dtype)
+    return x
+
+
+def _case(seed_key, regime):
+    rng = np.random.default_rng(seed_key)
+    dtype = np.float32 if rng.random() < 0.4 else np.float64
+    kind, n, codes, k, kw = _layout(rng)
+    x = _values(rng, n, regime, dtype)
+    opts = {
+        "center": str(rng.choice(CENTERS)),
+        "scale": str(rng.choice(SCALES)),
+        "ddof": int(rng.integers(0, 2)),
+        "eps": float(rng.choice(EPS)),
+        "singleton": str(rng.choice(["zero", "zero", "raw", "error"])),
+        "nan": str(rng.choice(["raise", "propagate", "omit", "omit"])),
+    }
+    exp = reference([float(v) for v in x], codes, k, out_dtype=dtype, **opts)
+    return x, kw, opts, exp, kind
+
+
+def _check_one(call, x, kw, opts, exp: Expected):
+    """None if the call keeps the contract, else a description."""
+    try:
+        got = call(x, kw, opts)
+    except ValueError as e:
+        if exp.raises or exp.may_raise:
+            return None
+        return f"raised ValueError({e}) but the exact result exists"
+    except Exception as e:  # noqa: BLE001 - any other type is the finding
+        return f"raised {type(e).__name__}({e}); contract: {'ValueError' if exp.raises else 'a result'}"
+    if exp.raises:
+        return f"returned {got!r} but the contract says ValueError: {exp.why}"
+    if got.dtype != x.dtype or got.shape != x.shape:
+        return f"returned dtype {got.dtype} shape {got.shape}"
+    miss = compare(got, exp)
+    if miss and exp.may_raise and any(not math.isfinite(v) for v in got.tolist()):
+        miss += f" (in the overflow zone: {exp.may_raise_why}; a ValueError would be allowed, not inf/NaN)"
+    return miss
+
+
+def _api(x, kw, opts):
+    return ga.advantages(x, **kw, **opts)
+
+
+def _torch_device(x, kw, opts):
+    torch = pytest.importorskip("torch")
+    from groupadv import _torch
+
+    t = torch.from_numpy(x.copy())
+    layout = dict(kw)
+    if "group_size" in layout:
+        layout["group_size"] = int(layout["group_size"])
+    codes, k = _torch.codes_on(t.device, len(x), **layout)
+    return _torch.advantages(t, codes=codes, n_groups=k, **opts).numpy()
+
+
+def _run(path, regime, call, n_cases):
+    """The same cases for both backends (the seed names the path "api", not the backend)."""
+    failures = []
+    tried = {"raise": 0, "ok": 0, "may_raise": 0}
+    for i in range(n_cases):
+        key = [zlib.crc32(f"{path}/{regime}".encode()), i]
+        x, kw, opts, exp, kind = _case(key, regime)
+        tried["raise" if exp.raises else "may_raise" if exp.may_raise else "ok"] += 1
+        miss = _check_one(call, x, kw, opts, exp)
+        if miss:
+            failures.append(f"case {key}: x={x.tolist()!r} {x.dtype} {kind} {kw} {opts}\n    -> {miss}")
+    print(f"fuzz {path}/{regime} ({ga.backend()}): {n_cases} cases {tried}, {len(failures)} contract misses")
+    assert not failures, f"{len(failures)}/{n_cases} cases break the contract; first ones:\n" + "\n".join(failures[:6])
+
+
+@pytest.mark.parametrize("regime", list(CASES))
+def test_api_matches_exact_reference(regime):
+    _run("api", regime, _api, max(1, int(CASES[regime] * SCALE)))
+
+
+@pytest.mark.parametrize("regime", list(CASES))
+def test_torch_device_path_matches_exact_reference(regime):
+    pytest.importorskip("torch")
+    _run("torch-device", regime, _torch_device, max(1, int(CASES[regime] * SCALE)))
+
+
+def test_reference_sanity():
+    """The reference itself, on hand-checked values (so a fuzz pass means something)."""
+    from fractions import Fraction as F
+
+    e = reference([1.0, 2.0, 3.0, 5.0, 5.0], [0, 0, 0, 1, 1], 2, center="mean", scale="group", ddof=0,
+                  eps=0.0, singleton="zero", nan="raise", out_dtype=np.float64)
+    assert not e.raises and abs(float(e.adv[0]) + math.sqrt(1.5)) < 1e-15 and e.adv[3] == 0 and e.exact_zero[3]
+    e = reference([1.0, 3.0], [0, 0], 1, center="loo", scale="none", ddof=0, eps=0.0, singleton="zero",
+                  nan="raise", out_dtype=np.float64)
+    assert e.adv == [F(-2), F(2)]
+    e = reference([1.0, math.nan], [0, 1], 2, center="mean", scale="batch", ddof=0, eps=0.0, singleton="raw",
+                  nan="propagate", out_dtype=np.float64)
+    assert e.adv == [None, None]
+    e = reference([-1.7e308, 1.7e308, 1.7e308], [0, 0, 0], 1, center="mean", scale="none", ddof=0, eps=0.0,
+                  singleton="zero", nan="raise", out_dtype=np.float64)
+    assert e.raises
+    e = reference([3e38, -3e38], [0, 0], 1, center="mean", scale="none", ddof=0, eps=0.0, singleton="zero",
+                  nan="raise", out_dtype=np.float32)
+    assert not e.raises and float(e.adv[0]) == 3e38
