@@ -196,6 +196,6 @@ def compare(got: np.ndarray, exp: Expected) -> str | None:
                 return f"[{i}] got {g!r}, expected exactly 0.0"
             continue
         err = abs(F(g) - a)
-        if err > F(tol):
+        if tol < math.inf and err > F(tol):
             return f"[{i}] got {g!r}, expected {_float(a)!r} (error {float(err):.3g} > tolerance {tol:.3g})"
     return None
