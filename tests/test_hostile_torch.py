@@ -163,20 +163,31 @@ def test_label_and_offset_tensors():
     assert torch.equal(ga.grpo(t, torch.tensor(3)), ga.grpo(t, 3))
 
 
-def test_device_path_on_cpu_rejects_what_the_api_rejects():
-    """groupadv._torch.advantages (the CUDA path, run here on CPU) keeps the contract on the
-    cases the exact-reference fuzz found: an all-equal group with a subnormal eps is exactly 0
-    (not 0 * inf = NaN); a subnormal spread is not flushed to 0; an advantage beyond float32
-    is a ValueError, not inf."""
+def _device(x, f32=False, **kw):
+    """groupadv._torch.advantages (the path CUDA tensors take), run on CPU: one group."""
     from groupadv import _torch
 
-    def dev(x, **kw):
-        t = torch.tensor(x, dtype=torch.float64 if not kw.pop("f32", False) else torch.float32)
-        codes = torch.zeros(len(x), dtype=torch.int64)
-        return _torch.advantages(t, codes=codes, n_groups=1, **kw)
+    t = torch.tensor(x, dtype=torch.float32 if f32 else torch.float64)
+    return _torch.advantages(t, codes=torch.zeros(len(x), dtype=torch.int64), n_groups=1, **kw)
 
-    assert dev([0.1, 0.1, 0.1], eps=5e-324).tolist() == [0.0] * 3
-    got = dev([1e-320, 2.2250738585072014e-308]).tolist()
-    np.testing.assert_allclose(got, [-1.0, 1.0], rtol=1e-6)
+
+def test_device_path_all_equal_group_with_subnormal_eps_is_exactly_zero():
+    """factor / (0 + 5e-324) is inf and 0 * inf is NaN: the core lifts it, the torch twin not."""
+    assert _device([0.1, 0.1, 0.1], eps=5e-324).tolist() == [0.0] * 3
+
+
+def test_device_path_subnormal_spread_is_not_flushed_to_zero():
+    """README: subnormal spreads are computed without underflow (the core and the numpy twin
+    rescale; the torch twin squares the residuals and gets std 0, so advantages 0)."""
+    np.testing.assert_allclose(_device([1e-320, 2.2250738585072014e-308]).tolist(), [-1.0, 1.0], rtol=1e-6)
+
+
+def test_device_path_huge_rewards_are_not_nan():
+    """Rewards near 1e300 have a finite std: res*res overflows to inf unless guarded."""
+    np.testing.assert_allclose(_device([1e300, -1e300]).tolist(), [1.0, -1.0], rtol=1e-12)
+
+
+def test_device_path_float32_overflow_is_a_valueerror():
+    """An advantage beyond float32's range is a ValueError (README), not inf."""
     with pytest.raises(ValueError):
-        dev([3e38, -3e38], scale="none", f32=True, center="loo")
+        _device([3e38, -3e38], f32=True, center="loo", scale="none")
