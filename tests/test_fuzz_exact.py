@@ -172,6 +172,55 @@ def _run(path, regime, call, n_cases):
     assert not failures, f"{len(failures)}/{n_cases} cases break the contract; first ones:\n" + "\n".join(failures[:6])
 
 
+LARGE_CASES = 3
+
+
+def _large_case(i):
+    """Above the serial threshold (2^17 rewards): the threaded paths of the native core."""
+    rng = np.random.default_rng([0x1A26E, i])
+    dtype = np.float32 if i % 2 else np.float64
+    n = int(rng.integers(140_000, 200_000)) // 8 * 8
+    kind = ["uniform", "offsets", "labels"][i % 3]
+    if kind == "uniform":
+        codes = np.repeat(np.arange(n // 8), 8)
+        kw = {"group_size": 8}
+    else:
+        sizes = rng.integers(0 if kind == "offsets" else 1, 12, size=n)
+        cut = np.cumsum(sizes)
+        sizes = sizes[: np.searchsorted(cut, n)]
+        sizes = np.append(sizes, n - sizes.sum())
+        codes = np.repeat(np.arange(len(sizes)), sizes)
+        if kind == "offsets":
+            kw = {"offsets": np.concatenate(([0], np.cumsum(sizes)))}
+        else:
+            codes = codes[rng.permutation(n)]
+            kw = {"group_ids": codes * 3 + 1}
+    x = (rng.integers(0, 5, n) * 0.25 + (rng.normal(size=n) if i % 3 == 2 else 0.0)).astype(dtype)
+    x[rng.random(n) < 0.001] = np.nan
+    opts = {
+        "center": str(rng.choice(CENTERS)),
+        "scale": ["group", "batch", "batch_residual"][i % 3],
+        "ddof": int(i % 2),
+        "eps": float(rng.choice([0.0, 1e-6])),
+        "singleton": "zero",
+        "nan": "omit",
+    }
+    k = int(codes.max()) + 1
+    if "offsets" in kw:
+        k = len(kw["offsets"]) - 1
+    sample = set(codes[rng.integers(0, n, 3000)].tolist())
+    exp = reference(x.tolist(), codes.tolist(), k, out_dtype=dtype, sample_groups=sample, **opts)
+    return x, kw, opts, exp, kind
+
+
+@pytest.mark.parametrize("i", range(LARGE_CASES))
+def test_api_large_threaded_matches_exact_reference(i):
+    x, kw, opts, exp, kind = _large_case(i)
+    for threads in (1, 2):
+        miss = _check_one(lambda x, kw, o: ga.advantages(x, **kw, **o, num_threads=threads), x, kw, opts, exp)
+        assert miss is None, f"large case {i} ({kind}, {x.dtype}, {opts}, num_threads={threads}): {miss}"
+
+
 @pytest.mark.parametrize("regime", list(CASES))
 def test_api_matches_exact_reference(regime):
     _run("api", regime, _api, max(1, int(CASES[regime] * SCALE)))
