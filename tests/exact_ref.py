@@ -220,3 +220,41 @@ def compare(got: np.ndarray, exp: Expected) -> str | None:
         if tol < math.inf and err > F(tol):
             return f"[{i}] got {g!r}, expected {_float(a)!r} (error {float(err):.3g} > tolerance {tol:.3g})"
     return None
+
+
+def reference_group_stats(values, codes, n_groups, *, ddof, nan):
+    """Exact per-group (count, mean, std) for ``groupadv.group_stats``: a dict with "raises",
+    "may_raise" and per group (count, mean Fraction | None for NaN, std Fraction | None for
+    NaN, mean tolerance, std tolerance)."""
+    n = len(values)
+    finite = [math.isfinite(v) for v in values]
+    if nan == "raise" and not all(finite):
+        return {"raises": True, "may_raise": False, "groups": []}
+    valid = finite if nan == "omit" else [True] * n
+    members = [[] for _ in range(n_groups)]
+    for i, c in enumerate(codes):
+        members[c].append(i)
+    out, may_raise = [], False
+    for idx in members:
+        vi = [i for i in idx if valid[i]]
+        bad = nan == "propagate" and any(not finite[i] for i in idx)
+        if bad:  # IEEE propagation: NaN, or +-inf for a group of same-signed infinities
+            out.append((len(vi), "nonfinite", "nonfinite", 0.0, 0.0))
+            continue
+        if not vi:
+            out.append((0, None, None, 0.0, 0.0))
+            continue
+        mean, m2, maxdev = _moments([values[i] for i in vi])
+        big = max(abs(values[i]) for i in vi)
+        delta = 8 * (len(vi) + 2) * (U64 * big + TINY64)
+        if sum(abs(values[i]) for i in vi) > OVERFLOW_ZONE or maxdev > OVERFLOW_ZONE:
+            may_raise = True
+        if len(vi) - ddof <= 0:
+            out.append((len(vi), mean, None, delta, 0.0))
+            continue
+        std = fsqrt(m2 / (len(vi) - ddof))
+        if std > OVERFLOW_ZONE:
+            may_raise = True
+        stol = 0.0 if std == 0 else 2 * (2 * delta + (len(vi) + 4) * U64 * _float(std)) + TINY64
+        out.append((len(vi), mean, std, delta, stol))
+    return {"raises": False, "may_raise": may_raise, "groups": out}

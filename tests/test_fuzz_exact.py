@@ -23,7 +23,9 @@ import numpy as np
 import pytest
 
 import groupadv as ga
-from exact_ref import Expected, compare, reference
+from fractions import Fraction
+
+from exact_ref import Expected, compare, reference, reference_group_stats
 
 SCALE = float(os.environ.get("GROUPADV_FUZZ_SCALE", "1"))
 CASES = {"ties": 300, "normal": 300, "extreme": 400, "near": 200}
@@ -230,6 +232,58 @@ def test_api_matches_exact_reference(regime):
 def test_torch_device_path_matches_exact_reference(regime):
     pytest.importorskip("torch")
     _run("torch-device", regime, _torch_device, max(1, int(CASES[regime] * SCALE)))
+
+
+def _stats_miss(x, kw, ddof, nan, ref, codes):
+    try:
+        st = ga.group_stats(x, **kw, ddof=ddof, nan=nan)
+    except ValueError as e:
+        return None if ref["raises"] or ref["may_raise"] else f"raised ValueError({e})"
+    except Exception as e:  # noqa: BLE001
+        return f"raised {type(e).__name__}({e})"
+    if ref["raises"]:
+        return "returned stats, but the contract says ValueError"
+    groups = ref["groups"]
+    # Labelled layouts number groups by first appearance; offsets/uniform in order.
+    if "group_ids" in kw:
+        groups = [groups[c] for c in dict.fromkeys(codes)]  # order of first appearance
+    if len(st.count) != len(groups):
+        return f"{len(st.count)} groups, expected {len(groups)}"
+    for g, ((cnt, mean, std, mtol, stol), c, m, s) in enumerate(zip(groups, st.count, st.mean, st.std)):
+        if c != cnt:
+            return f"group {g}: count {c}, expected {cnt}"
+        for what, got, want, tol in (("mean", m, mean, mtol), ("std", s, std, stol)):
+            if want == "nonfinite":
+                if np.isfinite(got):
+                    return f"group {g}: {what} {got!r} for a group with a non-finite reward under nan='propagate'"
+            elif want is None:
+                if not np.isnan(got):
+                    return f"group {g}: {what} {got!r}, expected NaN"
+            elif not np.isfinite(got):
+                return f"group {g}: {what} {got!r}, expected {float(want)!r}"
+            elif what == "std" and want == 0 and got != 0.0:
+                return f"group {g}: std {got!r} of an all-equal group, expected exactly 0.0 (frac_zero_std counts std == 0)"
+            elif abs(Fraction(float(got)) - want) > Fraction(tol):
+                return f"group {g}: {what} {got!r}, expected {float(want)!r} (tolerance {tol:.3g})"
+    return None
+
+
+@pytest.mark.parametrize("regime", list(CASES))
+def test_group_stats_matches_exact_reference(regime):
+    n_cases = max(1, int(CASES[regime] * SCALE) // 2)
+    failures = []
+    for i in range(n_cases):
+        rng = np.random.default_rng([zlib.crc32(f"stats/{regime}".encode()), i])
+        dtype = np.float32 if rng.random() < 0.4 else np.float64
+        kind, n, codes, k, kw = _layout(rng)
+        x = _values(rng, n, regime, dtype)
+        ddof, nan = int(rng.integers(0, 2)), str(rng.choice(["raise", "propagate", "omit"]))
+        ref = reference_group_stats(x.tolist(), codes, k, ddof=ddof, nan=nan)
+        miss = _stats_miss(x, kw, ddof, nan, ref, codes)
+        if miss:
+            failures.append(f"x={x.tolist()!r} {x.dtype} {kw} ddof={ddof} nan={nan}\n    -> {miss}")
+    print(f"fuzz group_stats/{regime} ({ga.backend()}): {n_cases} cases, {len(failures)} contract misses")
+    assert not failures, f"{len(failures)}/{n_cases} cases break the contract; first ones:\n" + "\n".join(failures[:6])
 
 
 def test_reference_sanity():
