@@ -50,6 +50,7 @@ class Expected:
     adv: list = field(default_factory=list)  # Fraction, or None for NaN
     tol: list = field(default_factory=list)  # absolute tolerance (float)
     exact_zero: list = field(default_factory=list)  # must be exactly 0.0
+    batch_std: object = None  # the exact batch std (Fraction) for batch scales, when defined
 
 
 SKIP = "skip"  # an element of a group that was not sampled: not compared
@@ -133,6 +134,7 @@ def reference(values, codes, n_groups, *, center, scale, ddof, eps, singleton, n
                 bm2 = sum(m2, F(0))
                 bdelta = max(delta)
             bstd = fsqrt(bm2 / (nv - ddof))
+            exp.batch_std = bstd
             if bstd > OVERFLOW_ZONE:
                 exp.may_raise, exp.may_raise_why = True, "batch std beyond 1e307"
             if bstd > 0:

@@ -147,6 +147,34 @@ def _api(x, kw, opts):
     return ga.advantages(x, **kw, **opts)
 
 
+def _api_odd_memory(x, kw, opts):
+    """The same call on a strided (or big-endian) view, into a garbage-filled out= buffer."""
+    n = len(x)
+    seed = int(np.abs(np.nan_to_num(x.view(np.uint8))).sum()) % 3
+    if seed == 0:
+        base = np.full(2 * n, 7.0, dtype=x.dtype)
+        base[::2] = x
+        xv = base[::2]
+    elif seed == 1:
+        xv = x.astype(x.dtype.newbyteorder(">"))
+    else:
+        xv = x[::-1].copy()[::-1]
+    out = np.full(n, np.nan, dtype=x.dtype)
+    got = ga.advantages(xv, **kw, **opts, out=out, num_threads=2)
+    assert got is out
+    assert np.array_equal(np.asarray(xv, dtype=x.dtype), x, equal_nan=True), "input modified"
+    return got
+
+
+def _api_batch_std(x, kw, opts):
+    """scale="batch"/"batch_residual" with the (rounded) exact batch std passed in as
+    batch_std=: the same advantages, up to one more rounding."""
+    return ga.advantages(x, **kw, **opts, batch_std=_BATCH_STD[0])
+
+
+_BATCH_STD = [None]
+
+
 def _torch_device(x, kw, opts):
     torch = pytest.importorskip("torch")
     from groupadv import _torch
@@ -226,6 +254,31 @@ def test_api_large_threaded_matches_exact_reference(i):
 @pytest.mark.parametrize("regime", list(CASES))
 def test_api_matches_exact_reference(regime):
     _run("api", regime, _api, max(1, int(CASES[regime] * SCALE)))
+
+
+@pytest.mark.parametrize("regime", list(CASES))
+def test_api_odd_memory_and_out_matches_exact_reference(regime):
+    _run("api", regime, _api_odd_memory, max(1, int(CASES[regime] * SCALE) // 2))
+
+
+@pytest.mark.parametrize("regime", ["ties", "normal", "near"])
+def test_api_batch_std_matches_exact_reference(regime):
+    """batch_std= (issue 5): the cases with a batch scale and a defined batch std, not in the
+    overflow zone, with the exact batch std (rounded to float64) passed in."""
+    n_cases = max(1, int(CASES[regime] * SCALE))
+    failures, tried = [], 0
+    for i in range(n_cases):
+        key = [zlib.crc32(f"api/{regime}".encode()), i]
+        x, kw, opts, exp, kind = _case(key, regime)
+        if opts["scale"] not in ("batch", "batch_residual") or exp.batch_std is None or exp.may_raise:
+            continue
+        tried += 1
+        _BATCH_STD[0] = float(exp.batch_std)
+        miss = _check_one(_api_batch_std, x, kw, opts, exp)
+        if miss:
+            failures.append(f"case {key}: x={x.tolist()!r} {x.dtype} {kind} {kw} {opts} batch_std={_BATCH_STD[0]!r}\n    -> {miss}")
+    print(f"fuzz batch_std/{regime} ({ga.backend()}): {tried} cases, {len(failures)} contract misses")
+    assert not failures, f"{len(failures)}/{tried} cases break the contract; first ones:\n" + "\n".join(failures[:6])
 
 
 @pytest.mark.parametrize("regime", list(CASES))

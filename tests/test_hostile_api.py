@@ -448,3 +448,24 @@ def test_huge_float32_run_3e8():
     grp = x[s : s + g].astype(np.float64)
     bstd = float(np.std(x, dtype=np.float64))
     np.testing.assert_allclose(out2[s : s + g], (grp - grp.mean()) / bstd, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- batch_std= ----------------
+
+
+@pytest.mark.parametrize(
+    "dtype,batch_std,eps", [("float64", 1e-320, 0.0), ("float64", 0.0, 5e-324), ("float32", 1e-39, 0.0)]
+)
+def test_tiny_batch_std_overflowing_the_advantages_is_a_valueerror(dtype, batch_std, eps):
+    """batch_std= (the sharded path, _api._with_batch_std) must keep the overflow rule of the
+    one-pass call: an advantage beyond the output dtype's range is a ValueError, never inf."""
+    x = np.array([0.0, 1.0, 5.0, 7.0], dtype=dtype)
+    with pytest.raises(ValueError):
+        ga.advantages(x, 2, scale="batch", batch_std=batch_std, eps=eps)
+
+
+def test_batch_std_matches_one_pass():
+    x = np.array([0.0, 1.0, 5.0, 7.0, 2.0, 2.0])
+    one = ga.advantages(x, 2, scale="batch")
+    std = float(np.std(x))
+    np.testing.assert_allclose(ga.advantages(x, 2, scale="batch", batch_std=std), one, rtol=4e-16, atol=0)
