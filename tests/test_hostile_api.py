@@ -469,3 +469,65 @@ def test_batch_std_matches_one_pass():
     one = ga.advantages(x, 2, scale="batch")
     std = float(np.std(x))
     np.testing.assert_allclose(ga.advantages(x, 2, scale="batch", batch_std=std), one, rtol=4e-16, atol=0)
+
+
+# ---------------------------------------------------------------- token layouts -------------
+
+
+@pytest.mark.parametrize("nan", ["raise", "propagate", "omit"])
+@pytest.mark.parametrize("dtype,big", [("float32", 3e38), ("float64", 1.7e308)])
+def test_token_scores_that_overflow_are_the_overflow_valueerror(nan, dtype, big):
+    """Finite token rewards whose per-sequence sum overflows the dtype: the README's overflow
+    ValueError under every nan policy. Today the sum becomes inf and is then treated as an inf
+    reward: "rewards[0] is inf" under raise, a silently NaN group under propagate, a silent
+    advantage of 0 under omit."""
+    tok = np.array([[big, big], [1, 2], [0, 1], [1, 1]], dtype=dtype)
+    mask = np.ones((4, 2), dtype=bool)
+    with pytest.raises(ValueError) as e:
+        ga.token_advantages(tok, mask, 2, nan=nan)
+    assert "is inf" not in str(e.value), "finite token rewards reported as an inf reward"
+    with pytest.raises(ValueError):
+        ga.packed_token_advantages(tok.reshape(-1), [2, 2, 2, 2], 2, nan=nan)
+
+
+def test_out_sharing_a_float_response_mask_is_a_valueerror():
+    """out= is the (float) response mask: a ValueError naming the arguments, never rust-numpy's
+    PanicException (AlreadyBorrowed), which is not an Exception."""
+    tok = np.arange(4.0).reshape(2, 2)
+    mask = np.ones((2, 2))
+    keep = mask.copy()
+    try:
+        ga.token_advantages(tok, mask, 2, out=mask)
+    except ValueError as e:
+        assert "out" in str(e)
+    except BaseException as e:  # noqa: BLE001 - PanicException derives from BaseException
+        pytest.fail(f"{type(e).__name__}: {e}")
+    else:
+        pytest.fail("out= aliasing response_mask was accepted")
+    np.testing.assert_array_equal(mask, keep)
+
+
+def test_token_layouts_give_the_numbers_of_a_contiguous_copy():
+    tok = np.array([[1.0, 0.0, 2.0], [0.5, 0.5, 0.0], [3.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    mask = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 0, 0]], dtype=bool)
+    ref = ga.token_advantages(tok, mask, 2)
+    np.testing.assert_array_equal(ga.token_advantages(np.asfortranarray(tok), mask, 2), ref)
+    np.testing.assert_array_equal(ga.token_advantages(tok[::-1][::-1], np.asfortranarray(mask), 2), ref)
+    wide = np.zeros((4, 6))
+    wide[:, ::2] = tok
+    np.testing.assert_array_equal(ga.token_advantages(wide[:, ::2], mask.astype(np.int8), 2), ref)
+    np.testing.assert_array_equal(ga.token_advantages(tok.astype(">f8"), mask.astype(">i4"), 2), ref)
+
+
+# ---------------------------------------------------------------- moments transport ---------
+
+
+@pytest.mark.parametrize("arr", [[-3.0, 1.0, 2.0], [float("nan"), 1.0, 2.0], [3.0, 1.0, -2.0], [2.5, 1.0, 2.0]])
+def test_moments_from_array_rejects_impossible_moments(arr):
+    """Moments arriving from another rank or actor (from_array, the inverse of to_array) with a
+    negative or NaN count, a fractional count for unweighted moments, or a negative M2 are
+    corrupt: a ValueError, not a std computed from them."""
+    from groupadv.moments import Moments
+
+    with pytest.raises(ValueError):
+        Moments.from_array(np.array(arr)).std()
