@@ -354,3 +354,14 @@ def test_parquet_nulls(tmp_path, monkeypatch, capsys, column, values, pyarrow_or
     code, err = cli(["compute", src, "--group-col", "uid", "-o", out, "-q"], monkeypatch, capsys)
     assert_clean_error(code, err, out)
     assert "row 1" in err, err
+
+
+def test_stdlib_mode_really_hides_pyarrow(tmp_path, monkeypatch, capsys, pyarrow_or_skip):
+    """The "stdlib" runs above mean something: with pyarrow hidden, Parquet needs pyarrow."""
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "in.parquet"
+    pq.write_table(pyarrow_or_skip.table({"uid": ["a", "a"], "reward": [1.0, 2.0]}), src)
+    code, err = cli(["compute", src, "--group-col", "uid", "-o", tmp_path / "o.csv", "-q"], monkeypatch, capsys, "stdlib")
+    assert_clean_error(code, err)
+    assert "pyarrow" in err
