@@ -420,10 +420,15 @@ def test_out_is_the_result_and_inputs_are_untouched():
 # ---------------------------------------------------------------- huge N --------------------
 
 
-@pytest.mark.skipif(os.environ.get("GROUPADV_TEST_HUGE") != "1", reason="set GROUPADV_TEST_HUGE=1 (needs ~4 GB)")
+@pytest.mark.skipif(
+    os.environ.get("GROUPADV_TEST_HUGE") != "1",
+    reason="set GROUPADV_TEST_HUGE=1 (native: ~5 GB peak RSS, ~1.5 min here; numpy backend: over 14 GB)",
+)
 def test_huge_float32_run_3e8():
     """3e8 float32 rewards (1.2 GB): uniform and ragged groups; sampled groups checked against
-    float64 numpy, all-equal groups exactly 0, no NaN, output float32 of the input length."""
+    float64 numpy, all-equal groups exactly 0, no NaN, output float32 of the input length.
+    (The numpy backend makes float64 copies of everything: it passed 14 GB RSS on the shared
+    development machine and was stopped there.)"""
     n, g = 300_000_000, 8
     x = np.empty(n, dtype=np.float32)
     rng = np.random.default_rng(0)
