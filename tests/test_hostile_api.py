@@ -84,9 +84,7 @@ def test_label_eq_returning_an_array_is_a_clean_error():
         [{}, {}, 1, 1],
         [{1}, {1}, 1, 1],
         [np.zeros(2), np.zeros(2), 1, 1],
-        np.array([[1], [1], [2], [2]], dtype=object).reshape(4)
-        if False
-        else np.array([None, [1], [2], [2]], dtype=object),
+        np.array([None, [1], [2], [2]], dtype=object),
         [bytearray(b"a"), bytearray(b"a"), 1, 1],
     ],
     ids=["lists", "dicts", "sets", "arrays", "objarray-of-lists", "bytearrays"],

@@ -71,7 +71,7 @@ def test_inference_mode_tensor():
     "make",
     [
         lambda t: torch.stack([t, t * 0]).T.reshape(-1)[::2],
-        lambda t: t.flip(0).flip(0) if False else torch.flip(torch.flip(t, [0]), [0]),
+        lambda t: torch.flip(torch.flip(t, [0]), [0]),
         lambda t: torch.flip(t, [0]),
         lambda t: (-t)._neg_view() if hasattr(t, "_neg_view") else t,
         lambda t: t.to(torch.complex64).conj().real,
