@@ -358,3 +358,42 @@ def test_reference_sanity():
     e = reference([3e38, -3e38], [0, 0], 1, center="mean", scale="none", ddof=0, eps=0.0, singleton="zero",
                   nan="raise", out_dtype=np.float32)
     assert not e.raises and float(e.adv[0]) == 3e38
+
+
+# --- hypothesis: arbitrary floats (its boundary values: +-max, subnormals, +-0, inf, nan) ---
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+HYP_EXAMPLES = max(1, int(300 * SCALE))
+
+
+@st.composite
+def _hyp_case(draw):
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    width = 32 if dtype == np.float32 else 64
+    sizes = draw(st.lists(st.integers(0, 4), min_size=1, max_size=4))
+    if sum(sizes) == 0:
+        sizes[-1] = 1
+    n = sum(sizes)
+    vals = draw(st.lists(st.floats(width=width), min_size=n, max_size=n))
+    x = np.array(vals, dtype=dtype)
+    opts = {
+        "center": draw(st.sampled_from(CENTERS)),
+        "scale": draw(st.sampled_from(SCALES)),
+        "ddof": draw(st.integers(0, 1)),
+        "eps": draw(st.sampled_from(EPS)),
+        "singleton": draw(st.sampled_from(["zero", "raw", "error"])),
+        "nan": draw(st.sampled_from(["raise", "propagate", "omit"])),
+    }
+    return x, sizes, opts
+
+
+@settings(max_examples=HYP_EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(_hyp_case())
+def test_hypothesis_floats_match_exact_reference(case):
+    x, sizes, opts = case
+    codes = np.repeat(np.arange(len(sizes)), sizes).tolist()
+    exp = reference(x.tolist(), codes, len(sizes), out_dtype=x.dtype.type, **opts)
+    miss = _check_one(_api, x, {"offsets": np.cumsum([0] + sizes)}, opts, exp)
+    assert miss is None, f"x={x.tolist()!r} {x.dtype} sizes={sizes} {opts}: {miss}"
