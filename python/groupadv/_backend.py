@@ -14,8 +14,19 @@ from types import ModuleType
 _NAMES = ("native", "numpy")
 
 
+_fork_hook_registered = False
+
+
 def _load(name: str) -> ModuleType:
-    return importlib.import_module("groupadv._native" if name == "native" else "groupadv._numpy")
+    global _fork_hook_registered
+    module = importlib.import_module("groupadv._native" if name == "native" else "groupadv._numpy")
+    if name == "native" and not _fork_hook_registered and hasattr(os, "register_at_fork"):
+        # The worker threads of the native pools do not survive fork(); the child starts new
+        # ones. Registered when the native module is first loaded (GROUPADV_BACKEND=numpy never
+        # imports it, so a broken build cannot stop the numpy backend).
+        os.register_at_fork(after_in_child=module._after_fork_in_child)
+        _fork_hook_registered = True
+    return module
 
 
 def _native_or_none() -> ModuleType | None:
@@ -45,11 +56,6 @@ def _select() -> tuple[str, ModuleType]:
 
 
 name, impl = _select()
-
-_native_module = _native_or_none()
-if _native_module is not None and hasattr(os, "register_at_fork"):
-    # The worker threads of the native pools do not survive fork(); the child starts new ones.
-    os.register_at_fork(after_in_child=_native_module._after_fork_in_child)
 
 
 def use(which: str) -> ModuleType:

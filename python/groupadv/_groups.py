@@ -140,6 +140,14 @@ def resolve(n: int, group_size=None, offsets=None, group_ids=None, groups=None) 
 
 
 def _offsets_array(offsets) -> np.ndarray:
+    if isinstance(offsets, (list, tuple)):
+        # numpy would read a bool inside a list as 0/1 and give Python ints beyond int64 the
+        # object dtype: name both for what they are
+        for v in offsets:
+            if isinstance(v, (bool, np.bool_)):
+                raise TypeError(f"offsets must be integers, got a bool ({v!r})")
+            if isinstance(v, int) and not (-(2**63) <= v < 2**63):
+                raise ValueError(f"offsets exceed the int64 range: {v}")
     arr = np.asarray(offsets)
     if arr.ndim != 1:
         raise ValueError(f"offsets must be 1-D, got shape {arr.shape}")

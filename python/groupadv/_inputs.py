@@ -24,6 +24,12 @@ def aligned(arr: np.ndarray, dtype=None) -> np.ndarray:
 
 def rewards_array(rewards, name: str = "rewards") -> np.ndarray:
     """A contiguous, native-endian 1-D float32/float64 array (ints and bools become float64)."""
+    if isinstance(rewards, np.ma.MaskedArray):
+        # np.asarray drops the mask: the masked values would enter the statistics
+        raise TypeError(
+            f"{name} is a masked array; pass {name}.filled(np.nan) with nan='omit' to leave the "
+            "masked rewards out"
+        )
     arr = np.asarray(rewards)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got an array of shape {arr.shape}")
