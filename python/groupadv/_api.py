@@ -9,6 +9,7 @@ import numpy as np
 from . import _backend, _torch
 from ._groups import Groups, resolve
 from ._presets import resolve_preset
+from .moments import GroupMoments
 from ._inputs import choice, ddof_value, eps_value, integer, out_array, rewards_array, threads_value
 
 
@@ -29,6 +30,7 @@ def advantages(
     out=None,
     num_threads: int | None = None,
     batch_std: float | None = None,
+    moments=None,
     preset: str | None = None,
 ):
     """Group-relative advantages ``A_i = c * (r_i - mu_g) / d``, in input order.
@@ -59,9 +61,13 @@ def advantages(
     batch_std: with ``scale="batch"`` or ``"batch_residual"`` only: the batch std to divide by
         (d = batch_std + eps) instead of the one of ``rewards``; for a shard of a larger batch,
         pass the global std from :mod:`groupadv.moments` (``BatchMoments.std(scale, ddof)``) or
-        :func:`groupadv.distributed.all_reduce_moments`. Computed as the centred advantages
-        (``scale="none"``) divided by d in float64, so it equals the one-pass result up to one
-        rounding.
+        :func:`groupadv.distributed.all_reduce_moments`. A parameter of the core: the same
+        rules apply (all-equal groups give exactly 0; an advantage that overflows the output
+        dtype raises the overflow ValueError).
+    moments: a :class:`GroupMoments` (from :func:`group_moments`, merged over batches or
+        shards) with one record per group of this layout: the group statistics to use instead
+        of those of ``rewards`` (streaming, sharded data); the batch scales then use the merge
+        of these moments.
 
     Returns an array of the rewards' shape; float32 in, float32 out; float64 for float64,
     ints and bools. Statistics are accumulated in float64 either way. torch tensors in give
@@ -72,33 +78,32 @@ def advantages(
     if _torch.is_tensor(rewards):
         return _tensor_advantages(
             rewards, group_size, offsets, group_ids, groups, center, scale, ddof, eps, singleton,
-            nan, decimals, out, num_threads, batch_std,
+            nan, decimals, out, num_threads, batch_std, moments,
         )
     x = rewards_array(rewards)
     g = resolve(len(x), group_size, offsets, group_ids, groups)
     result = out_array(out, x)
-    if batch_std is not None:  # external batch std (issue 5: sharded batches)
-        _with_batch_std(x, result, g, center, scale, ddof, eps, singleton, nan, num_threads, batch_std)
-    else:
-        _backend.impl.advantages(
-            x,
-            result,
-            g._impl,
-            choice(center, "center"),
-            choice(scale, "scale"),
-            ddof_value(ddof),
-            eps_value(eps),
-            choice(singleton, "singleton"),
-            choice(nan, "nan"),
-            threads_value(num_threads),
-        )
+    core = {"batch_std": _batch_std_value(batch_std), "moments": _moments_value(moments, g.n_groups)}
+    _backend.impl.advantages(
+        x,
+        result,
+        g._impl,
+        choice(center, "center"),
+        choice(scale, "scale"),
+        ddof_value(ddof),
+        eps_value(eps),
+        choice(singleton, "singleton"),
+        choice(nan, "nan"),
+        threads_value(num_threads),
+        **{k: v for k, v in core.items() if v is not None},
+    )
     if decimals is not None:
         np.round(result, integer(decimals, "decimals"), out=result)
     return result
 
 
 def _tensor_advantages(rewards, group_size, offsets, group_ids, groups, center, scale, ddof, eps,
-                       singleton, nan, decimals, out, num_threads, batch_std):
+                       singleton, nan, decimals, out, num_threads, batch_std, moments=None):
     """torch tensors: CPU through numpy (shared memory), other devices with torch there."""
     if rewards.device.type == "cpu":
         as_np = _torch.numpy_if_tensor
@@ -106,15 +111,17 @@ def _tensor_advantages(rewards, group_size, offsets, group_ids, groups, center, 
             _torch.to_numpy(rewards), group_size, offsets=as_np(offsets), group_ids=as_np(group_ids),
             groups=groups, center=center, scale=scale, ddof=ddof, eps=eps, singleton=singleton, nan=nan,
             decimals=decimals, out=as_np(out), num_threads=num_threads, batch_std=batch_std,
+            moments=moments,
         )
         return out if out is not None else _torch.from_numpy(res, rewards)
-    if batch_std is not None:
-        raise ValueError("batch_std= is supported for numpy arrays and CPU tensors")
+    if moments is not None:
+        raise ValueError("moments= is supported for numpy arrays and CPU tensors")
     n = rewards.numel()
     codes, k = _torch.codes_on(rewards.device, n, group_size, offsets, group_ids, groups)
     res = _torch.advantages(
         rewards, codes=codes, n_groups=k, center=choice(center, "center"), scale=choice(scale, "scale"),
         ddof=ddof_value(ddof), eps=eps_value(eps), singleton=choice(singleton, "singleton"), nan=choice(nan, "nan"),
+        batch_std=_batch_std_value(batch_std),
     )
     if decimals is not None:
         res = res.round(decimals=integer(decimals, "decimals"))
@@ -124,37 +131,27 @@ def _tensor_advantages(rewards, group_size, offsets, group_ids, groups, center, 
     return res
 
 
-# --- batch_std= (issue 5): advantages of a shard with a batch std computed elsewhere ---------
-def _with_batch_std(x, result, g, center, scale, ddof, eps, singleton, nan, num_threads, batch_std) -> None:
-    scale = choice(scale, "scale")
-    if scale not in ("batch", "batch_residual"):
-        raise ValueError(f"batch_std= needs scale='batch' or 'batch_residual', got scale={scale!r}")
+def _batch_std_value(batch_std) -> float | None:
+    """A caller's batch std as a float (its range is checked by the core's policy)."""
+    if batch_std is None:
+        return None
     if isinstance(batch_std, (bool, np.bool_, str, bytes)):
         raise TypeError(f"batch_std must be a number, got {type(batch_std).__name__}")
     try:
-        std = float(batch_std)
+        return float(batch_std)
     except (TypeError, ValueError):
         raise TypeError(f"batch_std must be a number, got {type(batch_std).__name__}") from None
-    if not (np.isfinite(std) and std >= 0):
-        raise ValueError(
-            f"batch_std must be a finite number >= 0, got {std} (a NaN batch std means non-finite "
-            "rewards, or no more rewards in the batch than ddof)"
-        )
-    ddof_value(ddof)
-    denom = std + eps_value(eps)
-    x64 = x if x.dtype == np.float64 else x.astype(np.float64)
-    tmp = result if result.dtype == np.float64 else np.empty(len(x), dtype=np.float64)
-    _backend.impl.advantages(
-        x64, tmp, g._impl, choice(center, "center"), "none", ddof_value(ddof), 0.0,
-        choice(singleton, "singleton"), choice(nan, "nan"), threads_value(num_threads),
-    )
-    if denom == 0.0:
-        np.multiply(tmp, 0.0, out=tmp)  # no spread in the batch: exactly 0, as the core does
-    else:
-        np.divide(tmp, denom, out=tmp)
-    if tmp is not result:
-        result[...] = tmp
-# --- end batch_std= ----------------------------------------------------------------------
+
+
+def _moments_value(moments, n_groups: int):
+    """``moments=`` as the backend's (count, mean, m2, scale) tuple."""
+    if moments is None:
+        return None
+    if not isinstance(moments, GroupMoments):
+        raise TypeError(f"moments must be a groupadv.GroupMoments (from group_moments), got {type(moments).__name__}")
+    if moments.n_groups != n_groups:
+        raise ValueError(f"moments hold {moments.n_groups} groups but the layout has {n_groups}")
+    return moments.record()
 
 
 def grpo(rewards, group_size: int | None = None, *, scale: str = "group", **kwargs) -> np.ndarray:
@@ -240,6 +237,35 @@ def group_stats(
         x, g._impl, ddof_value(ddof), choice(nan, "nan"), threads_value(num_threads)
     )
     return GroupStats(count=count, mean=mean, std=std, labels=g.labels)
+
+
+def group_moments(
+    rewards,
+    group_size: int | None = None,
+    *,
+    offsets=None,
+    group_ids=None,
+    groups: Groups | None = None,
+    nan: str = "raise",
+    weights=None,
+    num_threads: int | None = None,
+) -> GroupMoments:
+    """Per-group count, mean and M2 (float64, the core's moments stage) as a mergeable
+    :class:`GroupMoments`, in group order (labelled groups: order of first appearance).
+
+    ``nan`` as in :func:`advantages` ("omit" counts only finite rewards; "propagate" makes
+    the group's mean and m2 NaN). ``weights``: optional frequency weights, one finite value
+    >= 0 per reward (count = sum of weights). Merge the result over batches or shards
+    (:meth:`GroupMoments.merge`, :meth:`GroupMoments.merge_at`) and pass it back as
+    ``advantages(..., moments=gm)``.
+    """
+    from .moments import weights_array
+
+    x = rewards_array(rewards)
+    g = resolve(len(x), group_size, offsets, group_ids, groups)
+    w = None if weights is None else weights_array(weights, len(x))
+    rec = _backend.impl.group_moments(x, g._impl, choice(nan, "nan"), w, threads_value(num_threads))
+    return GroupMoments(*rec)
 
 
 def backend() -> str:

@@ -53,20 +53,19 @@ class Grouping:
     kind "uniform" (``size``), "ragged" (contiguous groups, ``offsets``) or "permuted"
     (labels in any order: ``labels`` = the group code of each reward)."""
 
-    __slots__ = ("n", "n_groups", "kind", "size", "offsets", "labels", "first", "_sizes")
+    __slots__ = ("n", "n_groups", "kind", "size", "offsets", "labels", "first", "_sizes", "_all_live")
 
     def __init__(self, n, n_groups, kind, *, size=0, offsets=None, labels=None, first=None, sizes=None):
         self.n, self.n_groups, self.kind = int(n), int(n_groups), kind
         self.size, self.offsets, self.labels, self.first = size, offsets, labels, first
+        if kind == "uniform":
+            sizes = np.full(self.n_groups, size, dtype=np.int64)
+        elif kind == "ragged":
+            sizes = np.diff(offsets)
         self._sizes = sizes
+        self._all_live = bool(sizes.all()) if sizes is not None else True
 
     def sizes(self) -> np.ndarray:
-        if self.kind == "uniform":
-            return np.full(self.n_groups, self.size, dtype=np.int64)
-        if self.kind == "ragged":
-            return np.diff(self.offsets)
-        if self._sizes is None:
-            self._sizes = np.bincount(self.labels, minlength=self.n_groups).astype(np.int64)
         return self._sizes
 
     def codes(self) -> np.ndarray:
@@ -102,11 +101,10 @@ class Grouping:
 
     def _reduceat(self, ufunc, v, empty, dtype):
         starts = self.offsets[:-1]
-        sizes = np.diff(self.offsets)
-        if sizes.all():
+        if self._all_live:
             return ufunc.reduceat(v, starts, dtype=dtype)
         out = np.full(self.n_groups, empty, dtype=dtype)
-        live = sizes > 0
+        live = self._sizes > 0
         out[live] = ufunc.reduceat(v, starts[live], dtype=dtype)
         return out
 
@@ -116,7 +114,7 @@ class Grouping:
             return p[:, None]
         if self.kind == "permuted":
             return p[self.labels]
-        return np.repeat(p, np.diff(self.offsets))
+        return np.repeat(p, self._sizes)
 
     def first_members(self) -> np.ndarray:
         """Index (into the working shape, flattened) of each group's first member (n if none)."""
@@ -125,7 +123,7 @@ class Grouping:
         if self.kind == "permuted":
             return self.first
         starts = self.offsets[:-1].copy()
-        starts[np.diff(self.offsets) == 0] = self.n
+        starts[self._sizes == 0] = self.n
         return starts
 
     def members(self, grp: int) -> np.ndarray:
@@ -337,7 +335,11 @@ def merge_moments(a, b):
 
 def moments_std(m, ddof) -> np.ndarray:
     """THE guarded std: ``scale * sqrt(m2 / (count - ddof))``, NaN where count <= ddof."""
-    count, _, m2, scale = _as_record(m)
+    return _std(_as_record(m), ddof)
+
+
+def _std(m, ddof) -> np.ndarray:
+    count, _, m2, scale = m
     dof = count - ddof
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         std = scale * np.sqrt(m2 / np.where(dof > 0, dof, 1.0))
@@ -483,7 +485,7 @@ def _policy(m, center, scale, ddof, eps, singleton, batch_d):
         factor = np.where(many, count / np.maximum(count - 1, 1), 0.0) if center == "loo" else many * 1.0
         late = np.zeros(len(count), dtype=bool)
         if scale == "group":
-            std = moments_std(m.record(), ddof)
+            std = _std(m.record(), ddof)
             late = many & np.isfinite(mean) & ~np.isfinite(std)
             denom = np.where(many, std + eps, 1.0)
         elif scale == "none":
@@ -606,7 +608,7 @@ def group_stats(rewards, grouping, ddof, nan, num_threads):
         raise ValueError(f"rewards has length {len(rewards)} but the groups cover {g.n} rewards")
     m = _group_moments(rewards, g, nan)
     mean = np.where(m.count > 0, m.mean, np.nan)
-    std = np.where(np.isfinite(mean), moments_std(m.record(), ddof), np.nan)
+    std = np.where(np.isfinite(mean), _std(m.record(), ddof), np.nan)
     # Finite rewards whose spread overflows float64: an error, as the core.
     late = (m.count > ddof) & np.isfinite(mean) & ~np.isfinite(std)
     err = _faults(rewards, g, m, nan, "zero", late)

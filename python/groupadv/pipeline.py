@@ -173,10 +173,8 @@ def normalize(
     check_not_normalized(x, groups=g, strict=strict, what="rewards", stacklevel=2)
     batch = None
     if scale in ("batch", "batch_residual") and batch_std is None:
+        # Reported with the result; the core computes the same batch std itself.
         batch = BatchMoments.from_rewards(x, groups=g, nan=nan, num_threads=num_threads)
-        batch_std = batch.std(scale, ddof)
-        if not np.isfinite(batch_std):
-            batch_std = None  # let the core apply its own policy (NaN propagation)
     adv = _api.advantages(
         x, groups=g, center=_ESTIMATORS[estimator], scale=scale, ddof=ddof, eps=eps,
         singleton=singleton, nan=nan, num_threads=num_threads, batch_std=batch_std,
