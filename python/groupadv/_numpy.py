@@ -32,8 +32,6 @@ _NANS = ("raise", "propagate", "omit")
 # sqrt(M2) outside [_TINY, _HUGE]: squared deviations may have under/overflowed float64, so the
 # moments are kept scaled by a power of two near the largest deviation (exact rescaling).
 _TINY, _HUGE = 1e-140, 1e150
-# Where 1 / denominator overflows (subnormal spread), residuals are lifted by 2**60 first.
-_LIFT = 2.0**60
 
 _OVERFLOW = (
     "the rewards of group {} overflow float64 in its statistics, or the output dtype in its "
@@ -239,7 +237,7 @@ class _Moments:
     """Group moments of one reward buffer plus what the apply stage reuses: the residuals
     ``r - mean`` in the working shape (0 at omitted rewards) and the valid mask (None: all)."""
 
-    __slots__ = ("count", "mean", "m2", "scale", "res", "valid", "bad_mean")
+    __slots__ = ("count", "mean", "m2", "scale", "smean", "res", "valid", "bad_mean")
 
     def record(self):
         return self.count, self.mean, self.m2, self.scale
@@ -262,7 +260,7 @@ def _group_moments(x: np.ndarray, g: Grouping, nan: str, weights=None) -> _Momen
                 mean = g.sum(xv) / per
             if not exact or not np.isfinite(mean).all():
                 # Relative to the first reward (non-finite ones give the core's inf or NaN).
-                shift = x[np.minimum(g.first_members(), g.n - 1)]
+                shift = x[np.minimum(g.first_members(), g.n - 1)].astype(np.float64)
                 mean = shift + g.sum(xv - g.spread(shift)) / per
             if nan == "omit" and not np.isfinite(mean).all():
                 count = None  # some rewards are left out: the slow path
@@ -279,7 +277,7 @@ def _group_moments(x: np.ndarray, g: Grouping, nan: str, weights=None) -> _Momen
             count = g.sum(wv)
             pos = np.where(live.reshape(-1), np.arange(g.n), g.n)
             first = g.reduce(np.minimum, g.view(pos), g.n)
-            shift = np.append(xv.reshape(-1), 0.0)[first]  # first live reward (0 if none)
+            shift = np.append(xv.reshape(-1), 0.0).astype(np.float64)[first]  # first live reward (0 if none)
             dev = np.where(live, xv - g.spread(shift), 0.0)
             mean = shift + g.sum(dev * wv) / np.where(count > 0, count, 1.0)
             res = np.where(live, xv - g.spread(mean), 0.0)
@@ -290,14 +288,23 @@ def _group_moments(x: np.ndarray, g: Grouping, nan: str, weights=None) -> _Momen
     if x.dtype != np.float32:  # float32 deviations can neither over- nor underflow when squared
         risky = (count > 0) & np.isfinite(mean) & ~((m2 >= _TINY**2) & (m2 <= _HUGE**2))
         if risky.any():
-            # Exact rescaling by a power of two near each group's largest deviation.
+            # Exact rescaling by a power of two near each group's largest deviation; the mean
+            # and M2 are recomputed from the rescaled rewards (for subnormal spreads the
+            # float64 mean itself is too coarse: `smean` is the mean in units of `scale`).
             amax = g.reduce(np.maximum, np.where(g.spread(risky), np.abs(res), 0.0), 0.0)
-            s = np.where(risky, _pow2_scale(amax), 1.0)
-            with np.errstate(invalid="ignore", over="ignore"):
-                q = np.where(g.spread(risky), res / g.spread(s), 0.0)
-                q2 = q * q if wv is None else q * q * wv
-                m2 = np.where(risky & np.isfinite(amax), g.sum(q2), np.where(risky, np.inf, m2))
-            scale = s
+            scale = np.where(risky, _pow2_scale(amax), 1.0)
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+                xs = xv / g.spread(scale)
+                lv = np.ones(xv.shape, dtype=bool) if m.valid is None else m.valid
+                wl = np.where(lv, 1.0, 0.0) if wv is None else wv
+                first = g.reduce(np.minimum, g.view(np.where(lv.reshape(-1), np.arange(g.n), g.n)), g.n)
+                shift = np.append(xs.reshape(-1), 0.0)[first]
+                dev = np.where(lv, xs - g.spread(shift), 0.0)
+                smean = np.where(risky, shift + g.sum(dev * wl) / np.where(count > 0, count, 1.0), mean)
+                q = np.where(g.spread(risky) & lv, xs - g.spread(smean), 0.0)
+                m2 = np.where(risky & np.isfinite(amax), g.sum(q * q * wl), np.where(risky, np.inf, m2))
+                mean = np.where(risky, smean * scale, mean)
+    m.smean = smean if x.dtype != np.float32 and risky.any() else mean
     m.count, m.mean, m.m2, m.scale, m.res = count, mean, m2, scale, res
     m.bad_mean = (count > 0) & ~np.isfinite(mean)
     return m
@@ -475,48 +482,51 @@ def _batch_denominator(m, scale, ddof, eps, batch_std) -> float:
 
 
 def _policy(m, center, scale, ddof, eps, singleton, batch_d):
-    """Per-group affine coefficients: A = (r - a) * pre * b, plus the groups whose std
-    overflowed. ``pre`` lifts residuals by 2**60 where 1/denominator overflows."""
+    """Per-group affine coefficients ``A = (r * p - a) * b`` plus the groups whose std
+    overflowed. ``p`` is 1, or a power of two near 1/scale for groups of tiny spread
+    (scale < 1), whose rewards are lifted (exactly) before the centre is subtracted; ``a`` and
+    ``b`` are in those units."""
     count, mean = m.count, m.mean
     many = count > 1
     one = count == 1
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        a = np.where(many & (center != "none"), mean, 0.0)
+        p = np.where(m.scale < 1.0, 1.0 / np.maximum(m.scale, 2.0**-1000), 1.0)  # finite
+        sp = m.scale * p  # exact: both powers of two
+        centre = np.where(m.scale < 1.0, m.smean * sp, mean)
+        a = np.where(many & (center != "none"), centre, 0.0)
         factor = np.where(many, count / np.maximum(count - 1, 1), 0.0) if center == "loo" else many * 1.0
         late = np.zeros(len(count), dtype=bool)
+        # Denominators in the lifted units (d * p).
         if scale == "group":
             std = _std(m.record(), ddof)
             late = many & np.isfinite(mean) & ~np.isfinite(std)
-            denom = np.where(many, std + eps, 1.0)
+            lifted = _std((count, mean, m.m2, sp), ddof)  # std * p
+            denom = np.where(many, np.where(p != 1.0, lifted, std) + eps * p, p)
         elif scale == "none":
-            denom = np.ones(len(count))
+            denom = p
         else:
-            denom = np.where(many, batch_d, 1.0)
+            denom = np.where(many, batch_d, 1.0) * p
         if singleton == "raw":  # verl: mean 0, std 1
             factor = np.where(one, 1.0, factor)
             if scale != "none":
-                denom = np.where(one, 1.0 + eps if scale == "group" else batch_d, denom)
+                denom = np.where(one, (1.0 + eps if scale == "group" else batch_d) * p, denom)
         b = np.where(denom == 0.0, 0.0, factor / denom)  # no spread: exactly 0, whatever eps
-        lift = np.isinf(b) & np.isfinite(denom)
-        pre = np.where(lift, _LIFT, 1.0)
-        b = np.where(lift, factor / (denom * _LIFT), b)
     a = np.where(m.bad_mean, np.nan, a)  # a poisoned group is NaN (nan="propagate")
-    return a, pre, b, late
+    return a, p, b, late
 
 
 # ============================================================================ 4. apply
 
 
 def _apply(g, x, m, a, pre, b, out) -> np.ndarray:
-    """out = (x - a) * pre * b per group; reuses the residuals where a is the group mean."""
+    """out = (x * pre - a) * b per group; reuses the residuals where a is the group mean."""
     ov = g.view(out)
     with np.errstate(invalid="ignore", over="ignore"):
         if (pre == 1.0).all() and ((a == m.mean) | (b == 0.0)).all():
             np.multiply(m.res, g.spread(b), out=ov, casting="unsafe")
         else:
-            d = g.view(x) - g.spread(a)
-            if not (pre == 1.0).all():
-                d *= g.spread(pre)
+            d = g.view(x) if (pre == 1.0).all() else g.view(x) * g.spread(pre)
+            d = d - g.spread(a)
             np.multiply(d, g.spread(b), out=ov, casting="unsafe")
         if m.valid is not None:
             ov[~m.valid] = 0.0
@@ -525,9 +535,10 @@ def _apply(g, x, m, a, pre, b, out) -> np.ndarray:
 
 def _output_overflow(g, x, m, a, pre, b, out, ov) -> np.ndarray:
     """Groups with a non-finite advantage not asked for (not a NaN group): an overflow of the
-    output dtype. Scans only groups whose bound (|mean - a| + sqrt(M2)) * pre * b can reach it."""
+    output dtype. Scans only groups whose bound (|mean - a| + sqrt(M2)) * b can reach it."""
     with np.errstate(invalid="ignore", over="ignore"):
-        bound = (np.abs(m.mean - a) + m.scale * np.sqrt(m.m2)) * pre * np.abs(b)
+        centre = np.where(pre != 1.0, m.smean * m.scale * pre, m.mean)
+        bound = (np.abs(centre - a) + m.scale * pre * np.sqrt(m.m2)) * np.abs(b)
     maybe = ~(bound < 0.5 * np.finfo(out.dtype).max) & ~m.bad_mean & ~np.isnan(b) & (m.count > 0)
     if not maybe.any():
         return maybe
@@ -583,6 +594,7 @@ def _given(x, g, nan, moments) -> _Moments:
     xv = g.view(x)
     m = _Moments()
     m.count, m.mean, m.m2, m.scale = count, mean, m2, scale
+    m.smean = np.where(scale < 1.0, mean / scale, mean)
     m.valid = None
     finite = np.isfinite(xv)
     if not finite.all():

@@ -144,8 +144,7 @@ class GroupMoments:
     @classmethod
     def empty(cls, n_groups: int = 0) -> "GroupMoments":
         """``n_groups`` groups without values (the identity of :meth:`merge`)."""
-        z = np.zeros(n_groups)
-        return cls(z, z, z, np.ones(n_groups))
+        return cls(np.zeros(n_groups), np.zeros(n_groups), np.zeros(n_groups), np.ones(n_groups))
 
     def record(self) -> tuple:
         """``(count, mean, m2, scale)``: what the backend functions take."""
