@@ -51,7 +51,7 @@ class Grouping:
     kind "uniform" (``size``), "ragged" (contiguous groups, ``offsets``) or "permuted"
     (labels in any order: ``labels`` = the group code of each reward)."""
 
-    __slots__ = ("n", "n_groups", "kind", "size", "offsets", "labels", "first", "_sizes", "_all_live")
+    __slots__ = ("n", "n_groups", "kind", "size", "offsets", "labels", "first", "_sizes", "_all_live", "_counts")
 
     def __init__(self, n, n_groups, kind, *, size=0, offsets=None, labels=None, first=None, sizes=None):
         self.n, self.n_groups, self.kind = int(n), int(n_groups), kind
@@ -62,6 +62,13 @@ class Grouping:
             sizes = np.diff(offsets)
         self._sizes = sizes
         self._all_live = bool(sizes.all()) if sizes is not None else True
+        self._counts = None
+
+    def counts(self) -> np.ndarray:
+        """Group sizes as float64 (the unweighted counts), computed once."""
+        if self._counts is None:
+            self._counts = self._sizes.astype(np.float64)
+        return self._counts
 
     def sizes(self) -> np.ndarray:
         return self._sizes
@@ -164,7 +171,7 @@ def grouping_offsets(n: int, offsets: np.ndarray) -> Grouping:
 
 
 def _from_labels(labels: np.ndarray) -> tuple[Grouping, np.ndarray]:
-    """Codes numbered by first appearance (as the native backend): one sort of the labels."""
+    """Codes numbered by first appearance (as the native backend)."""
     n = len(labels)
     if n == 0:
         raise ValueError("rewards is empty")
@@ -173,23 +180,26 @@ def _from_labels(labels: np.ndarray) -> tuple[Grouping, np.ndarray]:
             f"group_ids supports at most {2**32 - 1} rewards, got {n}; "
             "pass contiguous groups as offsets instead"
         )
-    if labels.dtype.kind not in "iub":  # strings, bytes rows: as integers first
+    if labels.dtype.kind == "b":
+        labels = labels.astype(np.int64)
+    if labels.dtype.kind in "iu":
+        lo, hi = int(labels.min()), int(labels.max())
+    if labels.dtype.kind not in "iu" or hi - lo >= 4 * n:
+        # Strings, bytes rows, sparse integers: dense integers first (one sort).
         labels = np.unique(labels, return_inverse=True)[1].reshape(-1)
-    order = np.argsort(labels)
-    ordered = labels[order]
-    new = np.empty(n, dtype=bool)
-    new[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-    starts = np.flatnonzero(new)
-    first_sorted = np.minimum.reduceat(order, starts)  # first appearance of each distinct label
-    by_appearance = np.argsort(first_sorted)
-    rank = np.empty_like(by_appearance)
-    rank[by_appearance] = np.arange(len(starts))
-    codes = np.empty(n, dtype=np.int64)
-    codes[order] = rank[np.cumsum(new) - 1]
-    first = first_sorted[by_appearance].astype(np.int64)
-    sizes = np.diff(np.append(starts, n))[by_appearance].astype(np.int64)
-    k = len(starts)
+        lo, hi = 0, int(labels.max())
+    # Dense integer labels: tables indexed by label, no sort of the rewards.
+    rel = labels - lo if lo else labels
+    first_at = np.full(hi - lo + 1, n, dtype=np.int64)
+    np.minimum.at(first_at, rel, np.arange(n))  # first appearance of each label
+    present = np.flatnonzero(first_at < n)
+    by_appearance = np.argsort(first_at[present])
+    code_of = np.empty(len(first_at), dtype=np.int64)
+    code_of[present[by_appearance]] = np.arange(len(present))
+    codes = code_of[rel]
+    first = first_at[present[by_appearance]]
+    sizes = np.bincount(codes, minlength=len(present)).astype(np.int64)
+    k = len(present)
     if np.all(first[1:] == np.cumsum(sizes)[:-1]):  # contiguous labels: offsets are cheaper
         offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
         return Grouping(n, k, "ragged", offsets=offsets), first
@@ -237,7 +247,7 @@ class _Moments:
     """Group moments of one reward buffer plus what the apply stage reuses: the residuals
     ``r - mean`` in the working shape (0 at omitted rewards) and the valid mask (None: all)."""
 
-    __slots__ = ("count", "mean", "m2", "scale", "smean", "res", "valid", "bad_mean")
+    __slots__ = ("count", "mean", "m2", "scale", "smean", "res", "valid", "bad_mean", "any_bad", "lifted")
 
     def record(self):
         return self.count, self.mean, self.m2, self.scale
@@ -253,8 +263,8 @@ def _group_moments(x: np.ndarray, g: Grouping, nan: str, weights=None) -> _Momen
         count = mean = None
         if w is None:
             # Fast path: every reward counts once.
-            count = g.sizes().astype(np.float64)
-            per = np.where(count > 0, count, 1.0)
+            count = g.counts()
+            per = count if g._all_live else np.where(count > 0, count, 1.0)
             exact = x.dtype == np.float32 and g.n < 2**29
             if exact:  # an all-equal group's float64 sum of float32 values is exact: mean == value
                 mean = g.sum(xv) / per
@@ -282,11 +292,16 @@ def _group_moments(x: np.ndarray, g: Grouping, nan: str, weights=None) -> _Momen
             mean = shift + g.sum(dev * wv) / np.where(count > 0, count, 1.0)
             res = np.where(live, xv - g.spread(mean), 0.0)
             m2 = g.sum(res * res * wv)
-    mean = np.where(count > 0, mean, 0.0)
-    m2 = np.where(count > 0, m2, 0.0)
+    if wv is not None or not g._all_live:
+        mean = np.where(count > 0, mean, 0.0)
+        m2 = np.where(count > 0, m2, 0.0)
     scale = np.ones(g.n_groups)
+    finite = np.isfinite(mean)
+    m.any_bad = not finite.all()
+    m.bad_mean = (count > 0) & ~finite if m.any_bad else np.zeros(g.n_groups, dtype=bool)
+    risky = None
     if x.dtype != np.float32:  # float32 deviations can neither over- nor underflow when squared
-        risky = (count > 0) & np.isfinite(mean) & ~((m2 >= _TINY**2) & (m2 <= _HUGE**2))
+        risky = (count > 0) & finite & ~((m2 >= _TINY**2) & (m2 <= _HUGE**2))
         if risky.any():
             # Exact rescaling by a power of two near each group's largest deviation; the mean
             # and M2 are recomputed from the rescaled rewards (for subnormal spreads the
@@ -304,9 +319,9 @@ def _group_moments(x: np.ndarray, g: Grouping, nan: str, weights=None) -> _Momen
                 q = np.where(g.spread(risky) & lv, xs - g.spread(smean), 0.0)
                 m2 = np.where(risky & np.isfinite(amax), g.sum(q * q * wl), np.where(risky, np.inf, m2))
                 mean = np.where(risky, smean * scale, mean)
-    m.smean = smean if x.dtype != np.float32 and risky.any() else mean
+    m.lifted = risky is not None and bool((scale < 1.0).any())
+    m.smean = smean if risky is not None and risky.any() else mean
     m.count, m.mean, m.m2, m.scale, m.res = count, mean, m2, scale, res
-    m.bad_mean = (count > 0) & ~np.isfinite(mean)
     return m
 
 
@@ -482,36 +497,43 @@ def _batch_denominator(m, scale, ddof, eps, batch_std) -> float:
 
 
 def _policy(m, center, scale, ddof, eps, singleton, batch_d):
-    """Per-group affine coefficients ``A = (r * p - a) * b`` plus the groups whose std
-    overflowed. ``p`` is 1, or a power of two near 1/scale for groups of tiny spread
+    """Per-group affine coefficients ``A = (r * p - a) * b``, plus the groups whose std
+    overflowed (or None). ``p`` is 1, or a power of two near 1/scale for groups of tiny spread
     (scale < 1), whose rewards are lifted (exactly) before the centre is subtracted; ``a`` and
-    ``b`` are in those units."""
-    count, mean = m.count, m.mean
+    ``b`` are in those units. ``a is m.mean`` when every group is centred on its mean."""
+    count = m.count
     many = count > 1
-    one = count == 1
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        p = np.where(m.scale < 1.0, 1.0 / np.maximum(m.scale, 2.0**-1000), 1.0)  # finite
-        sp = m.scale * p  # exact: both powers of two
-        centre = np.where(m.scale < 1.0, m.smean * sp, mean)
-        a = np.where(many & (center != "none"), centre, 0.0)
-        factor = np.where(many, count / np.maximum(count - 1, 1), 0.0) if center == "loo" else many * 1.0
-        late = np.zeros(len(count), dtype=bool)
-        # Denominators in the lifted units (d * p).
+        if m.lifted:
+            p = np.where(m.scale < 1.0, 1.0 / np.maximum(m.scale, 2.0**-1000), 1.0)  # finite
+            sp = m.scale * p  # exact: both powers of two
+            centre = np.where(m.scale < 1.0, m.smean * sp, m.mean)
+        else:
+            p, sp, centre = 1.0, m.scale, m.mean
+        a = centre if center != "none" else 0.0
+        factor = np.where(many, count / np.maximum(count - 1, 1), 0.0) if center == "loo" else many
+        late = None
         if scale == "group":
-            std = _std(m.record(), ddof)
-            late = many & np.isfinite(mean) & ~np.isfinite(std)
-            lifted = _std((count, mean, m.m2, sp), ddof)  # std * p
-            denom = np.where(many, np.where(p != 1.0, lifted, std) + eps * p, p)
+            std = _std((count, m.mean, m.m2, sp), ddof)  # std * p
+            finite = np.isfinite(std)
+            if not finite.all():
+                late = many & ~finite & ~m.bad_mean
+            denom = std + eps * p
         elif scale == "none":
             denom = p
         else:
-            denom = np.where(many, batch_d, 1.0) * p
+            denom = batch_d * p
+        b = np.where(many & (denom != 0.0), factor / denom, 0.0)  # no spread: exactly 0, whatever eps
         if singleton == "raw":  # verl: mean 0, std 1
-            factor = np.where(one, 1.0, factor)
-            if scale != "none":
-                denom = np.where(one, (1.0 + eps if scale == "group" else batch_d) * p, denom)
-        b = np.where(denom == 0.0, 0.0, factor / denom)  # no spread: exactly 0, whatever eps
-    a = np.where(m.bad_mean, np.nan, a)  # a poisoned group is NaN (nan="propagate")
+            one = count == 1
+            a = np.where(one, 0.0, a)
+            if scale == "none":
+                b = np.where(one, 1.0, b)
+            else:
+                d1 = np.multiply(1.0 + eps if scale == "group" else batch_d, p)
+                b = np.where(one, np.where(d1 != 0.0, np.divide(1.0, d1), 0.0), b)
+    if m.any_bad:
+        a = np.where(m.bad_mean, np.nan, a)  # a poisoned group is NaN (nan="propagate")
     return a, p, b, late
 
 
@@ -522,26 +544,27 @@ def _apply(g, x, m, a, pre, b, out) -> np.ndarray:
     """out = (x * pre - a) * b per group; reuses the residuals where a is the group mean."""
     ov = g.view(out)
     with np.errstate(invalid="ignore", over="ignore"):
-        if (pre == 1.0).all() and ((a == m.mean) | (b == 0.0)).all():
+        if a is m.mean:
             np.multiply(m.res, g.spread(b), out=ov, casting="unsafe")
         else:
-            d = g.view(x) if (pre == 1.0).all() else g.view(x) * g.spread(pre)
-            d = d - g.spread(a)
+            d = g.view(x) if np.isscalar(pre) else g.view(x) * g.spread(pre)
+            d = d - (a if np.isscalar(a) else g.spread(a))
             np.multiply(d, g.spread(b), out=ov, casting="unsafe")
         if m.valid is not None:
             ov[~m.valid] = 0.0
     return ov
 
 
-def _output_overflow(g, x, m, a, pre, b, out, ov) -> np.ndarray:
+def _output_overflow(g, m, a, pre, b, out, ov):
     """Groups with a non-finite advantage not asked for (not a NaN group): an overflow of the
-    output dtype. Scans only groups whose bound (|mean - a| + sqrt(M2)) * b can reach it."""
+    output dtype (or None). Scans only groups whose bound (|mean - a| + sqrt(M2)) * b can
+    reach it."""
     with np.errstate(invalid="ignore", over="ignore"):
-        centre = np.where(pre != 1.0, m.smean * m.scale * pre, m.mean)
+        centre = np.where(m.scale < 1.0, m.smean * m.scale * pre, m.mean) if m.lifted else m.mean
         bound = (np.abs(centre - a) + m.scale * pre * np.sqrt(m.m2)) * np.abs(b)
     maybe = ~(bound < 0.5 * np.finfo(out.dtype).max) & ~m.bad_mean & ~np.isnan(b) & (m.count > 0)
     if not maybe.any():
-        return maybe
+        return None
     hit = g.sum((~np.isfinite(ov)).astype(np.float64)) > 0
     return hit & maybe
 
@@ -572,16 +595,19 @@ def advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan,
             raise err
         batch_d = _batch_denominator(m.record(), scale, ddof, eps, batch_std)
     a, pre, b, late = _policy(m, center, scale, ddof, eps, singleton, batch_d)
-    if late.any() or (singleton == "error" and (m.count == 1).any()) or m.bad_mean.any():
+    if late is not None or m.any_bad or singleton == "error":
         err = _faults(rewards, g, m, nan, singleton, late)
         if err is not None:
             raise err
     target = out if out.dtype in (np.float32, np.float64) else np.empty(g.n)
     ov = _apply(g, rewards, m, a, pre, b, target)
-    late |= _output_overflow(g, rewards, m, a, pre, b, target, ov)
-    err = _faults(rewards, g, m, nan, singleton, late) if late.any() else None
-    if err is not None:
-        raise err
+    # A group z-score is bounded (|A| <= n/(n-1) * sqrt(n)): only other policies can overflow.
+    if not (scale == "group" and center != "none" and not m.lifted):
+        late = _output_overflow(g, m, a, pre, b, target, ov)
+        if late is not None:
+            err = _faults(rewards, g, m, nan, singleton, late)
+            if err is not None:
+                raise err
     if target is not out:
         out[...] = target
 
@@ -595,6 +621,7 @@ def _given(x, g, nan, moments) -> _Moments:
     m = _Moments()
     m.count, m.mean, m.m2, m.scale = count, mean, m2, scale
     m.smean = np.where(scale < 1.0, mean / scale, mean)
+    m.lifted = bool((scale < 1.0).any())
     m.valid = None
     finite = np.isfinite(xv)
     if not finite.all():
@@ -606,6 +633,7 @@ def _given(x, g, nan, moments) -> _Moments:
         if nan == "omit":
             m.valid = finite
     m.bad_mean = (count > 0) & ~np.isfinite(mean)
+    m.any_bad = bool(m.bad_mean.any())
     with np.errstate(invalid="ignore", over="ignore"):
         m.res = xv - g.spread(mean)
         if m.valid is not None:
