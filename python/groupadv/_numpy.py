@@ -58,7 +58,7 @@ class Grouping:
         self.size, self.offsets, self.labels, self.first = size, offsets, labels, first
         if kind == "uniform":
             sizes = np.full(self.n_groups, size, dtype=np.int64)
-        elif kind == "ragged":
+        elif kind == "ragged" and sizes is None:
             sizes = np.diff(offsets)
         self._sizes = sizes
         self._all_live = bool(sizes.all()) if sizes is not None else True
@@ -88,8 +88,8 @@ class Grouping:
 
     def sum(self, v: np.ndarray) -> np.ndarray:
         """Per-group sums in float64."""
-        if self.kind == "uniform":
-            return v.sum(axis=1, dtype=np.float64)
+        if self.kind == "uniform":  # rows times a vector of ones: BLAS, faster than sum(axis=1)
+            return v @ np.ones(self.size) if v.dtype == np.float64 else v.sum(axis=1, dtype=np.float64)
         if self.kind == "permuted":
             return np.bincount(self.labels, weights=v, minlength=self.n_groups)
         return self._reduceat(np.add, v, 0.0, np.float64)
@@ -158,16 +158,16 @@ def grouping_offsets(n: int, offsets: np.ndarray) -> Grouping:
         raise ValueError("offsets must have at least 2 entries")
     if offsets[0] != 0:
         raise ValueError(f"offsets[0] must be 0, got {offsets[0]}")
-    bad = np.flatnonzero(offsets[1:] < offsets[:-1])
-    if bad.size:
-        i = int(bad[0]) + 1
+    sizes = np.diff(offsets)
+    if (sizes < 0).any():
+        i = int(np.flatnonzero(sizes < 0)[0]) + 1
         raise ValueError(
             f"offsets must be non-decreasing, but offsets[{i - 1}] = {offsets[i - 1]} "
             f"> offsets[{i}] = {offsets[i]}"
         )
     if offsets[-1] != n:
         raise ValueError(f"offsets[-1] must equal len(rewards) = {n}, got {offsets[-1]}")
-    return Grouping(n, len(offsets) - 1, "ragged", offsets=np.array(offsets, dtype=np.int64))
+    return Grouping(n, len(offsets) - 1, "ragged", offsets=np.array(offsets, dtype=np.int64), sizes=sizes)
 
 
 def _from_labels(labels: np.ndarray) -> tuple[Grouping, np.ndarray]:
@@ -247,7 +247,8 @@ class _Moments:
     """Group moments of one reward buffer plus what the apply stage reuses: the residuals
     ``r - mean`` in the working shape (0 at omitted rewards) and the valid mask (None: all)."""
 
-    __slots__ = ("count", "mean", "m2", "scale", "smean", "res", "valid", "bad_mean", "any_bad", "lifted")
+    __slots__ = ("count", "mean", "m2", "scale", "smean", "res", "valid", "bad_mean", "any_bad", "lifted",
+                 "unit_scale", "min_count")
 
     def record(self):
         return self.count, self.mean, self.m2, self.scale
@@ -267,6 +268,7 @@ def _group_moments(x: np.ndarray, g: Grouping, nan: str, weights=None) -> _Momen
             per = count if g._all_live else np.where(count > 0, count, 1.0)
             exact = x.dtype == np.float32 and g.n < 2**29
             if exact:  # an all-equal group's float64 sum of float32 values is exact: mean == value
+                xv = g.view(x.astype(np.float64))  # one conversion, then float64 passes
                 mean = g.sum(xv) / per
             if not exact or not np.isfinite(mean).all():
                 # Relative to the first reward (non-finite ones give the core's inf or NaN).
@@ -320,6 +322,8 @@ def _group_moments(x: np.ndarray, g: Grouping, nan: str, weights=None) -> _Momen
                 m2 = np.where(risky & np.isfinite(amax), g.sum(q * q * wl), np.where(risky, np.inf, m2))
                 mean = np.where(risky, smean * scale, mean)
     m.lifted = risky is not None and bool((scale < 1.0).any())
+    m.unit_scale = risky is None or not risky.any()
+    m.min_count = float(count.min()) if len(count) else 0.0
     m.smean = smean if risky is not None and risky.any() else mean
     m.count, m.mean, m.m2, m.scale, m.res = count, mean, m2, scale, res
     return m
@@ -360,12 +364,15 @@ def moments_std(m, ddof) -> np.ndarray:
     return _std(_as_record(m), ddof)
 
 
-def _std(m, ddof) -> np.ndarray:
+def _std(m, ddof, unit_scale=False, all_dof=False) -> np.ndarray:
+    """moments_std; ``unit_scale``: every scale is 1, ``all_dof``: every count > ddof."""
     count, _, m2, scale = m
-    dof = count - ddof
+    dof = count - ddof if ddof else count
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        std = scale * np.sqrt(m2 / np.where(dof > 0, dof, 1.0))
-    return np.where(dof > 0, std, np.nan)
+        std = np.sqrt(m2 / (dof if all_dof else np.where(dof > 0, dof, 1.0)))
+        if not unit_scale:
+            std *= scale
+    return std if all_dof else np.where(dof > 0, std, np.nan)
 
 
 def _merge_all(m) -> tuple:
@@ -502,28 +509,30 @@ def _policy(m, center, scale, ddof, eps, singleton, batch_d):
     (scale < 1), whose rewards are lifted (exactly) before the centre is subtracted; ``a`` and
     ``b`` are in those units. ``a is m.mean`` when every group is centred on its mean."""
     count = m.count
-    many = count > 1
+    all_many = m.min_count > 1
+    many = True if all_many else count > 1
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         if m.lifted:
             p = np.where(m.scale < 1.0, 1.0 / np.maximum(m.scale, 2.0**-1000), 1.0)  # finite
             sp = m.scale * p  # exact: both powers of two
             centre = np.where(m.scale < 1.0, m.smean * sp, m.mean)
         else:
-            p, sp, centre = 1.0, m.scale, m.mean
+            p, sp, centre = np.float64(1.0), m.scale, m.mean
         a = centre if center != "none" else 0.0
         factor = np.where(many, count / np.maximum(count - 1, 1), 0.0) if center == "loo" else many
         late = None
         if scale == "group":
-            std = _std((count, m.mean, m.m2, sp), ddof)  # std * p
+            std = _std((count, m.mean, m.m2, sp), ddof, m.unit_scale, m.min_count > ddof)  # std * p
             finite = np.isfinite(std)
             if not finite.all():
                 late = many & ~finite & ~m.bad_mean
-            denom = std + eps * p
+            denom = std + eps * p if eps else std
         elif scale == "none":
             denom = p
         else:
             denom = batch_d * p
         b = np.where(many & (denom != 0.0), factor / denom, 0.0)  # no spread: exactly 0, whatever eps
+        b = b if b.shape == count.shape else np.full(count.shape, b)  # a batch or unit scale
         if singleton == "raw":  # verl: mean 0, std 1
             one = count == 1
             a = np.where(one, 0.0, a)
@@ -622,6 +631,8 @@ def _given(x, g, nan, moments) -> _Moments:
     m.count, m.mean, m.m2, m.scale = count, mean, m2, scale
     m.smean = np.where(scale < 1.0, mean / scale, mean)
     m.lifted = bool((scale < 1.0).any())
+    m.unit_scale = bool((scale == 1.0).all())
+    m.min_count = float(count.min()) if len(count) else 0.0
     m.valid = None
     finite = np.isfinite(xv)
     if not finite.all():
