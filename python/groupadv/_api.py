@@ -104,19 +104,35 @@ def advantages(
 
 def _tensor_advantages(rewards, group_size, offsets, group_ids, groups, center, scale, ddof, eps,
                        singleton, nan, decimals, out, num_threads, batch_std, moments=None):
-    """torch tensors: CPU through numpy (shared memory), other devices with torch there."""
-    if rewards.device.type == "cpu":
+    """torch tensors: CPU through numpy (shared memory), other devices with the torch twin
+    there. Either way the result has the dtype policy of :func:`groupadv._torch.result_dtype`
+    (float16 / bfloat16 in, the same out), and an ``out=`` tensor of any float dtype is written."""
+    want = _torch.result_dtype(rewards.dtype)
+    if out is not None:
+        if not _torch.is_tensor(out):
+            raise TypeError(f"out must be a tensor for tensor rewards, got {type(out).__name__}")
+        if not out.is_floating_point():
+            raise TypeError(f"out must be a float tensor, got dtype {out.dtype}")
+        if tuple(out.shape) != tuple(rewards.shape):
+            raise ValueError(f"out has shape {tuple(out.shape)}, expected {tuple(rewards.shape)}")
+    if not _torch.on_device(rewards):
         as_np = _torch.numpy_if_tensor
+        direct = out is not None and out.dtype == want and _torch.shares_numpy(out) and want not in _HALF()
         res = advantages(
             _torch.to_numpy(rewards), group_size, offsets=as_np(offsets), group_ids=as_np(group_ids),
             groups=groups, center=center, scale=scale, ddof=ddof, eps=eps, singleton=singleton, nan=nan,
-            decimals=decimals, out=as_np(out), num_threads=num_threads, batch_std=batch_std,
-            moments=moments,
+            decimals=decimals, out=as_np(out) if direct else None, num_threads=num_threads,
+            batch_std=batch_std, moments=moments,
         )
-        return out if out is not None else _torch.from_numpy(res, rewards)
+        if direct:
+            return out
+        result = _narrow(_torch.from_numpy(res, rewards), want)
+        return _write(out, result)
     if moments is not None:
         raise ValueError("moments= is supported for numpy arrays and CPU tensors")
     n = rewards.numel()
+    if rewards.ndim != 1:
+        raise ValueError(f"rewards must be 1-D, got a tensor of shape {tuple(rewards.shape)}")
     codes, k = _torch.codes_on(rewards.device, n, group_size, offsets, group_ids, groups)
     res = _torch.advantages(
         rewards, codes=codes, n_groups=k, center=choice(center, "center"), scale=choice(scale, "scale"),
@@ -125,10 +141,33 @@ def _tensor_advantages(rewards, group_size, offsets, group_ids, groups, center, 
     )
     if decimals is not None:
         res = res.round(decimals=integer(decimals, "decimals"))
-    if out is not None:
-        out.copy_(res)
-        return out
-    return res
+    return _write(out, res)
+
+
+def _HALF():
+    import torch
+
+    return (torch.float16, torch.bfloat16)
+
+
+def _narrow(result, dtype):
+    """The result in a half dtype; an advantage that does not fit is the overflow error."""
+    if result.dtype == dtype:
+        return result
+    narrow = result.to(dtype)
+    if bool((~narrow.isfinite() & result.isfinite()).any()):
+        raise ValueError(
+            f"an advantage overflows the output dtype {dtype}; rescale rewards of magnitude near the float range"
+        )
+    return narrow
+
+
+def _write(out, result):
+    """``result`` into ``out`` (any float dtype), or ``result`` itself."""
+    if out is None:
+        return result
+    out.copy_(_narrow(result, out.dtype))
+    return out
 
 
 def _batch_std_value(batch_std) -> float | None:
