@@ -82,6 +82,13 @@ def advantages(
         )
     x = rewards_array(rewards)
     g = resolve(len(x), group_size, offsets, group_ids, groups)
+    want = np.dtype(np.float16) if getattr(rewards, "dtype", None) == np.float16 else x.dtype
+    if want != x.dtype and out is not None:
+        # Dtype policy: float16 in, float16 out (computed in float32, then narrowed into out).
+        res = advantages(x, groups=g, center=center, scale=scale, ddof=ddof, eps=eps, singleton=singleton,
+                         nan=nan, decimals=decimals, num_threads=num_threads, batch_std=batch_std,
+                         moments=moments)
+        return _np_write(out, res, len(x))
     result = out_array(out, x)
     core = {"batch_std": _batch_std_value(batch_std), "moments": _moments_value(moments, g.n_groups)}
     _backend.impl.advantages(
@@ -99,7 +106,24 @@ def advantages(
     )
     if decimals is not None:
         np.round(result, integer(decimals, "decimals"), out=result)
-    return result
+    return result if want == x.dtype else _narrow_np(result, want)
+
+
+def _narrow_np(result: np.ndarray, dtype) -> np.ndarray:
+    """The result in a narrower float dtype; an advantage that does not fit is the overflow error."""
+    narrow = result.astype(dtype)
+    if not np.array_equal(np.isfinite(narrow), np.isfinite(result)):
+        raise ValueError(
+            f"an advantage overflows the output dtype {np.dtype(dtype)}; rescale rewards of magnitude near the float range"
+        )
+    return narrow
+
+
+def _np_write(out, result: np.ndarray, n: int) -> np.ndarray:
+    """``result`` narrowed into the caller's float16 ``out`` (validated as any out=)."""
+    checked = out_array(out, np.empty(n, dtype=np.float16))
+    checked[...] = _narrow_np(result, out.dtype)
+    return checked
 
 
 def _tensor_advantages(rewards, group_size, offsets, group_ids, groups, center, scale, ddof, eps,
