@@ -64,6 +64,10 @@ class Grouping:
         self._all_live = bool(sizes.all()) if sizes is not None else True
         self._counts = None
 
+    def min_count(self) -> float:
+        """The smallest group size."""
+        return float(self._sizes.min()) if self.n_groups else 0.0
+
     def counts(self) -> np.ndarray:
         """Group sizes as float64 (the unweighted counts), computed once."""
         if self._counts is None:
@@ -262,6 +266,7 @@ def _group_moments(x: np.ndarray, g: Grouping, nan: str, weights=None) -> _Momen
     m.valid = None
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         count = mean = None
+        all_finite = False
         if w is None:
             # Fast path: every reward counts once.
             count = g.counts()
@@ -270,11 +275,13 @@ def _group_moments(x: np.ndarray, g: Grouping, nan: str, weights=None) -> _Momen
             if exact:  # an all-equal group's float64 sum of float32 values is exact: mean == value
                 xv = g.view(x.astype(np.float64))  # one conversion, then float64 passes
                 mean = g.sum(xv) / per
-            if not exact or not np.isfinite(mean).all():
+            all_finite = exact and bool(np.isfinite(mean).all())
+            if not all_finite:
                 # Relative to the first reward (non-finite ones give the core's inf or NaN).
                 shift = x[np.minimum(g.first_members(), g.n - 1)].astype(np.float64)
                 mean = shift + g.sum(xv - g.spread(shift)) / per
-            if nan == "omit" and not np.isfinite(mean).all():
+                all_finite = bool(np.isfinite(mean).all())
+            if nan == "omit" and not all_finite:
                 count = None  # some rewards are left out: the slow path
         if count is not None:
             wv = None
@@ -298,8 +305,8 @@ def _group_moments(x: np.ndarray, g: Grouping, nan: str, weights=None) -> _Momen
         mean = np.where(count > 0, mean, 0.0)
         m2 = np.where(count > 0, m2, 0.0)
     scale = np.ones(g.n_groups)
-    finite = np.isfinite(mean)
-    m.any_bad = not finite.all()
+    finite = np.ones(g.n_groups, dtype=bool) if all_finite and count is g._counts else np.isfinite(mean)
+    m.any_bad = not (all_finite and count is g._counts) and not finite.all()
     m.bad_mean = (count > 0) & ~finite if m.any_bad else np.zeros(g.n_groups, dtype=bool)
     risky = None
     if x.dtype != np.float32:  # float32 deviations can neither over- nor underflow when squared
@@ -323,7 +330,7 @@ def _group_moments(x: np.ndarray, g: Grouping, nan: str, weights=None) -> _Momen
                 mean = np.where(risky, smean * scale, mean)
     m.lifted = risky is not None and bool((scale < 1.0).any())
     m.unit_scale = risky is None or not risky.any()
-    m.min_count = float(count.min()) if len(count) else 0.0
+    m.min_count = g.min_count() if count is g._counts else (float(count.min()) if len(count) else 0.0)
     m.smean = smean if risky is not None and risky.any() else mean
     m.count, m.mean, m.m2, m.scale, m.res = count, mean, m2, scale, res
     return m
