@@ -182,3 +182,11 @@ def test_bf16_token_scores_are_summed_wide(path):
     out = torch.zeros(2, 3, dtype=torch.bfloat16)
     assert ga.token_advantages(t, m, group_ids=["u", "u"], preset="verl", out=out) is out
     assert torch.equal(out, got)
+
+
+def test_numpy_float16_tokens_keep_their_dtype():
+    t = np.array([[0.1, 0.2, 0.3], [0.0, 0.0, 0.6]], dtype=np.float16)
+    got = ga.token_advantages(t, np.ones((2, 3), bool), group_ids=["u", "u"])
+    assert got.dtype == np.float16 and got.tolist() == [[-1.0] * 3, [1.0] * 3]
+    packed = ga.packed_token_advantages(t.reshape(-1), [3, 3], group_ids=["u", "u"])
+    assert packed.dtype == np.float16 and packed.tolist() == [-1.0] * 3 + [1.0] * 3

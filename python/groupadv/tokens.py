@@ -64,7 +64,7 @@ def token_advantages(token_level_rewards, response_mask, group_size=None, *, off
     scores = _backend.impl.token_scores(tokens, None, threads)
     adv = advantages(scores, group_size, offsets=as_np(offsets), group_ids=as_np(group_ids), groups=groups,
                      num_threads=num_threads, **kwargs)
-    return _finish(adv, mask, None, tokens, out, like, threads)
+    return _finish(adv, mask, None, tokens, out, like, threads, _half(token_level_rewards, out))
 
 
 def packed_token_advantages(token_rewards, lengths, group_size=None, *, offsets=None, group_ids=None,
@@ -90,18 +90,23 @@ def packed_token_advantages(token_rewards, lengths, group_size=None, *, offsets=
     adv = advantages(scores, group_size, offsets=as_np(offsets), group_ids=as_np(group_ids), groups=groups,
                      num_threads=num_threads, **kwargs)
     mask = None if response_mask is None else _mask_array(as_np(response_mask), tokens.shape, tokens.dtype)
-    return _finish(adv, mask, seq_offsets, tokens, out, like, threads)
+    return _finish(adv, mask, seq_offsets, tokens, out, like, threads, _half(token_rewards, out))
 
 
-def _finish(adv, mask, seq_offsets, tokens, out, like, threads):
+def _half(tokens, out):
+    """float16 for numpy float16 token rewards without out= (dtype policy: half in, half out)."""
+    return np.dtype(np.float16) if out is None and getattr(tokens, "dtype", None) == np.float16 else None
+
+
+def _finish(adv, mask, seq_offsets, tokens, out, like, threads, half=None):
     """Broadcast the advantages over the tokens; tensors back in the rewards' dtype policy
     (bfloat16 in, bfloat16 out) and into an ``out=`` tensor of any float dtype."""
-    from ._api import _write
+    from ._api import _narrow_np, _write
 
     if like is None:
         result = out_array(out, tokens)
         _backend.impl.broadcast_tokens(adv, mask, seq_offsets, result, threads)
-        return result
+        return result if half is None else _narrow_np(result, half)
     want = _torch.result_dtype(like.dtype)
     direct = out is not None and out.dtype == want and _torch.shares_numpy(out) and want == like.dtype \
         and tokens.dtype == _torch.to_numpy(out).dtype
