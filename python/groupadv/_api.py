@@ -69,10 +69,12 @@ def advantages(
         of those of ``rewards`` (streaming, sharded data); the batch scales then use the merge
         of these moments.
 
-    Returns an array of the rewards' shape; float32 in, float32 out; float64 for float64,
-    ints and bools. Statistics are accumulated in float64 either way. torch tensors in give
-    tensors out: CPU tensors without copies (through numpy), tensors on other devices (CUDA)
-    computed by torch on their device.
+    Returns an array of the rewards' shape in their float dtype (float16, bfloat16 tensors,
+    float32, float64); float64 for ints and bools. Statistics are accumulated in float64
+    either way; an advantage that does not fit the output dtype raises the overflow
+    ValueError. torch tensors in give tensors out: CPU tensors without copies (through numpy),
+    tensors on other devices (CUDA) computed by the torch twin on their device; an ``out=``
+    tensor of any float dtype is written.
     """
     ddof, eps, singleton = resolve_preset(preset, ddof, eps, singleton)
     if _torch.is_tensor(rewards):
