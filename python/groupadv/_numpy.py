@@ -42,6 +42,18 @@ _BATCH_OVERFLOW = (
 )
 
 
+def _quiet(fn):
+    """Run a backend entry point with float warnings off: inf and NaN are handled by the rules."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 # ============================================================================ 1. layout
 
 
@@ -343,6 +355,7 @@ def _as_record(m) -> tuple:
     return count, mean, m2, scale
 
 
+@_quiet
 def merge_moments(a, b):
     """Chan et al.'s merge, elementwise over groups, in the scaled form."""
     na, ma, m2a, sa = _as_record(a)
@@ -366,6 +379,7 @@ def merge_moments(a, b):
     return n, mean, m2, s
 
 
+@_quiet
 def moments_std(m, ddof) -> np.ndarray:
     """THE guarded std: ``scale * sqrt(m2 / (count - ddof))``, NaN where count <= ddof."""
     return _std(_as_record(m), ddof)
@@ -375,10 +389,9 @@ def _std(m, ddof, unit_scale=False, all_dof=False) -> np.ndarray:
     """moments_std; ``unit_scale``: every scale is 1, ``all_dof``: every count > ddof."""
     count, _, m2, scale = m
     dof = count - ddof if ddof else count
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        std = np.sqrt(m2 / (dof if all_dof else np.where(dof > 0, dof, 1.0)))
-        if not unit_scale:
-            std *= scale
+    std = np.sqrt(m2 / (dof if all_dof else np.where(dof > 0, dof, 1.0)))
+    if not unit_scale:
+        std *= scale
     return std if all_dof else np.where(dof > 0, std, np.nan)
 
 
@@ -411,6 +424,7 @@ def _residual_all(m) -> tuple:
         return total, 0.0, float(np.sum(m2 * (scale / big) ** 2)), big
 
 
+@_quiet
 def group_moments(rewards, grouping, nan, weights, num_threads):
     _check_nan(nan)
     g = grouping
@@ -518,36 +532,35 @@ def _policy(m, center, scale, ddof, eps, singleton, batch_d):
     count = m.count
     all_many = m.min_count > 1
     many = True if all_many else count > 1
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        if m.lifted:
-            p = np.where(m.scale < 1.0, 1.0 / np.maximum(m.scale, 2.0**-1000), 1.0)  # finite
-            sp = m.scale * p  # exact: both powers of two
-            centre = np.where(m.scale < 1.0, m.smean * sp, m.mean)
+    if m.lifted:
+        p = np.where(m.scale < 1.0, 1.0 / np.maximum(m.scale, 2.0**-1000), 1.0)  # finite
+        sp = m.scale * p  # exact: both powers of two
+        centre = np.where(m.scale < 1.0, m.smean * sp, m.mean)
+    else:
+        p, sp, centre = np.float64(1.0), m.scale, m.mean
+    a = centre if center != "none" else 0.0
+    factor = np.where(many, count / np.maximum(count - 1, 1), 0.0) if center == "loo" else many
+    late = None
+    if scale == "group":
+        std = _std((count, m.mean, m.m2, sp), ddof, m.unit_scale, m.min_count > ddof)  # std * p
+        finite = np.isfinite(std)
+        if not finite.all():
+            late = many & ~finite & ~m.bad_mean
+        denom = std + eps * p if eps else std
+    elif scale == "none":
+        denom = p
+    else:
+        denom = batch_d * p
+    b = np.where(many & (denom != 0.0), factor / denom, 0.0)  # no spread: exactly 0, whatever eps
+    b = b if b.shape == count.shape else np.full(count.shape, b)  # a batch or unit scale
+    if singleton == "raw":  # verl: mean 0, std 1
+        one = count == 1
+        a = np.where(one, 0.0, a)
+        if scale == "none":
+            b = np.where(one, 1.0, b)
         else:
-            p, sp, centre = np.float64(1.0), m.scale, m.mean
-        a = centre if center != "none" else 0.0
-        factor = np.where(many, count / np.maximum(count - 1, 1), 0.0) if center == "loo" else many
-        late = None
-        if scale == "group":
-            std = _std((count, m.mean, m.m2, sp), ddof, m.unit_scale, m.min_count > ddof)  # std * p
-            finite = np.isfinite(std)
-            if not finite.all():
-                late = many & ~finite & ~m.bad_mean
-            denom = std + eps * p if eps else std
-        elif scale == "none":
-            denom = p
-        else:
-            denom = batch_d * p
-        b = np.where(many & (denom != 0.0), factor / denom, 0.0)  # no spread: exactly 0, whatever eps
-        b = b if b.shape == count.shape else np.full(count.shape, b)  # a batch or unit scale
-        if singleton == "raw":  # verl: mean 0, std 1
-            one = count == 1
-            a = np.where(one, 0.0, a)
-            if scale == "none":
-                b = np.where(one, 1.0, b)
-            else:
-                d1 = np.multiply(1.0 + eps if scale == "group" else batch_d, p)
-                b = np.where(one, np.where(d1 != 0.0, np.divide(1.0, d1), 0.0), b)
+            d1 = np.multiply(1.0 + eps if scale == "group" else batch_d, p)
+            b = np.where(one, np.where(d1 != 0.0, np.divide(1.0, d1), 0.0), b)
     if m.any_bad:
         a = np.where(m.bad_mean, np.nan, a)  # a poisoned group is NaN (nan="propagate")
     return a, p, b, late
@@ -559,15 +572,14 @@ def _policy(m, center, scale, ddof, eps, singleton, batch_d):
 def _apply(g, x, m, a, pre, b, out) -> np.ndarray:
     """out = (x * pre - a) * b per group; reuses the residuals where a is the group mean."""
     ov = g.view(out)
-    with np.errstate(invalid="ignore", over="ignore"):
-        if a is m.mean:
-            np.multiply(m.res, g.spread(b), out=ov, casting="unsafe")
-        else:
-            d = g.view(x) if np.isscalar(pre) else g.view(x) * g.spread(pre)
-            d = d - (a if np.isscalar(a) else g.spread(a))
-            np.multiply(d, g.spread(b), out=ov, casting="unsafe")
-        if m.valid is not None:
-            ov[~m.valid] = 0.0
+    if a is m.mean:
+        np.multiply(m.res, g.spread(b), out=ov, casting="unsafe")
+    else:
+        d = g.view(x) if np.isscalar(pre) else g.view(x) * g.spread(pre)
+        d = d - (a if np.isscalar(a) else g.spread(a))
+        np.multiply(d, g.spread(b), out=ov, casting="unsafe")
+    if m.valid is not None:
+        ov[~m.valid] = 0.0
     return ov
 
 
@@ -575,9 +587,8 @@ def _output_overflow(g, m, a, pre, b, out, ov):
     """Groups with a non-finite advantage not asked for (not a NaN group): an overflow of the
     output dtype (or None). Scans only groups whose bound (|mean - a| + sqrt(M2)) * b can
     reach it."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        centre = np.where(m.scale < 1.0, m.smean * m.scale * pre, m.mean) if m.lifted else m.mean
-        bound = (np.abs(centre - a) + m.scale * pre * np.sqrt(m.m2)) * np.abs(b)
+    centre = np.where(m.scale < 1.0, m.smean * m.scale * pre, m.mean) if m.lifted else m.mean
+    bound = (np.abs(centre - a) + m.scale * pre * np.sqrt(m.m2)) * np.abs(b)
     maybe = ~(bound < 0.5 * np.finfo(out.dtype).max) & ~m.bad_mean & ~np.isnan(b) & (m.count > 0)
     if not maybe.any():
         return None
@@ -585,6 +596,7 @@ def _output_overflow(g, m, a, pre, b, out, ov):
     return hit & maybe
 
 
+@_quiet
 def advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan, num_threads,
                batch_std=None, moments=None):
     _check(center, scale, ddof, eps, singleton, nan)
@@ -659,6 +671,7 @@ def _given(x, g, nan, moments) -> _Moments:
     return m
 
 
+@_quiet
 def group_stats(rewards, grouping, ddof, nan, num_threads):
     _check("mean", "group", ddof, 0.0, "zero", nan)
     g = grouping
