@@ -63,7 +63,7 @@ class Grouping:
     kind "uniform" (``size``), "ragged" (contiguous groups, ``offsets``) or "permuted"
     (labels in any order: ``labels`` = the group code of each reward)."""
 
-    __slots__ = ("n", "n_groups", "kind", "size", "offsets", "labels", "first", "_sizes", "_all_live", "_counts")
+    __slots__ = ("n", "n_groups", "kind", "size", "offsets", "labels", "first", "_sizes", "_all_live", "_counts", "_consts")
 
     def __init__(self, n, n_groups, kind, *, size=0, offsets=None, labels=None, first=None, sizes=None):
         self.n, self.n_groups, self.kind = int(n), int(n_groups), kind
@@ -75,6 +75,16 @@ class Grouping:
         self._sizes = sizes
         self._all_live = bool(sizes.all()) if sizes is not None else True
         self._counts = None
+        self._consts = None
+
+    def consts(self):
+        """Read-only per-group constants, made once: (ones, falses, ones of a row)."""
+        if self._consts is None:
+            ones, falses, row = np.ones(self.n_groups), np.zeros(self.n_groups, dtype=bool), np.ones(self.size)
+            for a in (ones, falses, row):
+                a.flags.writeable = False
+            self._consts = (ones, falses, row)
+        return self._consts
 
     def min_count(self) -> float:
         """The smallest group size."""
@@ -104,8 +114,12 @@ class Grouping:
 
     def sum(self, v: np.ndarray) -> np.ndarray:
         """Per-group sums in float64."""
-        if self.kind == "uniform":  # rows times a vector of ones: BLAS, faster than sum(axis=1)
-            return v @ np.ones(self.size) if v.dtype == np.float64 else v.sum(axis=1, dtype=np.float64)
+        if self.kind == "uniform":
+            if v.dtype != np.float64:
+                return v.sum(axis=1, dtype=np.float64)
+            # Row sums: einsum is several times faster than sum(axis=1) on short rows; small
+            # inputs go through BLAS (rows times ones), whose threads do not pay off above that.
+            return v @ self.consts()[2] if v.size <= 1 << 16 else np.einsum("ij->i", v)
         if self.kind == "permuted":
             return np.bincount(self.labels, weights=v, minlength=self.n_groups)
         return self._reduceat(np.add, v, 0.0, np.float64)
@@ -316,13 +330,13 @@ def _group_moments(x: np.ndarray, g: Grouping, nan: str, weights=None) -> _Momen
     if wv is not None or not g._all_live:
         mean = np.where(count > 0, mean, 0.0)
         m2 = np.where(count > 0, m2, 0.0)
-    scale = np.ones(g.n_groups)
-    finite = np.ones(g.n_groups, dtype=bool) if all_finite and count is g._counts else np.isfinite(mean)
-    m.any_bad = not (all_finite and count is g._counts) and not finite.all()
-    m.bad_mean = (count > 0) & ~finite if m.any_bad else np.zeros(g.n_groups, dtype=bool)
+    ones, falses, _ = g.consts()
+    scale = ones
+    m.any_bad = not (all_finite and count is g._counts) and not np.isfinite(mean).all()
+    m.bad_mean = (count > 0) & ~np.isfinite(mean) if m.any_bad else falses
     risky = None
     if x.dtype != np.float32:  # float32 deviations can neither over- nor underflow when squared
-        risky = (count > 0) & finite & ~((m2 >= _TINY**2) & (m2 <= _HUGE**2))
+        risky = (count > 0) & ~m.bad_mean & ~((m2 >= _TINY**2) & (m2 <= _HUGE**2))
         if risky.any():
             # Exact rescaling by a power of two near each group's largest deviation; the mean
             # and M2 are recomputed from the rescaled rewards (for subnormal spreads the
