@@ -201,10 +201,14 @@ def test_inputs_are_never_modified():
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
-def test_small_floats_give_float32(dtype):
+def test_small_floats_keep_their_dtype(dtype):
+    # Dtype policy (issue 10): float16 in, float16 out (statistics in float64 either way).
     got = ga.grpo(np.array([1, 2, 3, 5], dtype), 2)
-    assert got.dtype == np.float32
-    np.testing.assert_allclose(got, EXPECT_PAIRS.astype(np.float32), rtol=1e-6)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, EXPECT_PAIRS.astype(dtype), rtol=1e-3)
+    out = np.empty(4, dtype)
+    assert ga.grpo(np.array([1, 2, 3, 5], dtype), 2, out=out) is out
+    np.testing.assert_allclose(out, EXPECT_PAIRS.astype(dtype), rtol=1e-3)
 
 
 def test_longdouble_is_refused_unless_it_is_float64():

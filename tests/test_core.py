@@ -102,7 +102,8 @@ def test_dtypes_in_and_out():
     assert ga.grpo(np.array([1, 2, 3, 4], dtype=np.float64), 2).dtype == np.float64
     assert ga.grpo(np.array([1, 2, 3, 4], dtype=np.int64), 2).dtype == np.float64
     assert ga.grpo(np.array([True, False, True, True]), 2).dtype == np.float64
-    assert ga.grpo(np.array([1, 2, 3, 4], dtype=np.float16), 2).dtype == np.float32
+    # Dtype policy (issue 10): float16 in, float16 out, as bfloat16 tensors keep theirs.
+    assert ga.grpo(np.array([1, 2, 3, 4], dtype=np.float16), 2).dtype == np.float16
     assert ga.grpo([1, 2, 3, 4], 2).tolist() == [-1.0, 1.0, -1.0, 1.0]
 
 

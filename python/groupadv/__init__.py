@@ -10,6 +10,7 @@ from ._api import (
     backend,
     drgrpo,
     get_num_threads,
+    group_moments,
     group_stats,
     grpo,
     rloo,
@@ -24,7 +25,7 @@ from .tokens import packed_token_advantages, token_advantages
 # Normalization at the right level (issue 5): batch moments, diagnostics, pipeline + guard,
 # importance weights, scale-out (torch / ray are imported lazily inside `distributed`).
 from . import diagnostics, distributed, moments, pipeline, weights
-from .moments import BatchMoments, Moments
+from .moments import BatchMoments, GroupMoments, Moments
 from .pipeline import DoubleNormalizationError, DoubleNormalizationWarning
 from .weights import self_normalized_weights
 
@@ -36,6 +37,7 @@ __all__ = [
     "BatchMoments",
     "DoubleNormalizationError",
     "DoubleNormalizationWarning",
+    "GroupMoments",
     "Moments",
     "diagnostics",
     "distributed",
@@ -52,6 +54,7 @@ __all__ = [
     "backend",
     "drgrpo",
     "get_num_threads",
+    "group_moments",
     "group_stats",
     "grpo",
     "make_groups",

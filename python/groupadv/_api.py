@@ -13,7 +13,8 @@ from ._inputs import (
     check_out, choice, ddof_value, default_threads_value, environment_threads, eps_value, integer,
     out_array, rewards_array, threads_value,
 )
-from .errors import GroupadvError, with_label
+from .errors import AdvantageOverflowError, GroupadvError, with_label
+from .moments import GroupMoments
 
 
 def advantages(
@@ -33,6 +34,7 @@ def advantages(
     out=None,
     num_threads: int | None = None,
     batch_std: float | None = None,
+    moments=None,
     preset: str | None = None,
 ):
     """Group-relative advantages ``A_i = c * (r_i - mu_g) / d``, in input order.
@@ -63,14 +65,20 @@ def advantages(
     batch_std: with ``scale="batch"`` or ``"batch_residual"`` only: the batch std to divide by
         (d = batch_std + eps) instead of the one of ``rewards``; for a shard of a larger batch,
         pass the global std from :mod:`groupadv.moments` (``BatchMoments.std(scale, ddof)``) or
-        :func:`groupadv.distributed.all_reduce_moments`. Computed as the centred advantages
-        (``scale="none"``) divided by d in float64, so it equals the one-pass result up to one
-        rounding.
+        :func:`groupadv.distributed.all_reduce_moments`. A parameter of the core: the same
+        rules apply (all-equal groups give exactly 0; an advantage that overflows the output
+        dtype raises the overflow ValueError).
+    moments: a :class:`GroupMoments` (from :func:`group_moments`, merged over batches or
+        shards) with one record per group of this layout: the group statistics to use instead
+        of those of ``rewards`` (streaming, sharded data); the batch scales then use the merge
+        of these moments.
 
-    Returns an array of the rewards' shape; float32 in, float32 out; float64 for float64,
-    ints and bools. Statistics are accumulated in float64 either way. torch tensors in give
-    tensors out: CPU tensors without copies (through numpy), tensors on other devices (CUDA)
-    computed by torch on their device.
+    Returns an array of the rewards' shape in their float dtype (float16, bfloat16 tensors,
+    float32, float64); float64 for ints and bools. Statistics are accumulated in float64
+    either way; an advantage that does not fit the output dtype raises the overflow
+    ValueError. torch tensors in give tensors out: CPU tensors without copies (through numpy),
+    tensors on other devices (CUDA) computed by the torch twin on their device; an ``out=``
+    tensor of any float dtype is written.
     """
     ddof, eps, singleton = resolve_preset(preset, ddof, eps, singleton)
     check_out(out, rewards=rewards, offsets=offsets, group_ids=group_ids)
@@ -78,30 +86,53 @@ def advantages(
         _torch_device_check(rewards)
         return _tensor_advantages(
             rewards, group_size, offsets, group_ids, groups, center, scale, ddof, eps, singleton,
-            nan, decimals, out, num_threads, batch_std,
+            nan, decimals, out, num_threads, batch_std, moments,
         )
     x = rewards_array(rewards)
     g = resolve(len(x), group_size, offsets, group_ids, groups)
+    want = np.dtype(np.float16) if getattr(rewards, "dtype", None) == np.float16 else x.dtype
+    if want != x.dtype and out is not None:
+        # Dtype policy: float16 in, float16 out (computed in float32, then narrowed into out).
+        res = advantages(x, groups=g, center=center, scale=scale, ddof=ddof, eps=eps, singleton=singleton,
+                         nan=nan, decimals=decimals, num_threads=num_threads, batch_std=batch_std,
+                         moments=moments)
+        return _np_write(out, res, len(x))
     result = out_array(out, x)
+    core = {"batch_std": _batch_std_value(batch_std), "moments": _moments_value(moments, g.n_groups)}
     with _labelled_errors(g):
-        if batch_std is not None:  # external batch std (issue 5: sharded batches)
-            _with_batch_std(x, result, g, center, scale, ddof, eps, singleton, nan, num_threads, batch_std)
-        else:
-            _backend.impl.advantages(
-                x,
-                result,
-                g._impl,
-                choice(center, "center"),
-                choice(scale, "scale"),
-                ddof_value(ddof),
-                eps_value(eps),
-                choice(singleton, "singleton"),
-                choice(nan, "nan"),
-                threads_value(num_threads),
-            )
+        _backend.impl.advantages(
+            x,
+            result,
+            g._impl,
+            choice(center, "center"),
+            choice(scale, "scale"),
+            ddof_value(ddof),
+            eps_value(eps),
+            choice(singleton, "singleton"),
+            choice(nan, "nan"),
+            threads_value(num_threads),
+            **{k: v for k, v in core.items() if v is not None},
+        )
     if decimals is not None:
         result = round_decimals(result, decimals)
-    return result
+    return result if want == x.dtype else _narrow_np(result, want)
+
+
+def _narrow_np(result: np.ndarray, dtype) -> np.ndarray:
+    """The result in a narrower float dtype; an advantage that does not fit is the overflow error."""
+    narrow = result.astype(dtype)
+    if not np.array_equal(np.isfinite(narrow), np.isfinite(result)):
+        raise AdvantageOverflowError(
+            f"an advantage overflows the output dtype {np.dtype(dtype)}; rescale rewards of magnitude near the float range"
+        )
+    return narrow
+
+
+def _np_write(out, result: np.ndarray, n: int) -> np.ndarray:
+    """``result`` narrowed into the caller's float16 ``out`` (validated as any out=)."""
+    checked = out_array(out, np.empty(n, dtype=np.float16))
+    checked[...] = _narrow_np(result, out.dtype)
+    return checked
 
 
 class _labelled_errors:
@@ -149,64 +180,95 @@ def round_decimals(a, decimals):
 
 
 def _tensor_advantages(rewards, group_size, offsets, group_ids, groups, center, scale, ddof, eps,
-                       singleton, nan, decimals, out, num_threads, batch_std):
-    """torch tensors: CPU through numpy (shared memory), other devices with torch there."""
-    if rewards.device.type == "cpu":
+                       singleton, nan, decimals, out, num_threads, batch_std, moments=None):
+    """torch tensors: CPU through numpy (shared memory), other devices with the torch twin
+    there. Either way the result has the dtype policy of :func:`groupadv._torch.result_dtype`
+    (float16 / bfloat16 in, the same out), and an ``out=`` tensor of any float dtype is written."""
+    want = _torch.result_dtype(rewards.dtype)
+    if out is not None:
+        if not _torch.is_tensor(out):
+            raise TypeError(f"out must be a tensor for tensor rewards, got {type(out).__name__}")
+        if not out.is_floating_point():
+            raise TypeError(f"out must be a float tensor, got dtype {out.dtype}")
+        if tuple(out.shape) != tuple(rewards.shape):
+            raise ValueError(f"out has shape {tuple(out.shape)}, expected {tuple(rewards.shape)}")
+    if not _torch.on_device(rewards):
         as_np = _torch.numpy_if_tensor
+        direct = out is not None and out.dtype == want and _torch.shares_numpy(out) and want not in _HALF()
         res = advantages(
             _torch.to_numpy(rewards), group_size, offsets=as_np(offsets), group_ids=as_np(group_ids),
             groups=groups, center=center, scale=scale, ddof=ddof, eps=eps, singleton=singleton, nan=nan,
-            decimals=decimals, out=as_np(out), num_threads=num_threads, batch_std=batch_std,
+            decimals=decimals, out=as_np(out) if direct else None, num_threads=num_threads,
+            batch_std=batch_std, moments=moments,
         )
-        return out if out is not None else _torch.from_numpy(res, rewards)
-    if batch_std is not None:
-        raise ValueError("batch_std= is supported for numpy arrays and CPU tensors")
+        if direct:
+            return out
+        result = _narrow(_torch.from_numpy(res, rewards), want)
+        return _write(out, result)
+    if moments is not None:
+        raise ValueError("moments= is supported for numpy arrays and CPU tensors")
     threads_value(num_threads)  # unused by torch on a device, but checked as everywhere
     n = rewards.numel()
+    if rewards.ndim != 1:
+        raise ValueError(f"rewards must be 1-D, got a tensor of shape {tuple(rewards.shape)}")
     codes, k = _torch.codes_on(rewards.device, n, group_size, offsets, group_ids, groups)
     res = _torch.advantages(
         rewards, codes=codes, n_groups=k, center=choice(center, "center"), scale=choice(scale, "scale"),
         ddof=ddof_value(ddof), eps=eps_value(eps), singleton=choice(singleton, "singleton"), nan=choice(nan, "nan"),
+        batch_std=_batch_std_value(batch_std),
     )
     if decimals is not None:
         res = round_decimals(res, decimals)
-    if out is not None:
-        out.copy_(res)
-        return out
-    return res
+    return _write(out, res)
 
 
-# --- batch_std= (issue 5): advantages of a shard with a batch std computed elsewhere ---------
-def _with_batch_std(x, result, g, center, scale, ddof, eps, singleton, nan, num_threads, batch_std) -> None:
-    scale = choice(scale, "scale")
-    if scale not in ("batch", "batch_residual"):
-        raise ValueError(f"batch_std= needs scale='batch' or 'batch_residual', got scale={scale!r}")
+def _HALF():
+    import torch
+
+    return (torch.float16, torch.bfloat16)
+
+
+def _narrow(result, dtype):
+    """The result in a half dtype; an advantage that does not fit is the overflow error."""
+    if result.dtype == dtype:
+        return result
+    narrow = result.to(dtype)
+    if bool((~narrow.isfinite() & result.isfinite()).any()):
+        raise ValueError(
+            f"an advantage overflows the output dtype {dtype}; rescale rewards of magnitude near the float range"
+        )
+    return narrow
+
+
+def _write(out, result):
+    """``result`` into ``out`` (any float dtype), or ``result`` itself."""
+    if out is None:
+        return result
+    out.copy_(_narrow(result, out.dtype))
+    return out
+
+
+def _batch_std_value(batch_std) -> float | None:
+    """A caller's batch std as a float (its range is checked by the core's policy)."""
+    if batch_std is None:
+        return None
     if isinstance(batch_std, (bool, np.bool_, str, bytes)):
         raise TypeError(f"batch_std must be a number, got {type(batch_std).__name__}")
     try:
-        std = float(batch_std)
+        return float(batch_std)
     except (TypeError, ValueError):
         raise TypeError(f"batch_std must be a number, got {type(batch_std).__name__}") from None
-    if not (np.isfinite(std) and std >= 0):
-        raise ValueError(
-            f"batch_std must be a finite number >= 0, got {std} (a NaN batch std means non-finite "
-            "rewards, or no more rewards in the batch than ddof)"
-        )
-    ddof_value(ddof)
-    denom = std + eps_value(eps)
-    x64 = x if x.dtype == np.float64 else x.astype(np.float64)
-    tmp = result if result.dtype == np.float64 else np.empty(len(x), dtype=np.float64)
-    _backend.impl.advantages(
-        x64, tmp, g._impl, choice(center, "center"), "none", ddof_value(ddof), 0.0,
-        choice(singleton, "singleton"), choice(nan, "nan"), threads_value(num_threads),
-    )
-    if denom == 0.0:
-        np.multiply(tmp, 0.0, out=tmp)  # no spread in the batch: exactly 0, as the core does
-    else:
-        np.divide(tmp, denom, out=tmp)
-    if tmp is not result:
-        result[...] = tmp
-# --- end batch_std= ----------------------------------------------------------------------
+
+
+def _moments_value(moments, n_groups: int):
+    """``moments=`` as the backend's (count, mean, m2, scale) tuple."""
+    if moments is None:
+        return None
+    if not isinstance(moments, GroupMoments):
+        raise TypeError(f"moments must be a groupadv.GroupMoments (from group_moments), got {type(moments).__name__}")
+    if moments.n_groups != n_groups:
+        raise ValueError(f"moments hold {moments.n_groups} groups but the layout has {n_groups}")
+    return moments.record()
 
 
 def grpo(rewards, group_size: int | None = None, *, scale: str = "group", **kwargs) -> np.ndarray:
@@ -293,6 +355,35 @@ def group_stats(
             x, g._impl, ddof_value(ddof), choice(nan, "nan"), threads_value(num_threads)
         )
     return GroupStats(count=count, mean=mean, std=std, labels=g.labels)
+
+
+def group_moments(
+    rewards,
+    group_size: int | None = None,
+    *,
+    offsets=None,
+    group_ids=None,
+    groups: Groups | None = None,
+    nan: str = "raise",
+    weights=None,
+    num_threads: int | None = None,
+) -> GroupMoments:
+    """Per-group count, mean and M2 (float64, the core's moments stage) as a mergeable
+    :class:`GroupMoments`, in group order (labelled groups: order of first appearance).
+
+    ``nan`` as in :func:`advantages` ("omit" counts only finite rewards; "propagate" makes
+    the group's mean and m2 NaN). ``weights``: optional frequency weights, one finite value
+    >= 0 per reward (count = sum of weights). Merge the result over batches or shards
+    (:meth:`GroupMoments.merge`, :meth:`GroupMoments.merge_at`) and pass it back as
+    ``advantages(..., moments=gm)``.
+    """
+    from .moments import weights_array
+
+    x = rewards_array(rewards)
+    g = resolve(len(x), group_size, offsets, group_ids, groups)
+    w = None if weights is None else weights_array(weights, len(x))
+    rec = _backend.impl.group_moments(x, g._impl, choice(nan, "nan"), w, threads_value(num_threads))
+    return GroupMoments(*rec)
 
 
 def backend() -> str:

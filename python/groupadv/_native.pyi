@@ -37,7 +37,26 @@ def advantages(
     singleton: str,
     nan: str,
     num_threads: int,
+    batch_std: float | None = None,
+    moments: tuple[
+        npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]
+    ]
+    | None = None,
 ) -> None: ...
+
+_Record = tuple[
+    npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]
+]
+
+def group_moments(
+    rewards: npt.NDArray[np.floating],
+    grouping: Grouping,
+    nan: str,
+    weights: npt.NDArray[np.float64] | None,
+    num_threads: int,
+) -> _Record: ...
+def merge_moments(a: _Record, b: _Record) -> _Record: ...
+def moments_std(m: _Record, ddof: int) -> npt.NDArray[np.float64]: ...
 def group_stats(
     rewards: npt.NDArray[np.floating], grouping: Grouping, ddof: int, nan: str, num_threads: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...

@@ -1,9 +1,20 @@
 """Pure-numpy backend: the same functions, arguments and semantics as the compiled
-``groupadv._native`` module, vectorized over groups (no Python loop per group).
+``groupadv._native`` module, in the same four stages (DESIGN.md), vectorised over groups:
 
-It mirrors the Rust core step for step (statistics in float64, the mean taken relative to
-each group's first valid reward so that all-equal groups give exactly 0, the same singleton
-and non-finite policies, the same error messages), so both backends agree to rounding.
+1. layout   ``Grouping``: a flat buffer cut into groups; every stage sees it only through
+            ``view`` / ``sum`` / ``spread`` / ``reduce`` (uniform groups are the rows of a 2-D
+            view; ragged groups use ``reduceat``; labelled groups ``bincount`` over codes).
+2. moments  ``_group_moments``: per group count, mean, M2 in float64 as ``(count, mean, m2,
+            scale)`` with ``M2 = m2 * scale**2`` (the under/overflow guard), ``merge_moments``,
+            ``moments_std`` (THE guarded std), ``_merge_all`` (batch moments).
+3. policy   ``_policy``: the rules (centre, scale, ddof/eps, batch std, singleton, non-finite,
+            overflow) turn moments into per-group ``A = (r - a_g) * b_g`` or a fault.
+4. apply    ``_apply``: the write pass.
+
+Statistics are float64 whatever the input dtype; each group's mean is taken relative to its
+first valid reward so that an all-equal group has M2 == 0 and advantages of exactly 0 (float32
+rewards need no shift: their float64 sums are exact, so an all-equal group's sum / count is
+exactly its value). The error messages are the core's, so both backends agree to rounding.
 """
 
 from __future__ import annotations
@@ -21,35 +32,145 @@ _CENTERS = ("mean", "loo", "none")
 _SCALES = ("group", "batch", "batch_residual", "none")
 _SINGLETONS = ("zero", "raw", "error")
 _NANS = ("raise", "propagate", "omit")
-# Squared deviations below this may have lost precision to float64 underflow.
-_SMALL_M2 = 1e-280
+# sqrt(M2) outside [_TINY, _HUGE]: squared deviations may have under/overflowed float64, so the
+# moments are kept scaled by a power of two near the largest deviation (exact rescaling).
+_TINY, _HUGE = 1e-140, 1e150
+
+_OVERFLOW = (
+    "the rewards of group {} overflow float64 in its statistics, or the output dtype in its "
+    "advantages; rescale rewards of magnitude near the float range"
+)
+_BATCH_OVERFLOW = (
+    "the rewards overflow float64 in the batch std; rescale rewards of magnitude near the float range"
+)
+
+
+def _quiet(fn):
+    """Run a backend entry point with float warnings off: inf and NaN are handled by the rules."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+# ============================================================================ 1. layout
 
 
 class Grouping:
-    """A resolved group layout (numpy twin of the native ``Grouping``)."""
+    """A resolved group layout (numpy twin of the native ``Grouping``).
 
-    __slots__ = ("n", "n_groups", "kind", "offsets", "perm")
+    kind "uniform" (``size``), "ragged" (contiguous groups, ``offsets``) or "permuted"
+    (labels in any order: ``labels`` = the group code of each reward)."""
 
-    def __init__(self, n: int, offsets: np.ndarray, perm: np.ndarray | None, kind: str):
-        self.n = int(n)
-        self.offsets = offsets
-        self.perm = perm
-        self.n_groups = len(offsets) - 1
-        self.kind = kind
+    __slots__ = ("n", "n_groups", "kind", "size", "offsets", "labels", "first", "_sizes", "_all_live", "_counts", "_consts")
+
+    def __init__(self, n, n_groups, kind, *, size=0, offsets=None, labels=None, first=None, sizes=None):
+        self.n, self.n_groups, self.kind = int(n), int(n_groups), kind
+        self.size, self.offsets, self.labels, self.first = size, offsets, labels, first
+        if kind == "uniform":
+            sizes = np.full(self.n_groups, size, dtype=np.int64)
+        elif kind == "ragged" and sizes is None:
+            sizes = np.diff(offsets)
+        self._sizes = sizes
+        self._all_live = bool(sizes.all()) if sizes is not None else True
+        self._counts = None
+        self._consts = None
+
+    def consts(self):
+        """Read-only per-group constants, made once: (ones, falses, ones of a row)."""
+        if self._consts is None:
+            ones, falses, row = np.ones(self.n_groups), np.zeros(self.n_groups, dtype=bool), np.ones(self.size)
+            for a in (ones, falses, row):
+                a.flags.writeable = False
+            self._consts = (ones, falses, row)
+        return self._consts
+
+    def min_count(self) -> float:
+        """The smallest group size."""
+        return float(self._sizes.min()) if self.n_groups else 0.0
+
+    def counts(self) -> np.ndarray:
+        """Group sizes as float64 (the unweighted counts), computed once."""
+        if self._counts is None:
+            self._counts = self._sizes.astype(np.float64)
+        return self._counts
 
     def sizes(self) -> np.ndarray:
-        return np.diff(self.offsets)
+        return self._sizes
 
     def codes(self) -> np.ndarray:
-        grouped = np.repeat(np.arange(self.n_groups, dtype=np.int64), self.sizes())
-        if self.perm is None:
-            return grouped
-        codes = np.empty(self.n, dtype=np.int64)
-        codes[self.perm] = grouped
-        return codes
+        if self.kind == "permuted":
+            return self.labels.copy()
+        return np.repeat(np.arange(self.n_groups, dtype=np.int64), self.sizes())
 
     def __repr__(self) -> str:
         return f"Grouping(kind={self.kind!r}, n={self.n}, n_groups={self.n_groups})"
+
+    # --- the operations the other stages use (v: an array in the working shape of `view`) ---
+    def view(self, x: np.ndarray) -> np.ndarray:
+        """x in the working shape: (n_groups, size) rows for uniform groups, else flat."""
+        return x.reshape(self.n_groups, self.size) if self.kind == "uniform" else x
+
+    def sum(self, v: np.ndarray) -> np.ndarray:
+        """Per-group sums in float64."""
+        if self.kind == "uniform":
+            if v.dtype != np.float64:
+                return v.sum(axis=1, dtype=np.float64)
+            # Row sums: einsum is several times faster than sum(axis=1) on short rows; small
+            # inputs go through BLAS (rows times ones), whose threads do not pay off above that.
+            return v @ self.consts()[2] if v.size <= 1 << 16 else np.einsum("ij->i", v)
+        if self.kind == "permuted":
+            return np.bincount(self.labels, weights=v, minlength=self.n_groups)
+        return self._reduceat(np.add, v, 0.0, np.float64)
+
+    def reduce(self, ufunc, v: np.ndarray, empty) -> np.ndarray:
+        """Per-group ``ufunc`` reduction (``empty`` for a group without members)."""
+        if self.kind == "uniform":
+            return ufunc.reduce(v, axis=1)
+        if self.kind == "permuted":
+            out = np.full(self.n_groups, empty, dtype=v.dtype)
+            ufunc.at(out, self.labels, v)
+            return out
+        return self._reduceat(ufunc, v, empty, v.dtype)
+
+    def _reduceat(self, ufunc, v, empty, dtype):
+        starts = self.offsets[:-1]
+        if self._all_live:
+            return ufunc.reduceat(v, starts, dtype=dtype)
+        out = np.full(self.n_groups, empty, dtype=dtype)
+        live = self._sizes > 0
+        out[live] = ufunc.reduceat(v, starts[live], dtype=dtype)
+        return out
+
+    def spread(self, p: np.ndarray) -> np.ndarray:
+        """A per-group value for every member, broadcastable against the working shape."""
+        if self.kind == "uniform":
+            return p[:, None]
+        if self.kind == "permuted":
+            return p[self.labels]
+        return np.repeat(p, self._sizes)
+
+    def first_members(self) -> np.ndarray:
+        """Index (into the working shape, flattened) of each group's first member (n if none)."""
+        if self.kind == "uniform":
+            return np.arange(0, self.n, self.size, dtype=np.int64)
+        if self.kind == "permuted":
+            return self.first
+        starts = self.offsets[:-1].copy()
+        starts[self._sizes == 0] = self.n
+        return starts
+
+    def members(self, grp: int) -> np.ndarray:
+        """Input indices of group ``grp``, ascending (error paths only)."""
+        if self.kind == "uniform":
+            return np.arange(grp * self.size, (grp + 1) * self.size)
+        if self.kind == "ragged":
+            return np.arange(self.offsets[grp], self.offsets[grp + 1])
+        return np.flatnonzero(self.labels == grp)
 
 
 def grouping_uniform(n: int, group_size: int) -> Grouping:
@@ -60,7 +181,7 @@ def grouping_uniform(n: int, group_size: int) -> Grouping:
             f"group_size={group_size} does not divide the number of rewards ({n}); "
             "group_size must be a positive divisor of len(rewards)"
         )
-    return Grouping(n, np.arange(0, n + 1, group_size, dtype=np.int64), None, "uniform")
+    return Grouping(n, n // group_size, "uniform", size=int(group_size))
 
 
 def grouping_offsets(n: int, offsets: np.ndarray) -> Grouping:
@@ -70,19 +191,20 @@ def grouping_offsets(n: int, offsets: np.ndarray) -> Grouping:
         raise ValueError("offsets must have at least 2 entries")
     if offsets[0] != 0:
         raise ValueError(f"offsets[0] must be 0, got {offsets[0]}")
-    bad = np.flatnonzero(offsets[1:] < offsets[:-1])
-    if bad.size:
-        i = int(bad[0]) + 1
+    sizes = np.diff(offsets)
+    if (sizes < 0).any():
+        i = int(np.flatnonzero(sizes < 0)[0]) + 1
         raise ValueError(
             f"offsets must be non-decreasing, but offsets[{i - 1}] = {offsets[i - 1]} "
             f"> offsets[{i}] = {offsets[i]}"
         )
     if offsets[-1] != n:
         raise ValueError(f"offsets[-1] must equal len(rewards) = {n}, got {offsets[-1]}")
-    return Grouping(n, np.array(offsets, dtype=np.int64), None, "ragged")
+    return Grouping(n, len(offsets) - 1, "ragged", offsets=np.array(offsets, dtype=np.int64), sizes=sizes)
 
 
 def _from_labels(labels: np.ndarray) -> tuple[Grouping, np.ndarray]:
+    """Codes numbered by first appearance (as the native backend)."""
     n = len(labels)
     if n == 0:
         raise ValueError("rewards is empty")
@@ -91,19 +213,30 @@ def _from_labels(labels: np.ndarray) -> tuple[Grouping, np.ndarray]:
             f"group_ids supports at most {2**32 - 1} rewards, got {n}; "
             "pass contiguous groups as offsets instead"
         )
-    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
-    # Number groups by first appearance, as the native backend does.
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    codes = rank[inverse.reshape(-1)]
-    first = first[order].astype(np.int64)
-    counts = np.bincount(codes, minlength=len(first))
-    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-    if np.all(codes[1:] >= codes[:-1]):
-        return Grouping(n, offsets, None, "ragged"), first
-    perm = np.argsort(codes, kind="stable").astype(np.int64)
-    return Grouping(n, offsets, perm, "permuted"), first
+    if labels.dtype.kind == "b":
+        labels = labels.astype(np.int64)
+    if labels.dtype.kind in "iu":
+        lo, hi = int(labels.min()), int(labels.max())
+    if labels.dtype.kind not in "iu" or hi - lo >= 4 * n:
+        # Strings, bytes rows, sparse integers: dense integers first (one sort).
+        labels = np.unique(labels, return_inverse=True)[1].reshape(-1)
+        lo, hi = 0, int(labels.max())
+    # Dense integer labels: tables indexed by label, no sort of the rewards.
+    rel = labels - lo if lo else labels
+    first_at = np.full(hi - lo + 1, n, dtype=np.int64)
+    np.minimum.at(first_at, rel, np.arange(n))  # first appearance of each label
+    present = np.flatnonzero(first_at < n)
+    by_appearance = np.argsort(first_at[present])
+    code_of = np.empty(len(first_at), dtype=np.int64)
+    code_of[present[by_appearance]] = np.arange(len(present))
+    codes = code_of[rel]
+    first = first_at[present[by_appearance]]
+    sizes = np.bincount(codes, minlength=len(present)).astype(np.int64)
+    k = len(present)
+    if np.all(first[1:] == np.cumsum(sizes)[:-1]):  # contiguous labels: offsets are cheaper
+        offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        return Grouping(n, k, "ragged", offsets=offsets), first
+    return Grouping(n, k, "permuted", labels=codes, first=first, sizes=sizes), first
 
 
 def grouping_ids_int(ids: np.ndarray) -> tuple[Grouping, np.ndarray]:
@@ -125,6 +258,209 @@ def grouping_ids_str(ids) -> tuple[Grouping, np.ndarray]:
     return _from_labels(np.array(items, dtype=object))
 
 
+# ============================================================================ 2. moments
+
+
+def _pow2_scale(root: np.ndarray) -> np.ndarray:
+    """The scale of moments whose sqrt(M2) (or largest deviation) is ``root``: 1.0 in the safe
+    range, else the power of two at or just below ``root`` (dividing by it is exact; the
+    scaled deviations are then below 2 and their squares neither over- nor underflow)."""
+    root = np.asarray(root, dtype=np.float64)
+    safe = (root == 0.0) | ((root >= _TINY) & (root <= _HUGE)) | ~np.isfinite(root)
+    _, exp = np.frexp(np.where(safe, 1.0, root))
+    return np.where(safe, 1.0, np.ldexp(1.0, exp - 1))
+
+
+def _check_nan(nan):
+    if nan not in _NANS:
+        raise ValueError(f"nan must be one of {', '.join(repr(a) for a in _NANS)}, got {nan!r}")
+
+
+class _Moments:
+    """Group moments of one reward buffer plus what the apply stage reuses: the residuals
+    ``r - mean`` in the working shape (0 at omitted rewards) and the valid mask (None: all)."""
+
+    __slots__ = ("count", "mean", "m2", "scale", "smean", "res", "valid", "bad_mean", "any_bad", "lifted",
+                 "unit_scale", "min_count")
+
+    def record(self):
+        return self.count, self.mean, self.m2, self.scale
+
+
+def _group_moments(x: np.ndarray, g: Grouping, nan: str, weights=None) -> _Moments:
+    """Per-group (count, mean, m2, scale) of the rewards (contract: MOMENTS_CONTRACT.md)."""
+    xv = g.view(x)
+    w = None if weights is None else g.view(weights)
+    m = _Moments()
+    m.valid = None
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        count = mean = None
+        all_finite = False
+        if w is None:
+            # Fast path: every reward counts once.
+            count = g.counts()
+            per = count if g._all_live else np.where(count > 0, count, 1.0)
+            exact = x.dtype == np.float32 and g.n < 2**29
+            if exact:  # an all-equal group's float64 sum of float32 values is exact: mean == value
+                xv = g.view(x.astype(np.float64))  # one conversion, then float64 passes
+                mean = g.sum(xv) / per
+            all_finite = exact and bool(np.isfinite(mean).all())
+            if not all_finite:
+                # Relative to the first reward (non-finite ones give the core's inf or NaN).
+                shift = x[np.minimum(g.first_members(), g.n - 1)].astype(np.float64)
+                mean = shift + g.sum(xv - g.spread(shift)) / per
+                all_finite = bool(np.isfinite(mean).all())
+            if nan == "omit" and not all_finite:
+                count = None  # some rewards are left out: the slow path
+        if count is not None:
+            wv = None
+            res = xv - g.spread(mean)
+            m2 = np.einsum("ij,ij->i", res, res) if g.kind == "uniform" else g.sum(res * res)
+        else:
+            # Slow path: some rewards are left out (non-finite under "omit"), or weighted.
+            valid = np.isfinite(xv) if nan == "omit" else np.ones(xv.shape, dtype=bool)
+            m.valid = valid if nan == "omit" else None
+            live = valid if w is None else valid & (w > 0)
+            wv = valid.astype(np.float64) if w is None else np.where(valid, w, 0.0)
+            count = g.sum(wv)
+            pos = np.where(live.reshape(-1), np.arange(g.n), g.n)
+            first = g.reduce(np.minimum, g.view(pos), g.n)
+            shift = np.append(xv.reshape(-1), 0.0).astype(np.float64)[first]  # first live reward (0 if none)
+            dev = np.where(live, xv - g.spread(shift), 0.0)
+            mean = shift + g.sum(dev * wv) / np.where(count > 0, count, 1.0)
+            res = np.where(live, xv - g.spread(mean), 0.0)
+            m2 = g.sum(res * res * wv)
+    if wv is not None or not g._all_live:
+        mean = np.where(count > 0, mean, 0.0)
+        m2 = np.where(count > 0, m2, 0.0)
+    ones, falses, _ = g.consts()
+    scale = ones
+    m.any_bad = not (all_finite and count is g._counts) and not np.isfinite(mean).all()
+    m.bad_mean = (count > 0) & ~np.isfinite(mean) if m.any_bad else falses
+    risky = None
+    if x.dtype != np.float32:  # float32 deviations can neither over- nor underflow when squared
+        risky = (count > 0) & ~m.bad_mean & ~((m2 >= _TINY**2) & (m2 <= _HUGE**2))
+        if risky.any():
+            # Exact rescaling by a power of two near each group's largest deviation; the mean
+            # and M2 are recomputed from the rescaled rewards (for subnormal spreads the
+            # float64 mean itself is too coarse: `smean` is the mean in units of `scale`).
+            amax = g.reduce(np.maximum, np.where(g.spread(risky), np.abs(res), 0.0), 0.0)
+            scale = np.where(risky, _pow2_scale(amax), 1.0)
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+                xs = xv / g.spread(scale)
+                lv = np.ones(xv.shape, dtype=bool) if m.valid is None else m.valid
+                wl = np.where(lv, 1.0, 0.0) if wv is None else wv
+                first = g.reduce(np.minimum, g.view(np.where(lv.reshape(-1), np.arange(g.n), g.n)), g.n)
+                shift = np.append(xs.reshape(-1), 0.0)[first]
+                dev = np.where(lv, xs - g.spread(shift), 0.0)
+                smean = np.where(risky, shift + g.sum(dev * wl) / np.where(count > 0, count, 1.0), mean)
+                q = np.where(g.spread(risky) & lv, xs - g.spread(smean), 0.0)
+                m2 = np.where(risky & np.isfinite(amax), g.sum(q * q * wl), np.where(risky, np.inf, m2))
+                mean = np.where(risky, smean * scale, mean)
+    m.lifted = risky is not None and bool((scale < 1.0).any())
+    m.unit_scale = risky is None or not risky.any()
+    m.min_count = g.min_count() if count is g._counts else (float(count.min()) if len(count) else 0.0)
+    m.smean = smean if risky is not None and risky.any() else mean
+    m.count, m.mean, m.m2, m.scale, m.res = count, mean, m2, scale, res
+    return m
+
+
+def _as_record(m) -> tuple:
+    count, mean, m2, scale = (np.ascontiguousarray(a, dtype=np.float64).reshape(-1) for a in m)
+    if not (len(count) == len(mean) == len(m2) == len(scale)):
+        raise ValueError("moments must be four arrays (count, mean, m2, scale) of equal length")
+    return count, mean, m2, scale
+
+
+@_quiet
+def merge_moments(a, b):
+    """Chan et al.'s merge, elementwise over groups, in the scaled form."""
+    na, ma, m2a, sa = _as_record(a)
+    nb, mb, m2b, sb = _as_record(b)
+    if len(na) != len(nb):
+        raise ValueError(f"cannot merge moments of {len(na)} and {len(nb)} groups")
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        n = na + nb
+        delta = mb - ma
+        frac = np.where(n > 0, nb / np.where(n > 0, n, 1.0), 0.0)
+        mean = np.where(delta == 0, ma, ma + delta * frac)
+        cross = na * frac  # na * nb / n
+        # One common scale from the three square roots that make up sqrt(M2).
+        ra, rb, rc = sa * np.sqrt(m2a), sb * np.sqrt(m2b), np.abs(delta) * np.sqrt(cross)
+        root = np.maximum(np.maximum(ra, rb), rc)
+        s = np.where(np.isfinite(root), _pow2_scale(root), np.maximum(sa, sb))
+        m2 = m2a * (sa / s) ** 2 + m2b * (sb / s) ** 2 + (delta / s) ** 2 * cross
+    mean = np.where(nb == 0, ma, np.where(na == 0, mb, mean))
+    m2 = np.where(nb == 0, m2a, np.where(na == 0, m2b, m2))
+    s = np.where(nb == 0, sa, np.where(na == 0, sb, s))
+    return n, mean, m2, s
+
+
+@_quiet
+def moments_std(m, ddof) -> np.ndarray:
+    """THE guarded std: ``scale * sqrt(m2 / (count - ddof))``, NaN where count <= ddof."""
+    return _std(_as_record(m), ddof)
+
+
+def _std(m, ddof, unit_scale=False, all_dof=False) -> np.ndarray:
+    """moments_std; ``unit_scale``: every scale is 1, ``all_dof``: every count > ddof."""
+    count, _, m2, scale = m
+    dof = count - ddof if ddof else count
+    std = np.sqrt(m2 / (dof if all_dof else np.where(dof > 0, dof, 1.0)))
+    if not unit_scale:
+        std *= scale
+    return std if all_dof else np.where(dof > 0, std, np.nan)
+
+
+def _merge_all(m) -> tuple:
+    """The batch record: all groups merged into one, in a fixed (group) order, with the merge
+    written in closed form: mean = sum(c mean_g) / C, M2 = sum M2_g + sum c (mean_g - mean)^2."""
+    count, mean, m2, scale = m
+    live = count > 0
+    if not live.any():
+        return 0.0, 0.0, 0.0, 1.0
+    c, mu, q, s = count[live], mean[live], m2[live], scale[live]
+    total = float(c.sum())
+    with np.errstate(invalid="ignore", over="ignore"):
+        shift = mu[0]  # all groups equal: the batch mean is that value exactly
+        bmean = float(shift + np.sum((c / total) * (mu - shift)))
+        dev = mu - bmean
+        root = max(float(np.max(s * np.sqrt(q))), float(np.max(np.abs(dev))))
+        big = float(_pow2_scale(root)) if np.isfinite(root) and root > 0 else float(np.max(s))
+        bm2 = float(np.sum(q * (s / big) ** 2) + np.sum(c * (dev / big) ** 2))
+    return total, bmean, bm2, big
+
+
+def _residual_all(m) -> tuple:
+    """The batch record of the residuals r - mean_g: count = sum counts, M2 = sum of M2s."""
+    count, _, m2, scale = m
+    total = float(count.sum())
+    with np.errstate(invalid="ignore", over="ignore"):
+        root = float(np.max(scale * np.sqrt(m2))) if len(m2) else 0.0
+        big = float(_pow2_scale(root)) if np.isfinite(root) and root > 0 else float(np.max(scale, initial=1.0))
+        return total, 0.0, float(np.sum(m2 * (scale / big) ** 2)), big
+
+
+@_quiet
+def group_moments(rewards, grouping, nan, weights, num_threads):
+    _check_nan(nan)
+    g = grouping
+    if len(rewards) != g.n:
+        raise ValueError(f"rewards has length {len(rewards)} but the groups cover {g.n} rewards")
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64)
+        if len(weights) != g.n:
+            raise ValueError(f"weights has length {len(weights)} but rewards has length {g.n}")
+    m = _group_moments(rewards, g, nan, weights)
+    err = _faults(rewards, g, m, nan, "zero")
+    if err is not None:
+        raise err
+    return tuple(a.copy() for a in m.record())
+
+
+# ============================================================================ 3. policy
+
+
 def _check(center, scale, ddof, eps, singleton, nan):
     for what, got, allowed in (
         ("center", center, _CENTERS),
@@ -141,282 +477,247 @@ def _check(center, scale, ddof, eps, singleton, nan):
         raise ValueError(f"eps must be a finite number >= 0, got {eps}")
 
 
-class _Moments:
-    """Per-group moments over the grouped (permuted) values, in float64."""
-
-    def __init__(self, x: np.ndarray, g: Grouping, nan: str, ddof: int):
-        xs = np.asarray(x if g.perm is None else x[g.perm], dtype=np.float64)
-        sizes = g.sizes()
-        starts = g.offsets[:-1]
-        nonempty = np.flatnonzero(sizes > 0)
-        self.xs, self.sizes, self.nonempty = xs, sizes, nonempty
-        ne_starts, ne_sizes = starts[nonempty], sizes[nonempty]
-        k = g.n_groups
-        self.omit = nan == "omit"
-        if self.omit:
-            valid = np.isfinite(xs)
-            # Position of each group's first valid value (n where there is none).
-            pos = np.where(valid, np.arange(len(xs)), len(xs))
-            first = np.minimum.reduceat(pos, ne_starts)
-            first = np.where(first < ne_starts + ne_sizes, first, len(xs))
-            count_ne = np.add.reduceat(valid.astype(np.int64), ne_starts)
-            xs_ext = np.append(xs, 0.0)
-            shift_ne = np.where(count_ne > 0, xs_ext[first], 0.0)
-        else:
-            valid = None
-            count_ne = ne_sizes
-            shift_ne = xs[ne_starts]
-        self.valid = valid
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            dev = xs - np.repeat(shift_ne, ne_sizes)
-            if valid is not None:
-                dev[~valid] = 0.0
-            mean_ne = shift_ne + np.add.reduceat(dev, ne_starts) / count_ne
-            res = xs - np.repeat(mean_ne, ne_sizes)
-            if valid is not None:
-                res[~valid] = 0.0
-            m2_ne = np.add.reduceat(res * res, ne_starts)
-        self.res = res
-        self.count = np.zeros(k, dtype=np.int64)
-        self.count[nonempty] = count_ne
-        self.mean = np.zeros(k)
-        self.mean[nonempty] = mean_ne
-        self.m2 = np.zeros(k)
-        self.m2[nonempty] = m2_ne
-        self.ddof = ddof
-        self.is_f64 = x.dtype == np.float64
-
-    def std(self) -> np.ndarray:
-        """Group std (NaN where count <= ddof), robust to float64 over/underflow like the core."""
-        dof = self.count - self.ddof
-        with np.errstate(invalid="ignore", divide="ignore"):
-            std = np.sqrt(self.m2 / np.where(dof > 0, dof, 1))
-        std[dof <= 0] = np.nan
-        if self.is_f64:
-            risky = (dof > 0) & np.isfinite(self.mean) & ~(np.isfinite(self.m2) & (self.m2 >= _SMALL_M2))
-            if risky.any():
-                std[risky] = self._rescaled_std(np.flatnonzero(risky))
-        return std
-
-    def _rescaled_std(self, groups: np.ndarray) -> np.ndarray:
-        out = np.empty(len(groups))
-        starts = np.concatenate(([0], np.cumsum(self.sizes)))
-        for j, g in enumerate(groups):  # rare path: only groups beyond ~1e154 or below ~1e-146
-            d = np.abs(self.res[starts[g] : starts[g + 1]])
-            if self.valid is not None:
-                d = d[self.valid[starts[g] : starts[g + 1]]]
-            amax = d.max() if d.size else 0.0
-            if amax == 0.0 or not np.isfinite(amax):
-                out[j] = 0.0 if amax == 0.0 else np.nan
-            else:
-                out[j] = amax * np.sqrt(np.sum((d / amax) ** 2) / (self.count[g] - self.ddof))
-        return out
+def _fmt(v) -> str:
+    v = float(v)
+    return "NaN" if np.isnan(v) else ("inf" if v > 0 else "-inf")
 
 
-def _source_index(g: Grouping, pos: int) -> int:
-    return int(pos if g.perm is None else g.perm[pos])
+def _nonfinite_groups(x, g) -> np.ndarray:
+    """Per group: does it hold a NaN or infinite reward?"""
+    return g.sum((~np.isfinite(g.view(x))).astype(np.float64)) > 0
 
 
-_OVERFLOW = (
-    "the rewards of group {} overflow float64 in its statistics, or the output dtype in its "
-    "advantages; rescale rewards of magnitude near the float range"
-)
-_BATCH_OVERFLOW = (
-    "the rewards overflow float64 in the batch std; rescale rewards of magnitude near the float range"
-)
-
-
-def _first_fault(x, g, mom, nan, singleton, late=None):
-    """Error for the lowest group with a fault, as the core reports it (or None). `late` marks
-    groups whose std or advantages overflowed (checked last within a group, as the core)."""
-    bad_mean = (mom.count > 0) & ~np.isfinite(mom.mean)
-    if nan == "omit":
-        overflow = bad_mean  # only finite rewards were summed
-    elif nan == "propagate":
-        overflow = bad_mean & ~_has_nonfinite(mom)
-    else:
-        overflow = np.zeros_like(bad_mean)
-    faults = (bad_mean if nan == "raise" else overflow).copy()
+def _faults(x, g, m, nan, singleton, late=None):
+    """The error for the lowest group with a fault, as the core reports it (or None). ``late``
+    marks groups whose std or advantages overflowed (checked last within a group)."""
+    bad_mean = m.bad_mean
+    faults = np.zeros(g.n_groups, dtype=bool)
+    overflow = faults
+    if bad_mean.any():
+        if nan == "omit":
+            overflow = bad_mean  # only finite rewards were summed
+        elif nan == "propagate":
+            overflow = bad_mean & ~_nonfinite_groups(x, g)
+        faults = bad_mean if nan == "raise" else overflow
     if singleton == "error":
         # A group poisoned by a NaN under "propagate" is NaN, whatever its size.
-        faults |= (mom.count == 1) & ~(bad_mean & (nan == "propagate"))
+        faults = faults | ((m.count == 1) & ~(bad_mean & (nan == "propagate")))
     if late is not None:
-        faults |= late
+        faults = faults | late
     hits = np.flatnonzero(faults)
     if not hits.size:
         return None
     grp = int(hits[0])
-    idx = [_source_index(g, p) for p in range(g.offsets[grp], g.offsets[grp + 1])]
+    idx = g.members(grp)
     if overflow[grp]:
         return AdvantageOverflowError(_OVERFLOW.format(grp), group=grp)
     if nan == "raise" and bad_mean[grp]:
-        nonfinite = [i for i in idx if not np.isfinite(x[i])]
-        if not nonfinite:
+        nonfinite = idx[~np.isfinite(x[idx])]
+        if not nonfinite.size:
             return AdvantageOverflowError(_OVERFLOW.format(grp), group=grp)
-        i = min(nonfinite)
+        i = int(nonfinite[0])
         return NonFiniteRewardError(
             f"rewards[{i}] is {_fmt(x[i])}; pass nan='propagate' or nan='omit' to allow non-finite rewards",
             index=i, group=grp, value=float(x[i]),
         )
-    if not (singleton == "error" and mom.count[grp] == 1):
+    if not (singleton == "error" and m.count[grp] == 1):
         return AdvantageOverflowError(_OVERFLOW.format(grp), group=grp)
-    finite = [i for i in idx if np.isfinite(x[i])]
-    i = min(finite) if finite else idx[0]
+    finite = idx[np.isfinite(x[idx])]
+    i = int(finite[0]) if finite.size else int(idx[0])
     return SingletonGroupError(
         f"group {grp} (rewards[{i}]) has a single reward, and singleton='error'; "
         "use singleton='zero' or 'raw' to allow it", index=i, group=grp,
     )
 
 
-def _has_nonfinite(mom) -> np.ndarray:
-    """Per group: does it hold a NaN or infinite reward?"""
-    out = np.zeros(len(mom.count), dtype=bool)
-    if mom.nonempty.size:
-        bad = (~np.isfinite(mom.xs)).astype(np.int64)
-        starts = np.concatenate(([0], np.cumsum(mom.sizes)))[:-1][mom.nonempty]
-        out[mom.nonempty] = np.add.reduceat(bad, starts) > 0
-    return out
-
-
-def _fmt(v) -> str:
-    v = float(v)
-    return "NaN" if np.isnan(v) else ("inf" if v > 0 else "-inf")
-
-
-def _batch(mom: _Moments, nan: str):
-    """(count, mean, m2) of the rewards and (residual_count, residual_m2) over the batch."""
-    xs = mom.xs if mom.valid is None else mom.xs[mom.valid]
-    n = len(xs)
-    if n == 0:
-        return 0, 0.0, 0.0, 0, 0.0
+def _batch_denominator(m, scale, ddof, eps, batch_std) -> float:
+    """d = batch std + eps: the caller's batch std, or the std of the merged group moments."""
+    if batch_std is not None:
+        return float(batch_std) + eps
+    record = _merge_all(m) if scale == "batch" else _residual_all(m)
     with np.errstate(invalid="ignore", over="ignore"):
-        mean = xs[0] + np.sum(xs - xs[0]) / n
-        if not np.isfinite(mean) and np.all(np.isfinite(xs)):
-            # Finite rewards whose sum overflowed: average scaled values (no partial sum can
-            # exceed the largest reward), as the core weighs its group means.
-            mean = float(np.sum(xs / n))
-        m2 = float(np.sum((xs - mean) ** 2))
-    return n, float(mean), m2, int(mom.count.sum()), float(mom.m2.sum())
+        std = float(moments_std(tuple(np.array([v]) for v in record), ddof)[0])
+    if np.isinf(std):
+        raise AdvantageOverflowError(_BATCH_OVERFLOW)
+    return std + eps
 
 
-def _batch_std(b, scale: str, ddof: int, mom: _Moments) -> float:
-    n, mean, m2, rn, rm2 = b
-    num, cnt = (m2, n) if scale == "batch" else (rm2, rn)
-    std = float(np.sqrt(num / (cnt - ddof))) if cnt > ddof else float("nan")
-    guarded = mom.is_f64 and cnt > ddof and np.isfinite(mean) and not (np.isfinite(num) and num >= _SMALL_M2)
-    if not guarded:
-        return std
-    # As the core: rescale the deviations by their largest magnitude (f64 over/underflow).
-    valid = np.ones(len(mom.xs), dtype=bool) if mom.valid is None else mom.valid
-    dev = np.abs(mom.xs[valid] - mean) if scale == "batch" else np.abs(mom.res[valid])
-    amax = dev.max() if dev.size else 0.0
-    if amax == 0.0 or not np.isfinite(amax):
-        return 0.0 if amax == 0.0 else std
-    return float(amax * np.sqrt(np.sum((dev / amax) ** 2) / (cnt - ddof)))
+def _policy(m, center, scale, ddof, eps, singleton, batch_d):
+    """Per-group affine coefficients ``A = (r * p - a) * b``, plus the groups whose std
+    overflowed (or None). ``p`` is 1, or a power of two near 1/scale for groups of tiny spread
+    (scale < 1), whose rewards are lifted (exactly) before the centre is subtracted; ``a`` and
+    ``b`` are in those units. ``a is m.mean`` when every group is centred on its mean."""
+    count = m.count
+    all_many = m.min_count > 1
+    many = True if all_many else count > 1
+    if m.lifted:
+        p = np.where(m.scale < 1.0, 1.0 / np.maximum(m.scale, 2.0**-1000), 1.0)  # finite
+        sp = m.scale * p  # exact: both powers of two
+        centre = np.where(m.scale < 1.0, m.smean * sp, m.mean)
+    else:
+        p, sp, centre = np.float64(1.0), m.scale, m.mean
+    a = centre if center != "none" else 0.0
+    factor = np.where(many, count / np.maximum(count - 1, 1), 0.0) if center == "loo" else many
+    late = None
+    if scale == "group":
+        std = _std((count, m.mean, m.m2, sp), ddof, m.unit_scale, m.min_count > ddof)  # std * p
+        finite = np.isfinite(std)
+        if not finite.all():
+            late = many & ~finite & ~m.bad_mean
+        denom = std + eps * p if eps else std
+        if center != "none" and eps:
+            # a centred group with no spread has residuals of exactly 0: its advantages are 0
+            # even where 1/eps overflows (eps subnormal), never 0 * inf
+            denom = np.where(std == 0.0, 0.0, denom)
+    elif scale == "none":
+        denom = p
+    else:
+        denom = batch_d * p
+    b = np.where(many & (denom != 0.0), factor / denom, 0.0)  # no spread: exactly 0, whatever eps
+    b = b if b.shape == count.shape else np.full(count.shape, b)  # a batch or unit scale
+    if singleton == "raw":  # verl: mean 0, std 1
+        one = count == 1
+        a = np.where(one, 0.0, a)
+        if scale == "none":
+            b = np.where(one, 1.0, b)
+        else:
+            d1 = np.multiply(1.0 + eps if scale == "group" else batch_d, p)
+            b = np.where(one, np.where(d1 != 0.0, np.divide(1.0, d1), 0.0), b)
+    if m.any_bad:
+        a = np.where(m.bad_mean, np.nan, a)  # a poisoned group is NaN (nan="propagate")
+    return a, p, b, late
 
 
-def advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan, num_threads):
+# ============================================================================ 4. apply
+
+
+def _apply(g, x, m, a, pre, b, out) -> np.ndarray:
+    """out = (x * pre - a) * b per group; reuses the residuals where a is the group mean."""
+    ov = g.view(out)
+    if a is m.mean:
+        np.multiply(m.res, g.spread(b), out=ov, casting="unsafe")
+    else:
+        d = g.view(x) if np.isscalar(pre) else g.view(x) * g.spread(pre)
+        d = d - (a if np.isscalar(a) else g.spread(a))
+        np.multiply(d, g.spread(b), out=ov, casting="unsafe")
+    if m.valid is not None:
+        ov[~m.valid] = 0.0
+    return ov
+
+
+def _output_overflow(g, m, a, pre, b, out, ov):
+    """Groups with a non-finite advantage not asked for (not a NaN group): an overflow of the
+    output dtype (or None). Scans only groups whose bound (|mean - a| + sqrt(M2)) * b can
+    reach it."""
+    centre = np.where(m.scale < 1.0, m.smean * m.scale * pre, m.mean) if m.lifted else m.mean
+    bound = (np.abs(centre - a) + m.scale * pre * np.sqrt(m.m2)) * np.abs(b)
+    maybe = ~(bound < 0.5 * np.finfo(out.dtype).max) & ~m.bad_mean & ~np.isnan(b) & (m.count > 0)
+    if not maybe.any():
+        return None
+    hit = g.sum((~np.isfinite(ov)).astype(np.float64)) > 0
+    return hit & maybe
+
+
+@_quiet
+def advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan, num_threads,
+               batch_std=None, moments=None):
     _check(center, scale, ddof, eps, singleton, nan)
     g = grouping
     if len(rewards) != g.n:
         raise ValueError(f"rewards has length {len(rewards)} but the groups cover {g.n} rewards")
     if len(out) != g.n:
         raise ValueError(f"out has length {len(out)} but the groups cover {g.n} rewards")
-    mom = _Moments(rewards, g, nan, ddof)
-    count = mom.count
     batch = scale in ("batch", "batch_residual")
-    batch_denom = 1.0
+    if batch_std is not None:
+        if not batch:
+            raise ValueError(f"batch_std= needs scale='batch' or 'batch_residual', got scale={scale!r}")
+        if not (np.isfinite(batch_std) and batch_std >= 0):
+            raise ValueError(
+                f"batch_std must be a finite number >= 0, got {batch_std} (a NaN batch std means "
+                "non-finite rewards, or no more rewards in the batch than ddof)"
+            )
+    m = _group_moments(rewards, g, nan) if moments is None else _given(rewards, g, nan, moments)
+    batch_d = 1.0
     if batch:
         # As the core: the batch pass reports its faults before anything is written.
-        err = _first_fault(rewards, g, mom, nan, singleton)
+        err = _faults(rewards, g, m, nan, singleton)
         if err is not None:
             raise err
-        with np.errstate(invalid="ignore", over="ignore"):
-            bstd = _batch_std(_batch(mom, nan), scale, ddof, mom)
-        if np.isinf(bstd):
-            raise AdvantageOverflowError(_BATCH_OVERFLOW)
-        batch_denom = bstd + eps
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        many = count >= 2
-        mu = np.where(many & (center != "none"), mom.mean, 0.0)
-        if center == "loo":
-            factor = np.where(many, count / np.maximum(count - 1, 1), 0.0)
-        else:
-            factor = many.astype(np.float64)
-        late = np.zeros(g.n_groups, dtype=bool)
-        if scale == "group":
-            std = mom.std()
-            late |= many & np.isfinite(mom.mean) & ~np.isfinite(std)
-            denom = np.where(many, std + eps, 1.0)
-        elif scale == "none":
-            denom = np.ones(g.n_groups)
-        else:
-            denom = np.where(many, batch_denom, 1.0)
-        if singleton == "raw":
-            one = count == 1
-            factor = np.where(one, 1.0, factor)
-            if scale == "group":
-                denom = np.where(one, 1.0 + eps, denom)
-            elif scale != "none":
-                denom = np.where(one, batch_denom, denom)
-        k = np.where(denom == 0.0, 0.0, factor / denom)
-        # As the core: where 1/denom overflows (subnormal spread), lift residuals by 2^60 first.
-        lift = np.isinf(k) & np.isfinite(denom)
-        pre = np.where(lift, 2.0**60, 1.0)
-        k = np.where(lift, factor / (denom * 2.0**60), k)
-        sizes = mom.sizes
-        res = ((mom.xs - np.repeat(mu, sizes)) * np.repeat(pre, sizes)) * np.repeat(k, sizes)
+        batch_d = _batch_denominator(m.record(), scale, ddof, eps, batch_std)
+    a, pre, b, late = _policy(m, center, scale, ddof, eps, singleton, batch_d)
+    if late is not None or m.any_bad or singleton == "error":
+        err = _faults(rewards, g, m, nan, singleton, late)
+        if err is not None:
+            raise err
+    target = out if out.dtype in (np.float32, np.float64) else np.empty(g.n)
+    ov = _apply(g, rewards, m, a, pre, b, target)
+    # A group z-score is bounded (|A| <= n/(n-1) * sqrt(n)): only other policies can overflow.
+    if not (scale == "group" and center != "none" and not m.lifted):
+        late = _output_overflow(g, m, a, pre, b, target, ov)
+        if late is not None:
+            err = _faults(rewards, g, m, nan, singleton, late)
+            if err is not None:
+                raise err
+    if target is not out:
+        out[...] = target
+
+
+def _given(x, g, nan, moments) -> _Moments:
+    """Moments passed by the caller (streaming / sharded data) for these rewards."""
+    count, mean, m2, scale = _as_record(moments)
+    if len(count) != g.n_groups:
+        raise ValueError(f"moments hold {len(count)} groups but the layout has {g.n_groups}")
+    xv = g.view(x)
+    m = _Moments()
+    m.count, m.mean, m.m2, m.scale = count, mean, m2, scale
+    m.smean = np.where(scale < 1.0, mean / scale, mean)
+    m.lifted = bool((scale < 1.0).any())
+    m.unit_scale = bool((scale == 1.0).all())
+    m.min_count = float(count.min()) if len(count) else 0.0
+    m.valid = None
+    finite = np.isfinite(xv)
+    if not finite.all():
+        if nan == "raise":
+            i = int(np.flatnonzero(~finite.reshape(-1))[0])
+            raise NonFiniteRewardError(
+                f"rewards[{i}] is {_fmt(x[i])}; pass nan='propagate' or nan='omit' to allow non-finite rewards",
+                index=i, group=int(g.codes()[i]), value=float(x[i]),
+            )
         if nan == "omit":
-            res[~mom.valid] = 0.0
-        poisoned = (count > 0) & ~np.isfinite(mom.mean)
-        if poisoned.any():
-            res[np.repeat(poisoned, sizes)] = np.nan
-        res = res.astype(out.dtype)
-    # A non-finite advantage outside a poisoned group is an overflow of the output type.
-    bad = ~np.isfinite(res)
-    if bad.any():
-        hit = np.zeros(len(res), dtype=np.int64)
-        hit[bad] = 1
-        starts = np.concatenate(([0], np.cumsum(sizes)))[:-1][mom.nonempty]
-        out_bad = np.zeros(g.n_groups, dtype=bool)
-        out_bad[mom.nonempty] = np.add.reduceat(hit, starts) > 0
-        late |= out_bad & ~poisoned & ~np.isnan(k)  # NaN by request: poisoned group or batch std
-    err = _first_fault(rewards, g, mom, nan, singleton, late)
-    if err is not None:
-        raise err
-    if g.perm is None:
-        out[...] = res
-    else:
-        out[g.perm] = res
+            m.valid = finite
+    m.bad_mean = (count > 0) & ~np.isfinite(mean)
+    m.any_bad = bool(m.bad_mean.any())
+    with np.errstate(invalid="ignore", over="ignore"):
+        m.res = xv - g.spread(mean)
+        if m.valid is not None:
+            m.res = np.where(m.valid, m.res, 0.0)
+    return m
 
 
+@_quiet
 def group_stats(rewards, grouping, ddof, nan, num_threads):
     _check("mean", "group", ddof, 0.0, "zero", nan)
     g = grouping
     if len(rewards) != g.n:
         raise ValueError(f"rewards has length {len(rewards)} but the groups cover {g.n} rewards")
-    mom = _Moments(rewards, g, nan, ddof)
-    mean = np.where(mom.count > 0, mom.mean, np.nan)
-    with np.errstate(invalid="ignore"):
-        std = np.where(np.isfinite(mean), mom.std(), np.nan)
+    m = _group_moments(rewards, g, nan)
+    mean = np.where(m.count > 0, m.mean, np.nan)
+    std = np.where(np.isfinite(mean), _std(m.record(), ddof), np.nan)
     # Finite rewards whose spread overflows float64: an error, as the core.
-    late = (mom.count > ddof) & np.isfinite(mean) & ~np.isfinite(std)
-    err = _first_fault(rewards, g, mom, nan, "zero", late)
+    late = (m.count > ddof) & np.isfinite(mean) & ~np.isfinite(std)
+    err = _faults(rewards, g, m, nan, "zero", late)
     if err is not None:
         raise err
-    return mom.count.copy(), mean, std
+    return m.count.astype(np.int64), mean, std
 
 
 def batch_moments(rewards, grouping, nan, num_threads):
-    _check("mean", "group", 0, 0.0, "zero", nan)
-    g = grouping
-    if len(rewards) != g.n:
-        raise ValueError(f"rewards has length {len(rewards)} but the groups cover {g.n} rewards")
-    mom = _Moments(rewards, g, nan, 0)
-    err = _first_fault(rewards, g, mom, nan, "zero")
-    if err is not None:
-        raise err
-    return _batch(mom, nan)
+    """(count, mean, M2) of the rewards and (count, M2) of the residuals over the batch."""
+    m = group_moments(rewards, grouping, nan, None, num_threads)
+    n, mean, m2, s = _merge_all(m)
+    rn, _, rm2, rs = _residual_all(m)
+    with np.errstate(over="ignore"):
+        return int(n), mean, m2 * s * s, int(rn), rm2 * rs * rs
 
 
 _threads = 0
@@ -460,7 +761,7 @@ def token_scores(tokens, offsets, num_threads):
         sizes = np.diff(offs)
         ne = np.flatnonzero(sizes > 0)
         if ne.size:
-            out[ne] = np.add.reduceat(tokens.astype(np.float64), offs[:-1][ne])
+            out[ne] = np.add.reduceat(tokens, offs[:-1][ne], dtype=np.float64)
         return out.astype(tokens.dtype)
     raise TypeError("token rewards must be a float32/float64 array: 2-D, or 1-D with offsets")
 

@@ -3,7 +3,7 @@
 Each worker holds a shard of the batch (whole groups: every reward of a prompt on the same
 worker). Group statistics are local; only the batch scales (``scale="batch"`` /
 ``"batch_residual"``) need a global std, which is the merge of the shards'
-:class:`~groupadv.moments.BatchMoments` (6 float64 per worker, one collective):
+:class:`~groupadv.moments.BatchMoments` (8 float64 per worker, one collective):
 
 torch.distributed (any backend; gloo on CPU, nccl on GPU)::
 
@@ -135,11 +135,11 @@ def all_reduce_moments(moments, process_group=None):
     if isinstance(moments, Moments):
         integer = isinstance(moments.count, (int, np.integer))
         return merge_all(Moments.from_array(r, integer) for r in rows)
-    flags = rows[:, 6]
+    flags = rows[:, 8]
     if not (flags == flags[0]).all():
         raise ValueError("some ranks computed weighted BatchMoments and others unweighted; use the same weighting everywhere")
     weighted = bool(flags[0])
-    return merge_all(BatchMoments.from_array(r[:6], weighted) for r in rows)
+    return merge_all(BatchMoments.from_array(r[:8], weighted) for r in rows)
 
 
 def advantages(
@@ -256,7 +256,7 @@ def ray_advantages(
     them, or pass them on to the learners).
 
     Steps: (1) with group labels, check that no group straddles actors; (2) gather each
-    shard's :class:`BatchMoments` (6 numbers each) and merge them on the driver; (3) each actor
+    shard's :class:`BatchMoments` (8 numbers each) and merge them on the driver; (3) each actor
     divides by the global std.
     """
     import ray

@@ -21,7 +21,6 @@ rounding (the tests check 1e-12 relative).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -31,20 +30,28 @@ from . import _backend
 from ._groups import Groups, resolve
 from ._inputs import choice, ddof_value, rewards_array, threads_value
 
-__all__ = ["BatchMoments", "Moments", "merge_all"]
+__all__ = ["BatchMoments", "GroupMoments", "Moments", "merge_all"]
+
+
+def _record(count, mean, m2, scale) -> tuple:
+    return tuple(np.asarray(v, dtype=np.float64).reshape(-1) for v in (count, mean, m2, scale))
 
 
 @dataclass(frozen=True)
 class Moments:
-    """Count, mean and M2 (sum of squared deviations from the mean) of a set of values.
+    """Count, mean and M2 (sum of squared deviations from the mean) of a set of values, in the
+    core's scaled form: ``M2 = m2 * scale**2`` (``scale`` is 1.0 unless the squared deviations
+    would under- or overflow float64; see :class:`GroupMoments`).
 
     ``count`` is an int for unweighted data and the sum of the weights (a float) for weighted
-    data. An empty set has count 0, mean 0.0 and m2 0.0.
+    data. An empty set has count 0, mean 0.0 and m2 0.0. The merge and the std are the
+    core's (``merge_moments``, ``moments_std``): this class holds no arithmetic of its own.
     """
 
     count: float
     mean: float
     m2: float
+    scale: float = 1.0
 
     @classmethod
     def empty(cls) -> "Moments":
@@ -58,66 +65,168 @@ class Moments:
         x = np.asarray(values, dtype=np.float64)
         if x.ndim != 1:
             raise ValueError(f"values must be 1-D, got an array of shape {x.shape}")
-        if weights is None:
-            n = int(x.size)
-            if n == 0:
-                return cls.empty()
-            shift = x[0]
-            with np.errstate(invalid="ignore", over="ignore"):
-                mean = float(shift + np.sum(x - shift) / n)
-                m2 = float(np.sum((x - mean) ** 2))
-            return cls(n, mean, m2)
-        w = weights_array(weights, len(x))
-        total = float(w.sum())
-        if total == 0.0:
-            return cls(0.0, 0.0, 0.0)
-        live = w > 0
-        shift = x[live][0]
-        with np.errstate(invalid="ignore", over="ignore"):
-            dev = np.where(live, x - shift, 0.0)
-            mean = float(shift + np.dot(w, dev) / total)
-            d = np.where(live, x - mean, 0.0)
-            m2 = float(np.dot(w, d * d))
-        return cls(total, mean, m2)
+        w = None if weights is None else weights_array(weights, len(x))
+        if x.size == 0:
+            return cls.empty()
+        impl = _backend.impl
+        one_group = impl.grouping_uniform(len(x), len(x))
+        rec = impl.group_moments(x, one_group, "propagate", w, 0)
+        return cls._from_record(rec, integer_count=w is None)
+
+    @classmethod
+    def _from_record(cls, rec, integer_count: bool) -> "Moments":
+        c, mean, m2, scale = (float(np.asarray(v).reshape(-1)[0]) for v in rec)
+        return cls(int(c) if integer_count and c.is_integer() else c, mean, m2, scale)
+
+    def _as_record(self) -> tuple:
+        return _record(self.count, self.mean, self.m2, self.scale)
 
     def merge(self, other: "Moments") -> "Moments":
         """The moments of the union of two disjoint sets (Chan, Golub & LeVeque)."""
         if not isinstance(other, Moments):
             raise TypeError(f"can only merge Moments with Moments, got {type(other).__name__}")
-        na, nb = self.count, other.count
-        if nb == 0:
+        if other.count == 0:
             return self
-        if na == 0:
+        if self.count == 0:
             return other
-        n = na + nb
-        delta = other.mean - self.mean
-        mean = self.mean + delta * (nb / n)
-        m2 = self.m2 + other.m2 + delta * delta * (na * nb / n)
-        return Moments(n, mean, m2)
+        rec = _backend.impl.merge_moments(self._as_record(), other._as_record())
+        integer = isinstance(self.count, (int, np.integer)) and isinstance(other.count, (int, np.integer))
+        return Moments._from_record(rec, integer)
 
     __add__ = merge
 
-    def var(self, ddof: int = 0) -> float:
-        """Variance ``m2 / (count - ddof)``; NaN when ``count <= ddof``."""
-        ddof = ddof_value(ddof)
-        if self.count <= ddof:
-            return float("nan")
-        return self.m2 / (self.count - ddof)
-
     def std(self, ddof: int = 0) -> float:
-        """Standard deviation ``sqrt(m2 / (count - ddof))``; NaN when ``count <= ddof``."""
-        v = self.var(ddof)
-        return math.sqrt(v) if v == v else v
+        """The guarded std ``scale * sqrt(m2 / (count - ddof))``; NaN when ``count <= ddof``."""
+        ddof = ddof_value(ddof)
+        return float(_backend.impl.moments_std(self._as_record(), ddof)[0])
+
+    def var(self, ddof: int = 0) -> float:
+        """Variance (the square of :meth:`std`); NaN when ``count <= ddof``."""
+        return self.std(ddof) ** 2
 
     def to_array(self) -> np.ndarray:
-        """``[count, mean, m2]`` as float64 (for collectives)."""
-        return np.array([self.count, self.mean, self.m2], dtype=np.float64)
+        """``[count, mean, m2, scale]`` as float64 (for collectives)."""
+        return np.array([self.count, self.mean, self.m2, self.scale], dtype=np.float64)
 
     @classmethod
     def from_array(cls, a, integer_count: bool = True) -> "Moments":
-        """Inverse of :meth:`to_array`."""
-        c, mean, m2 = (float(v) for v in np.asarray(a, dtype=np.float64).reshape(3))
-        return cls(int(c) if integer_count and c.is_integer() else c, mean, m2)
+        """Inverse of :meth:`to_array` (a 3-entry array has scale 1.0)."""
+        v = np.asarray(a, dtype=np.float64).reshape(-1)
+        if len(v) not in (3, 4):
+            raise ValueError(f"a Moments array has 3 or 4 entries, got {len(v)}")
+        return cls._from_record((v[0], v[1], v[2], v[3] if len(v) == 4 else 1.0), integer_count)
+
+
+@dataclass(frozen=True, eq=False)
+class GroupMoments:
+    """Per-group moments (count, mean, m2, scale: float64 arrays, one entry per group, in group
+    order), as :func:`groupadv.group_moments` returns them: mergeable across batches or shards
+    and usable as ``groupadv.advantages(..., moments=gm)``.
+
+    ``M2 = m2 * scale**2`` is the sum of (weighted) squared deviations from the mean; ``scale``
+    is a power of two (1.0 unless the squared deviations would under- or overflow float64).
+    Frozen and picklable; every operation is a core function (``merge_moments``,
+    ``moments_std``).
+    """
+
+    count: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    scale: np.ndarray
+
+    def __post_init__(self) -> None:
+        rec = _record(self.count, self.mean, self.m2, self.scale)
+        if len({len(v) for v in rec}) != 1:
+            raise ValueError("count, mean, m2 and scale must have the same length")
+        for name, v in zip(("count", "mean", "m2", "scale"), rec):
+            object.__setattr__(self, name, v)
+
+    @classmethod
+    def empty(cls, n_groups: int = 0) -> "GroupMoments":
+        """``n_groups`` groups without values (the identity of :meth:`merge`)."""
+        return cls(np.zeros(n_groups), np.zeros(n_groups), np.zeros(n_groups), np.ones(n_groups))
+
+    def record(self) -> tuple:
+        """``(count, mean, m2, scale)``: what the backend functions take."""
+        return self.count, self.mean, self.m2, self.scale
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.count)
+
+    def __len__(self) -> int:
+        return self.n_groups
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, GroupMoments) and all(
+            np.array_equal(a, b, equal_nan=True) for a, b in zip(self.record(), other.record())
+        )
+
+    def merge(self, other: "GroupMoments") -> "GroupMoments":
+        """Group j of the result holds the values of group j of both (Chan et al.)."""
+        if not isinstance(other, GroupMoments):
+            raise TypeError(f"can only merge GroupMoments with GroupMoments, got {type(other).__name__}")
+        if other.n_groups != self.n_groups:
+            raise ValueError(f"cannot merge moments of {self.n_groups} and {other.n_groups} groups; use merge_at")
+        return GroupMoments(*_backend.impl.merge_moments(self.record(), other.record()))
+
+    __add__ = merge
+
+    def merge_at(self, codes, part: "GroupMoments") -> "GroupMoments":
+        """``part``'s group j merged into group ``codes[j]`` (growing the groups as needed):
+        streaming data whose labels are numbered as they are first seen."""
+        if not isinstance(part, GroupMoments):
+            raise TypeError(f"part must be GroupMoments, got {type(part).__name__}")
+        c = np.asarray(codes)
+        if c.ndim != 1 or c.dtype.kind not in "iu" or len(c) != part.n_groups:
+            raise ValueError(f"codes must be {part.n_groups} integers (one per group of part)")
+        if c.size and c.min() < 0:
+            raise ValueError("codes must be >= 0")
+        if len(np.unique(c)) != len(c):
+            raise ValueError("codes must be distinct (one target group per group of part)")
+        k = max(self.n_groups, int(c.max()) + 1 if c.size else 0)
+        grown, placed = self._grown(k), GroupMoments.empty(k)
+        for mine, theirs in zip(placed.record(), part.record()):
+            mine[c] = theirs
+        return grown.merge(placed)
+
+    def _grown(self, k: int) -> "GroupMoments":
+        if k == self.n_groups:
+            return self
+        pad = GroupMoments.empty(k - self.n_groups)
+        return GroupMoments(*(np.concatenate((a, b)) for a, b in zip(self.record(), pad.record())))
+
+    def take(self, codes) -> "GroupMoments":
+        """The moments of groups ``codes`` (in that order)."""
+        c = np.asarray(codes, dtype=np.int64)
+        return GroupMoments(*(a[c] for a in self.record()))
+
+    def std(self, ddof: int = 0) -> np.ndarray:
+        """The guarded std of each group (NaN where count <= ddof)."""
+        return _backend.impl.moments_std(self.record(), ddof_value(ddof))
+
+    def batch(self, scale: str = "batch") -> Moments:
+        """The batch moments that ``scale`` divides by: ``"batch"``, all groups merged (the
+        moments of every value); ``"batch_residual"``, the residuals ``r - mean_g`` (count =
+        sum of counts, M2 = sum of M2s). Merged in a fixed pairwise order (the same result
+        whatever produced the groups)."""
+        scale = choice(scale, "scale")
+        if scale not in ("batch", "batch_residual"):
+            raise ValueError(f"scale must be 'batch' or 'batch_residual', got {scale!r}")
+        count, mean, m2, s = self.record()
+        if scale == "batch_residual":
+            mean = np.zeros_like(mean)  # residuals have mean 0 in every group: M2s add up
+        rec = (count, mean, m2, s)
+        while len(rec[0]) > 1:
+            half = len(rec[0]) // 2
+            head = tuple(v[: 2 * half] for v in rec)
+            merged = _backend.impl.merge_moments(tuple(v[0::2] for v in head), tuple(v[1::2] for v in head))
+            if len(rec[0]) % 2:
+                merged = tuple(np.append(a, v[-1]) for a, v in zip(merged, rec))
+            rec = merged
+        if len(rec[0]) == 0:
+            return Moments.empty()
+        return Moments._from_record(rec, integer_count=bool(np.all(np.mod(self.count, 1) == 0)))
 
 
 @dataclass(frozen=True)
@@ -168,19 +277,22 @@ class BatchMoments:
         g = resolve(len(x), group_size, offsets, group_ids, groups)
         nan = choice(nan, "nan")
         threads = threads_value(num_threads)
-        if weights is None:
-            n, mean, m2, rn, rm2 = _backend.impl.batch_moments(x, g._impl, nan, threads)
-            return cls(Moments(int(n), float(mean), float(m2)), Moments(int(rn), 0.0, float(rm2)), False)
-        w = weights_array(weights, len(x))
-        count, gmean, _ = _backend.impl.group_stats(x, g._impl, 0, nan, threads)
+        impl = _backend.impl
+        w = None if weights is None else weights_array(weights, len(x))
+        gm = GroupMoments(*impl.group_moments(x, g._impl, nan, w, threads))
+        if w is None:
+            return cls(gm.batch("batch"), gm.batch("batch_residual"), False)
+        # Residuals about the (episode) group mean, the baseline the advantages subtract,
+        # then their weighted moments: two core calls.
         x64 = x.astype(np.float64)
-        mu = gmean[g.codes()]
-        with np.errstate(invalid="ignore", over="ignore"):
-            res = x64 - mu
+        res = np.empty(len(x))
+        impl.advantages(x64, res, g._impl, "mean", "none", 0, 0.0, "zero", nan, threads)
         if nan == "omit":
-            ok = np.isfinite(x64)
-            x64, res, w = x64[ok], res[ok], w[ok]
-        return cls(Moments.from_values(x64, w), Moments.from_values(res, w), True)
+            w = np.where(np.isfinite(x64), w, 0.0)
+        residual = Moments._from_record(
+            impl.group_moments(res, impl.grouping_uniform(len(res), len(res)), "propagate", w, threads), False
+        )
+        return cls(gm.batch("batch"), residual, True)
 
     def merge(self, other: "BatchMoments") -> "BatchMoments":
         """The moments of two disjoint shards together (Chan et al.)."""
@@ -213,14 +325,17 @@ class BatchMoments:
         raise ValueError(f"scale must be 'batch' or 'batch_residual', got {scale!r}")
 
     def to_array(self) -> np.ndarray:
-        """``[count, mean, m2, residual count, residual mean, residual m2]`` as float64."""
+        """``[count, mean, m2, scale]`` of the rewards then of the residuals, as float64."""
         return np.concatenate((self.rewards.to_array(), self.residual.to_array()))
 
     @classmethod
     def from_array(cls, a, weighted: bool = False) -> "BatchMoments":
-        """Inverse of :meth:`to_array`."""
-        a = np.asarray(a, dtype=np.float64).reshape(6)
-        return cls(Moments.from_array(a[:3], not weighted), Moments.from_array(a[3:], not weighted), weighted)
+        """Inverse of :meth:`to_array` (6 entries: without the scales)."""
+        a = np.asarray(a, dtype=np.float64).reshape(-1)
+        if len(a) not in (6, 8):
+            raise ValueError(f"a BatchMoments array has 6 or 8 entries, got {len(a)}")
+        h = len(a) // 2
+        return cls(Moments.from_array(a[:h], not weighted), Moments.from_array(a[h:], not weighted), weighted)
 
 
 def merge_all(parts: Iterable):

@@ -29,7 +29,7 @@ from . import _api, _backend
 from ._groups import Groups, resolve
 from ._inputs import eps_value, rewards_array
 from .diagnostics import Diagnostics, diagnostics
-from .moments import BatchMoments, Moments, weights_array
+from .moments import BatchMoments, weights_array
 
 __all__ = [
     "DoubleNormalizationError",
@@ -173,10 +173,8 @@ def normalize(
     check_not_normalized(x, groups=g, strict=strict, what="rewards", stacklevel=2)
     batch = None
     if scale in ("batch", "batch_residual") and batch_std is None:
+        # Reported with the result; the core computes the same batch std itself.
         batch = BatchMoments.from_rewards(x, groups=g, nan=nan, num_threads=num_threads)
-        batch_std = batch.std(scale, ddof)
-        if not np.isfinite(batch_std):
-            batch_std = None  # let the core apply its own policy (NaN propagation)
     adv = _api.advantages(
         x, groups=g, center=_ESTIMATORS[estimator], scale=scale, ddof=ddof, eps=eps,
         singleton=singleton, nan=nan, num_threads=num_threads, batch_std=batch_std,
@@ -223,13 +221,16 @@ def whiten(
         if m.shape != v.shape or m.dtype != np.bool_:
             raise ValueError(f"mask must be a bool array of shape {v.shape}, got {m.dtype} {m.shape}")
         w = np.where(m, w, 0.0)
-    mom = Moments.from_values(v, w if (weights is not None or mask is not None) else None)
-    std = mom.std(ddof)
+    # One group over all values: the core's weighted moments, then its policy and apply.
+    whole = _api.group_moments(v, len(v), nan="propagate",
+                               weights=w if (weights is not None or mask is not None) else None)
+    std = whole.std(ddof)[0]
     if not np.isfinite(std):
-        raise ValueError(f"cannot whiten: {mom.count} values (weight) is not more than ddof={ddof}, or values are not finite")
-    out = (v - mom.mean) if shift_mean else v.copy()
-    d = std + eps_value(eps)  # a NaN or negative eps is an error, not zeros
-    out = out / d if d > 0 else out * 0.0
+        raise ValueError(
+            f"cannot whiten: {whole.count[0]:g} values (weight) is not more than ddof={ddof}, or values are not finite"
+        )
+    out = _api.advantages(v, len(v), center="mean" if shift_mean else "none", scale="group", ddof=ddof,
+                          eps=eps, singleton="zero", moments=whole)
     if mask is not None:
         out[~m] = 0.0
     return out

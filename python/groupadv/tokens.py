@@ -56,7 +56,7 @@ def token_advantages(token_level_rewards, response_mask, group_size=None, *, off
     """
     check_out(out, token_level_rewards=token_level_rewards, response_mask=response_mask,
               offsets=offsets, group_ids=group_ids)
-    if _torch.is_tensor(token_level_rewards) and token_level_rewards.device.type != "cpu":
+    if _torch.is_tensor(token_level_rewards) and _torch.on_device(token_level_rewards):
         return _torch_tokens(token_level_rewards, response_mask, group_size, offsets, group_ids, groups, out, kwargs)
     like = token_level_rewards if _torch.is_tensor(token_level_rewards) else None
     as_np = _torch.numpy_if_tensor
@@ -66,11 +66,7 @@ def token_advantages(token_level_rewards, response_mask, group_size=None, *, off
     scores = _backend.impl.token_scores(tokens, None, threads)
     adv = advantages(scores, group_size, offsets=as_np(offsets), group_ids=as_np(group_ids), groups=groups,
                      num_threads=num_threads, **kwargs)
-    result = out_array(as_np(out), tokens)
-    _backend.impl.broadcast_tokens(adv, mask, None, result, threads)
-    if like is not None:
-        return out if out is not None else _torch.from_numpy(result, like)
-    return result
+    return _finish(adv, mask, None, tokens, out, like, threads, _half(token_level_rewards, out))
 
 
 def packed_token_advantages(token_rewards, lengths, group_size=None, *, offsets=None, group_ids=None,
@@ -98,11 +94,31 @@ def packed_token_advantages(token_rewards, lengths, group_size=None, *, offsets=
     adv = advantages(scores, group_size, offsets=as_np(offsets), group_ids=as_np(group_ids), groups=groups,
                      num_threads=num_threads, **kwargs)
     mask = None if response_mask is None else _mask_array(as_np(response_mask), tokens.shape, tokens.dtype)
-    result = out_array(as_np(out), tokens)
+    return _finish(adv, mask, seq_offsets, tokens, out, like, threads, _half(token_rewards, out))
+
+
+def _half(tokens, out):
+    """float16 for numpy float16 token rewards without out= (dtype policy: half in, half out)."""
+    return np.dtype(np.float16) if out is None and getattr(tokens, "dtype", None) == np.float16 else None
+
+
+def _finish(adv, mask, seq_offsets, tokens, out, like, threads, half=None):
+    """Broadcast the advantages over the tokens; tensors back in the rewards' dtype policy
+    (bfloat16 in, bfloat16 out) and into an ``out=`` tensor of any float dtype."""
+    from ._api import _narrow_np, _write
+
+    if like is None:
+        result = out_array(out, tokens)
+        _backend.impl.broadcast_tokens(adv, mask, seq_offsets, result, threads)
+        return result if half is None else _narrow_np(result, half)
+    want = _torch.result_dtype(like.dtype)
+    direct = out is not None and out.dtype == want and _torch.shares_numpy(out) and want == like.dtype \
+        and tokens.dtype == _torch.to_numpy(out).dtype
+    result = out_array(_torch.to_numpy(out) if direct else None, tokens)
     _backend.impl.broadcast_tokens(adv, mask, seq_offsets, result, threads)
-    if like is not None:
-        return out if out is not None else _torch.from_numpy(result, like)
-    return result
+    if direct:
+        return out
+    return _write(out, _torch.from_numpy(result, like, want))
 
 
 def _torch_tokens(tokens, mask, group_size, offsets, group_ids, groups, out, kwargs):
@@ -113,11 +129,14 @@ def _torch_tokens(tokens, mask, group_size, offsets, group_ids, groups, out, kwa
         raise ValueError(f"token rewards must be 2-D, got shape {tuple(tokens.shape)}")
     if tuple(mask.shape) != tuple(tokens.shape):
         raise ValueError(f"response_mask has shape {tuple(mask.shape)}, expected {tuple(tokens.shape)}")
-    scores = tokens.detach().double().sum(dim=-1).to(tokens.dtype)
+    # Scores summed in float64 and kept in float32 or wider (a bfloat16 score would round
+    # distinct sums together), as the CPU path.
+    wide = torch.float32 if tokens.dtype in (torch.float16, torch.bfloat16) else _torch.result_dtype(tokens.dtype)
+    scores = tokens.detach().double().sum(dim=-1).to(wide)
     adv = advantages(scores, group_size, offsets=offsets, group_ids=group_ids, groups=groups, **kwargs)
     m = mask if mask.dtype.is_floating_point else (mask != 0)
-    res = adv.unsqueeze(-1) * m.to(adv.dtype)
+    res = (adv.unsqueeze(-1) * m.to(adv.dtype)).to(_torch.result_dtype(tokens.dtype))
     if out is not None:
         out.copy_(res)
         return out
-    return res.contiguous() if isinstance(res, torch.Tensor) else res
+    return res.contiguous()
