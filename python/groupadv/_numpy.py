@@ -281,7 +281,10 @@ class _Moments:
     ``r - mean`` in the working shape (0 at omitted rewards) and the valid mask (None: all)."""
 
     __slots__ = ("count", "mean", "m2", "scale", "smean", "res", "valid", "bad_mean", "any_bad", "lifted",
-                 "unit_scale", "min_count")
+                 "unit_scale", "min_count", "given")
+
+    def __init__(self) -> None:
+        self.given = False  # passed by the caller (moments=), not computed from these rewards
 
     def record(self):
         return self.count, self.mean, self.m2, self.scale
@@ -389,7 +392,9 @@ def merge_moments(a, b):
         ra, rb, rc = sa * np.sqrt(m2a), sb * np.sqrt(m2b), np.abs(delta) * np.sqrt(cross)
         root = np.maximum(np.maximum(ra, rb), rc)
         s = np.where(np.isfinite(root), _pow2_scale(root), np.maximum(sa, sb))
-        m2 = m2a * (sa / s) ** 2 + m2b * (sb / s) ** 2 + (delta / s) ** 2 * cross
+        # a part without spread adds nothing (its (sa / s)**2 may overflow: never 0 * inf)
+        m2 = (np.where(m2a == 0, 0.0, m2a * (sa / s) ** 2) + np.where(m2b == 0, 0.0, m2b * (sb / s) ** 2)
+              + (delta / s) ** 2 * cross)
     mean = np.where(nb == 0, ma, np.where(na == 0, mb, mean))
     m2 = np.where(nb == 0, m2a, np.where(na == 0, m2b, m2))
     s = np.where(nb == 0, sa, np.where(na == 0, sb, s))
@@ -496,8 +501,11 @@ def _faults(x, g, m, nan, singleton, late=None):
     if bad_mean.any():
         if nan == "omit":
             overflow = bad_mean  # only finite rewards were summed
-        elif nan == "propagate":
+        elif nan == "propagate" and not m.given:
+            # given moments carry the poison of non-finite rewards seen elsewhere (other batches)
             overflow = bad_mean & ~_nonfinite_groups(x, g)
+        elif nan == "propagate":
+            overflow = np.zeros_like(bad_mean)
         faults = bad_mean if nan == "raise" else overflow
     if singleton == "error":
         # A group poisoned by a NaN under "propagate" is NaN, whatever its size.
@@ -631,11 +639,10 @@ def advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan,
     if batch_std is not None:
         if not batch:
             raise ValueError(f"batch_std= needs scale='batch' or 'batch_residual', got scale={scale!r}")
-        if not (np.isfinite(batch_std) and batch_std >= 0):
-            raise ValueError(
-                f"batch_std must be a finite number >= 0, got {batch_std} (a NaN batch std means "
-                "non-finite rewards, or no more rewards in the batch than ddof)"
-            )
+        if np.isinf(batch_std) or batch_std < 0:
+            # NaN is allowed: an undefined batch std (poisoned by a non-finite reward, or no more
+            # rewards than ddof) scales the advantages to NaN, as one the core computes would
+            raise ValueError(f"batch_std must be a number >= 0 (or NaN: undefined), got {batch_std}")
     m = _group_moments(rewards, g, nan) if moments is None else _given(rewards, g, nan, moments)
     batch_d = 1.0
     if batch:
@@ -669,6 +676,7 @@ def _given(x, g, nan, moments) -> _Moments:
         raise ValueError(f"moments hold {len(count)} groups but the layout has {g.n_groups}")
     xv = g.view(x)
     m = _Moments()
+    m.given = True
     m.count, m.mean, m.m2, m.scale = count, mean, m2, scale
     m.smean = np.where(scale < 1.0, mean / scale, mean)
     m.lifted = bool((scale < 1.0).any())

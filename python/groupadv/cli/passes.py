@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from . import columns
-from ._numerics import Coefficients, GroupMoments, batch_moments, check_overflow
+import groupadv as ga
+
+from ._numerics import Coefficients, FileMoments, batch_moments, check_overflow
 from .errors import CLIError
 from .layout import LabelIndex, Layout, pylist
 from .progress import Progress
@@ -31,10 +33,10 @@ def damaged(reader: Reader, start: int, n: int) -> Iterator[None]:
 
 
 def pass1(reader: Reader, layout: Layout, reward_col: str, nan: str, batch_rows: int,
-          progress: Progress) -> tuple[GroupMoments, LabelIndex, np.dtype]:
+          progress: Progress) -> tuple[FileMoments, LabelIndex, np.dtype]:
     """Per-group moments over the whole file, the numbering of its labels, and the result
     dtype (float32 if every reward batch is float32, else float64)."""
-    acc = GroupMoments()
+    acc = FileMoments()
     index = LabelIndex()
     dtype = None
     start = 0
@@ -46,16 +48,13 @@ def pass1(reader: Reader, layout: Layout, reward_col: str, nan: str, batch_rows:
             g, labels = layout.batch_groups(batch, start, n)
             x = columns.rewards(batch, reward_col, start)
         dtype = x.dtype if dtype in (None, x.dtype) else np.dtype(np.float64)
-        bad = ~np.isfinite(x)
-        nbad = int(bad.sum())
-        if nbad and nan == "raise":
-            i = int(np.flatnonzero(bad)[0])
-            raise CLIError(
-                f"reward column {reward_col!r} has a non-finite value ({x[i]}) at row {start + i}; "
-                "pass --nan propagate or --nan omit to allow it"
-            )
         try:
             part = batch_moments(x, g, nan)
+        except ga.errors.NonFiniteRewardError as e:
+            raise CLIError(
+                f"reward column {reward_col!r} has a non-finite value ({x[e.index]}) at row {start + e.index}; "
+                "pass --nan propagate or --nan omit to allow it"
+            ) from None
         except ValueError as e:
             # the core numbers groups within the batch: name the label instead
             names = pylist(labels)
@@ -67,7 +66,8 @@ def pass1(reader: Reader, layout: Layout, reward_col: str, nan: str, batch_rows:
             raise CLIError(f"rows {start}..{start + n - 1}: {msg}") from None
         gi = index.codes(labels)
         acc.merge_at(gi, part)
-        if nbad:
+        bad = ~np.isfinite(x)  # counted for `stats` and to tell overflow from NaN
+        if bad.any():
             acc.add_nonfinite(gi[g.codes()[bad]])
         start += n
         progress.update(n)
@@ -100,8 +100,7 @@ def pass2(reader: Reader, layout: Layout, reward_col: str, index: LabelIndex, co
         with damaged(reader, start, n):
             x = columns.rewards(batch, reward_col, start)
             g, labels = layout.batch_groups(batch, start, n)
-        gi = index.known_codes(labels)[g.codes()]
-        yield batch, coef.advantages(x, gi, nan, dtype, decimals)
+        yield batch, coef.advantages(x, g, index.known_codes(labels), nan, dtype, decimals)
         start += n
         progress.update(n)
     if start != rows:
