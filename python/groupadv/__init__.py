@@ -26,9 +26,10 @@ from .moments import BatchMoments, Moments
 from .pipeline import DoubleNormalizationError, DoubleNormalizationWarning
 from .weights import self_normalized_weights
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
+    "__version__",
     "BatchMoments",
     "DoubleNormalizationError",
     "DoubleNormalizationWarning",
