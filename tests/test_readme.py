@@ -100,3 +100,18 @@ def test_console_examples_print_what_the_readme_shows(tmp_path):
                 assert got.startswith(want[:-3].rstrip("\n")), f"{where}\n{got}"
             else:
                 assert got == want, f"{where}\n--- shown\n{want}\n--- printed\n{got}"
+
+
+def test_torch_distributed_example_runs():
+    """The README's torch.distributed snippet is not run as pasted (it needs a process group per
+    rank); examples/torch_distributed.py runs it on two gloo ranks, and must agree."""
+    pytest.importorskip("torch.distributed")
+    pkg_parent = str(Path(groupadv.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([pkg_parent, os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "torch_distributed.py")], env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300,
+    )
+    assert run.returncode == 0, run.stdout
+    assert "sharded == whole batch: True" in run.stdout, run.stdout
+    assert "global batch std on every rank: [0.459013, 0.459013]" in run.stdout, run.stdout
