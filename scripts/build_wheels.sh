@@ -31,9 +31,9 @@ if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
     "${PYTHON:-python3}" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${TOOLS[@]}"
-BIN="$VENV/bin"
+BIN=$(cd "$VENV/bin" && pwd)
 # maturin --zig finds zig through the ziglang package of the Python that runs maturin.
-export PATH="$PWD/$BIN:$PATH"
+export PATH="$BIN:$PATH"
 
 for t in "${targets[@]}"; do
     if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$t"; then
