@@ -35,5 +35,18 @@ PY
     "${clean[@]}" "$venv/bin/groupadv" --help >/dev/null
 }
 
+# Which artefact pip picks per platform (dist/ only, no index): the binary wheel where it
+# matches, else the py3-none-any wheel, never the sdist.
+picks() {  # picks PLATFORM EXPECTED-FILE-GLOB
+    local into="$scratch/pick-$1"
+    "$PY" -m pip download --quiet --disable-pip-version-check --no-index --find-links dist \
+        --no-deps --platform "$1" --python-version 3.12 --only-binary :all: -d "$into" groupadv
+    # shellcheck disable=SC2053
+    [[ $(ls "$into") == $2 ]] || { echo "pip picked $(ls "$into") for $1" >&2; exit 1; }
+}
+picks manylinux2014_x86_64 "groupadv-$version-cp310-abi3-manylinux*_x86_64.whl"
+picks manylinux_2_12_x86_64 "groupadv-$version-py3-none-any.whl"
+picks macosx_11_0_arm64 "groupadv-$version-py3-none-any.whl"
+
 smoke "$(ls dist/groupadv-"$version"-cp310-abi3-manylinux*_x86_64.whl)" native
 smoke "dist/groupadv-$version-py3-none-any.whl" numpy
