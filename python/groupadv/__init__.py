@@ -29,11 +29,12 @@ from .moments import BatchMoments, GroupMoments, Moments
 from .pipeline import DoubleNormalizationError, DoubleNormalizationWarning
 from .weights import self_normalized_weights
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "MAX_THREADS",
     "errors",
+    "__version__",
     "BatchMoments",
     "DoubleNormalizationError",
     "DoubleNormalizationWarning",

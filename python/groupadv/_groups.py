@@ -152,7 +152,8 @@ def _offsets_array(offsets) -> np.ndarray:
     if arr.ndim != 1:
         raise ValueError(f"offsets must be 1-D, got shape {arr.shape}")
     if arr.dtype.kind == "u":
-        if arr.size and arr.max() > np.iinfo(np.int64).max:
+        # uint64 on both sides: numpy < 2 compares uint64 with a Python int as float64
+        if arr.size and arr.max() > np.uint64(np.iinfo(np.int64).max):
             raise ValueError("offsets exceed the int64 range")
     elif arr.dtype.kind != "i":
         if arr.size == 0:
