@@ -11,59 +11,60 @@
 //!   count); no fused multiply-add is introduced, so every copy gives the same bits.
 //! * Writes skip the overflow probe where `cannot_overflow` proves it unneeded.
 //!
-//! Policies (singletons, non-finite means) are applied by `advantage::group_affine`, shared
-//! with the general path; a guarded f64 std and the `Omit` policy take the general per-group
-//! path in `advantage`.
+//! Policies (singletons, non-finite means) are applied by `policy::group_affine`, shared
+//! with the general path; a guarded f64 std, scaled maps and the `Omit` policy take the
+//! general per-group path (`group_advantages`).
 
-use crate::advantage::{group_advantages, group_affine, Center, Fault, NonFinite, Params, Scale};
 use crate::groups::Grouping;
+use crate::policy::{group_affine, Center, Denom, Fault, NonFinite, Params, Scale};
 use crate::real::Real;
 #[cfg(target_arch = "x86_64")]
 use crate::simd;
-use crate::stats::{lanes_sum, sum_shifted, sum_sq_dev};
+use crate::stats::{lanes_sum, moments, moments_finite, sum_shifted, sum_sq_dev, SMALL_M2};
 use std::ops::Range;
 
 const BLOCK: usize = 8;
 
-/// Write the advantages of groups `range` to `out` (indexed like the rewards).
-///
-/// # Safety
-/// `out` must be valid for writes at every index of the rewards of these groups, and no
-/// other thread may access those elements meanwhile.
-pub(crate) unsafe fn write_batch<T: Real>(
+/// Write the advantages of groups `range` to `out`, which holds exactly the outputs of
+/// these groups (`out[0]` is the first reward of group `range.start`).
+pub(crate) fn write_batch<T: Real>(
     x: &[T],
-    out: *mut T,
+    out: &mut [T],
     grouping: &Grouping,
     range: Range<usize>,
     p: &Params,
-    batch_denom: f64,
+    batch: Denom,
 ) -> Result<(), (usize, Fault)> {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
-            return write_batch_avx512(x, out, grouping, range, p, batch_denom);
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { write_batch_avx512(x, out, grouping, range, p, batch) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
-            return write_batch_avx2(x, out, grouping, range, p, batch_denom);
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { write_batch_avx2(x, out, grouping, range, p, batch) };
         }
     }
-    write_batch_impl::<T, false>(x, out, grouping, range, p, batch_denom)
+    write_batch_impl::<T, false>(x, out, grouping, range, p, batch)
 }
 
 /// The batch loop compiled with more vector instructions enabled (same code, same results).
 macro_rules! write_batch_with {
     ($name:ident, $features:literal) => {
+        /// # Safety
+        /// The CPU must have the target features of this copy.
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
         unsafe fn $name<T: Real>(
             x: &[T],
-            out: *mut T,
+            out: &mut [T],
             grouping: &Grouping,
             range: Range<usize>,
             p: &Params,
-            batch_denom: f64,
+            batch: Denom,
         ) -> Result<(), (usize, Fault)> {
-            write_batch_impl::<T, true>(x, out, grouping, range, p, batch_denom)
+            write_batch_impl::<T, true>(x, out, grouping, range, p, batch)
         }
     };
 }
@@ -71,14 +72,16 @@ macro_rules! write_batch_with {
 write_batch_with!(write_batch_avx2, "avx2");
 write_batch_with!(write_batch_avx512, "avx512f");
 
+/// The batch loop. `AVX` only in the copies compiled with AVX2 (or more) enabled: it selects
+/// the explicit vector loops of `simd`, whose instructions the CPU must then have.
 #[inline(always)]
-unsafe fn write_batch_impl<T: Real, const AVX: bool>(
+fn write_batch_impl<T: Real, const AVX: bool>(
     x: &[T],
-    out: *mut T,
+    out: &mut [T],
     grouping: &Grouping,
     range: Range<usize>,
     p: &Params,
-    batch_denom: f64,
+    batch: Denom,
 ) -> Result<(), (usize, Fault)> {
     if range.is_empty() {
         return Ok(());
@@ -88,36 +91,36 @@ unsafe fn write_batch_impl<T: Real, const AVX: bool>(
         Grouping::Labelled(_) => unreachable!("labelled groups are written by `labelled`"),
         Grouping::Uniform { size, .. } => {
             let (a, b) = (range.start * size, range.end * size);
-            let os = std::slice::from_raw_parts_mut(out.add(a), b - a);
+            let os = out;
             let xs = &x[a..b];
             match *size {
-                2 => uniform::<T, 2, AVX>(xs, os, range.start, p, batch_denom)?,
-                4 => uniform::<T, 4, AVX>(xs, os, range.start, p, batch_denom)?,
-                8 => uniform::<T, 8, AVX>(xs, os, range.start, p, batch_denom)?,
-                16 => uniform::<T, 16, AVX>(xs, os, range.start, p, batch_denom)?,
-                32 => uniform::<T, 32, AVX>(xs, os, range.start, p, batch_denom)?,
-                64 => uniform::<T, 64, AVX>(xs, os, range.start, p, batch_denom)?,
+                2 => uniform::<T, 2, AVX>(xs, os, range.start, p, batch)?,
+                4 => uniform::<T, 4, AVX>(xs, os, range.start, p, batch)?,
+                8 => uniform::<T, 8, AVX>(xs, os, range.start, p, batch)?,
+                16 => uniform::<T, 16, AVX>(xs, os, range.start, p, batch)?,
+                32 => uniform::<T, 32, AVX>(xs, os, range.start, p, batch)?,
+                64 => uniform::<T, 64, AVX>(xs, os, range.start, p, batch)?,
                 g => {
                     for g0 in range.clone().step_by(BLOCK) {
                         let g1 = (g0 + BLOCK).min(range.end);
                         for (j, grp) in (g0..g1).enumerate() {
                             spans[j] = ((grp - range.start) * g, (grp - range.start + 1) * g);
                         }
-                        block::<T, AVX>(xs, os, &spans[..g1 - g0], g0, p, batch_denom)?;
+                        block::<T, AVX>(xs, os, &spans[..g1 - g0], g0, p, batch)?;
                     }
                 }
             }
         }
         Grouping::Ragged { offsets } => {
             let (a, b) = (offsets[range.start], offsets[range.end]);
-            let os = std::slice::from_raw_parts_mut(out.add(a), b - a);
+            let os = out;
             let xs = &x[a..b];
             for g0 in range.clone().step_by(BLOCK) {
                 let g1 = (g0 + BLOCK).min(range.end);
                 for (j, g) in (g0..g1).enumerate() {
                     spans[j] = (offsets[g] - a, offsets[g + 1] - a);
                 }
-                block::<T, AVX>(xs, os, &spans[..g1 - g0], g0, p, batch_denom)?;
+                block::<T, AVX>(xs, os, &spans[..g1 - g0], g0, p, batch)?;
             }
         }
     }
@@ -132,7 +135,7 @@ fn guarded<T: Real>(n: usize, mean: f64, m2: f64, p: &Params) -> bool {
         && p.scale == Scale::Group
         && n > p.ddof as usize
         && mean.is_finite()
-        && !(m2.is_finite() && m2 >= 1e-280)
+        && !(m2.is_finite() && m2 >= SMALL_M2)
 }
 
 /// Advantages of one group (n >= 1 rewards in x) from its mean and M2.
@@ -143,20 +146,55 @@ fn finish_group<T: Real>(
     mean: f64,
     m2: f64,
     p: &Params,
-    batch_denom: f64,
+    batch: Denom,
 ) -> Result<(), Fault> {
     let n = x.len();
     if guarded::<T>(n, mean, m2, p) {
-        return group_advantages(x, out, p, batch_denom);
+        return group_advantages(x, out, p, batch);
     }
-    let std = || (m2 / (n - p.ddof as usize) as f64).sqrt();
     let has_nonfinite = || x.iter().any(|v| !v.to_f64().is_finite());
-    let a = group_affine(n as u64, mean, std, has_nonfinite, p, batch_denom)?;
-    if a.pre != 1.0 {
-        return group_advantages(x, out, p, batch_denom);
+    let a = group_affine(n as f64, mean, || (m2, 1.0), has_nonfinite, p, batch)?;
+    if !a.plain() {
+        return group_advantages(x, out, p, batch);
     }
     // A NaN map (a poisoned group under "propagate") is NaN by request.
     if !write_affine(x, out, a.mu, a.k, true) && !a.k.is_nan() {
+        return Err(Fault::Overflow);
+    }
+    Ok(())
+}
+
+/// One group's advantages (the general path: any policy, the guarded f64 moments, scaled
+/// maps centred exactly on the group).
+pub(crate) fn group_advantages<T: Real>(
+    x: &[T],
+    out: &mut [T],
+    p: &Params,
+    batch: Denom,
+) -> Result<(), Fault> {
+    if x.is_empty() {
+        return Ok(());
+    }
+    let omit = p.nonfinite == NonFinite::Omit;
+    let m = if omit { moments_finite(x) } else { moments(x) };
+    let has_nonfinite = || x.iter().any(|v| !v.to_f64().is_finite());
+    let valid = x.iter().map(|v| v.to_f64()).filter(|v| !omit || v.is_finite());
+    let a = group_affine(m.count, m.mean, || (m.m2, m.scale), has_nonfinite, p, batch)?
+        .recentred(p, valid);
+    let mut overflow = false;
+    for (o, &v) in out.iter_mut().zip(x) {
+        let v = v.to_f64();
+        // Omitted rewards get 0.
+        *o = T::from_f64(if omit && !v.is_finite() {
+            0.0
+        } else {
+            a.apply(v)
+        });
+        overflow |= !o.to_f64().is_finite();
+    }
+    // A NaN map (a poisoned group under "propagate") is NaN by request; otherwise a
+    // non-finite advantage from finite rewards is an overflow of the output type.
+    if overflow && !a.k.is_nan() {
         return Err(Fault::Overflow);
     }
     Ok(())
@@ -212,7 +250,7 @@ fn write_affine<T: Real>(x: &[T], out: &mut [T], mu: f64, k: f64, probe: bool) -
 /// side (vector sqrt and division): what `group_affine` gives a group of two or more rewards.
 /// Groups it does not cover (fewer than 2, non-finite, guarded) are sent elsewhere by callers.
 #[inline(always)]
-fn block_affine(n: &[f64; BLOCK], m2: &[f64; BLOCK], p: &Params, batch_denom: f64) -> [f64; BLOCK] {
+fn block_affine(n: &[f64; BLOCK], m2: &[f64; BLOCK], p: &Params, batch: Denom) -> [f64; BLOCK] {
     // Branches on the parameters outside the loops, so that each loop is one vector pass.
     let denom = match p.scale {
         Scale::Group => {
@@ -223,7 +261,7 @@ fn block_affine(n: &[f64; BLOCK], m2: &[f64; BLOCK], p: &Params, batch_denom: f6
             }
             d
         }
-        Scale::Batch | Scale::BatchResidual => [batch_denom; BLOCK],
+        Scale::Batch | Scale::BatchResidual => [batch.d; BLOCK],
         Scale::None => [1.0; BLOCK],
     };
     let mut factor = [1.0f64; BLOCK];
@@ -346,11 +384,11 @@ fn block<T: Real, const AVX: bool>(
     spans: &[(usize, usize)],
     g0: usize,
     p: &Params,
-    batch_denom: f64,
+    batch: Denom,
 ) -> Result<(), (usize, Fault)> {
-    if p.nonfinite == NonFinite::Omit {
+    if p.nonfinite == NonFinite::Omit || batch.pre != 1.0 {
         for (j, &(a, b)) in spans.iter().enumerate() {
-            group_advantages(&x[a..b], &mut out[a..b], p, batch_denom).map_err(|f| (g0 + j, f))?;
+            group_advantages(&x[a..b], &mut out[a..b], p, batch).map_err(|f| (g0 + j, f))?;
         }
         return Ok(());
     }
@@ -423,7 +461,7 @@ fn block<T: Real, const AVX: bool>(
     // The affine maps side by side, as in `uniform`; an unusual group (fewer than 2
     // rewards, non-finite, guarded) takes the per-group route, its neighbours do not.
     let centred = p.center != Center::None;
-    let k = block_affine(&n, &m2, p, batch_denom);
+    let k = block_affine(&n, &m2, p, batch);
     let known = p.scale == Scale::Group;
     for j in 0..nb {
         let (a, b) = spans[j];
@@ -433,7 +471,7 @@ fn block<T: Real, const AVX: bool>(
             && !guarded::<T>(b - a, mean[j], m2[j], p);
         if !usual {
             if b > a {
-                finish_group(&x[a..b], &mut out[a..b], mean[j], m2[j], p, batch_denom)
+                finish_group(&x[a..b], &mut out[a..b], mean[j], m2[j], p, batch)
                     .map_err(|f| (g0 + j, f))?;
             }
             continue;
@@ -484,7 +522,7 @@ fn uniform<T: Real, const G: usize, const AVX: bool>(
     out: &mut [T],
     first_group: usize,
     p: &Params,
-    batch_denom: f64,
+    batch: Denom,
 ) -> Result<(), (usize, Fault)> {
     let per_block = BLOCK * G;
     for (bi, (xb, ob)) in x
@@ -494,10 +532,10 @@ fn uniform<T: Real, const G: usize, const AVX: bool>(
     {
         let g0 = first_group + bi * BLOCK;
         let nb = xb.len() / G;
-        if p.nonfinite == NonFinite::Omit {
+        if p.nonfinite == NonFinite::Omit || batch.pre != 1.0 {
             for j in 0..nb {
                 let (xs, os) = (&xb[j * G..(j + 1) * G], &mut ob[j * G..(j + 1) * G]);
-                group_advantages(xs, os, p, batch_denom).map_err(|f| (g0 + j, f))?;
+                group_advantages(xs, os, p, batch).map_err(|f| (g0 + j, f))?;
             }
             continue;
         }
@@ -549,7 +587,7 @@ fn uniform<T: Real, const G: usize, const AVX: bool>(
         // group here has G >= 2 rewards, so `group_affine` reduces to this unless a group is
         // unusual, and then the block takes the per-group route.
         let centred = p.center != Center::None;
-        let k = block_affine(&[G as f64; BLOCK], &m2, p, batch_denom);
+        let k = block_affine(&[G as f64; BLOCK], &m2, p, batch);
         // Plain loops with `&` (not `Iterator::all`, which is compiled out of line here,
         // without the vector instructions, and branches per group).
         let mut usual = true;
@@ -560,7 +598,7 @@ fn uniform<T: Real, const G: usize, const AVX: bool>(
             for j in 0..nb {
                 let xs: &[T; G] = xb[j * G..(j + 1) * G].try_into().unwrap();
                 let os: &mut [T; G] = (&mut ob[j * G..(j + 1) * G]).try_into().unwrap();
-                finish_group(xs, os, mean[j], m2[j], p, batch_denom).map_err(|f| (g0 + j, f))?;
+                finish_group(xs, os, mean[j], m2[j], p, batch).map_err(|f| (g0 + j, f))?;
             }
             continue;
         }
@@ -603,7 +641,7 @@ fn uniform<T: Real, const G: usize, const AVX: bool>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::advantage::Singleton;
+    use crate::policy::Singleton;
 
     #[cfg(target_arch = "x86_64")]
     fn run<T: Real>(
@@ -614,14 +652,12 @@ mod tests {
     ) -> Result<Vec<T>, (usize, Fault)> {
         let mut out = vec![T::zero(); x.len()];
         let range = 0..g.n_groups();
-        // SAFETY: out covers every reward; one thread.
-        unsafe {
-            if avx {
-                write_batch_avx2(x, out.as_mut_ptr(), g, range, p, 1.0)?;
-                return Ok(out);
-            }
-            write_batch_impl::<T, false>(x, out.as_mut_ptr(), g, range, p, 1.0)?;
+        if avx {
+            // SAFETY: the caller checked that the CPU has AVX2.
+            unsafe { write_batch_avx2(x, &mut out, g, range, p, Denom::ONE)? };
+            return Ok(out);
         }
+        write_batch_impl::<T, false>(x, &mut out, g, range, p, Denom::ONE)?;
         Ok(out)
     }
 

@@ -10,6 +10,7 @@ mod hint;
 mod kernel;
 pub mod labelled;
 pub mod parallel;
+pub mod policy;
 pub mod real;
 #[cfg(target_arch = "x86_64")]
 mod simd;
@@ -22,6 +23,7 @@ mod python {
     use crate::groups::{self, Grouping, LayoutError};
     use crate::parallel;
     use crate::real::Real;
+    use crate::stats::Moments;
     use crate::token;
     use numpy::{
         Element, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
@@ -248,6 +250,7 @@ mod python {
                 _ => return Err(bad("nan", nan, "'raise', 'propagate', 'omit'")),
             },
             threads: num_threads,
+            batch_std: None,
         })
     }
 
@@ -257,6 +260,7 @@ mod python {
         out: &Bound<'_, PyAny>,
         grouping: &Grouping,
         p: &Params,
+        moments: Option<&[Moments]>,
     ) -> PyResult<()> {
         let out = out.cast::<PyArray1<T>>().map_err(|_| {
             PyTypeError::new_err("out must be a 1-D array of the same dtype as rewards")
@@ -265,13 +269,13 @@ mod python {
         let mut o = out.readwrite();
         let xs = x.as_slice()?;
         let os = o.as_slice_mut()?;
-        py.detach(|| advantage::advantages(xs, os, grouping, p))?;
+        py.detach(|| advantage::advantages_with(xs, os, grouping, p, moments))?;
         Ok(())
     }
 
     /// Advantages of `rewards` (contiguous 1-D float32/float64) into `out` (same dtype/length).
     #[pyfunction]
-    #[pyo3(signature = (rewards, out, grouping, center, scale, ddof, eps, singleton, nan, num_threads))]
+    #[pyo3(signature = (rewards, out, grouping, center, scale, ddof, eps, singleton, nan, num_threads, batch_std=None, moments=None))]
     #[allow(clippy::too_many_arguments)]
     fn advantages(
         py: Python<'_>,
@@ -285,12 +289,17 @@ mod python {
         singleton: &str,
         nan: &str,
         num_threads: usize,
+        batch_std: Option<f64>,
+        moments: Option<MomentsIn<'_>>,
     ) -> PyResult<()> {
-        let p = parse_params(center, scale, ddof, eps, singleton, nan, num_threads)?;
+        let mut p = parse_params(center, scale, ddof, eps, singleton, nan, num_threads)?;
+        p.batch_std = batch_std;
+        let ms = moments.map(records).transpose()?;
+        let ms = ms.as_deref();
         if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
-            advantages_typed(py, r, out, &grouping.inner, &p)
+            advantages_typed(py, r, out, &grouping.inner, &p, ms)
         } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
-            advantages_typed(py, r, out, &grouping.inner, &p)
+            advantages_typed(py, r, out, &grouping.inner, &p, ms)
         } else {
             Err(PyTypeError::new_err(
                 "rewards must be a 1-D float32 or float64 array",
@@ -370,12 +379,100 @@ mod python {
             ));
         };
         Ok((
-            b.rewards.count,
+            b.rewards.count as u64,
             b.rewards.mean,
-            b.rewards.m2,
-            b.residual_count,
-            b.residual_m2,
+            b.rewards.m2_unscaled(),
+            b.residual.count as u64,
+            b.residual.m2_unscaled(),
         ))
+    }
+
+    // ---- the moments stage (stats.rs): (count, mean, m2, scale) float64 arrays ----
+
+    type MomentsIn<'py> = (
+        PyReadonlyArray1<'py, f64>,
+        PyReadonlyArray1<'py, f64>,
+        PyReadonlyArray1<'py, f64>,
+        PyReadonlyArray1<'py, f64>,
+    );
+    type MomentsOut<'py> = (
+        Bound<'py, PyArray1<f64>>,
+        Bound<'py, PyArray1<f64>>,
+        Bound<'py, PyArray1<f64>>,
+        Bound<'py, PyArray1<f64>>,
+    );
+
+    fn records(m: MomentsIn<'_>) -> PyResult<Vec<Moments>> {
+        let (c, mu, m2, s) = (m.0.as_slice()?, m.1.as_slice()?, m.2.as_slice()?, m.3.as_slice()?);
+        if mu.len() != c.len() || m2.len() != c.len() || s.len() != c.len() {
+            return Err(value_error("moments: count, mean, m2 and scale differ in length"));
+        }
+        Ok((0..c.len())
+            .map(|g| Moments { count: c[g], mean: mu[g], m2: m2[g], scale: s[g] })
+            .collect())
+    }
+
+    fn arrays<'py>(py: Python<'py>, ms: &[Moments]) -> MomentsOut<'py> {
+        let col = |f: fn(&Moments) -> f64| PyArray1::from_iter(py, ms.iter().map(f));
+        (col(|m| m.count), col(|m| m.mean), col(|m| m.m2), col(|m| m.scale))
+    }
+
+    /// Per-group moments (count, mean, m2, scale); `weights`: float64 frequency weights.
+    #[pyfunction]
+    #[pyo3(signature = (rewards, grouping, nan, weights, num_threads))]
+    fn group_moments<'py>(
+        py: Python<'py>,
+        rewards: &Bound<'py, PyAny>,
+        grouping: &PyGrouping,
+        nan: &str,
+        weights: Option<PyReadonlyArray1<'py, f64>>,
+        num_threads: usize,
+    ) -> PyResult<MomentsOut<'py>> {
+        let p = parse_params("mean", "group", 0, 0.0, "zero", nan, num_threads)?;
+        let w = weights.as_ref().map(|w| w.as_slice()).transpose()?;
+        let g = &grouping.inner;
+        let ms = if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
+            let x = r.readonly();
+            let xs = x.as_slice()?;
+            py.detach(|| advantage::group_moments(xs, g, &p, w))?
+        } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
+            let x = r.readonly();
+            let xs = x.as_slice()?;
+            py.detach(|| advantage::group_moments(xs, g, &p, w))?
+        } else {
+            return Err(PyTypeError::new_err("rewards must be a 1-D float32 or float64 array"));
+        };
+        Ok(arrays(py, &ms))
+    }
+
+    /// Elementwise Chan merge of two moment records of equal length.
+    #[pyfunction]
+    fn merge_moments<'py>(
+        py: Python<'py>,
+        a: MomentsIn<'py>,
+        b: MomentsIn<'py>,
+    ) -> PyResult<MomentsOut<'py>> {
+        let (a, b) = (records(a)?, records(b)?);
+        if a.len() != b.len() {
+            return Err(value_error(format!(
+                "cannot merge moments of {} and {} groups",
+                a.len(),
+                b.len()
+            )));
+        }
+        let ms: Vec<Moments> = a.iter().zip(&b).map(|(a, b)| a.merge(*b)).collect();
+        Ok(arrays(py, &ms))
+    }
+
+    /// The guarded standard deviation of each record (NaN where count <= ddof).
+    #[pyfunction]
+    fn moments_std<'py>(
+        py: Python<'py>,
+        m: MomentsIn<'py>,
+        ddof: u32,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let ms = records(m)?;
+        Ok(PyArray1::from_iter(py, ms.iter().map(|m| m.std(ddof))))
     }
 
     // ---- token-level layouts (token.rs) ----
@@ -552,6 +649,9 @@ mod python {
         m.add_function(wrap_pyfunction!(advantages, m)?)?;
         m.add_function(wrap_pyfunction!(group_stats, m)?)?;
         m.add_function(wrap_pyfunction!(batch_moments, m)?)?;
+        m.add_function(wrap_pyfunction!(group_moments, m)?)?;
+        m.add_function(wrap_pyfunction!(merge_moments, m)?)?;
+        m.add_function(wrap_pyfunction!(moments_std, m)?)?;
         m.add_function(wrap_pyfunction!(token_scores, m)?)?;
         m.add_function(wrap_pyfunction!(broadcast_tokens, m)?)?;
         m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;

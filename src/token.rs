@@ -6,20 +6,8 @@
 //! writing the output once for the broadcast; the group advantages in between work on the
 //! `bs` scores only.
 
-use crate::parallel::map_ranges;
+use crate::parallel::map_ranges_mut;
 use crate::real::Real;
-
-/// Output shared by threads that write disjoint row ranges.
-#[derive(Clone, Copy)]
-struct Shared<T>(*mut T);
-unsafe impl<T: Send> Send for Shared<T> {}
-unsafe impl<T: Send> Sync for Shared<T> {}
-impl<T> Shared<T> {
-    #[inline(always)]
-    fn ptr(&self) -> *mut T {
-        self.0
-    }
-}
 
 /// Sum of each row of `tokens` (`rows x width`), accumulated in f64 (as verl's
 /// `token_level_rewards.sum(-1)`: every token counts, masked or not).
@@ -30,15 +18,13 @@ pub fn row_sums<T: Real>(tokens: &[T], width: usize, threads: usize, out: &mut [
         rows * width,
         "tokens must hold rows x width values"
     );
-    let shared = Shared(out.as_mut_ptr());
-    map_ranges(rows, threads, |r| {
-        for row in r {
+    map_ranges_mut(rows, threads, out, |i| i, |r, o| {
+        for (o, row) in o.iter_mut().zip(r) {
             let s: f64 = tokens[row * width..(row + 1) * width]
                 .iter()
                 .map(|v| v.to_f64())
                 .sum();
-            // SAFETY: each row index belongs to exactly one range.
-            unsafe { *shared.ptr().add(row) = T::from_f64(s) };
+            *o = T::from_f64(s);
         }
     });
 }
@@ -46,15 +32,13 @@ pub fn row_sums<T: Real>(tokens: &[T], width: usize, threads: usize, out: &mut [
 /// Sum of each segment `tokens[offsets[i]..offsets[i + 1]]`, accumulated in f64.
 pub fn segment_sums<T: Real>(tokens: &[T], offsets: &[usize], threads: usize, out: &mut [T]) {
     assert_eq!(offsets.len(), out.len() + 1);
-    let shared = Shared(out.as_mut_ptr());
-    map_ranges(out.len(), threads, |r| {
-        for i in r {
+    map_ranges_mut(out.len(), threads, out, |i| i, |r, o| {
+        for (o, i) in o.iter_mut().zip(r) {
             let s: f64 = tokens[offsets[i]..offsets[i + 1]]
                 .iter()
                 .map(|v| v.to_f64())
                 .sum();
-            // SAFETY: each segment index belongs to exactly one range.
-            unsafe { *shared.ptr().add(i) = T::from_f64(s) };
+            *o = T::from_f64(s);
         }
     });
 }
@@ -77,12 +61,7 @@ pub fn broadcast_rows<T: Real>(
 ) {
     let rows = adv.len();
     assert_eq!(out.len(), rows * width, "out must hold rows x width values");
-    let shared = Shared(out.as_mut_ptr());
-    map_ranges(rows, threads, |r| {
-        // SAFETY: each thread writes only the rows of its own range.
-        let o = unsafe {
-            std::slice::from_raw_parts_mut(shared.ptr().add(r.start * width), r.len() * width)
-        };
+    map_ranges_mut(rows, threads, out, |i| i * width, |r, o| {
         for (k, row) in r.clone().enumerate() {
             let a = adv[row];
             let dst = &mut o[k * width..(k + 1) * width];
@@ -113,12 +92,12 @@ pub fn broadcast_segments<T: Real>(
     out: &mut [T],
 ) {
     assert_eq!(offsets.len(), adv.len() + 1);
-    let shared = Shared(out.as_mut_ptr());
-    map_ranges(adv.len(), threads, |r| {
+    let base = offsets[0];
+    map_ranges_mut(adv.len(), threads, out, |i| offsets[i] - base, |r, o| {
+        let start = offsets[r.start];
         for i in r {
             let (a0, b0) = (offsets[i], offsets[i + 1]);
-            // SAFETY: segments are disjoint and each belongs to exactly one range.
-            let dst = unsafe { std::slice::from_raw_parts_mut(shared.ptr().add(a0), b0 - a0) };
+            let dst = &mut o[a0 - start..b0 - start];
             match mask {
                 Mask::Flags(m) => {
                     for (d, &f) in dst.iter_mut().zip(&m[a0..b0]) {

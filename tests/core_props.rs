@@ -43,6 +43,7 @@ fn params() -> impl Strategy<Value = Params> {
                 singleton,
                 nonfinite,
                 threads,
+                batch_std: None,
             },
         )
 }
