@@ -250,9 +250,9 @@ fn batch_scale<T: Real>(
         None => batch_moments(x, grouping, p)?,
     };
     let m = bm.of(p.scale);
-    // A non-finite batch mean after the group faults: NaN by request (a non-finite reward
+    // A non-finite batch record after the group faults: NaN by request (a non-finite reward
     // under "propagate"), or an overflow of finite rewards.
-    let poisoned = !m.mean.is_finite()
+    let poisoned = !(m.mean.is_finite() && m.m2.is_finite())
         && p.nonfinite == NonFinite::Propagate
         && (ms.is_some_and(|ms| ms.iter().any(|m| m.mean.is_nan()))
             || x.iter().any(|v| !v.to_f64().is_finite()));

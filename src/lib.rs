@@ -17,6 +17,10 @@ mod simd;
 pub mod stats;
 pub mod token;
 
+/// The bit-identity check of the compiled copies of the write pass (for tests).
+#[doc(hidden)]
+pub use kernel::{self_check as kernel_self_check, Isa};
+
 #[cfg(feature = "python")]
 mod python {
     use crate::advantage::{self, AdvError, Center, NonFinite, Params, Scale, Singleton};
@@ -632,6 +636,14 @@ mod python {
         parallel::default_threads()
     }
 
+    /// Test hook: does the compiled copy `isa` ("avx2", "avx512f") of the write pass give
+    /// the generic pass's bits? False when this CPU cannot run it (nothing compared).
+    #[pyfunction]
+    fn _kernel_self_check(py: Python<'_>, isa: &str) -> PyResult<bool> {
+        let isa = crate::Isa::named(isa).ok_or_else(|| value_error(format!("no copy {isa:?}")))?;
+        py.detach(|| crate::kernel_self_check(isa)).map_err(value_error)
+    }
+
     /// Called in a forked child (os.register_at_fork): the parent's worker threads are gone.
     #[pyfunction]
     fn _after_fork_in_child() {
@@ -657,6 +669,7 @@ mod python {
         m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
         m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
         m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
+        m.add_function(wrap_pyfunction!(_kernel_self_check, m)?)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         Ok(())
     }

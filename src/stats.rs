@@ -43,9 +43,6 @@ fn pow2_floor(v: f64) -> f64 {
     f64::from_bits(v.max(f64::MIN_POSITIVE).to_bits() & 0x7ff0_0000_0000_0000)
 }
 
-/// The largest finite power of two.
-const MAX_POW2: f64 = 8.988_465_674_311_579e307; // 2^1023
-
 impl Moments {
     /// No values.
     pub const EMPTY: Moments = Moments {
@@ -130,12 +127,11 @@ impl Moments {
         }
         // A common power-of-two scale: that of the largest part (deviations of either set,
         // or the difference of the means).
-        let size = |m: &Moments| {
-            if m.m2 > 0.0 {
-                (m.scale * pow2_floor(m.m2.sqrt())).min(MAX_POW2)
-            } else {
-                0.0
-            }
+        // (A scaled record's m2 is of order its count: its scale is its size.)
+        let size = |m: &Moments| match m.m2 {
+            0.0 => 0.0,
+            _ if m.scale == 1.0 => pow2_floor(m.m2.sqrt()),
+            _ => m.scale,
         };
         let s = size(&self).max(size(&other)).max(pow2_floor(delta.abs()));
         if s == 0.0 {
