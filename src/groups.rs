@@ -515,7 +515,7 @@ where
 /// The batches of a call on `threads` workers: one in all when small or serial.
 fn batches(grouping: &Grouping, threads: usize) -> Vec<Range<usize>> {
     if threads <= 1 || grouping.len() < SERIAL_BELOW {
-        return vec![0..grouping.n_groups()];
+        return std::iter::once(0..grouping.n_groups()).collect();
     }
     split_groups(grouping, threads * BATCHES_PER_THREAD)
 }
@@ -536,7 +536,6 @@ where
     };
     map_pieces(threads, batches(grouping, threads), out, start, f)
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -225,11 +225,21 @@ fn guard<T: Real>(x: &[T], l: &Labelled, omit: bool, moments: &mut [Moments]) {
 
 /// Moments of every group with frequency weights `w` (see `stats::moments_weighted`): the
 /// rewards and weights of each group gathered in one pass (no fast path needed here).
-pub(crate) fn moments_weighted<T: Real>(x: &[T], w: &[f64], l: &Labelled, omit: bool) -> Vec<Moments> {
+pub(crate) fn moments_weighted<T: Real>(
+    x: &[T],
+    w: &[f64],
+    l: &Labelled,
+    omit: bool,
+) -> Vec<Moments> {
     let mut vals: Vec<(Vec<T>, Vec<f64>)> = l
         .sizes()
         .iter()
-        .map(|&s| (Vec::with_capacity(s as usize), Vec::with_capacity(s as usize)))
+        .map(|&s| {
+            (
+                Vec::with_capacity(s as usize),
+                Vec::with_capacity(s as usize),
+            )
+        })
         .collect();
     for ((&c, &v), &wi) in l.codes().iter().zip(x).zip(w) {
         let (vs, ws) = &mut vals[c as usize];
@@ -243,7 +253,9 @@ pub(crate) fn moments_weighted<T: Real>(x: &[T], w: &[f64], l: &Labelled, omit: 
 
 /// The valid rewards of group `g` (rare paths only: error reports, guarded stds).
 fn members<T: Real>(x: &[T], l: &Labelled, g: usize) -> Vec<usize> {
-    (0..x.len()).filter(|&i| l.codes()[i] as usize == g).collect()
+    (0..x.len())
+        .filter(|&i| l.codes()[i] as usize == g)
+        .collect()
 }
 
 /// True when group `g` holds only finite rewards (so a non-finite mean is an overflow).
@@ -302,28 +314,34 @@ pub(crate) fn advantages<T: Real>(
     }
     let omit = p.nonfinite == NonFinite::Omit;
     let codes = l.codes();
-    let overflowed = map_ranges_mut(x.len(), p.threads, out, |i| i, |r, o| {
-        let start = r.start;
-        let mut first_bad: Option<usize> = None;
-        let ahead = &codes[(r.start + PREFETCH).min(r.end)..r.end];
-        for (i, ((o, &v), &c)) in o.iter_mut().zip(&x[r.clone()]).zip(&codes[r]).enumerate() {
-            if let Some(&c_next) = ahead.get(i) {
-                prefetch(&affine[c_next as usize]);
+    let overflowed = map_ranges_mut(
+        x.len(),
+        p.threads,
+        out,
+        |i| i,
+        |r, o| {
+            let start = r.start;
+            let mut first_bad: Option<usize> = None;
+            let ahead = &codes[(r.start + PREFETCH).min(r.end)..r.end];
+            for (i, ((o, &v), &c)) in o.iter_mut().zip(&x[r.clone()]).zip(&codes[r]).enumerate() {
+                if let Some(&c_next) = ahead.get(i) {
+                    prefetch(&affine[c_next as usize]);
+                }
+                let [mu, k] = affine[c as usize];
+                let v = v.to_f64();
+                *o = T::from_f64(if omit && !v.is_finite() {
+                    0.0
+                } else {
+                    (v - mu) * k
+                });
+                // Non-finite output from a non-poisoned group: an overflow (checked after).
+                if !o.to_f64().is_finite() && !k.is_nan() && first_bad.is_none() {
+                    first_bad = Some(start + i);
+                }
             }
-            let [mu, k] = affine[c as usize];
-            let v = v.to_f64();
-            *o = T::from_f64(if omit && !v.is_finite() {
-                0.0
-            } else {
-                (v - mu) * k
-            });
-            // Non-finite output from a non-poisoned group: an overflow (checked after).
-            if !o.to_f64().is_finite() && !k.is_nan() && first_bad.is_none() {
-                first_bad = Some(start + i);
-            }
-        }
-        first_bad
-    });
+            first_bad
+        },
+    );
     recycle(affine);
     if let Some(g) = overflowed
         .into_iter()

@@ -113,7 +113,7 @@ pub fn resolve_threads(threads: usize) -> usize {
 /// the work is small or serial.
 fn even_ranges(n: usize, threads: usize) -> Vec<Range<usize>> {
     if threads <= 1 || n < SERIAL_BELOW {
-        return vec![0..n];
+        return std::iter::once(0..n).collect();
     }
     (0..threads)
         .map(|t| n * t / threads..n * (t + 1) / threads)

@@ -221,7 +221,9 @@ pub fn batch_fault(m: &Moments, has_nonfinite: impl FnOnce() -> bool, p: &Params
         Err(f) => Some(f),
         // A poisoned group is NaN, whatever its size.
         Ok(true) => None,
-        Ok(false) => (m.count == 1.0 && p.singleton == Singleton::Error).then_some(Fault::Singleton),
+        Ok(false) => {
+            (m.count == 1.0 && p.singleton == Singleton::Error).then_some(Fault::Singleton)
+        }
     }
 }
 
@@ -265,7 +267,10 @@ impl Denom {
             return Err(());
         }
         if scale == 1.0 {
-            return Ok(Denom { pre: 1.0, d: s + p.eps });
+            return Ok(Denom {
+                pre: 1.0,
+                d: s + p.eps,
+            });
         }
         let pre = 1.0 / scale;
         Ok(Denom {
@@ -289,7 +294,7 @@ pub fn batch_denom(bm: &Moments, poisoned: bool, p: &Params) -> Result<Denom, Ad
         pre: 1.0,
         d: f64::NAN,
     };
-    if poisoned || !(bm.count > p.ddof as f64) {
+    if poisoned || bm.count.is_nan() || bm.count <= p.ddof as f64 {
         return Ok(nan);
     }
     if !bm.mean.is_finite() {

@@ -163,7 +163,7 @@ impl Moments {
     /// The standard deviation in units of `scale`.
     pub fn std_scaled(&self, ddof: u32) -> f64 {
         let ddof = ddof as f64;
-        if !(self.count > ddof) {
+        if self.count.is_nan() || self.count <= ddof {
             return f64::NAN;
         }
         (self.m2 / (self.count - ddof)).sqrt()
@@ -209,7 +209,10 @@ fn rescaled<I: Iterator<Item = (f64, f64)>>(
             scale: 1.0,
         };
     }
-    if !amax.is_finite() {
+    // A deviation from the mean beyond the f64 range is an overflow (the documented limit),
+    // even where the std itself would be finite.
+    let spread = vals().map(|(v, _)| (v - mean).abs()).fold(amax, f64::max);
+    if !spread.is_finite() {
         return Moments {
             count,
             mean,
@@ -419,7 +422,10 @@ mod tests {
             for cut in [1, 17, 39] {
                 let m = moments(&x[..cut]).merge(moments(&x[cut..]));
                 assert_eq!(m.count, whole.count);
-                assert!((m.std(0) / whole.std(0) - 1.0).abs() < 1e-12, "{unit} {cut}");
+                assert!(
+                    (m.std(0) / whole.std(0) - 1.0).abs() < 1e-12,
+                    "{unit} {cut}"
+                );
                 assert!((m.mean / whole.mean - 1.0).abs() < 1e-12, "{unit} {cut}");
             }
         }

@@ -18,29 +18,41 @@ pub fn row_sums<T: Real>(tokens: &[T], width: usize, threads: usize, out: &mut [
         rows * width,
         "tokens must hold rows x width values"
     );
-    map_ranges_mut(rows, threads, out, |i| i, |r, o| {
-        for (o, row) in o.iter_mut().zip(r) {
-            let s: f64 = tokens[row * width..(row + 1) * width]
-                .iter()
-                .map(|v| v.to_f64())
-                .sum();
-            *o = T::from_f64(s);
-        }
-    });
+    map_ranges_mut(
+        rows,
+        threads,
+        out,
+        |i| i,
+        |r, o| {
+            for (o, row) in o.iter_mut().zip(r) {
+                let s: f64 = tokens[row * width..(row + 1) * width]
+                    .iter()
+                    .map(|v| v.to_f64())
+                    .sum();
+                *o = T::from_f64(s);
+            }
+        },
+    );
 }
 
 /// Sum of each segment `tokens[offsets[i]..offsets[i + 1]]`, accumulated in f64.
 pub fn segment_sums<T: Real>(tokens: &[T], offsets: &[usize], threads: usize, out: &mut [T]) {
     assert_eq!(offsets.len(), out.len() + 1);
-    map_ranges_mut(out.len(), threads, out, |i| i, |r, o| {
-        for (o, i) in o.iter_mut().zip(r) {
-            let s: f64 = tokens[offsets[i]..offsets[i + 1]]
-                .iter()
-                .map(|v| v.to_f64())
-                .sum();
-            *o = T::from_f64(s);
-        }
-    });
+    map_ranges_mut(
+        out.len(),
+        threads,
+        out,
+        |i| i,
+        |r, o| {
+            for (o, i) in o.iter_mut().zip(r) {
+                let s: f64 = tokens[offsets[i]..offsets[i + 1]]
+                    .iter()
+                    .map(|v| v.to_f64())
+                    .sum();
+                *o = T::from_f64(s);
+            }
+        },
+    );
 }
 
 /// What a response mask holds: 0/1 flags (bool, uint8) or weights of the output's dtype.
@@ -61,26 +73,32 @@ pub fn broadcast_rows<T: Real>(
 ) {
     let rows = adv.len();
     assert_eq!(out.len(), rows * width, "out must hold rows x width values");
-    map_ranges_mut(rows, threads, out, |i| i * width, |r, o| {
-        for (k, row) in r.clone().enumerate() {
-            let a = adv[row];
-            let dst = &mut o[k * width..(k + 1) * width];
-            match mask {
-                Mask::Flags(m) => {
-                    for (d, &f) in dst.iter_mut().zip(&m[row * width..(row + 1) * width]) {
-                        *d = if f != 0 { a } else { T::zero() };
+    map_ranges_mut(
+        rows,
+        threads,
+        out,
+        |i| i * width,
+        |r, o| {
+            for (k, row) in r.clone().enumerate() {
+                let a = adv[row];
+                let dst = &mut o[k * width..(k + 1) * width];
+                match mask {
+                    Mask::Flags(m) => {
+                        for (d, &f) in dst.iter_mut().zip(&m[row * width..(row + 1) * width]) {
+                            *d = if f != 0 { a } else { T::zero() };
+                        }
                     }
-                }
-                Mask::Values(m) => {
-                    let af = a.to_f64();
-                    for (d, &w) in dst.iter_mut().zip(&m[row * width..(row + 1) * width]) {
-                        *d = T::from_f64(af * w.to_f64());
+                    Mask::Values(m) => {
+                        let af = a.to_f64();
+                        for (d, &w) in dst.iter_mut().zip(&m[row * width..(row + 1) * width]) {
+                            *d = T::from_f64(af * w.to_f64());
+                        }
                     }
+                    Mask::None => dst.fill(a),
                 }
-                Mask::None => dst.fill(a),
             }
-        }
-    });
+        },
+    );
 }
 
 /// `out[offsets[i]..offsets[i + 1]] = adv[i]` (times the mask where one is given).
@@ -93,26 +111,32 @@ pub fn broadcast_segments<T: Real>(
 ) {
     assert_eq!(offsets.len(), adv.len() + 1);
     let base = offsets[0];
-    map_ranges_mut(adv.len(), threads, out, |i| offsets[i] - base, |r, o| {
-        let start = offsets[r.start];
-        for i in r {
-            let (a0, b0) = (offsets[i], offsets[i + 1]);
-            let dst = &mut o[a0 - start..b0 - start];
-            match mask {
-                Mask::Flags(m) => {
-                    for (d, &f) in dst.iter_mut().zip(&m[a0..b0]) {
-                        *d = if f != 0 { adv[i] } else { T::zero() };
+    map_ranges_mut(
+        adv.len(),
+        threads,
+        out,
+        |i| offsets[i] - base,
+        |r, o| {
+            let start = offsets[r.start];
+            for i in r {
+                let (a0, b0) = (offsets[i], offsets[i + 1]);
+                let dst = &mut o[a0 - start..b0 - start];
+                match mask {
+                    Mask::Flags(m) => {
+                        for (d, &f) in dst.iter_mut().zip(&m[a0..b0]) {
+                            *d = if f != 0 { adv[i] } else { T::zero() };
+                        }
                     }
-                }
-                Mask::Values(m) => {
-                    for (d, &w) in dst.iter_mut().zip(&m[a0..b0]) {
-                        *d = T::from_f64(adv[i].to_f64() * w.to_f64());
+                    Mask::Values(m) => {
+                        for (d, &w) in dst.iter_mut().zip(&m[a0..b0]) {
+                            *d = T::from_f64(adv[i].to_f64() * w.to_f64());
+                        }
                     }
+                    Mask::None => dst.fill(adv[i]),
                 }
-                Mask::None => dst.fill(adv[i]),
             }
-        }
-    });
+        },
+    );
 }
 
 #[cfg(test)]

@@ -301,10 +301,16 @@ fn batch_scales_are_bit_identical_for_any_thread_count() {
         state ^= state << 17;
         state % m
     };
-    let x: Vec<f64> = (0..n).map(|_| next(1 << 30) as f64 * 1.37e-7 - 3.0).collect();
+    let x: Vec<f64> = (0..n)
+        .map(|_| next(1 << 30) as f64 * 1.37e-7 - 3.0)
+        .collect();
     let mut sizes = Vec::new();
     while sizes.iter().sum::<usize>() < n {
-        sizes.push(if next(20) == 0 { next(2) as usize } else { 1 + next(40) as usize });
+        sizes.push(if next(20) == 0 {
+            next(2) as usize
+        } else {
+            1 + next(40) as usize
+        });
     }
     let last = sizes.len() - 1;
     sizes[last] -= sizes.iter().sum::<usize>() - n;
@@ -317,14 +323,23 @@ fn batch_scales_are_bit_identical_for_any_thread_count() {
         let x = &x[..g.len()];
         for scale in [Scale::Batch, Scale::BatchResidual] {
             for center in [Center::Mean, Center::LeaveOneOut] {
-                let p = |threads| Params { scale, center, ddof: 1, threads, ..Params::default() };
+                let p = |threads| Params {
+                    scale,
+                    center,
+                    ddof: 1,
+                    threads,
+                    ..Params::default()
+                };
                 let one = run(x, g, &p(1)).unwrap();
                 let moments = batch_moments(x, g, &p(1)).unwrap();
                 for threads in 2..=4 {
                     let many = run(x, g, &p(threads)).unwrap();
                     assert!(
-                        one.iter().zip(&many).all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{scale:?} {center:?}, {threads} threads, {} groups", g.n_groups()
+                        one.iter()
+                            .zip(&many)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{scale:?} {center:?}, {threads} threads, {} groups",
+                        g.n_groups()
                     );
                     assert_eq!(batch_moments(x, g, &p(threads)).unwrap(), moments);
                 }

@@ -375,9 +375,22 @@ fn subnormal_pair_is_minus_one_one() {
     ] {
         let want: Vec<f64> = x
             .chunks(2)
-            .flat_map(|c| if c[0] < c[1] { [-1.0, 1.0] } else { [1.0, -1.0] })
+            .flat_map(|c| {
+                if c[0] < c[1] {
+                    [-1.0, 1.0]
+                } else {
+                    [1.0, -1.0]
+                }
+            })
             .collect();
-        for got in run_all(&x, 2, &Params { eps, ..Params::default() }) {
+        for got in run_all(
+            &x,
+            2,
+            &Params {
+                eps,
+                ..Params::default()
+            },
+        ) {
             assert_eq!(got.unwrap(), want, "x {x:?}");
         }
         // Batch scales: the same residuals over the batch std (1/2 of the spread here).
@@ -388,7 +401,11 @@ fn subnormal_pair_is_minus_one_one() {
             };
             for got in run_all(&x, 2, &p) {
                 let got = got.unwrap();
-                assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12 || scale == Scale::Batch && a.signum() == b.signum()), "{scale:?} {got:?}");
+                assert!(
+                    got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12
+                        || scale == Scale::Batch && a.signum() == b.signum()),
+                    "{scale:?} {got:?}"
+                );
             }
         }
     }
@@ -406,7 +423,9 @@ fn subnormal_pair_is_minus_one_one() {
 /// batch moments overflow float64 (the means' difference), the documented overflow error.
 #[test]
 fn batch_overflow_of_opposite_extreme_means_is_an_error() {
-    let x = [1.7e308f64, 1.7e308, -1.7e308, -1.7e308, 1.7e308, 1.7e308, 1.0, 2.0];
+    let x = [
+        1.7e308f64, 1.7e308, -1.7e308, -1.7e308, 1.7e308, 1.7e308, 1.0, 2.0,
+    ];
     for scale in [Scale::Batch, Scale::BatchResidual] {
         for threads in 1..=4 {
             let p = Params {
@@ -463,14 +482,21 @@ fn given_batch_std_scales_and_overflows_like_any_denominator() {
             assert_eq!(got.unwrap(), vec![0.0; 4]);
         }
     }
-    for (scale, b) in [(Scale::Group, 1.0), (Scale::Batch, -1.0), (Scale::Batch, f64::NAN)] {
+    for (scale, b) in [
+        (Scale::Group, 1.0),
+        (Scale::Batch, -1.0),
+        (Scale::Batch, f64::NAN),
+    ] {
         let p = Params {
             scale,
             batch_std: Some(b),
             ..Params::default()
         };
         let g = Grouping::uniform(4, 2).unwrap();
-        assert!(matches!(run(&x, &g, &p), Err(AdvError::BadParameter(_))), "{scale:?} {b}");
+        assert!(
+            matches!(run(&x, &g, &p), Err(AdvError::BadParameter(_))),
+            "{scale:?} {b}"
+        );
     }
 }
 
@@ -478,10 +504,17 @@ fn given_batch_std_scales_and_overflows_like_any_denominator() {
 /// scales merge them; weights are frequency weights.
 #[test]
 fn given_moments_match_computed_moments() {
-    let x: Vec<f64> = (0..60).map(|i| ((i * 37) % 17) as f64 * 0.25 - 1.0).collect();
+    let x: Vec<f64> = (0..60)
+        .map(|i| ((i * 37) % 17) as f64 * 0.25 - 1.0)
+        .collect();
     let offsets: Vec<i64> = vec![0, 1, 7, 7, 20, 33, 60];
     let g = Grouping::ragged(60, &offsets).unwrap();
-    for scale in [Scale::Group, Scale::Batch, Scale::BatchResidual, Scale::None] {
+    for scale in [
+        Scale::Group,
+        Scale::Batch,
+        Scale::BatchResidual,
+        Scale::None,
+    ] {
         for center in [Center::Mean, Center::LeaveOneOut] {
             let p = Params {
                 scale,
@@ -496,7 +529,10 @@ fn given_moments_match_computed_moments() {
             let mut got = vec![0.0; 60];
             advantages_with(&x, &mut got, &g, &p, Some(&ms)).unwrap();
             for (a, b) in got.iter().zip(&want) {
-                assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "{p:?}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= 1e-12 * (1.0 + b.abs()),
+                    "{p:?}: {a} vs {b}"
+                );
             }
         }
     }
@@ -507,11 +543,14 @@ fn given_moments_match_computed_moments() {
         // Every group present in both halves except the singleton and the empty one.
         let xs: Vec<f64> = idx.iter().map(|&i| x[i]).collect();
         let (gl, _) = Grouping::from_ids(&idx.iter().map(|&i| ids[i]).collect::<Vec<_>>()).unwrap();
-        (group_moments(&xs, &gl, &Params::default(), None).unwrap(), idx.iter().map(|&i| ids[i]).collect::<Vec<_>>())
+        (
+            group_moments(&xs, &gl, &Params::default(), None).unwrap(),
+            idx.iter().map(|&i| ids[i]).collect::<Vec<_>>(),
+        )
     };
     let whole = group_moments(&x, &g, &Params::default(), None).unwrap();
     let ((a, ia), (b, ib)) = (part(&first), part(&second));
-    let mut merged = vec![Moments::EMPTY; 6];
+    let mut merged = [Moments::EMPTY; 6];
     let mut seen = |ms: &[Moments], ids: &[i64]| {
         let mut order: Vec<i64> = Vec::new();
         for &i in ids {
@@ -533,7 +572,9 @@ fn given_moments_match_computed_moments() {
     // Frequency weights: weight 2 is the reward counted twice.
     let w: Vec<f64> = (0..60).map(|i| (i % 3) as f64).collect();
     let wm = group_moments(&x, &g, &Params::default(), Some(&w)).unwrap();
-    let rep: Vec<f64> = (0..60).flat_map(|i| std::iter::repeat_n(x[i], i % 3)).collect();
+    let rep: Vec<f64> = (0..60)
+        .flat_map(|i| std::iter::repeat_n(x[i], i % 3))
+        .collect();
     let rep_offsets: Vec<i64> = offsets
         .iter()
         .map(|&o| (0..o as usize).map(|i| (i % 3) as i64).sum())
@@ -542,7 +583,10 @@ fn given_moments_match_computed_moments() {
     let rm = group_moments(&rep, &rg, &Params::default(), None).unwrap();
     for (a, b) in wm.iter().zip(&rm) {
         assert_eq!(a.count, b.count);
-        assert!((a.mean - b.mean).abs() < 1e-12 && (a.m2 - b.m2).abs() < 1e-10, "{a:?} {b:?}");
+        assert!(
+            (a.mean - b.mean).abs() < 1e-12 && (a.m2 - b.m2).abs() < 1e-10,
+            "{a:?} {b:?}"
+        );
     }
     assert!(group_moments(&x, &g, &Params::default(), Some(&[-1.0; 60])).is_err());
     let mut out = vec![0.0; 60];

@@ -1,8 +1,8 @@
 //! The compiled copies of the write pass (baseline, AVX2, AVX-512F) against the generic one.
 
+use super::write_batch_impl;
 #[cfg(target_arch = "x86_64")]
 use super::{write_batch_avx2, write_batch_avx512};
-use super::write_batch_impl;
 use crate::groups::Grouping;
 use crate::policy::{Center, Denom, Fault, Params, Scale, Singleton};
 use crate::real::Real;
@@ -41,7 +41,12 @@ impl Isa {
 }
 
 /// One call of the write pass in the copy `copy` (which the CPU must support).
-fn run_copy<T: Real>(copy: Isa, x: &[T], g: &Grouping, p: &Params) -> Result<Vec<T>, (usize, Fault)> {
+fn run_copy<T: Real>(
+    copy: Isa,
+    x: &[T],
+    g: &Grouping,
+    p: &Params,
+) -> Result<Vec<T>, (usize, Fault)> {
     assert!(copy.supported());
     let mut out = vec![T::zero(); x.len()];
     let range = 0..g.n_groups();
@@ -61,7 +66,9 @@ fn run_copy<T: Real>(copy: Isa, x: &[T], g: &Grouping, p: &Params) -> Result<Vec
 fn same_bits<T: Real>(copy: Isa, x: &[T], g: &Grouping, p: &Params) -> Result<bool, String> {
     let a = run_copy(copy, x, g, p).map_err(|e| format!("{copy:?}: {e:?}"))?;
     let b = run_copy(Isa::Generic, x, g, p).map_err(|e| format!("generic: {e:?}"))?;
-    Ok(a.iter().zip(&b).all(|(u, v)| u.to_f64().to_bits() == v.to_f64().to_bits()))
+    Ok(a.iter()
+        .zip(&b)
+        .all(|(u, v)| u.to_f64().to_bits() == v.to_f64().to_bits()))
 }
 
 /// The write pass of `copy` against the generic one: the same bits for ragged sizes 0..70
@@ -121,7 +128,9 @@ pub fn self_check(copy: Isa) -> Result<bool, String> {
         let m = g.len();
         for p in &policies {
             if !same_bits(copy, &x32[..m], g, p)? || !same_bits(copy, &x64[..m], g, p)? {
-                return Err(format!("{copy:?} differs from the generic pass ({g:?}, {p:?})"));
+                return Err(format!(
+                    "{copy:?} differs from the generic pass ({g:?}, {p:?})"
+                ));
             }
         }
     }
@@ -144,7 +153,9 @@ pub fn self_check(copy: Isa) -> Result<bool, String> {
         run_copy(Isa::Generic, &y, &ragged, &p).unwrap_err(),
     );
     if a != b {
-        return Err(format!("{copy:?} names the faulty group {a:?}, the generic pass {b:?}"));
+        return Err(format!(
+            "{copy:?} names the faulty group {a:?}, the generic pass {b:?}"
+        ));
     }
     Ok(true)
 }

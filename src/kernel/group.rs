@@ -57,7 +57,10 @@ pub(crate) fn group_advantages<T: Real>(
     let omit = p.nonfinite == NonFinite::Omit;
     let m = if omit { moments_finite(x) } else { moments(x) };
     let has_nonfinite = || x.iter().any(|v| !v.to_f64().is_finite());
-    let valid = x.iter().map(|v| v.to_f64()).filter(|v| !omit || v.is_finite());
+    let valid = x
+        .iter()
+        .map(|v| v.to_f64())
+        .filter(|v| !omit || v.is_finite());
     let a = group_affine(m.count, m.mean, || (m.m2, m.scale), has_nonfinite, p, batch)?
         .recentred(p, valid);
     let mut overflow = false;

@@ -13,7 +13,13 @@ use crate::stats::lanes_sum;
 /// needs no overflow probe; centred, it always holds for a finite k. Other scales
 /// (`group_scale = false`) keep the probe.
 #[inline(always)]
-pub(super) fn cannot_overflow<T: Real>(n: f64, mean: f64, mu: f64, k: f64, group_scale: bool) -> bool {
+pub(super) fn cannot_overflow<T: Real>(
+    n: f64,
+    mean: f64,
+    mu: f64,
+    k: f64,
+    group_scale: bool,
+) -> bool {
     group_scale && (mean - mu).abs() * k.abs() + 2.0 * n <= T::MAX_F64 * 0.5
 }
 
@@ -56,7 +62,12 @@ pub(super) fn write_affine<T: Real>(x: &[T], out: &mut [T], mu: f64, k: f64, pro
 /// side (vector sqrt and division): what `group_affine` gives a group of two or more rewards.
 /// Groups it does not cover (fewer than 2, non-finite, guarded) are sent elsewhere by callers.
 #[inline(always)]
-pub(super) fn block_affine(n: &[f64; BLOCK], m2: &[f64; BLOCK], p: &Params, batch: Denom) -> [f64; BLOCK] {
+pub(super) fn block_affine(
+    n: &[f64; BLOCK],
+    m2: &[f64; BLOCK],
+    p: &Params,
+    batch: Denom,
+) -> [f64; BLOCK] {
     // Branches on the parameters outside the loops, so that each loop is one vector pass.
     let denom = match p.scale {
         Scale::Group => {
