@@ -2,7 +2,7 @@
 //! groups (so that no result depends on the thread count), and the denominator they give.
 
 use super::{check_len, contiguous_moments, fault_to_error, has_nonfinite};
-use crate::groups::Grouping;
+use crate::groups::{split_groups, Grouping};
 use crate::labelled;
 use crate::parallel::{map_on, resolve_threads, SERIAL_BELOW};
 use crate::policy::{batch_denom, batch_fault, check_params, AdvError, Denom, Fault, NonFinite};
@@ -45,15 +45,26 @@ impl BatchMoments {
     }
 }
 
-/// Groups per partial merge of the batch moments. Fixed (not per thread), so that the order
-/// of the merges, and hence every bit of a batch statistic, is the same for any thread count.
-const MERGE_CHUNK: usize = 1024;
+/// Groups per partial merge of given group moments, and rewards per partial merge of
+/// contiguous groups (cut on group boundaries). Fixed (not per thread), so that the order of
+/// the merges, and hence every bit of a batch statistic, is the same for any thread count.
+const MERGE_GROUPS: usize = 1024;
+const MERGE_REWARDS: usize = 1 << 14;
 
-/// The batch moments of `k` groups, merged by fixed chunks of groups (in parallel when the
-/// call is large), then the chunks in order. `group(g)` gives a group's moments (None for
-/// an empty group) or its fault; the fault of the first faulty group is returned.
+/// Chunks of `k` groups of `MERGE_GROUPS` each.
+fn group_chunks(k: usize) -> Vec<Range<usize>> {
+    (0..k)
+        .step_by(MERGE_GROUPS)
+        .map(|a| a..(a + MERGE_GROUPS).min(k))
+        .collect()
+}
+
+/// The batch moments of the groups of `chunks` (consecutive, from group 0), merged within
+/// each chunk (in parallel when the call of `n` rewards is large), then the chunks in order.
+/// `group(g)` gives a group's moments (None for an empty group) or its fault; the fault of
+/// the first faulty group is returned.
 pub(super) fn merge_groups(
-    k: usize,
+    chunks: Vec<Range<usize>>,
     n: usize,
     threads: usize,
     group: impl Fn(usize) -> Result<Option<Moments>, Fault> + Sync,
@@ -63,10 +74,6 @@ pub(super) fn merge_groups(
     } else {
         resolve_threads(threads)
     };
-    let chunks: Vec<Range<usize>> = (0..k)
-        .step_by(MERGE_CHUNK)
-        .map(|a| a..(a + MERGE_CHUNK).min(k))
-        .collect();
     let parts = map_on(threads, chunks, |r| {
         let mut acc = BatchMoments::default();
         for g in r {
@@ -94,7 +101,8 @@ pub fn batch_moments<T: Real>(
     if let Grouping::Labelled(l) = grouping {
         return batch_from_moments(x, grouping, &labelled::moments(x, l, p), p);
     }
-    merge_groups(grouping.n_groups(), x.len(), p.threads, |g| {
+    let chunks = split_groups(grouping, x.len().div_ceil(MERGE_REWARDS));
+    merge_groups(chunks, x.len(), p.threads, |g| {
         let (a, b) = grouping.bounds(g);
         let xs = &x[a..b];
         if xs.is_empty() {
@@ -117,7 +125,7 @@ fn batch_from_moments<T: Real>(
     ms: &[Moments],
     p: &Params,
 ) -> Result<BatchMoments, AdvError> {
-    merge_groups(ms.len(), x.len(), p.threads, |g| {
+    merge_groups(group_chunks(ms.len()), x.len(), p.threads, |g| {
         let m = &ms[g];
         match batch_fault(m, || has_nonfinite(x, grouping, g), p) {
             Some(f) => Err(f),

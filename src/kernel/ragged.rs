@@ -38,6 +38,7 @@ pub(super) fn block<T: Real, const AVX: bool>(
         (shortest, longest) = (shortest.min(b - a), longest.max(b - a));
     }
     let chunks = longest.div_ceil(8).max(1);
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     let fixed = simd
         && nb == BLOCK
         && shortest != longest
