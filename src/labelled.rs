@@ -11,7 +11,7 @@ use crate::hint::{prefetch, PREFETCH};
 use crate::parallel::{map_ranges, map_ranges_mut};
 use crate::policy::{group_affine, AdvError, Denom, Fault, NonFinite, Params};
 use crate::real::Real;
-use crate::stats::{moments_finite, Moments, SMALL_M2};
+use crate::stats::{moments_finite, squares_safe, Moments};
 use std::ops::Range;
 
 /// A per-group table of `len` entries set to `fill`. Tables are read and written at random,
@@ -197,9 +197,7 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
 /// The guard of `stats` for f64 groups whose squared deviations may have under- or
 /// overflowed: their moments recomputed from their gathered rewards (one pass for all).
 fn guard<T: Real>(x: &[T], l: &Labelled, omit: bool, moments: &mut [Moments]) {
-    let risky = |m: &Moments| {
-        m.count > 0.0 && m.mean.is_finite() && !(m.m2.is_finite() && m.m2 >= SMALL_M2)
-    };
+    let risky = |m: &Moments| m.count > 0.0 && !squares_safe::<T>(m.mean, m.m2);
     let groups: Vec<usize> = (0..moments.len()).filter(|&g| risky(&moments[g])).collect();
     if groups.is_empty() {
         return;

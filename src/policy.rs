@@ -16,7 +16,7 @@
 //! Denominators are carried in the moments' power-of-two units (`Denom`), so a spread or
 //! magnitude whose squares leave the f64 range never turns into a silent 0, inf or NaN.
 
-use crate::stats::Moments;
+use crate::stats::{std_of, Moments};
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,7 +262,7 @@ impl Denom {
     /// `std + eps` from moments in the scaled form; Err when the std overflows f64.
     #[inline(always)]
     fn of(m2: f64, scale: f64, count: f64, p: &Params) -> Result<Denom, ()> {
-        let s = (m2 / (count - p.ddof as f64)).sqrt();
+        let s = std_of(m2, count, p.ddof as f64);
         if !s.is_finite() {
             return Err(());
         }
@@ -277,6 +277,24 @@ impl Denom {
             pre,
             d: s + p.eps * pre,
         })
+    }
+}
+
+/// The leave-one-out factor of a group of `n` rewards: r - mean of the others is
+/// n / (n - 1) * (r - mean). (Shared with the vector loops of `kernel`.)
+#[inline(always)]
+pub fn loo_factor(n: f64) -> f64 {
+    n / (n - 1.0)
+}
+
+/// The factor of the affine map: `factor / d`, and 0 for a scope without spread (d = 0):
+/// no signal, never 0/0. (Shared with the vector loops of `kernel`.)
+#[inline(always)]
+pub fn ratio(factor: f64, d: f64) -> f64 {
+    if d == 0.0 {
+        0.0
+    } else {
+        factor / d
     }
 }
 
@@ -402,7 +420,7 @@ pub fn group_affine(
     } else {
         let (mu, factor) = match p.center {
             Center::Mean => (mean, 1.0),
-            Center::LeaveOneOut => (mean, count / (count - 1.0)),
+            Center::LeaveOneOut => (mean, loo_factor(count)),
             Center::None => (0.0, 1.0),
         };
         let denom = match p.scale {
@@ -416,11 +434,10 @@ pub fn group_affine(
     };
     // Finite rewards (the mean is finite) whose deviations overflow f64.
     let Denom { pre, d } = denom.map_err(|_| Fault::Overflow)?;
-    // A scope without spread carries no signal: 0, never 0/0.
+    let k = ratio(factor, d);
     if d == 0.0 {
         return Ok(Affine { mu, ..Affine::ZERO });
     }
-    let k = factor / d;
     if k.is_infinite() && d.is_finite() {
         // 1/d overflows (a subnormal denominator): lift the residuals first.
         const LIFT: f64 = 1.152_921_504_606_847e18; // 2^60: exact scaling

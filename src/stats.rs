@@ -178,8 +178,22 @@ impl Moments {
         if self.count.is_nan() || self.count <= ddof {
             return f64::NAN;
         }
-        (self.m2 / (self.count - ddof)).sqrt()
+        std_of(self.m2, self.count, ddof)
     }
+}
+
+/// The standard deviation of `count` values (count > ddof) whose squared deviations sum to
+/// `m2`: the one formula, also used by the vector loops of the write pass.
+#[inline(always)]
+pub fn std_of(m2: f64, count: f64, ddof: f64) -> f64 {
+    (m2 / (count - ddof)).sqrt()
+}
+
+/// Is an unscaled `m2` (of values of type `T`, around a finite or non-finite `mean`) safe
+/// from under- and overflow of its squares? Where not, the moments are rescaled.
+#[inline(always)]
+pub fn squares_safe<T: Real>(mean: f64, m2: f64) -> bool {
+    T::SQUARES_FIT_F64 || !mean.is_finite() || (m2.is_finite() && m2 >= SMALL_M2)
 }
 
 /// The record of values whose unscaled `m2` (around `mean`, shifted by their first value
@@ -194,7 +208,7 @@ fn guarded<T: Real, I: Iterator<Item = (f64, f64)>>(
     m2: f64,
     vals: impl Fn() -> I,
 ) -> Moments {
-    if T::SQUARES_FIT_F64 || !mean.is_finite() || (m2.is_finite() && m2 >= SMALL_M2) {
+    if squares_safe::<T>(mean, m2) {
         return Moments {
             count,
             mean,

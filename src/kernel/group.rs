@@ -4,17 +4,13 @@
 use super::write::write_affine;
 use crate::policy::{group_affine, Denom, Fault, NonFinite, Params, Scale};
 use crate::real::Real;
-use crate::stats::{moments, moments_finite, SMALL_M2};
+use crate::stats::{moments, moments_finite, squares_safe};
 
 /// Does a group need the general path? Only for a guarded f64 std (the policies for
 /// singletons and non-finite means are applied by `group_affine`).
 #[inline(always)]
 pub(super) fn guarded<T: Real>(n: usize, mean: f64, m2: f64, p: &Params) -> bool {
-    !T::SQUARES_FIT_F64
-        && p.scale == Scale::Group
-        && n > p.ddof as usize
-        && mean.is_finite()
-        && !(m2.is_finite() && m2 >= SMALL_M2)
+    p.scale == Scale::Group && n > p.ddof as usize && !squares_safe::<T>(mean, m2)
 }
 
 /// Advantages of one group (n >= 1 rewards in x) from its mean and M2.

@@ -2,9 +2,9 @@
 //! the affine write with its overflow probe, and the block of affine factors.
 
 use super::BLOCK;
-use crate::policy::{Center, Denom, Params, Scale};
+use crate::policy::{loo_factor, ratio, Center, Denom, Params, Scale};
 use crate::real::Real;
-use crate::stats::lanes_sum;
+use crate::stats::{lanes_sum, std_of};
 
 /// Can no advantage of a group of `n` rewards overflow T, when scaled by its own std?
 /// Every |r - mean| is at most sqrt(M2), and k = factor / (sqrt(M2 / (n - ddof)) + eps) with
@@ -74,7 +74,7 @@ pub(super) fn block_affine(
             let (ddof, eps) = (p.ddof as f64, p.eps);
             let mut d = [0.0f64; BLOCK];
             for j in 0..BLOCK {
-                d[j] = (m2[j] / (n[j] - ddof)).sqrt() + eps;
+                d[j] = std_of(m2[j], n[j], ddof) + eps;
             }
             d
         }
@@ -84,16 +84,12 @@ pub(super) fn block_affine(
     let mut factor = [1.0f64; BLOCK];
     if p.center == Center::LeaveOneOut {
         for j in 0..BLOCK {
-            factor[j] = n[j] / (n[j] - 1.0);
+            factor[j] = loo_factor(n[j]);
         }
     }
     let mut k = [0.0f64; BLOCK];
     for j in 0..BLOCK {
-        k[j] = if denom[j] == 0.0 {
-            0.0
-        } else {
-            factor[j] / denom[j]
-        };
+        k[j] = ratio(factor[j], denom[j]);
     }
     k
 }
