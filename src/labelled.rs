@@ -356,7 +356,7 @@ pub(crate) fn advantages<T: Real>(
             .iter()
             .map(|&i| x[i].to_f64())
             .filter(|v| !omit || v.is_finite());
-        let a = a.recentred(p, valid);
+        let a = a.recentred(valid);
         for i in idx {
             let v = x[i].to_f64();
             out[i] = T::from_f64(if omit && !v.is_finite() {

@@ -1,6 +1,8 @@
 //! groupadv: group-relative advantages for LLM RL rollouts.
 //!
-//! The core (`groups`, `stats`, `advantage`, `parallel`) is plain Rust with no Python in it;
+//! The core is plain Rust with no Python in it, in stages that depend only downwards: layout
+//! (`groups`) -> moments (`stats`) -> rules (`policy`) -> apply (`kernel`, `simd`, `labelled`)
+//! -> orchestration (`advantage`); `token` and `parallel` (the pools) on the side;
 //! this file alone binds it to Python as `groupadv._native` (feature `python`, which maturin
 //! turns on). The bindings only convert arguments, release the GIL and map errors.
 

@@ -331,6 +331,8 @@ pub struct Affine {
     pub pre: f64,
     pub off: f64,
     pub k: f64,
+    /// Is `mu` the group's mean (a centred map, which `recentred` may centre exactly)?
+    pub centred: bool,
 }
 
 impl Affine {
@@ -339,6 +341,7 @@ impl Affine {
         pre: 1.0,
         off: 0.0,
         k: 0.0,
+        centred: false,
     };
 
     #[inline(always)]
@@ -356,8 +359,8 @@ impl Affine {
     /// `x0` and their mean in units of `1 / pre`), for a scaled map (`pre != 1`) of a centred
     /// group: the mean of a group with a subnormal spread is not always an f64, its scaled
     /// offset is.
-    pub fn recentred(self, p: &Params, mut vals: impl Iterator<Item = f64> + Clone) -> Affine {
-        if self.pre == 1.0 || !self.k.is_finite() || self.k == 0.0 || p.center == Center::None {
+    pub fn recentred(self, mut vals: impl Iterator<Item = f64> + Clone) -> Affine {
+        if self.pre == 1.0 || !self.k.is_finite() || self.k == 0.0 || !self.centred {
             return self;
         }
         let Some(x0) = vals.clone().next() else {
@@ -400,6 +403,8 @@ pub fn group_affine(
         Scale::Batch | Scale::BatchResidual => batch,
         _ => Denom::ONE,
     };
+    // Groups of one reward are never centred on their mean.
+    let mut centred = false;
     let (mu, factor, denom) = if count == 0.0 {
         return Ok(Affine::ZERO);
     } else if count == 1.0 {
@@ -423,6 +428,7 @@ pub fn group_affine(
             Center::LeaveOneOut => (mean, loo_factor(count)),
             Center::None => (0.0, 1.0),
         };
+        centred = p.center != Center::None;
         let denom = match p.scale {
             Scale::Group => {
                 let (m2, scale) = spread();
@@ -446,6 +452,7 @@ pub fn group_affine(
             pre: pre * LIFT,
             off: 0.0,
             k: factor / (d * LIFT),
+            centred,
         });
     }
     Ok(Affine {
@@ -453,5 +460,6 @@ pub fn group_affine(
         pre,
         off: 0.0,
         k,
+        centred,
     })
 }

@@ -592,3 +592,22 @@ fn given_moments_match_computed_moments() {
     let mut out = vec![0.0; 60];
     assert!(advantages_with(&x, &mut out, &g, &Params::default(), Some(&whole[..3])).is_err());
 }
+
+/// A scaled batch std (rewards near 1e154: squares beyond f64) with singleton="raw": the
+/// reward itself over the batch std, not re-centred on its own value (found by the Python
+/// property test against numpy).
+#[test]
+fn raw_singletons_over_a_scaled_batch_std() {
+    let mut x = [0.0f64; 9];
+    x[8] = 1.4221127862163767e154;
+    let p = Params {
+        scale: Scale::Batch,
+        singleton: Singleton::Raw,
+        ..Params::default()
+    };
+    for got in run_all(&x, 1, &p) {
+        let got = got.unwrap();
+        assert_eq!(&got[..8], &[0.0; 8]);
+        assert!((got[8] - 9.0 / 8f64.sqrt()).abs() < 1e-12, "{got:?}");
+    }
+}

@@ -58,7 +58,7 @@ pub(crate) fn group_advantages<T: Real>(
         .map(|v| v.to_f64())
         .filter(|v| !omit || v.is_finite());
     let a = group_affine(m.count, m.mean, || (m.m2, m.scale), has_nonfinite, p, batch)?
-        .recentred(p, valid);
+        .recentred(valid);
     let mut overflow = false;
     for (o, &v) in out.iter_mut().zip(x) {
         let v = v.to_f64();
