@@ -4,16 +4,18 @@
 //! * `Ragged`: consecutive groups given by offsets (`offsets[0] == 0`, non-decreasing,
 //!   `offsets[k] == n`); empty groups are allowed.
 //! * `Labelled`: groups given by labels in any order, kept as one group code per reward
-//!   (see `labelled`). Built only by [`Grouping::from_codes`].
+//!   (passes over them: `labelled`). Built only by [`Grouping::from_codes`].
 //!
 //! Labelled groups are numbered in order of first appearance. When every label's rewards are
 //! already contiguous (verl's `np.repeat(uids, n)` layout), the result is `Ragged`.
 
 use crate::hint::{prefetch, PREFETCH};
-use crate::labelled::Labelled;
-use crate::parallel::{default_threads, map_ranges, SERIAL_BELOW};
+use crate::parallel::{
+    default_threads, map_pieces, map_ranges, resolve_threads, BATCHES_PER_THREAD, SERIAL_BELOW,
+};
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::Range;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LayoutError {
@@ -61,6 +63,44 @@ impl fmt::Display for LayoutError {
 }
 
 impl std::error::Error for LayoutError {}
+
+/// Group code of every reward (groups numbered by first appearance), group sizes, and the
+/// index of each group's first reward.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labelled {
+    codes: Vec<u32>,
+    sizes: Vec<u64>,
+    first: Vec<usize>,
+}
+
+impl Labelled {
+    /// `codes` must be dense first-appearance codes (checked by `Grouping::from_codes`).
+    pub(crate) fn new(codes: Vec<u32>, sizes: Vec<u64>, first: Vec<usize>) -> Labelled {
+        Labelled {
+            codes,
+            sizes,
+            first,
+        }
+    }
+    pub fn codes(&self) -> &[u32] {
+        &self.codes
+    }
+    pub fn sizes(&self) -> &[u64] {
+        &self.sizes
+    }
+    pub fn first(&self) -> &[usize] {
+        &self.first
+    }
+    pub fn len(&self) -> usize {
+        self.codes.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.codes.is_empty()
+    }
+    pub fn n_groups(&self) -> usize {
+        self.sizes.len()
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Grouping {
@@ -419,6 +459,84 @@ where
     Ok((codes, first))
 }
 
+// ---- work split: batches of whole groups for the parallel passes ----
+
+/// Cut groups `0..k` into batches of about `n / batches` elements each, on group boundaries.
+pub fn split_groups(grouping: &Grouping, batches: usize) -> Vec<Range<usize>> {
+    let k = grouping.n_groups();
+    let n = grouping.len();
+    let batches = batches.clamp(1, k.max(1));
+    let mut out = Vec::with_capacity(batches);
+    let mut g0 = 0;
+    for b in 1..=batches {
+        let g1 = if b == batches {
+            k
+        } else {
+            let target = n * b / batches;
+            first_group_ending_after(grouping, target).max(g0)
+        };
+        if g1 > g0 {
+            out.push(g0..g1);
+        }
+        g0 = g1;
+    }
+    out
+}
+
+/// Smallest g such that the first g groups hold at least `target` elements.
+fn first_group_ending_after(grouping: &Grouping, target: usize) -> usize {
+    match grouping {
+        Grouping::Uniform { size, .. } => target.div_ceil(*size),
+        _ => {
+            let Grouping::Ragged { offsets } = grouping else {
+                unreachable!("batches of groups are for contiguous layouts")
+            };
+            offsets.partition_point(|&o| o < target)
+        }
+    }
+}
+
+/// Run `f` over the batches of `grouping`, in parallel when it is large enough, and return
+/// the results in batch order. `threads == 0` means the default.
+pub fn map_batches<R, F>(grouping: &Grouping, threads: usize, f: F) -> Vec<R>
+where
+    R: Send,
+    F: Fn(Range<usize>) -> R + Sync + Send,
+{
+    let threads = resolve_threads(threads);
+    let ranges = batches(grouping, threads);
+    if ranges.len() <= 1 {
+        return vec![f(0..grouping.n_groups())];
+    }
+    use rayon::prelude::*;
+    crate::parallel::pool(threads).install(|| ranges.into_par_iter().map(&f).collect())
+}
+
+/// The batches of a call on `threads` workers: one in all when small or serial.
+fn batches(grouping: &Grouping, threads: usize) -> Vec<Range<usize>> {
+    if threads <= 1 || grouping.len() < SERIAL_BELOW {
+        return std::iter::once(0..grouping.n_groups()).collect();
+    }
+    split_groups(grouping, threads * BATCHES_PER_THREAD)
+}
+
+/// `map_batches` with each batch's own piece of `out` (indexed like the rewards: the piece
+/// of groups `r` is `out[bounds(r.start).0..bounds(r.end - 1).1]`). Contiguous layouts only.
+pub fn map_batches_mut<T, R, F>(grouping: &Grouping, threads: usize, out: &mut [T], f: F) -> Vec<R>
+where
+    T: Send,
+    R: Send,
+    F: Fn(Range<usize>, &mut [T]) -> R + Sync + Send,
+{
+    let threads = resolve_threads(threads);
+    let start = |g: usize| match grouping {
+        Grouping::Uniform { size, .. } => g * size,
+        Grouping::Ragged { offsets } => offsets[g],
+        Grouping::Labelled(_) => unreachable!("batches of groups are for contiguous layouts"),
+    };
+    map_pieces(threads, batches(grouping, threads), out, start, f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -553,5 +671,35 @@ mod tests {
         assert_eq!(first, vec![0, 2]);
         assert_eq!(g.n_groups(), 2);
         assert_eq!(g.offsets(), vec![0, 3, 4]);
+    }
+
+    fn covers(r: &[Range<usize>], k: usize) -> bool {
+        r.first().map(|x| x.start) == Some(0)
+            && r.last().map(|x| x.end) == Some(k)
+            && r.windows(2)
+                .all(|w| w[0].end == w[1].start && w[0].start < w[0].end)
+    }
+
+    #[test]
+    fn splits_cover_all_groups_on_boundaries() {
+        let u = Grouping::uniform(1600, 16).unwrap();
+        let r = split_groups(&u, 8);
+        assert_eq!(r.len(), 8);
+        assert!(covers(&r, 100));
+
+        let offs: Vec<i64> = [0, 0, 1, 1, 500, 501, 502, 1000, 1000].to_vec();
+        let g = Grouping::ragged(1000, &offs).unwrap();
+        for b in 1..12 {
+            let r = split_groups(&g, b);
+            assert!(covers(&r, 8), "{b}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn map_batches_runs_every_group_once() {
+        let g = Grouping::uniform(1 << 17, 4).unwrap();
+        let counts = map_batches(&g, 2, |r| r.len());
+        assert_eq!(counts.iter().sum::<usize>(), g.n_groups());
+        assert!(counts.len() > 1);
     }
 }

@@ -6,50 +6,13 @@
 //! rewards is ever built and the passes run at close to streaming speed when the table fits
 //! in cache.
 
-use crate::advantage::{group_affine, AdvError, Fault, NonFinite, Params};
+pub use crate::groups::Labelled;
 use crate::hint::{prefetch, PREFETCH};
-use crate::parallel::map_ranges;
+use crate::parallel::{map_ranges, map_ranges_mut};
+use crate::policy::{group_affine, AdvError, Denom, Fault, NonFinite, Params};
 use crate::real::Real;
-use crate::stats::{group_std, Moments};
+use crate::stats::{moments_finite, squares_safe, Moments};
 use std::ops::Range;
-
-/// Group code of every reward (groups numbered by first appearance), group sizes, and the
-/// index of each group's first reward.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Labelled {
-    codes: Vec<u32>,
-    sizes: Vec<u64>,
-    first: Vec<usize>,
-}
-
-impl Labelled {
-    /// `codes` must be dense first-appearance codes (checked by `Grouping::from_codes`).
-    pub(crate) fn new(codes: Vec<u32>, sizes: Vec<u64>, first: Vec<usize>) -> Labelled {
-        Labelled {
-            codes,
-            sizes,
-            first,
-        }
-    }
-    pub fn codes(&self) -> &[u32] {
-        &self.codes
-    }
-    pub fn sizes(&self) -> &[u64] {
-        &self.sizes
-    }
-    pub fn first(&self) -> &[usize] {
-        &self.first
-    }
-    pub fn len(&self) -> usize {
-        self.codes.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.codes.is_empty()
-    }
-    pub fn n_groups(&self) -> usize {
-        self.sizes.len()
-    }
-}
 
 /// A per-group table of `len` entries set to `fill`. Tables are read and written at random,
 /// one access per reward: on Linux they are backed by huge pages where the kernel allows it,
@@ -145,9 +108,9 @@ fn visit<T: Real, E>(
 /// groups get their value exactly and M2 = 0.
 pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments> {
     let omit = p.nonfinite == NonFinite::Omit;
-    let codes = &l.codes;
+    let codes = l.codes();
     let k = l.n_groups();
-    let mut shift: Vec<f64> = l.first.iter().map(|&i| x[i].to_f64()).collect();
+    let mut shift: Vec<f64> = l.first().iter().map(|&i| x[i].to_f64()).collect();
     if omit && shift.iter().any(|s| !s.is_finite()) {
         // Rare: a group starts with a non-finite reward; shift by its first finite one.
         let mut found: Vec<bool> = shift.iter().map(|s| s.is_finite()).collect();
@@ -198,7 +161,7 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
             t
         });
         let sums = sum_parts(parts);
-        for ((m, s), &n) in mean.iter_mut().zip(&sums).zip(&l.sizes) {
+        for ((m, s), &n) in mean.iter_mut().zip(&sums).zip(l.sizes()) {
             *m = if n > 0 { s[1] + s[0] / n as f64 } else { 0.0 };
         }
         recycle(sums);
@@ -216,47 +179,86 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
         t
     });
     let m2 = sum_parts(parts);
-    let moments = (0..k)
+    let mut moments: Vec<Moments> = (0..k)
         .map(|g| Moments {
-            count: counts.as_ref().map_or(l.sizes[g], |c| c[g]),
+            count: counts.as_ref().map_or(l.sizes()[g], |c| c[g]) as f64,
             mean: mean[g],
             m2: m2[g][0],
+            scale: 1.0,
         })
         .collect();
     recycle(m2);
+    if !T::SQUARES_FIT_F64 {
+        guard(x, l, omit, &mut moments);
+    }
     moments
+}
+
+/// The guard of `stats` for f64 groups whose squared deviations may have under- or
+/// overflowed: their moments recomputed from their gathered rewards (one pass for all).
+fn guard<T: Real>(x: &[T], l: &Labelled, omit: bool, moments: &mut [Moments]) {
+    let risky = |m: &Moments| m.count > 0.0 && !squares_safe::<T>(m.mean, m.m2);
+    let groups: Vec<usize> = (0..moments.len()).filter(|&g| risky(&moments[g])).collect();
+    if groups.is_empty() {
+        return;
+    }
+    let mut slot = vec![u32::MAX; moments.len()];
+    for (j, &g) in groups.iter().enumerate() {
+        slot[g] = j as u32;
+    }
+    let mut vals: Vec<Vec<T>> = vec![Vec::new(); groups.len()];
+    for (&c, &v) in l.codes().iter().zip(x) {
+        if let Some(vs) = vals.get_mut(slot[c as usize] as usize) {
+            vs.push(v);
+        }
+    }
+    for (&g, vs) in groups.iter().zip(&vals) {
+        moments[g] = if omit {
+            moments_finite(vs)
+        } else {
+            crate::stats::moments(vs)
+        };
+    }
+}
+
+/// Moments of every group with frequency weights `w` (see `stats::moments_weighted`): the
+/// rewards and weights of each group gathered in one pass (no fast path needed here).
+pub(crate) fn moments_weighted<T: Real>(
+    x: &[T],
+    w: &[f64],
+    l: &Labelled,
+    omit: bool,
+) -> Vec<Moments> {
+    let mut vals: Vec<(Vec<T>, Vec<f64>)> = l
+        .sizes()
+        .iter()
+        .map(|&s| {
+            (
+                Vec::with_capacity(s as usize),
+                Vec::with_capacity(s as usize),
+            )
+        })
+        .collect();
+    for ((&c, &v), &wi) in l.codes().iter().zip(x).zip(w) {
+        let (vs, ws) = &mut vals[c as usize];
+        vs.push(v);
+        ws.push(wi);
+    }
+    vals.iter()
+        .map(|(vs, ws)| crate::stats::moments_weighted(vs, ws, omit))
+        .collect()
 }
 
 /// The valid rewards of group `g` (rare paths only: error reports, guarded stds).
 fn members<T: Real>(x: &[T], l: &Labelled, g: usize) -> Vec<usize> {
-    (0..x.len()).filter(|&i| l.codes[i] as usize == g).collect()
+    (0..x.len())
+        .filter(|&i| l.codes()[i] as usize == g)
+        .collect()
 }
 
 /// True when group `g` holds only finite rewards (so a non-finite mean is an overflow).
 pub(crate) fn overflowed<T: Real>(x: &[T], l: &Labelled, g: usize) -> bool {
     members(x, l, g).iter().all(|&i| x[i].to_f64().is_finite())
-}
-
-/// The standard deviation of each group, with the f64 over/underflow guard of `group_std`.
-pub(crate) fn stds<T: Real>(x: &[T], l: &Labelled, m: &[Moments], p: &Params) -> Vec<f64> {
-    m.iter()
-        .enumerate()
-        .map(|(g, mg)| std_of(x, l, g, mg, p))
-        .collect()
-}
-
-/// The standard deviation of group `g` (moments `mg`), guarded as in `stds`.
-fn std_of<T: Real>(x: &[T], l: &Labelled, g: usize, mg: &Moments, p: &Params) -> f64 {
-    let guarded = !T::SQUARES_FIT_F64
-        && mg.mean.is_finite()
-        && mg.count > p.ddof as u64
-        && !(mg.m2.is_finite() && mg.m2 >= 1e-280);
-    if guarded {
-        let vals: Vec<T> = members(x, l, g).into_iter().map(|i| x[i]).collect();
-        group_std(&vals, mg, p.ddof, p.nonfinite == NonFinite::Omit)
-    } else {
-        mg.std(p.ddof)
-    }
 }
 
 /// The error for a fault of group `g`, naming the offending reward.
@@ -284,61 +286,60 @@ pub(crate) fn fault_error<T: Real>(x: &[T], l: &Labelled, g: usize, fault: Fault
     }
 }
 
-/// Advantages of interleaved labelled groups.
+/// Advantages of interleaved labelled groups, from their moments.
 pub(crate) fn advantages<T: Real>(
     x: &[T],
     out: &mut [T],
     l: &Labelled,
     p: &Params,
     moments: &[Moments],
-    batch_denom: f64,
+    batch: Denom,
 ) -> Result<(), AdvError> {
-    // (mu, k) per group: the advantage of a valid reward r is (r - mu) * k.
+    // (mu, k) per group: the advantage of a valid reward r is (r - mu) * k. Groups with a
+    // scaled map get k = 0 here and are rewritten after.
     let mut affine = pair_table(moments.len(), |_| [0.0; 2]);
-    let mut lifted = Vec::new();
+    let mut scaled = Vec::new();
     for (g, (m, e)) in moments.iter().zip(affine.iter_mut()).enumerate() {
         let has_nonfinite = || !overflowed(x, l, g);
-        let a = group_affine(
-            m.count,
-            m.mean,
-            || std_of(x, l, g, m, p),
-            has_nonfinite,
-            p,
-            batch_denom,
-        )
-        .map_err(|f| fault_error(x, l, g, f))?;
-        if a.pre != 1.0 {
-            lifted.push((g, a));
+        let a = group_affine(m.count, m.mean, || (m.m2, m.scale), has_nonfinite, p, batch)
+            .map_err(|f| fault_error(x, l, g, f))?;
+        if a.plain() {
+            *e = [a.mu, a.k];
+        } else {
+            scaled.push((g, a));
+            *e = [a.mu, 0.0];
         }
-        *e = [a.mu, a.k];
     }
     let omit = p.nonfinite == NonFinite::Omit;
-    let codes = &l.codes;
-    let shared = crate::advantage::SharedOut(out.as_mut_ptr());
-    let overflowed = map_ranges(x.len(), p.threads, |r| {
-        // SAFETY: the element ranges of the threads are disjoint.
-        let o = unsafe { std::slice::from_raw_parts_mut(shared.ptr().add(r.start), r.len()) };
-        let start = r.start;
-        let mut first_bad: Option<usize> = None;
-        let ahead = &codes[(r.start + PREFETCH).min(r.end)..r.end];
-        for (i, ((o, &v), &c)) in o.iter_mut().zip(&x[r.clone()]).zip(&codes[r]).enumerate() {
-            if let Some(&c_next) = ahead.get(i) {
-                prefetch(&affine[c_next as usize]);
+    let codes = l.codes();
+    let overflowed = map_ranges_mut(
+        x.len(),
+        p.threads,
+        out,
+        |i| i,
+        |r, o| {
+            let start = r.start;
+            let mut first_bad: Option<usize> = None;
+            let ahead = &codes[(r.start + PREFETCH).min(r.end)..r.end];
+            for (i, ((o, &v), &c)) in o.iter_mut().zip(&x[r.clone()]).zip(&codes[r]).enumerate() {
+                if let Some(&c_next) = ahead.get(i) {
+                    prefetch(&affine[c_next as usize]);
+                }
+                let [mu, k] = affine[c as usize];
+                let v = v.to_f64();
+                *o = T::from_f64(if omit && !v.is_finite() {
+                    0.0
+                } else {
+                    (v - mu) * k
+                });
+                // Non-finite output from a non-poisoned group: an overflow (checked after).
+                if !o.to_f64().is_finite() && !k.is_nan() && first_bad.is_none() {
+                    first_bad = Some(start + i);
+                }
             }
-            let [mu, k] = affine[c as usize];
-            let v = v.to_f64();
-            *o = T::from_f64(if omit && !v.is_finite() {
-                0.0
-            } else {
-                (v - mu) * k
-            });
-            // Non-finite output from a non-poisoned group: an overflow (checked after).
-            if !o.to_f64().is_finite() && !k.is_nan() && first_bad.is_none() {
-                first_bad = Some(start + i);
-            }
-        }
-        first_bad
-    });
+            first_bad
+        },
+    );
     recycle(affine);
     if let Some(g) = overflowed
         .into_iter()
@@ -348,16 +349,22 @@ pub(crate) fn advantages<T: Real>(
     {
         return Err(AdvError::Overflow { group: g });
     }
-    // Rare: groups whose 1/std overflows (subnormal spread) are rewritten with their lift.
-    for (g, a) in lifted {
-        for i in members(x, l, g) {
+    // Rare: groups whose spread or denominator leaves the f64 range, with their scaled map.
+    for (g, a) in scaled {
+        let idx = members(x, l, g);
+        let valid = idx
+            .iter()
+            .map(|&i| x[i].to_f64())
+            .filter(|v| !omit || v.is_finite());
+        let a = a.recentred(valid);
+        for i in idx {
             let v = x[i].to_f64();
             out[i] = T::from_f64(if omit && !v.is_finite() {
                 0.0
             } else {
                 a.apply(v)
             });
-            if !out[i].to_f64().is_finite() {
+            if !out[i].to_f64().is_finite() && !a.k.is_nan() {
                 return Err(AdvError::Overflow { group: g });
             }
         }

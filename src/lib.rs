@@ -1,6 +1,8 @@
 //! groupadv: group-relative advantages for LLM RL rollouts.
 //!
-//! The core (`groups`, `stats`, `advantage`, `parallel`) is plain Rust with no Python in it;
+//! The core is plain Rust with no Python in it, in stages that depend only downwards: layout
+//! (`groups`) -> moments (`stats`) -> rules (`policy`) -> apply (`kernel`, `simd`, `labelled`)
+//! -> orchestration (`advantage`); `token` and `parallel` (the pools) on the side;
 //! this file alone binds it to Python as `groupadv._native` (feature `python`, which maturin
 //! turns on). The bindings only convert arguments, release the GIL and map errors.
 
@@ -10,11 +12,16 @@ mod hint;
 mod kernel;
 pub mod labelled;
 pub mod parallel;
+pub mod policy;
 pub mod real;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 pub mod stats;
 pub mod token;
+
+/// The bit-identity check of the compiled copies of the write pass (for tests).
+#[doc(hidden)]
+pub use kernel::{self_check as kernel_self_check, Isa};
 
 #[cfg(feature = "python")]
 mod python {
@@ -22,6 +29,7 @@ mod python {
     use crate::groups::{self, Grouping, LayoutError};
     use crate::parallel;
     use crate::real::Real;
+    use crate::stats::Moments;
     use crate::token;
     use numpy::{Element, PyArray1, PyArrayMethods, PyUntypedArrayMethods};
     use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -392,6 +400,7 @@ mod python {
                 _ => return Err(bad("nan", nan, "'raise', 'propagate', 'omit'")),
             },
             threads: threads_arg(num_threads)?,
+            batch_std: None,
         })
     }
 
@@ -401,6 +410,7 @@ mod python {
         out: &Bound<'_, PyAny>,
         grouping: &Grouping,
         p: &Params,
+        moments: Option<&[Moments]>,
     ) -> PyResult<()> {
         let out = out.cast::<PyArray1<T>>().map_err(|_| {
             PyTypeError::new_err("out must be a 1-D array of the same dtype as rewards")
@@ -409,13 +419,13 @@ mod python {
         let mut o = write(out, "out")?;
         let xs = x.as_slice()?;
         let os = o.as_slice_mut()?;
-        py.detach(|| advantage::advantages(xs, os, grouping, p))?;
+        py.detach(|| advantage::advantages_with(xs, os, grouping, p, moments))?;
         Ok(())
     }
 
     /// Advantages of `rewards` (contiguous 1-D float32/float64) into `out` (same dtype/length).
     #[pyfunction]
-    #[pyo3(signature = (rewards, out, grouping, center, scale, ddof, eps, singleton, nan, num_threads))]
+    #[pyo3(signature = (rewards, out, grouping, center, scale, ddof, eps, singleton, nan, num_threads, batch_std=None, moments=None))]
     #[allow(clippy::too_many_arguments)]
     fn advantages(
         py: Python<'_>,
@@ -429,13 +439,18 @@ mod python {
         singleton: &str,
         nan: &str,
         num_threads: usize,
+        batch_std: Option<f64>,
+        moments: Option<MomentsIn<'_>>,
     ) -> PyResult<()> {
-        let p = parse_params(center, scale, ddof, eps, singleton, nan, num_threads)?;
+        let mut p = parse_params(center, scale, ddof, eps, singleton, nan, num_threads)?;
+        p.batch_std = batch_std;
+        let ms = moments.map(records).transpose()?;
+        let ms = ms.as_deref();
         guard(|| {
             if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
-                advantages_typed(py, r, out, &grouping.inner, &p)
+                advantages_typed(py, r, out, &grouping.inner, &p, ms)
             } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
-                advantages_typed(py, r, out, &grouping.inner, &p)
+                advantages_typed(py, r, out, &grouping.inner, &p, ms)
             } else {
                 Err(PyTypeError::new_err(
                     "rewards must be a 1-D float32 or float64 array",
@@ -520,12 +535,124 @@ mod python {
             })
         })?;
         Ok((
-            b.rewards.count,
+            b.rewards.count as u64,
             b.rewards.mean,
-            b.rewards.m2,
-            b.residual_count,
-            b.residual_m2,
+            b.rewards.m2_unscaled(),
+            b.residual.count as u64,
+            b.residual.m2_unscaled(),
         ))
+    }
+
+    // ---- the moments stage (stats.rs): (count, mean, m2, scale) float64 arrays ----
+
+    // Bound arrays, borrowed with `read` (a borrow conflict raises, never panics).
+    type MomentsIn<'py> = (
+        Bound<'py, PyArray1<f64>>,
+        Bound<'py, PyArray1<f64>>,
+        Bound<'py, PyArray1<f64>>,
+        Bound<'py, PyArray1<f64>>,
+    );
+    type MomentsOut<'py> = (
+        Bound<'py, PyArray1<f64>>,
+        Bound<'py, PyArray1<f64>>,
+        Bound<'py, PyArray1<f64>>,
+        Bound<'py, PyArray1<f64>>,
+    );
+
+    fn records(m: MomentsIn<'_>) -> PyResult<Vec<Moments>> {
+        let (c, mu, m2, s) = (
+            read(&m.0, "moments")?,
+            read(&m.1, "moments")?,
+            read(&m.2, "moments")?,
+            read(&m.3, "moments")?,
+        );
+        let (c, mu, m2, s) = (c.as_slice()?, mu.as_slice()?, m2.as_slice()?, s.as_slice()?);
+        if mu.len() != c.len() || m2.len() != c.len() || s.len() != c.len() {
+            return Err(value_error(
+                "moments: count, mean, m2 and scale differ in length",
+            ));
+        }
+        Ok((0..c.len())
+            .map(|g| Moments {
+                count: c[g],
+                mean: mu[g],
+                m2: m2[g],
+                scale: s[g],
+            })
+            .collect())
+    }
+
+    fn arrays<'py>(py: Python<'py>, ms: &[Moments]) -> MomentsOut<'py> {
+        let col = |f: fn(&Moments) -> f64| PyArray1::from_iter(py, ms.iter().map(f));
+        (
+            col(|m| m.count),
+            col(|m| m.mean),
+            col(|m| m.m2),
+            col(|m| m.scale),
+        )
+    }
+
+    /// Per-group moments (count, mean, m2, scale); `weights`: float64 frequency weights.
+    #[pyfunction]
+    #[pyo3(signature = (rewards, grouping, nan, weights, num_threads))]
+    fn group_moments<'py>(
+        py: Python<'py>,
+        rewards: &Bound<'py, PyAny>,
+        grouping: &PyGrouping,
+        nan: &str,
+        weights: Option<Bound<'py, PyArray1<f64>>>,
+        num_threads: usize,
+    ) -> PyResult<MomentsOut<'py>> {
+        let p = parse_params("mean", "group", 0, 0.0, "zero", nan, num_threads)?;
+        let wr = weights.as_ref().map(|w| read(w, "weights")).transpose()?;
+        let w = wr.as_ref().map(|w| w.as_slice()).transpose()?;
+        let g = &grouping.inner;
+        let ms = guard(|| {
+            if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
+                let x = read(r, "rewards")?;
+                let xs = x.as_slice()?;
+                Ok(py.detach(|| advantage::group_moments(xs, g, &p, w))?)
+            } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
+                let x = read(r, "rewards")?;
+                let xs = x.as_slice()?;
+                Ok(py.detach(|| advantage::group_moments(xs, g, &p, w))?)
+            } else {
+                Err(PyTypeError::new_err(
+                    "rewards must be a 1-D float32 or float64 array",
+                ))
+            }
+        })?;
+        Ok(arrays(py, &ms))
+    }
+
+    /// Elementwise Chan merge of two moment records of equal length.
+    #[pyfunction]
+    fn merge_moments<'py>(
+        py: Python<'py>,
+        a: MomentsIn<'py>,
+        b: MomentsIn<'py>,
+    ) -> PyResult<MomentsOut<'py>> {
+        let (a, b) = (records(a)?, records(b)?);
+        if a.len() != b.len() {
+            return Err(value_error(format!(
+                "cannot merge moments of {} and {} groups",
+                a.len(),
+                b.len()
+            )));
+        }
+        let ms: Vec<Moments> = a.iter().zip(&b).map(|(a, b)| a.merge(*b)).collect();
+        Ok(arrays(py, &ms))
+    }
+
+    /// The guarded standard deviation of each record (NaN where count <= ddof).
+    #[pyfunction]
+    fn moments_std<'py>(
+        py: Python<'py>,
+        m: MomentsIn<'py>,
+        ddof: u32,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let ms = records(m)?;
+        Ok(PyArray1::from_iter(py, ms.iter().map(|m| m.std(ddof))))
     }
 
     // ---- token-level layouts (token.rs) ----
@@ -542,6 +669,19 @@ mod python {
         Ok(offsets.iter().map(|&o| o as usize).collect())
     }
 
+    /// Finite token rewards of sequence `row` whose sum leaves `T`'s range: the overflow
+    /// error (`index` = the sequence), under every NaN policy, never an "inf reward".
+    fn score_overflow<T: Real>(row: usize) -> PyErr {
+        typed_error(
+            "AdvantageOverflowError",
+            format!(
+                "the token rewards of sequence {row} sum beyond the range of {}; rescale the rewards",
+                if T::MAX_F64 == f64::MAX { "float64" } else { "float32" }
+            ),
+            move |kw| kw.set_item("index", row),
+        )
+    }
+
     fn token_scores_typed<'py, T: Real + Element>(
         py: Python<'py>,
         tokens: &Bound<'py, PyAny>,
@@ -554,7 +694,8 @@ mod python {
             let (rows, width) = (t.shape()[0], t.shape()[1]);
             let ts = t.as_slice()?;
             let mut out = vec![T::zero(); rows];
-            py.detach(|| token::row_sums(ts, width, num_threads, &mut out));
+            py.detach(|| token::row_sums(ts, width, num_threads, &mut out))
+                .map_err(score_overflow::<T>)?;
             return Ok(Some(PyArray1::from_vec(py, out)));
         }
         if let (Ok(t), Some(offsets)) = (tokens.cast::<PyArray1<T>>(), offsets) {
@@ -562,7 +703,8 @@ mod python {
             let ts = t.as_slice()?;
             let offs = token_offsets(read(offsets, "offsets")?.as_slice()?, ts.len())?;
             let mut out = vec![T::zero(); offs.len() - 1];
-            py.detach(|| token::segment_sums(ts, &offs, num_threads, &mut out));
+            py.detach(|| token::segment_sums(ts, &offs, num_threads, &mut out))
+                .map_err(score_overflow::<T>)?;
             return Ok(Some(PyArray1::from_vec(py, out)));
         }
         Ok(None)
@@ -710,6 +852,15 @@ mod python {
         parallel::cached_pools()
     }
 
+    /// Test hook: does the compiled copy `isa` ("avx2", "avx512f") of the write pass give
+    /// the generic pass's bits? False when this CPU cannot run it (nothing compared).
+    #[pyfunction]
+    fn _kernel_self_check(py: Python<'_>, isa: &str) -> PyResult<bool> {
+        let isa = crate::Isa::named(isa).ok_or_else(|| value_error(format!("no copy {isa:?}")))?;
+        py.detach(|| crate::kernel_self_check(isa))
+            .map_err(value_error)
+    }
+
     /// Called in a forked child (os.register_at_fork): the parent's worker threads are gone.
     #[pyfunction]
     fn _after_fork_in_child() {
@@ -727,6 +878,9 @@ mod python {
         m.add_function(wrap_pyfunction!(advantages, m)?)?;
         m.add_function(wrap_pyfunction!(group_stats, m)?)?;
         m.add_function(wrap_pyfunction!(batch_moments, m)?)?;
+        m.add_function(wrap_pyfunction!(group_moments, m)?)?;
+        m.add_function(wrap_pyfunction!(merge_moments, m)?)?;
+        m.add_function(wrap_pyfunction!(moments_std, m)?)?;
         m.add_function(wrap_pyfunction!(token_scores, m)?)?;
         m.add_function(wrap_pyfunction!(broadcast_tokens, m)?)?;
         m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
@@ -736,6 +890,7 @@ mod python {
         m.add_function(wrap_pyfunction!(_grouping_restore, m)?)?;
         m.add("MAX_THREADS", parallel::MAX_THREADS)?;
         m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
+        m.add_function(wrap_pyfunction!(_kernel_self_check, m)?)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         Ok(())
     }

@@ -1,11 +1,9 @@
-//! Work splitting over groups and the crate's own rayon pools.
+//! The crate's own rayon pools, and the parallel maps over ranges that run on them.
 //!
-//! Work is cut on group boundaries into batches of about equal element counts, so a batch
-//! never shares a group (and, for contiguous layouts, never shares output memory) with another.
-//! The pools are owned here, not rayon's global pool, so that a forked child can drop them
+//! A parallel map hands each range its own disjoint piece of the output (`map_pieces`), so
+//! no two threads ever share output memory. The pools are owned here, not rayon's global pool, so that a forked child can drop them
 //! (their threads do not exist in the child) and build fresh ones: see [`forget_pools_after_fork`].
 
-use crate::groups::Grouping;
 use rayon::{ThreadPool, ThreadPoolBuilder};
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -13,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// Below this many elements a call runs on the calling thread: waking a pool costs more.
 pub const SERIAL_BELOW: usize = 1 << 17;
 /// Batches per thread: a few, so that uneven groups or a busy core even out.
-const BATCHES_PER_THREAD: usize = 4;
+pub const BATCHES_PER_THREAD: usize = 4;
 /// The most threads one call, `set_num_threads` or `GROUPADV_NUM_THREADS` may ask for: beyond
 /// it a pool is an error, not an allocation failure or thousands of OS threads.
 pub const MAX_THREADS: usize = 1024;
@@ -155,61 +153,6 @@ pub fn forget_pools_after_fork() {
     }
 }
 
-/// Cut groups `0..k` into batches of about `n / batches` elements each, on group boundaries.
-pub fn split_groups(grouping: &Grouping, batches: usize) -> Vec<Range<usize>> {
-    let k = grouping.n_groups();
-    let n = grouping.len();
-    let batches = batches.clamp(1, k.max(1));
-    let mut out = Vec::with_capacity(batches);
-    let mut g0 = 0;
-    for b in 1..=batches {
-        let g1 = if b == batches {
-            k
-        } else {
-            let target = n * b / batches;
-            first_group_ending_after(grouping, target).max(g0)
-        };
-        if g1 > g0 {
-            out.push(g0..g1);
-        }
-        g0 = g1;
-    }
-    out
-}
-
-/// Smallest g such that the first g groups hold at least `target` elements.
-fn first_group_ending_after(grouping: &Grouping, target: usize) -> usize {
-    match grouping {
-        Grouping::Uniform { size, .. } => target.div_ceil(*size),
-        _ => {
-            let Grouping::Ragged { offsets } = grouping else {
-                unreachable!("batches of groups are for contiguous layouts")
-            };
-            offsets.partition_point(|&o| o < target)
-        }
-    }
-}
-
-/// Run `f` over the batches of `grouping`, in parallel when it is large enough, and return
-/// the results in batch order. `threads == 0` means the default.
-pub fn map_batches<R, F>(grouping: &Grouping, threads: usize, f: F) -> Vec<R>
-where
-    R: Send,
-    F: Fn(Range<usize>) -> R + Sync + Send,
-{
-    let threads = if threads == 0 {
-        default_threads()
-    } else {
-        threads
-    };
-    if threads <= 1 || grouping.len() < SERIAL_BELOW {
-        return vec![f(0..grouping.n_groups())];
-    }
-    let ranges = split_groups(grouping, threads * BATCHES_PER_THREAD);
-    use rayon::prelude::*;
-    pool(threads).install(|| ranges.into_par_iter().map(&f).collect())
-}
-
 /// Run `f` over about equal element ranges covering `0..n` (one per thread, or one in all
 /// when n is small), returning the results in order. `threads == 0` means the default.
 pub fn map_ranges<R, F>(n: usize, threads: usize, f: F) -> Vec<R>
@@ -217,44 +160,129 @@ where
     R: Send,
     F: Fn(Range<usize>) -> R + Sync + Send,
 {
-    let threads = if threads == 0 {
+    let threads = resolve_threads(threads);
+    let ranges = even_ranges(n, threads);
+    if ranges.len() == 1 {
+        return vec![f(0..n)];
+    }
+    use rayon::prelude::*;
+    pool(threads).install(|| ranges.into_par_iter().map(&f).collect())
+}
+
+/// The thread count for a call: `threads`, or the default when 0.
+pub fn resolve_threads(threads: usize) -> usize {
+    if threads == 0 {
         default_threads()
     } else {
         threads
-    };
-    if threads <= 1 || n < SERIAL_BELOW {
-        return vec![f(0..n)];
     }
-    let ranges: Vec<Range<usize>> = (0..threads)
+}
+
+/// `ranges` (consecutive, in order) cut out of `0..n` into one per thread; one in all when
+/// the work is small or serial.
+fn even_ranges(n: usize, threads: usize) -> Vec<Range<usize>> {
+    if threads <= 1 || n < SERIAL_BELOW {
+        return std::iter::once(0..n).collect();
+    }
+    (0..threads)
         .map(|t| n * t / threads..n * (t + 1) / threads)
-        .collect();
+        .collect()
+}
+
+/// Run `f` over `ranges` (in parallel on `threads` workers when there are several),
+/// returning the results in order.
+pub fn map_on<R, F>(threads: usize, ranges: Vec<Range<usize>>, f: F) -> Vec<R>
+where
+    R: Send,
+    F: Fn(Range<usize>) -> R + Sync + Send,
+{
+    if threads <= 1 || ranges.len() <= 1 {
+        return ranges.into_iter().map(f).collect();
+    }
     use rayon::prelude::*;
     pool(threads).install(|| ranges.into_par_iter().map(&f).collect())
+}
+
+/// Run `f` over consecutive `ranges` (in parallel on `threads` workers when there are
+/// several), each with its own piece `out[cut(r.start)..cut(r.end)]` of `out`, and return
+/// the results in order. `cut` must be non-decreasing with `cut(ranges[0].start) == 0`.
+pub fn map_pieces<T, R, F>(
+    threads: usize,
+    ranges: Vec<Range<usize>>,
+    out: &mut [T],
+    cut: impl Fn(usize) -> usize,
+    f: F,
+) -> Vec<R>
+where
+    T: Send,
+    R: Send,
+    F: Fn(Range<usize>, &mut [T]) -> R + Sync + Send,
+{
+    let mut rest = out;
+    let mut pieces = Vec::with_capacity(ranges.len());
+    for r in &ranges {
+        let (piece, tail) = std::mem::take(&mut rest).split_at_mut(cut(r.end) - cut(r.start));
+        pieces.push(piece);
+        rest = tail;
+    }
+    if ranges.len() == 1 {
+        let piece = pieces.pop().unwrap();
+        return vec![f(ranges.into_iter().next().unwrap(), piece)];
+    }
+    use rayon::prelude::*;
+    pool(threads).install(|| {
+        ranges
+            .into_par_iter()
+            .zip(pieces)
+            .map(|(r, o)| f(r, o))
+            .collect()
+    })
+}
+
+/// Run `f` over about equal element ranges covering `0..n` (one per thread, or one in all
+/// when n is small), each with its piece `out[cut(r.start)..cut(r.end)]`, results in order.
+/// `threads == 0` means the default.
+pub fn map_ranges_mut<T, R, F>(
+    n: usize,
+    threads: usize,
+    out: &mut [T],
+    cut: impl Fn(usize) -> usize,
+    f: F,
+) -> Vec<R>
+where
+    T: Send,
+    R: Send,
+    F: Fn(Range<usize>, &mut [T]) -> R + Sync + Send,
+{
+    let threads = resolve_threads(threads);
+    map_pieces(threads, even_ranges(n, threads), out, cut, f)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn covers(r: &[Range<usize>], k: usize) -> bool {
-        r.first().map(|x| x.start) == Some(0)
-            && r.last().map(|x| x.end) == Some(k)
-            && r.windows(2)
-                .all(|w| w[0].end == w[1].start && w[0].start < w[0].end)
-    }
-
+    /// Every range gets exactly its own piece, in order, serial or parallel.
     #[test]
-    fn splits_cover_all_groups_on_boundaries() {
-        let u = Grouping::uniform(1600, 16).unwrap();
-        let r = split_groups(&u, 8);
-        assert_eq!(r.len(), 8);
-        assert!(covers(&r, 100));
-
-        let offs: Vec<i64> = [0, 0, 1, 1, 500, 501, 502, 1000, 1000].to_vec();
-        let g = Grouping::ragged(1000, &offs).unwrap();
-        for b in 1..12 {
-            let r = split_groups(&g, b);
-            assert!(covers(&r, 8), "{b}: {r:?}");
+    fn pieces_are_the_ranges_of_out() {
+        for n in [10usize, 3 * SERIAL_BELOW] {
+            let mut out = vec![0usize; 2 * n];
+            let starts = map_ranges_mut(
+                n,
+                3,
+                &mut out,
+                |i| 2 * i,
+                |r, o| {
+                    assert_eq!(o.len(), 2 * r.len());
+                    o.iter_mut()
+                        .enumerate()
+                        .for_each(|(j, v)| *v = 2 * r.start + j);
+                    r.start
+                },
+            );
+            assert!(out.iter().enumerate().all(|(i, &v)| v == i));
+            assert_eq!(starts[0], 0);
+            assert_eq!(starts.len() > 1, n >= SERIAL_BELOW);
         }
     }
 
@@ -270,13 +298,5 @@ mod tests {
         assert!(check_threads(MAX_THREADS, "n").is_ok());
         assert!(check_threads(MAX_THREADS + 1, "n").is_err());
         assert!(set_default_threads(usize::MAX).is_err());
-    }
-
-    #[test]
-    fn map_batches_runs_every_group_once() {
-        let g = Grouping::uniform(1 << 17, 4).unwrap();
-        let counts = map_batches(&g, 2, |r| r.len());
-        assert_eq!(counts.iter().sum::<usize>(), g.n_groups());
-        assert!(counts.len() > 1);
     }
 }

@@ -32,7 +32,8 @@ pub trait Real: Copy + Send + Sync + PartialEq + 'static {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn load8(p: *const Self) -> [__m256d; 2] {
-        [Self::load4(p), Self::load4(p.add(4))]
+        // SAFETY: the caller's contract: p valid for 8 reads, AVX enabled.
+        unsafe { [Self::load4(p), Self::load4(p.add(4))] }
     }
     /// Store eight f64 lanes to `p` (lanes 0-3, lanes 4-7), as `store4` does.
     ///
@@ -41,8 +42,11 @@ pub trait Real: Copy + Send + Sync + PartialEq + 'static {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn store8(p: *mut Self, v: [__m256d; 2]) {
-        Self::store4(p, v[0]);
-        Self::store4(p.add(4), v[1]);
+        // SAFETY: the caller's contract: p valid for 8 writes, AVX enabled.
+        unsafe {
+            Self::store4(p, v[0]);
+            Self::store4(p.add(4), v[1]);
+        }
     }
 }
 
@@ -64,12 +68,14 @@ impl Real for f32 {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn load4(p: *const Self) -> __m256d {
-        _mm256_cvtps_pd(_mm_loadu_ps(p))
+        // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+        unsafe { _mm256_cvtps_pd(_mm_loadu_ps(p)) }
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn store4(p: *mut Self, v: __m256d) {
-        _mm_storeu_ps(p, _mm256_cvtpd_ps(v))
+        // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+        unsafe { _mm_storeu_ps(p, _mm256_cvtpd_ps(v)) }
     }
 }
 
@@ -91,11 +97,13 @@ impl Real for f64 {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn load4(p: *const Self) -> __m256d {
-        _mm256_loadu_pd(p)
+        // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+        unsafe { _mm256_loadu_pd(p) }
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn store4(p: *mut Self, v: __m256d) {
-        _mm256_storeu_pd(p, v)
+        // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+        unsafe { _mm256_storeu_pd(p, v) }
     }
 }

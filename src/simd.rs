@@ -18,57 +18,71 @@ type Lanes = [__m256d; 2];
 
 #[inline(always)]
 unsafe fn zeros() -> Lanes {
-    [_mm256_setzero_pd(); 2]
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe { [_mm256_setzero_pd(); 2] }
 }
 
 #[inline(always)]
 unsafe fn add(a: Lanes, b: Lanes) -> Lanes {
-    [_mm256_add_pd(a[0], b[0]), _mm256_add_pd(a[1], b[1])]
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe { [_mm256_add_pd(a[0], b[0]), _mm256_add_pd(a[1], b[1])] }
 }
 
 /// v - s in every lane.
 #[inline(always)]
 unsafe fn minus(v: Lanes, s: __m256d) -> Lanes {
-    [_mm256_sub_pd(v[0], s), _mm256_sub_pd(v[1], s)]
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe { [_mm256_sub_pd(v[0], s), _mm256_sub_pd(v[1], s)] }
 }
 
 #[inline(always)]
 unsafe fn squared(d: Lanes) -> Lanes {
-    [_mm256_mul_pd(d[0], d[0]), _mm256_mul_pd(d[1], d[1])]
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe { [_mm256_mul_pd(d[0], d[0]), _mm256_mul_pd(d[1], d[1])] }
 }
 
 /// (v - mu) * k in every lane.
 #[inline(always)]
 unsafe fn affine(v: Lanes, mu: __m256d, k: __m256d) -> Lanes {
-    [
-        _mm256_mul_pd(_mm256_sub_pd(v[0], mu), k),
-        _mm256_mul_pd(_mm256_sub_pd(v[1], mu), k),
-    ]
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        [
+            _mm256_mul_pd(_mm256_sub_pd(v[0], mu), k),
+            _mm256_mul_pd(_mm256_sub_pd(v[1], mu), k),
+        ]
+    }
 }
 
 /// The lanes of `t` selected by `m`, +0.0 elsewhere.
 #[inline(always)]
 unsafe fn masked(t: Lanes, m: Lanes) -> Lanes {
-    [_mm256_and_pd(t[0], m[0]), _mm256_and_pd(t[1], m[1])]
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe { [_mm256_and_pd(t[0], m[0]), _mm256_and_pd(t[1], m[1])] }
 }
 
 /// Lanes selected when their index is below `rem`: all for rem >= 8, none for rem <= 0.
 #[inline(always)]
 unsafe fn lanes_below(rem: i64) -> Lanes {
-    let r = _mm256_set1_epi64x(rem);
-    [
-        _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_set_epi64x(3, 2, 1, 0))),
-        _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_set_epi64x(7, 6, 5, 4))),
-    ]
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let r = _mm256_set1_epi64x(rem);
+        [
+            _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_set_epi64x(3, 2, 1, 0))),
+            _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_set_epi64x(7, 6, 5, 4))),
+        ]
+    }
 }
 
 /// Overflow probe: adds w * 0 of the selected lanes to `found`, which stays 0 unless some
 /// value is inf or NaN (w * 0 is NaN exactly for those).
 #[inline(always)]
 unsafe fn probe_into(found: &mut __m256d, w: Lanes, m: Lanes) {
-    let z = _mm256_setzero_pd();
-    let t = masked([_mm256_mul_pd(w[0], z), _mm256_mul_pd(w[1], z)], m);
-    *found = _mm256_add_pd(*found, _mm256_add_pd(t[0], t[1]));
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let z = _mm256_setzero_pd();
+        let t = masked([_mm256_mul_pd(w[0], z), _mm256_mul_pd(w[1], z)], m);
+        *found = _mm256_add_pd(*found, _mm256_add_pd(t[0], t[1]));
+    }
 }
 
 /// Store (v - mu) * k of the chunk of `x` at `i` to `out` and, with `probe`, probe the
@@ -81,44 +95,55 @@ unsafe fn store_chunk<T: Real>(
     m: Lanes,
     found: &mut __m256d,
 ) {
-    T::store8(out.add(i), affine(T::load8(x.add(i)), mu, k));
-    if probe {
-        probe_into(found, T::load8(out.add(i)), m);
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        T::store8(out.add(i), affine(T::load8(x.add(i)), mu, k));
+        if probe {
+            probe_into(found, T::load8(out.add(i)), m);
+        }
     }
 }
 
 /// True when no probed value was inf or NaN.
 #[inline(always)]
 unsafe fn all_finite(found: __m256d) -> bool {
-    _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(found, _mm256_setzero_pd())) == 0b1111
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe { _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(found, _mm256_setzero_pd())) == 0b1111 }
 }
 
 /// `stats::lanes_sum` of eight lanes held as `h` = lanes 0-3 + lanes 4-7:
 /// (h0 + h1) + (h2 + h3).
 #[inline(always)]
 unsafe fn hsum(h: __m256d) -> f64 {
-    let t = _mm256_hadd_pd(h, h);
-    _mm_cvtsd_f64(_mm_add_sd(
-        _mm256_castpd256_pd128(t),
-        _mm256_extractf128_pd::<1>(t),
-    ))
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let t = _mm256_hadd_pd(h, h);
+        _mm_cvtsd_f64(_mm_add_sd(
+            _mm256_castpd256_pd128(t),
+            _mm256_extractf128_pd::<1>(t),
+        ))
+    }
 }
 
 /// `hsum` of four groups at once: lane j of the result is `hsum(h[j])`.
 #[inline(always)]
 unsafe fn hsum4(h: [__m256d; 4]) -> __m256d {
-    let t01 = _mm256_hadd_pd(h[0], h[1]);
-    let t23 = _mm256_hadd_pd(h[2], h[3]);
-    _mm256_add_pd(
-        _mm256_permute2f128_pd::<0x20>(t01, t23),
-        _mm256_permute2f128_pd::<0x31>(t01, t23),
-    )
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let t01 = _mm256_hadd_pd(h[0], h[1]);
+        let t23 = _mm256_hadd_pd(h[2], h[3]);
+        _mm256_add_pd(
+            _mm256_permute2f128_pd::<0x20>(t01, t23),
+            _mm256_permute2f128_pd::<0x31>(t01, t23),
+        )
+    }
 }
 
 /// Lanes 0-3 + lanes 4-7 of eight accumulators (the input of `hsum`).
 #[inline(always)]
 unsafe fn halves(acc: Lanes) -> __m256d {
-    _mm256_add_pd(acc[0], acc[1])
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe { _mm256_add_pd(acc[0], acc[1]) }
 }
 
 // Uniform groups of G values, G a multiple of 8 (no partial chunk).
@@ -126,28 +151,36 @@ unsafe fn halves(acc: Lanes) -> __m256d {
 /// The accumulators of the shifted sum of the G values at `x`.
 #[inline(always)]
 unsafe fn shifted_acc<T: Real, const G: usize>(x: *const T, shift: f64) -> Lanes {
-    let s = _mm256_set1_pd(shift);
-    acc_in(x, 0, G, |v| minus(v, s))
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let s = _mm256_set1_pd(shift);
+        acc_in(x, 0, G, |v| minus(v, s))
+    }
 }
 
 /// The accumulators of the squared deviations of the G values at `x`.
 #[inline(always)]
 unsafe fn sq_dev_acc<T: Real, const G: usize>(x: *const T, mean: f64) -> Lanes {
-    let m = _mm256_set1_pd(mean);
-    acc_in(x, 0, G, |v| squared(minus(v, m)))
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let m = _mm256_set1_pd(mean);
+        acc_in(x, 0, G, |v| squared(minus(v, m)))
+    }
 }
 
 /// Sum of (x_i - shift) over the G elements at `x`; equals `stats::sum_shifted` (which adds
 /// its empty scalar remainder, 0.0, first).
 #[inline(always)]
 pub(crate) unsafe fn sum_shifted<T: Real, const G: usize>(x: *const T, shift: f64) -> f64 {
-    0.0 + hsum(halves(shifted_acc::<T, G>(x, shift)))
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe { 0.0 + hsum(halves(shifted_acc::<T, G>(x, shift))) }
 }
 
 /// Sum of (x_i - mean)^2 over the G elements at `x`; equals `stats::sum_sq_dev`.
 #[inline(always)]
 pub(crate) unsafe fn sum_sq_dev<T: Real, const G: usize>(x: *const T, mean: f64) -> f64 {
-    0.0 + hsum(halves(sq_dev_acc::<T, G>(x, mean)))
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe { 0.0 + hsum(halves(sq_dev_acc::<T, G>(x, mean))) }
 }
 
 /// Means (`x0 + sum_shifted / G`, x0 each group's first value) and, with `m2`, sums of
@@ -159,27 +192,30 @@ pub(crate) unsafe fn moments8<T: Real, const G: usize>(
     mean: &mut [f64; 8],
     m2: Option<&mut [f64; 8]>,
 ) {
-    let zero = _mm256_setzero_pd();
-    let size = _mm256_set1_pd(G as f64);
-    for q in 0..2 {
-        let mut h = [zero; 4];
-        let mut x0 = [0.0f64; 4];
-        for j in 0..4 {
-            let p = x.add((4 * q + j) * G);
-            x0[j] = (*p).to_f64();
-            h[j] = halves(shifted_acc::<T, G>(p, x0[j]));
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let zero = _mm256_setzero_pd();
+        let size = _mm256_set1_pd(G as f64);
+        for q in 0..2 {
+            let mut h = [zero; 4];
+            let mut x0 = [0.0f64; 4];
+            for j in 0..4 {
+                let p = x.add((4 * q + j) * G);
+                x0[j] = (*p).to_f64();
+                h[j] = halves(shifted_acc::<T, G>(p, x0[j]));
+            }
+            let sums = _mm256_add_pd(zero, hsum4(h));
+            let m = _mm256_add_pd(_mm256_loadu_pd(x0.as_ptr()), _mm256_div_pd(sums, size));
+            _mm256_storeu_pd(mean.as_mut_ptr().add(4 * q), m);
         }
-        let sums = _mm256_add_pd(zero, hsum4(h));
-        let m = _mm256_add_pd(_mm256_loadu_pd(x0.as_ptr()), _mm256_div_pd(sums, size));
-        _mm256_storeu_pd(mean.as_mut_ptr().add(4 * q), m);
-    }
-    let Some(m2) = m2 else { return };
-    for q in 0..2 {
-        let mut h = [zero; 4];
-        for j in 0..4 {
-            h[j] = halves(sq_dev_acc::<T, G>(x.add((4 * q + j) * G), mean[4 * q + j]));
+        let Some(m2) = m2 else { return };
+        for q in 0..2 {
+            let mut h = [zero; 4];
+            for j in 0..4 {
+                h[j] = halves(sq_dev_acc::<T, G>(x.add((4 * q + j) * G), mean[4 * q + j]));
+            }
+            _mm256_storeu_pd(m2.as_mut_ptr().add(4 * q), _mm256_add_pd(zero, hsum4(h)));
         }
-        _mm256_storeu_pd(m2.as_mut_ptr().add(4 * q), _mm256_add_pd(zero, hsum4(h)));
     }
 }
 
@@ -192,39 +228,49 @@ pub(crate) unsafe fn moments8<T: Real, const G: usize>(
 /// one masked (none when b - a is a multiple of 8, as for uniform groups).
 #[inline(always)]
 unsafe fn acc_in<T: Real>(x: *const T, a: usize, b: usize, term: impl Fn(Lanes) -> Lanes) -> Lanes {
-    let mut acc = zeros();
-    let mut i = a;
-    while i + 8 <= b {
-        acc = add(acc, term(T::load8(x.add(i))));
-        i += 8;
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let mut acc = zeros();
+        let mut i = a;
+        while i + 8 <= b {
+            acc = add(acc, term(T::load8(x.add(i))));
+            i += 8;
+        }
+        if i < b {
+            acc = add(
+                acc,
+                masked(term(T::load8(x.add(i))), lanes_below((b - i) as i64)),
+            );
+        }
+        acc
     }
-    if i < b {
-        acc = add(
-            acc,
-            masked(term(T::load8(x.add(i))), lanes_below((b - i) as i64)),
-        );
-    }
-    acc
 }
 
 /// Sum of `term` over the chunks of `x[a..b]` (`acc_in`, reduced).
 #[inline(always)]
 unsafe fn sum_in<T: Real>(x: *const T, a: usize, b: usize, term: impl Fn(Lanes) -> Lanes) -> f64 {
-    hsum(halves(acc_in(x, a, b, term)))
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe { hsum(halves(acc_in(x, a, b, term))) }
 }
 
 /// Sum of (x_i - shift) over `x[a..b]` (masked tail).
 #[inline(always)]
 pub(crate) unsafe fn sum_shifted_in<T: Real>(x: *const T, a: usize, b: usize, shift: f64) -> f64 {
-    let s = _mm256_set1_pd(shift);
-    sum_in(x, a, b, |v| minus(v, s))
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let s = _mm256_set1_pd(shift);
+        sum_in(x, a, b, |v| minus(v, s))
+    }
 }
 
 /// Sum of (x_i - mean)^2 over `x[a..b]` (masked tail).
 #[inline(always)]
 pub(crate) unsafe fn sum_sq_dev_in<T: Real>(x: *const T, a: usize, b: usize, mean: f64) -> f64 {
-    let m = _mm256_set1_pd(mean);
-    sum_in(x, a, b, |v| squared(minus(v, m)))
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let m = _mm256_set1_pd(mean);
+        sum_in(x, a, b, |v| squared(minus(v, m)))
+    }
 }
 
 /// Write (x_i - mu) * k over `[a, b)` of `x` into `out`; the partial chunk keeps the old
@@ -240,28 +286,31 @@ pub(crate) unsafe fn write_affine_in<T: Real>(
     k: f64,
     probe: bool,
 ) -> bool {
-    let (m, kk) = (_mm256_set1_pd(mu), _mm256_set1_pd(k));
-    let (all, mut found) = (lanes_below(8), _mm256_setzero_pd());
-    let mut i = a;
-    while i + 8 <= b {
-        store_chunk((x, out, i), (m, kk), probe, all, &mut found);
-        i += 8;
-    }
-    if i < b {
-        let lanes = lanes_below((b - i) as i64);
-        let (old, new) = (T::load8(out.add(i)), affine(T::load8(x.add(i)), m, kk));
-        T::store8(
-            out.add(i),
-            [
-                _mm256_blendv_pd(old[0], new[0], lanes[0]),
-                _mm256_blendv_pd(old[1], new[1], lanes[1]),
-            ],
-        );
-        if probe {
-            probe_into(&mut found, T::load8(out.add(i)), lanes);
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let (m, kk) = (_mm256_set1_pd(mu), _mm256_set1_pd(k));
+        let (all, mut found) = (lanes_below(8), _mm256_setzero_pd());
+        let mut i = a;
+        while i + 8 <= b {
+            store_chunk((x, out, i), (m, kk), probe, all, &mut found);
+            i += 8;
         }
+        if i < b {
+            let lanes = lanes_below((b - i) as i64);
+            let (old, new) = (T::load8(out.add(i)), affine(T::load8(x.add(i)), m, kk));
+            T::store8(
+                out.add(i),
+                [
+                    _mm256_blendv_pd(old[0], new[0], lanes[0]),
+                    _mm256_blendv_pd(old[1], new[1], lanes[1]),
+                ],
+            );
+            if probe {
+                probe_into(&mut found, T::load8(out.add(i)), lanes);
+            }
+        }
+        all_finite(found)
     }
-    all_finite(found)
 }
 
 // Ragged blocks without a data-dependent branch per group: every group of a block runs the
@@ -282,15 +331,18 @@ unsafe fn sum_fixed<T: Real>(
     chunks: usize,
     term: impl Fn(Lanes) -> Lanes,
 ) -> f64 {
-    let mut acc = zeros();
-    for c in 0..chunks {
-        let i = a + 8 * c;
-        acc = add(
-            acc,
-            masked(term(T::load8(x.add(i))), lanes_below(b as i64 - i as i64)),
-        );
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let mut acc = zeros();
+        for c in 0..chunks {
+            let i = a + 8 * c;
+            acc = add(
+                acc,
+                masked(term(T::load8(x.add(i))), lanes_below(b as i64 - i as i64)),
+            );
+        }
+        hsum(halves(acc))
     }
-    hsum(halves(acc))
 }
 
 /// `sum_shifted_in` over `x[a..b]` as `chunks` masked chunks (reads `x[a..a + 8 chunks]`).
@@ -302,8 +354,11 @@ pub(crate) unsafe fn sum_shifted_fixed<T: Real>(
     shift: f64,
     chunks: usize,
 ) -> f64 {
-    let s = _mm256_set1_pd(shift);
-    sum_fixed(x, a, b, chunks, |v| minus(v, s))
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let s = _mm256_set1_pd(shift);
+        sum_fixed(x, a, b, chunks, |v| minus(v, s))
+    }
 }
 
 /// `sum_sq_dev_in` over `x[a..b]` as `chunks` masked chunks.
@@ -315,8 +370,11 @@ pub(crate) unsafe fn sum_sq_dev_fixed<T: Real>(
     mean: f64,
     chunks: usize,
 ) -> f64 {
-    let m = _mm256_set1_pd(mean);
-    sum_fixed(x, a, b, chunks, |v| squared(minus(v, m)))
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let m = _mm256_set1_pd(mean);
+        sum_fixed(x, a, b, chunks, |v| squared(minus(v, m)))
+    }
 }
 
 /// Write (x_i - mu) * k over `x[a..a + 8 chunks]` to `out` (values past `b` are to be
@@ -332,19 +390,22 @@ pub(crate) unsafe fn write_affine_fixed<T: Real>(
     probe: bool,
     chunks: usize,
 ) -> bool {
-    let (m, kk) = (_mm256_set1_pd(mu), _mm256_set1_pd(k));
-    let mut found = _mm256_setzero_pd();
-    for c in 0..chunks {
-        let i = a + 8 * c;
-        store_chunk(
-            (x, out, i),
-            (m, kk),
-            probe,
-            lanes_below(b as i64 - i as i64),
-            &mut found,
-        );
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let (m, kk) = (_mm256_set1_pd(mu), _mm256_set1_pd(k));
+        let mut found = _mm256_setzero_pd();
+        for c in 0..chunks {
+            let i = a + 8 * c;
+            store_chunk(
+                (x, out, i),
+                (m, kk),
+                probe,
+                lanes_below(b as i64 - i as i64),
+                &mut found,
+            );
+        }
+        all_finite(found)
     }
-    all_finite(found)
 }
 
 // Groups of four: one group per vector lane. Four groups are loaded as four vectors and
@@ -355,27 +416,33 @@ pub(crate) unsafe fn write_affine_fixed<T: Real>(
 /// Transpose a 4x4 block of f64 (its own inverse).
 #[inline(always)]
 unsafe fn transpose4(v: [__m256d; 4]) -> [__m256d; 4] {
-    let t0 = _mm256_unpacklo_pd(v[0], v[1]);
-    let t1 = _mm256_unpackhi_pd(v[0], v[1]);
-    let t2 = _mm256_unpacklo_pd(v[2], v[3]);
-    let t3 = _mm256_unpackhi_pd(v[2], v[3]);
-    [
-        _mm256_permute2f128_pd::<0x20>(t0, t2),
-        _mm256_permute2f128_pd::<0x20>(t1, t3),
-        _mm256_permute2f128_pd::<0x31>(t0, t2),
-        _mm256_permute2f128_pd::<0x31>(t1, t3),
-    ]
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let t0 = _mm256_unpacklo_pd(v[0], v[1]);
+        let t1 = _mm256_unpackhi_pd(v[0], v[1]);
+        let t2 = _mm256_unpacklo_pd(v[2], v[3]);
+        let t3 = _mm256_unpackhi_pd(v[2], v[3]);
+        [
+            _mm256_permute2f128_pd::<0x20>(t0, t2),
+            _mm256_permute2f128_pd::<0x20>(t1, t3),
+            _mm256_permute2f128_pd::<0x31>(t0, t2),
+            _mm256_permute2f128_pd::<0x31>(t1, t3),
+        ]
+    }
 }
 
 /// Elements k = 0..4 of the four groups of four at `x`, as vector k (lane j: group j).
 #[inline(always)]
 unsafe fn columns4<T: Real>(x: *const T) -> [__m256d; 4] {
-    transpose4([
-        T::load4(x),
-        T::load4(x.add(4)),
-        T::load4(x.add(8)),
-        T::load4(x.add(12)),
-    ])
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        transpose4([
+            T::load4(x),
+            T::load4(x.add(4)),
+            T::load4(x.add(8)),
+            T::load4(x.add(12)),
+        ])
+    }
 }
 
 /// Means and (with `m2`) squared deviations of the eight groups of four values at `x`,
@@ -386,23 +453,26 @@ pub(crate) unsafe fn moments4x8<T: Real>(
     mean: &mut [f64; 8],
     mut m2: Option<&mut [f64; 8]>,
 ) {
-    let (zero, four) = (_mm256_setzero_pd(), _mm256_set1_pd(4.0));
-    for q in 0..2 {
-        let c = columns4(x.add(16 * q));
-        let x0 = c[0];
-        let mut s = zero;
-        for ck in c {
-            s = _mm256_add_pd(s, _mm256_sub_pd(ck, x0));
-        }
-        let m = _mm256_add_pd(x0, _mm256_div_pd(_mm256_add_pd(s, zero), four));
-        _mm256_storeu_pd(mean.as_mut_ptr().add(4 * q), m);
-        if let Some(m2) = m2.as_deref_mut() {
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let (zero, four) = (_mm256_setzero_pd(), _mm256_set1_pd(4.0));
+        for q in 0..2 {
+            let c = columns4(x.add(16 * q));
+            let x0 = c[0];
             let mut s = zero;
             for ck in c {
-                let d = _mm256_sub_pd(ck, m);
-                s = _mm256_add_pd(s, _mm256_mul_pd(d, d));
+                s = _mm256_add_pd(s, _mm256_sub_pd(ck, x0));
             }
-            _mm256_storeu_pd(m2.as_mut_ptr().add(4 * q), _mm256_add_pd(s, zero));
+            let m = _mm256_add_pd(x0, _mm256_div_pd(_mm256_add_pd(s, zero), four));
+            _mm256_storeu_pd(mean.as_mut_ptr().add(4 * q), m);
+            if let Some(m2) = m2.as_deref_mut() {
+                let mut s = zero;
+                for ck in c {
+                    let d = _mm256_sub_pd(ck, m);
+                    s = _mm256_add_pd(s, _mm256_mul_pd(d, d));
+                }
+                _mm256_storeu_pd(m2.as_mut_ptr().add(4 * q), _mm256_add_pd(s, zero));
+            }
         }
     }
 }
@@ -416,15 +486,18 @@ pub(crate) unsafe fn write_affine4x8<T: Real>(
     mu: &[f64; 8],
     k: &[f64; 8],
 ) {
-    for q in 0..2 {
-        let c = columns4(x.add(16 * q));
-        let (m, kk) = (
-            _mm256_loadu_pd(mu.as_ptr().add(4 * q)),
-            _mm256_loadu_pd(k.as_ptr().add(4 * q)),
-        );
-        let y = transpose4(c.map(|ck| _mm256_mul_pd(_mm256_sub_pd(ck, m), kk)));
-        for (j, yj) in y.into_iter().enumerate() {
-            T::store4(out.add(16 * q + 4 * j), yj);
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        for q in 0..2 {
+            let c = columns4(x.add(16 * q));
+            let (m, kk) = (
+                _mm256_loadu_pd(mu.as_ptr().add(4 * q)),
+                _mm256_loadu_pd(k.as_ptr().add(4 * q)),
+            );
+            let y = transpose4(c.map(|ck| _mm256_mul_pd(_mm256_sub_pd(ck, m), kk)));
+            for (j, yj) in y.into_iter().enumerate() {
+                T::store4(out.add(16 * q + 4 * j), yj);
+            }
         }
     }
 }
@@ -436,59 +509,65 @@ mod tests {
 
     #[target_feature(enable = "avx2")]
     unsafe fn check<T: Real + std::fmt::Debug, const G: usize>(x: &[T], probe: bool) {
-        for b in x.chunks_exact(8 * G) {
-            let (mut mean, mut m2) = ([0.0; 8], [0.0; 8]);
-            moments8::<T, G>(b.as_ptr(), &mut mean, Some(&mut m2));
-            for (j, g) in b.chunks_exact(G).enumerate() {
-                let x0 = g[0].to_f64();
-                let want = x0 + stats::sum_shifted(g, x0) / G as f64;
-                assert_eq!(mean[j].to_bits(), want.to_bits());
-                assert_eq!(m2[j].to_bits(), stats::sum_sq_dev(g, want).to_bits());
+        // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+        unsafe {
+            for b in x.chunks_exact(8 * G) {
+                let (mut mean, mut m2) = ([0.0; 8], [0.0; 8]);
+                moments8::<T, G>(b.as_ptr(), &mut mean, Some(&mut m2));
+                for (j, g) in b.chunks_exact(G).enumerate() {
+                    let x0 = g[0].to_f64();
+                    let want = x0 + stats::sum_shifted(g, x0) / G as f64;
+                    assert_eq!(mean[j].to_bits(), want.to_bits());
+                    assert_eq!(m2[j].to_bits(), stats::sum_sq_dev(g, want).to_bits());
+                }
             }
-        }
-        for g in x.chunks_exact(G) {
-            let x0 = g[0].to_f64();
-            let s = sum_shifted::<T, G>(g.as_ptr(), x0);
-            assert_eq!(s.to_bits(), stats::sum_shifted(g, x0).to_bits());
-            let mean = x0 + s / G as f64;
-            let m2 = sum_sq_dev::<T, G>(g.as_ptr(), mean);
-            assert_eq!(m2.to_bits(), stats::sum_sq_dev(g, mean).to_bits());
-            let k = 1.0 / (m2 / G as f64).sqrt();
-            let mut fast = vec![T::zero(); G];
-            let ok = write_affine_in(g.as_ptr(), fast.as_mut_ptr(), 0, G, mean, k, probe);
-            let plain: Vec<T> = g
-                .iter()
-                .map(|v| T::from_f64((v.to_f64() - mean) * k))
-                .collect();
-            assert!(
-                fast.iter()
-                    .zip(&plain)
-                    .all(|(a, b)| a.to_f64().to_bits() == b.to_f64().to_bits()),
-                "{fast:?} != {plain:?}"
-            );
-            let finite = plain.iter().all(|v| v.to_f64().is_finite());
-            assert!(!probe || ok == finite);
+            for g in x.chunks_exact(G) {
+                let x0 = g[0].to_f64();
+                let s = sum_shifted::<T, G>(g.as_ptr(), x0);
+                assert_eq!(s.to_bits(), stats::sum_shifted(g, x0).to_bits());
+                let mean = x0 + s / G as f64;
+                let m2 = sum_sq_dev::<T, G>(g.as_ptr(), mean);
+                assert_eq!(m2.to_bits(), stats::sum_sq_dev(g, mean).to_bits());
+                let k = 1.0 / (m2 / G as f64).sqrt();
+                let mut fast = vec![T::zero(); G];
+                let ok = write_affine_in(g.as_ptr(), fast.as_mut_ptr(), 0, G, mean, k, probe);
+                let plain: Vec<T> = g
+                    .iter()
+                    .map(|v| T::from_f64((v.to_f64() - mean) * k))
+                    .collect();
+                assert!(
+                    fast.iter()
+                        .zip(&plain)
+                        .all(|(a, b)| a.to_f64().to_bits() == b.to_f64().to_bits()),
+                    "{fast:?} != {plain:?}"
+                );
+                let finite = plain.iter().all(|v| v.to_f64().is_finite());
+                assert!(!probe || ok == finite);
+            }
         }
     }
 
     #[target_feature(enable = "avx2")]
     unsafe fn check4<T: Real + std::fmt::Debug>(x: &[T]) {
-        for b in x.chunks_exact(32) {
-            let (mut mean, mut m2) = ([0.0; 8], [0.0; 8]);
-            moments4x8::<T>(b.as_ptr(), &mut mean, Some(&mut m2));
-            let mut k = [0.0; 8];
-            for (j, g) in b.chunks_exact(4).enumerate() {
-                let x0 = g[0].to_f64();
-                let want = x0 + stats::sum_shifted(g, x0) / 4.0;
-                assert_eq!(mean[j].to_bits(), want.to_bits());
-                assert_eq!(m2[j].to_bits(), stats::sum_sq_dev(g, want).to_bits());
-                k[j] = 1.0 / (m2[j] / 4.0).sqrt();
-            }
-            let mut fast = vec![T::zero(); 32];
-            write_affine4x8::<T>(b.as_ptr(), fast.as_mut_ptr(), &mean, &k);
-            for (i, (f, v)) in fast.iter().zip(b).enumerate() {
-                let want = T::from_f64((v.to_f64() - mean[i / 4]) * k[i / 4]);
-                assert_eq!(f.to_f64().to_bits(), want.to_f64().to_bits());
+        // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+        unsafe {
+            for b in x.chunks_exact(32) {
+                let (mut mean, mut m2) = ([0.0; 8], [0.0; 8]);
+                moments4x8::<T>(b.as_ptr(), &mut mean, Some(&mut m2));
+                let mut k = [0.0; 8];
+                for (j, g) in b.chunks_exact(4).enumerate() {
+                    let x0 = g[0].to_f64();
+                    let want = x0 + stats::sum_shifted(g, x0) / 4.0;
+                    assert_eq!(mean[j].to_bits(), want.to_bits());
+                    assert_eq!(m2[j].to_bits(), stats::sum_sq_dev(g, want).to_bits());
+                    k[j] = 1.0 / (m2[j] / 4.0).sqrt();
+                }
+                let mut fast = vec![T::zero(); 32];
+                write_affine4x8::<T>(b.as_ptr(), fast.as_mut_ptr(), &mean, &k);
+                for (i, (f, v)) in fast.iter().zip(b).enumerate() {
+                    let want = T::from_f64((v.to_f64() - mean[i / 4]) * k[i / 4]);
+                    assert_eq!(f.to_f64().to_bits(), want.to_f64().to_bits());
+                }
             }
         }
     }

@@ -6,57 +6,67 @@
 //! writing the output once for the broadcast; the group advantages in between work on the
 //! `bs` scores only.
 
-use crate::parallel::map_ranges;
+use crate::parallel::map_ranges_mut;
 use crate::real::Real;
 
-/// Output shared by threads that write disjoint row ranges.
-#[derive(Clone, Copy)]
-struct Shared<T>(*mut T);
-unsafe impl<T: Send> Send for Shared<T> {}
-unsafe impl<T: Send> Sync for Shared<T> {}
-impl<T> Shared<T> {
-    #[inline(always)]
-    fn ptr(&self) -> *mut T {
-        self.0
-    }
+/// The sum of one sequence's token rewards, accumulated in f64 and stored as `T`; `false`
+/// when finite rewards sum beyond `T`'s range (an overflow, not a non-finite reward).
+fn sum_into<T: Real>(tokens: &[T], o: &mut T) -> bool {
+    let s: f64 = tokens.iter().map(|v| v.to_f64()).sum();
+    *o = T::from_f64(s);
+    o.to_f64().is_finite() || tokens.iter().any(|v| !v.to_f64().is_finite())
 }
 
 /// Sum of each row of `tokens` (`rows x width`), accumulated in f64 (as verl's
-/// `token_level_rewards.sum(-1)`: every token counts, masked or not).
-pub fn row_sums<T: Real>(tokens: &[T], width: usize, threads: usize, out: &mut [T]) {
+/// `token_level_rewards.sum(-1)`: every token counts, masked or not). `Err(row)`: the first
+/// row whose finite token rewards sum beyond `T`'s range.
+pub fn row_sums<T: Real>(
+    tokens: &[T],
+    width: usize,
+    threads: usize,
+    out: &mut [T],
+) -> Result<(), usize> {
     let rows = out.len();
     assert_eq!(
         tokens.len(),
         rows * width,
         "tokens must hold rows x width values"
     );
-    let shared = Shared(out.as_mut_ptr());
-    map_ranges(rows, threads, |r| {
-        for row in r {
-            let s: f64 = tokens[row * width..(row + 1) * width]
-                .iter()
-                .map(|v| v.to_f64())
-                .sum();
-            // SAFETY: each row index belongs to exactly one range.
-            unsafe { *shared.ptr().add(row) = T::from_f64(s) };
-        }
-    });
+    let bad = map_ranges_mut(
+        rows,
+        threads,
+        out,
+        |i| i,
+        |r, o| {
+            o.iter_mut().zip(r).find_map(|(o, row)| {
+                (!sum_into(&tokens[row * width..(row + 1) * width], o)).then_some(row)
+            })
+        },
+    );
+    bad.into_iter().flatten().min().map_or(Ok(()), Err)
 }
 
-/// Sum of each segment `tokens[offsets[i]..offsets[i + 1]]`, accumulated in f64.
-pub fn segment_sums<T: Real>(tokens: &[T], offsets: &[usize], threads: usize, out: &mut [T]) {
+/// Sum of each segment `tokens[offsets[i]..offsets[i + 1]]`, accumulated in f64; `Err(i)` as
+/// for `row_sums`.
+pub fn segment_sums<T: Real>(
+    tokens: &[T],
+    offsets: &[usize],
+    threads: usize,
+    out: &mut [T],
+) -> Result<(), usize> {
     assert_eq!(offsets.len(), out.len() + 1);
-    let shared = Shared(out.as_mut_ptr());
-    map_ranges(out.len(), threads, |r| {
-        for i in r {
-            let s: f64 = tokens[offsets[i]..offsets[i + 1]]
-                .iter()
-                .map(|v| v.to_f64())
-                .sum();
-            // SAFETY: each segment index belongs to exactly one range.
-            unsafe { *shared.ptr().add(i) = T::from_f64(s) };
-        }
-    });
+    let bad = map_ranges_mut(
+        out.len(),
+        threads,
+        out,
+        |i| i,
+        |r, o| {
+            o.iter_mut()
+                .zip(r)
+                .find_map(|(o, i)| (!sum_into(&tokens[offsets[i]..offsets[i + 1]], o)).then_some(i))
+        },
+    );
+    bad.into_iter().flatten().min().map_or(Ok(()), Err)
 }
 
 /// What a response mask holds: 0/1 flags (bool, uint8) or weights of the output's dtype.
@@ -77,31 +87,32 @@ pub fn broadcast_rows<T: Real>(
 ) {
     let rows = adv.len();
     assert_eq!(out.len(), rows * width, "out must hold rows x width values");
-    let shared = Shared(out.as_mut_ptr());
-    map_ranges(rows, threads, |r| {
-        // SAFETY: each thread writes only the rows of its own range.
-        let o = unsafe {
-            std::slice::from_raw_parts_mut(shared.ptr().add(r.start * width), r.len() * width)
-        };
-        for (k, row) in r.clone().enumerate() {
-            let a = adv[row];
-            let dst = &mut o[k * width..(k + 1) * width];
-            match mask {
-                Mask::Flags(m) => {
-                    for (d, &f) in dst.iter_mut().zip(&m[row * width..(row + 1) * width]) {
-                        *d = if f != 0 { a } else { T::zero() };
+    map_ranges_mut(
+        rows,
+        threads,
+        out,
+        |i| i * width,
+        |r, o| {
+            for (k, row) in r.clone().enumerate() {
+                let a = adv[row];
+                let dst = &mut o[k * width..(k + 1) * width];
+                match mask {
+                    Mask::Flags(m) => {
+                        for (d, &f) in dst.iter_mut().zip(&m[row * width..(row + 1) * width]) {
+                            *d = if f != 0 { a } else { T::zero() };
+                        }
                     }
-                }
-                Mask::Values(m) => {
-                    let af = a.to_f64();
-                    for (d, &w) in dst.iter_mut().zip(&m[row * width..(row + 1) * width]) {
-                        *d = T::from_f64(af * w.to_f64());
+                    Mask::Values(m) => {
+                        let af = a.to_f64();
+                        for (d, &w) in dst.iter_mut().zip(&m[row * width..(row + 1) * width]) {
+                            *d = T::from_f64(af * w.to_f64());
+                        }
                     }
+                    Mask::None => dst.fill(a),
                 }
-                Mask::None => dst.fill(a),
             }
-        }
-    });
+        },
+    );
 }
 
 /// `out[offsets[i]..offsets[i + 1]] = adv[i]` (times the mask where one is given).
@@ -113,27 +124,33 @@ pub fn broadcast_segments<T: Real>(
     out: &mut [T],
 ) {
     assert_eq!(offsets.len(), adv.len() + 1);
-    let shared = Shared(out.as_mut_ptr());
-    map_ranges(adv.len(), threads, |r| {
-        for i in r {
-            let (a0, b0) = (offsets[i], offsets[i + 1]);
-            // SAFETY: segments are disjoint and each belongs to exactly one range.
-            let dst = unsafe { std::slice::from_raw_parts_mut(shared.ptr().add(a0), b0 - a0) };
-            match mask {
-                Mask::Flags(m) => {
-                    for (d, &f) in dst.iter_mut().zip(&m[a0..b0]) {
-                        *d = if f != 0 { adv[i] } else { T::zero() };
+    let base = offsets[0];
+    map_ranges_mut(
+        adv.len(),
+        threads,
+        out,
+        |i| offsets[i] - base,
+        |r, o| {
+            let start = offsets[r.start];
+            for i in r {
+                let (a0, b0) = (offsets[i], offsets[i + 1]);
+                let dst = &mut o[a0 - start..b0 - start];
+                match mask {
+                    Mask::Flags(m) => {
+                        for (d, &f) in dst.iter_mut().zip(&m[a0..b0]) {
+                            *d = if f != 0 { adv[i] } else { T::zero() };
+                        }
                     }
-                }
-                Mask::Values(m) => {
-                    for (d, &w) in dst.iter_mut().zip(&m[a0..b0]) {
-                        *d = T::from_f64(adv[i].to_f64() * w.to_f64());
+                    Mask::Values(m) => {
+                        for (d, &w) in dst.iter_mut().zip(&m[a0..b0]) {
+                            *d = T::from_f64(adv[i].to_f64() * w.to_f64());
+                        }
                     }
+                    Mask::None => dst.fill(adv[i]),
                 }
-                Mask::None => dst.fill(adv[i]),
             }
-        }
-    });
+        },
+    );
 }
 
 #[cfg(test)]
@@ -144,10 +161,10 @@ mod tests {
     fn rows_and_segments() {
         let tokens = [0.0f32, 0.0, 1.0, 0.5, 0.5, 0.0];
         let mut s = [0.0f32; 2];
-        row_sums(&tokens, 3, 1, &mut s);
+        row_sums(&tokens, 3, 1, &mut s).unwrap();
         assert_eq!(s, [1.0, 1.0]);
         let mut s2 = [0.0f32; 3];
-        segment_sums(&tokens, &[0, 3, 3, 6], 1, &mut s2);
+        segment_sums(&tokens, &[0, 3, 3, 6], 1, &mut s2).unwrap();
         assert_eq!(s2, [1.0, 0.0, 1.0]);
         let mut out = [9.0f32; 6];
         broadcast_rows(
@@ -172,14 +189,25 @@ mod tests {
     }
 
     #[test]
+    fn finite_tokens_summing_past_the_range_are_reported() {
+        let tokens = [1.0f32, 2.0, 3e38, 3e38, f32::INFINITY, 1.0];
+        let mut s = [0.0f32; 3];
+        assert_eq!(row_sums(&tokens, 2, 1, &mut s), Err(1));
+        // an infinite token reward is a non-finite reward, not an overflow
+        assert_eq!(row_sums(&tokens[4..], 2, 1, &mut s[..1]), Ok(()));
+        let mut s2 = [0.0f32; 2];
+        assert_eq!(segment_sums(&tokens[..4], &[0, 1, 4], 1, &mut s2), Err(1));
+    }
+
+    #[test]
     fn parallel_rows_equal_serial() {
         let (rows, width) = (5000usize, 40usize);
         let tokens: Vec<f64> = (0..rows * width)
             .map(|i| ((i * 7) % 13) as f64 * 0.25)
             .collect();
         let (mut a, mut b) = (vec![0.0; rows], vec![0.0; rows]);
-        row_sums(&tokens, width, 1, &mut a);
-        row_sums(&tokens, width, 2, &mut b);
+        row_sums(&tokens, width, 1, &mut a).unwrap();
+        row_sums(&tokens, width, 2, &mut b).unwrap();
         assert_eq!(a, b);
         let mask: Vec<u8> = (0..rows * width).map(|i| (i % 3 != 0) as u8).collect();
         let (mut o1, mut o2) = (vec![0.0; rows * width], vec![0.0; rows * width]);

@@ -2,8 +2,11 @@
 //! finite input, all-equal groups exactly 0, and a labelled (permuted) layout gives the same
 //! numbers as the contiguous layout of the same groups.
 
-use groupadv::advantage::{advantages, group_stats, Center, NonFinite, Params, Scale, Singleton};
+use groupadv::advantage::{
+    advantages, batch_moments, group_stats, Center, NonFinite, Params, Scale, Singleton,
+};
 use groupadv::groups::Grouping;
+use groupadv::parallel::SERIAL_BELOW;
 use proptest::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -43,6 +46,7 @@ fn params() -> impl Strategy<Value = Params> {
                 singleton,
                 nonfinite,
                 threads,
+                batch_std: None,
             },
         )
 }
@@ -256,16 +260,90 @@ proptest! {
         }
     }
 
-    /// The thread count never changes the numbers.
+}
+
+proptest! {
+    // Each case runs calls above the serial threshold four times: fewer cases.
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// The thread count never changes the numbers: the groups are repeated until the call is
+    /// above the serial threshold (`SERIAL_BELOW`), so that the parallel passes really run.
     #[test]
     fn threads_do_not_change_results((sizes, x) in sizes_and_rewards(moderate_reward(), 1), p in params()) {
         let p = Params { nonfinite: NonFinite::Omit, singleton: Singleton::Raw, ..p };
+        let (sizes, x) = tiled(&sizes, &x, SERIAL_BELOW + 1);
         let g = Grouping::ragged(x.len(), &offsets(&sizes)).unwrap();
         let bits = |v: Vec<f64>| v.into_iter().map(|a| if a.is_nan() { u64::MAX } else { a.to_bits() }).collect::<Vec<u64>>();
         let one = bits(run(&x, &g, &Params { threads: 1, ..p }).unwrap());
         for t in [2usize, 3, 8] {
             let many = bits(run(&x, &g, &Params { threads: t, ..p }).unwrap());
-            prop_assert_eq!(&one, &many);
+            prop_assert!(one == many, "threads {}: {:?}", t, p);
+        }
+    }
+}
+
+/// `sizes` and `x` repeated until they hold at least `n` rewards.
+fn tiled(sizes: &[usize], x: &[f64], n: usize) -> (Vec<usize>, Vec<f64>) {
+    let copies = n.div_ceil(x.len());
+    (sizes.repeat(copies), x.repeat(copies))
+}
+
+/// Issue 10: float64 batch scales are bit-identical for 1, 2, 3 and 4 threads, for uniform
+/// and ragged groups well above the serial threshold (the batch moments are merged in a
+/// fixed order of groups, not per thread).
+#[test]
+fn batch_scales_are_bit_identical_for_any_thread_count() {
+    let n = 3 * SERIAL_BELOW + 12345;
+    let mut state = 0x2545f4914f6cdd1du64;
+    let mut next = move |m: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % m
+    };
+    let x: Vec<f64> = (0..n)
+        .map(|_| next(1 << 30) as f64 * 1.37e-7 - 3.0)
+        .collect();
+    let mut sizes = Vec::new();
+    while sizes.iter().sum::<usize>() < n {
+        sizes.push(if next(20) == 0 {
+            next(2) as usize
+        } else {
+            1 + next(40) as usize
+        });
+    }
+    let last = sizes.len() - 1;
+    sizes[last] -= sizes.iter().sum::<usize>() - n;
+    let layouts = [
+        Grouping::uniform(n / 16 * 16, 16).unwrap(),
+        Grouping::uniform(n / 7 * 7, 7).unwrap(),
+        Grouping::ragged(n, &offsets(&sizes)).unwrap(),
+    ];
+    for g in &layouts {
+        let x = &x[..g.len()];
+        for scale in [Scale::Batch, Scale::BatchResidual] {
+            for center in [Center::Mean, Center::LeaveOneOut] {
+                let p = |threads| Params {
+                    scale,
+                    center,
+                    ddof: 1,
+                    threads,
+                    ..Params::default()
+                };
+                let one = run(x, g, &p(1)).unwrap();
+                let moments = batch_moments(x, g, &p(1)).unwrap();
+                for threads in 2..=4 {
+                    let many = run(x, g, &p(threads)).unwrap();
+                    assert!(
+                        one.iter()
+                            .zip(&many)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{scale:?} {center:?}, {threads} threads, {} groups",
+                        g.n_groups()
+                    );
+                    assert_eq!(batch_moments(x, g, &p(threads)).unwrap(), moments);
+                }
+            }
         }
     }
 }

@@ -38,8 +38,11 @@ def test_float_tensors(dtype):
     dt = getattr(torch, dtype)
     t = torch.tensor(VALS, dtype=dt)
     got = ga.grpo(t, 3)
-    assert isinstance(got, torch.Tensor) and got.dtype in (dt, torch.float32, torch.float64)
-    np.testing.assert_allclose(got.double().numpy(), ref(t.double().numpy()), rtol=1e-6, atol=1e-6)
+    # dtype policy (README Numerics): half in, half out; float32/float64 kept
+    assert isinstance(got, torch.Tensor) and got.dtype == dt
+    # the exact result rounded once to the output dtype (float16: 2^-11, bfloat16: 2^-8 relative)
+    tol = {"float16": 2.0**-11, "bfloat16": 2.0**-8}.get(dtype, 1e-6)
+    np.testing.assert_allclose(got.double().numpy(), ref(t.double().numpy()), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("dtype", ["complex64", "complex128", "float8_e4m3fn", "float8_e5m2"])
@@ -115,8 +118,12 @@ def test_out_tensor_checks():
         ga.grpo(t, 3, out=t)
     with pytest.raises(ValueError):
         ga.grpo(t, 3, out=torch.zeros(12)[::2])
+    # dtype policy: an out= of any float dtype is written (here float64 for float32 rewards)
+    out64 = torch.zeros(6, dtype=torch.float64)
+    assert ga.grpo(t, 3, out=out64) is out64
+    np.testing.assert_allclose(out64.numpy(), ref(VALS), rtol=1e-6)
     with pytest.raises(TypeError):
-        ga.grpo(t, 3, out=torch.zeros(6, dtype=torch.float64))
+        ga.grpo(t, 3, out=torch.zeros(6, dtype=torch.int64))
     with pytest.raises((TypeError, ValueError)):
         ga.grpo(t, 3, out=torch.zeros(6, device="meta"))
     out = torch.zeros(6)

@@ -67,7 +67,8 @@ def advantages(
         pass the global std from :mod:`groupadv.moments` (``BatchMoments.std(scale, ddof)``) or
         :func:`groupadv.distributed.all_reduce_moments`. A parameter of the core: the same
         rules apply (all-equal groups give exactly 0; an advantage that overflows the output
-        dtype raises the overflow ValueError).
+        dtype raises the overflow ValueError). NaN means an undefined batch std (a batch
+        poisoned under nan="propagate", or too few rewards): the advantages it scales are NaN.
     moments: a :class:`GroupMoments` (from :func:`group_moments`, merged over batches or
         shards) with one record per group of this layout: the group statistics to use instead
         of those of ``rewards`` (streaming, sharded data); the batch scales then use the merge

@@ -38,13 +38,21 @@ def advantages(
     nan: str,
     num_threads: int,
     batch_std: float | None = None,
-    moments: tuple[
-        npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]
-    ]
-    | None = None,
-) -> None: ...
+    moments: MomentArrays | None = None,
+) -> None:
+    """batch_std: with scale "batch"/"batch_residual", the denominator is batch_std + eps.
+    moments: (count, mean, m2, scale) per group, used instead of the moments of rewards."""
 
-_Record = tuple[
+def group_stats(
+    rewards: npt.NDArray[np.floating], grouping: Grouping, ddof: int, nan: str, num_threads: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
+def batch_moments(
+    rewards: npt.NDArray[np.floating], grouping: Grouping, nan: str, num_threads: int
+) -> tuple[int, float, float, int, float]: ...
+
+# The moments stage: one float64 record per group. M2 (the sum of squared deviations) is
+# m2 * scale**2; scale is a power of two, 1 unless M2 would leave the float64 range.
+MomentArrays = tuple[
     npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]
 ]
 
@@ -54,15 +62,19 @@ def group_moments(
     nan: str,
     weights: npt.NDArray[np.float64] | None,
     num_threads: int,
-) -> _Record: ...
-def merge_moments(a: _Record, b: _Record) -> _Record: ...
-def moments_std(m: _Record, ddof: int) -> npt.NDArray[np.float64]: ...
-def group_stats(
-    rewards: npt.NDArray[np.floating], grouping: Grouping, ddof: int, nan: str, num_threads: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
-def batch_moments(
-    rewards: npt.NDArray[np.floating], grouping: Grouping, nan: str, num_threads: int
-) -> tuple[int, float, float, int, float]: ...
+) -> MomentArrays:
+    """(count, mean, m2, scale) per group; weights: frequency weights (finite, >= 0)."""
+
+def merge_moments(a: MomentArrays, b: MomentArrays) -> MomentArrays:
+    """Elementwise Chan merge (a[g] with b[g]) of records of equal length."""
+
+def moments_std(m: MomentArrays, ddof: int) -> npt.NDArray[np.float64]:
+    """scale * sqrt(m2 / (count - ddof)) per record; NaN where count <= ddof."""
+
+def _kernel_self_check(isa: str) -> bool:
+    """Test hook: the compiled copy isa ("avx2", "avx512f") of the write pass against the
+    generic one (ValueError on a difference); False when this CPU cannot run it."""
+
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def _after_fork_in_child() -> None: ...

@@ -762,7 +762,9 @@ def token_scores(tokens, offsets, num_threads):
     """Per-sequence sums of token rewards (rows of a 2-D array, or segments of flat tokens),
     accumulated in float64 and returned in the input dtype."""
     if tokens.ndim == 2:
-        return tokens.sum(axis=1, dtype=np.float64).astype(tokens.dtype)
+        with np.errstate(over="ignore"):
+            scores = tokens.sum(axis=1, dtype=np.float64).astype(tokens.dtype)
+        return _checked_scores(scores, lambda i: tokens[i])
     if tokens.ndim == 1 and offsets is not None:
         offs = _token_offsets(offsets, len(tokens))
         out = np.zeros(len(offs) - 1)
@@ -770,8 +772,23 @@ def token_scores(tokens, offsets, num_threads):
         ne = np.flatnonzero(sizes > 0)
         if ne.size:
             out[ne] = np.add.reduceat(tokens, offs[:-1][ne], dtype=np.float64)
-        return out.astype(tokens.dtype)
+        with np.errstate(over="ignore"):
+            scores = out.astype(tokens.dtype)
+        return _checked_scores(scores, lambda i: tokens[offs[i]:offs[i + 1]])
     raise TypeError("token rewards must be a float32/float64 array: 2-D, or 1-D with offsets")
+
+
+def _checked_scores(scores: np.ndarray, tokens_of) -> np.ndarray:
+    """As the core: finite token rewards whose sum leaves the dtype's range are the overflow
+    error (``index``: the sequence), never an inf reward."""
+    if not np.isfinite(scores).all():
+        for i in np.flatnonzero(~np.isfinite(scores)):
+            if np.isfinite(tokens_of(i)).all():
+                raise AdvantageOverflowError(
+                    f"the token rewards of sequence {i} sum beyond the range of {scores.dtype}; rescale the rewards",
+                    index=int(i),
+                )
+    return scores
 
 
 def broadcast_tokens(adv, mask, offsets, out, num_threads):

@@ -34,7 +34,8 @@ __all__ = ["BatchMoments", "GroupMoments", "Moments", "merge_all"]
 
 
 def _record(count, mean, m2, scale) -> tuple:
-    return tuple(np.asarray(v, dtype=np.float64).reshape(-1) for v in (count, mean, m2, scale))
+    # contiguous float64 arrays: what the backends' moment functions read
+    return tuple(np.ascontiguousarray(np.asarray(v, dtype=np.float64).reshape(-1)) for v in (count, mean, m2, scale))
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ class GroupMoments:
         while len(rec[0]) > 1:
             half = len(rec[0]) // 2
             head = tuple(v[: 2 * half] for v in rec)
-            merged = _backend.impl.merge_moments(tuple(v[0::2] for v in head), tuple(v[1::2] for v in head))
+            merged = _backend.impl.merge_moments(_record(*(v[0::2] for v in head)), _record(*(v[1::2] for v in head)))
             if len(rec[0]) % 2:
                 merged = tuple(np.append(a, v[-1]) for a, v in zip(merged, rec))
             rec = merged

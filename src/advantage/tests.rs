@@ -341,3 +341,286 @@ fn bad_parameters_and_lengths_are_errors() {
         Err(AdvError::LengthMismatch { .. })
     ));
 }
+
+/// The layouts of the same groups: uniform, ragged, and interleaved labels (with the rewards
+/// permuted accordingly). `run_all` returns each layout's advantages in the uniform order.
+fn run_all<T: Real>(x: &[T], size: usize, p: &Params) -> Vec<Result<Vec<T>, AdvError>> {
+    let n = x.len();
+    let k = n / size;
+    let offsets: Vec<i64> = (0..=k).map(|g| (g * size) as i64).collect();
+    // Interleaved: reward i of group g at position i * k + g.
+    let pos = |j: usize| (j % size) * k + j / size;
+    let mut ids = vec![0i64; n];
+    let mut xs = vec![x[0]; n];
+    for j in 0..n {
+        ids[pos(j)] = (j / size) as i64;
+        xs[pos(j)] = x[j];
+    }
+    let (labelled, _) = Grouping::from_ids(&ids).unwrap();
+    let back = |r: Result<Vec<T>, AdvError>| r.map(|a| (0..n).map(|j| a[pos(j)]).collect());
+    vec![
+        run(x, &Grouping::uniform(n, size).unwrap(), p),
+        run(x, &Grouping::ragged(n, &offsets).unwrap(), p),
+        back(run(&xs, &labelled, p)),
+    ]
+}
+
+/// Issue 10: a subnormal spread whose mean is not an f64 (7.5e-324) gave [0, 1].
+#[test]
+fn subnormal_pair_is_minus_one_one() {
+    for (x, eps) in [
+        (vec![5e-324f64, 1e-323], 0.0),
+        (vec![1e-323f64, 5e-324, 5e-324, 1e-323], 0.0),
+        (vec![-5e-324f64, 0.0, 0.0, -5e-324], 0.0),
+    ] {
+        let want: Vec<f64> = x
+            .chunks(2)
+            .flat_map(|c| {
+                if c[0] < c[1] {
+                    [-1.0, 1.0]
+                } else {
+                    [1.0, -1.0]
+                }
+            })
+            .collect();
+        for got in run_all(
+            &x,
+            2,
+            &Params {
+                eps,
+                ..Params::default()
+            },
+        ) {
+            assert_eq!(got.unwrap(), want, "x {x:?}");
+        }
+        // Batch scales: the same residuals over the batch std (1/2 of the spread here).
+        for scale in [Scale::Batch, Scale::BatchResidual] {
+            let p = Params {
+                scale,
+                ..Params::default()
+            };
+            for got in run_all(&x, 2, &p) {
+                let got = got.unwrap();
+                assert!(
+                    got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12
+                        || scale == Scale::Batch && a.signum() == b.signum()),
+                    "{scale:?} {got:?}"
+                );
+            }
+        }
+    }
+    // Centred or not, the general path keeps Dr. GRPO and RLOO on subnormals too.
+    let p = Params {
+        center: Center::LeaveOneOut,
+        ..Params::default()
+    };
+    for got in run_all(&[5e-324f64, 1e-323], 2, &p) {
+        assert_eq!(got.unwrap(), vec![-2.0, 2.0]);
+    }
+}
+
+/// Issue 10: means of +-1.7e308 in a batch scale gave eight NaNs under nan="raise": the
+/// batch moments overflow float64 (the means' difference), the documented overflow error.
+#[test]
+fn batch_overflow_of_opposite_extreme_means_is_an_error() {
+    let x = [
+        1.7e308f64, 1.7e308, -1.7e308, -1.7e308, 1.7e308, 1.7e308, 1.0, 2.0,
+    ];
+    for scale in [Scale::Batch, Scale::BatchResidual] {
+        for threads in 1..=4 {
+            let p = Params {
+                scale,
+                threads,
+                ..Params::default()
+            };
+            for got in run_all(&x, 2, &p) {
+                match (scale, got) {
+                    (Scale::Batch, Err(e)) => assert_eq!(e, AdvError::BatchOverflow),
+                    // The residuals are small: a finite answer.
+                    (Scale::BatchResidual, Ok(a)) => {
+                        assert_eq!(&a[..6], &[0.0; 6]);
+                        assert!(a[6] < 0.0 && a[7] > 0.0);
+                    }
+                    (s, r) => panic!("{s:?}: {r:?}"),
+                }
+            }
+        }
+    }
+}
+
+/// Issue 10: `batch_std` is a parameter of the core: d = batch_std + eps, and an advantage
+/// that the output dtype cannot hold is the overflow error (f32 with 1e-300 gave +-inf).
+#[test]
+fn given_batch_std_scales_and_overflows_like_any_denominator() {
+    let x = [0.0f64, 2.0, 10.0, 14.0];
+    for scale in [Scale::Batch, Scale::BatchResidual] {
+        let p = Params {
+            scale,
+            eps: 0.5,
+            batch_std: Some(1.5),
+            ..Params::default()
+        };
+        for got in run_all(&x, 2, &p) {
+            assert_eq!(got.unwrap(), vec![-0.5, 0.5, -1.0, 1.0]);
+        }
+        let p = Params {
+            scale,
+            batch_std: Some(1e-300),
+            ..Params::default()
+        };
+        let x32 = [0.0f32, 1.0, 3.0, 3.0];
+        for got in run_all(&x32, 2, &p) {
+            assert_eq!(got.unwrap_err(), AdvError::Overflow { group: 0 });
+        }
+        // Exact 0 for an all-equal group, whatever the batch std.
+        let p = Params {
+            scale,
+            batch_std: Some(0.0),
+            ..Params::default()
+        };
+        for got in run_all(&[3.0f32, 3.0, 1.0, 1.0], 2, &p) {
+            assert_eq!(got.unwrap(), vec![0.0; 4]);
+        }
+    }
+    for (scale, b) in [
+        (Scale::Group, 1.0),
+        (Scale::Batch, -1.0),
+        (Scale::Batch, f64::INFINITY),
+    ] {
+        let p = Params {
+            scale,
+            batch_std: Some(b),
+            ..Params::default()
+        };
+        let g = Grouping::uniform(4, 2).unwrap();
+        assert!(
+            matches!(run(&x, &g, &p), Err(AdvError::BadParameter(_))),
+            "{scale:?} {b}"
+        );
+    }
+    // NaN is an undefined batch std (e.g. the whole batch of a streamed file, poisoned under
+    // Propagate): it scales to NaN as a computed one does, under every NaN policy
+    for nonfinite in [NonFinite::Raise, NonFinite::Propagate, NonFinite::Omit] {
+        let p = Params {
+            scale: Scale::Batch,
+            batch_std: Some(f64::NAN),
+            nonfinite,
+            ..Params::default()
+        };
+        for got in run_all(&x, 2, &p) {
+            assert!(got.unwrap().iter().all(|v| v.is_nan()), "{nonfinite:?}");
+        }
+    }
+}
+
+/// Given moments (`advantages_with`) give what the rewards' own moments give, and the batch
+/// scales merge them; weights are frequency weights.
+#[test]
+fn given_moments_match_computed_moments() {
+    let x: Vec<f64> = (0..60)
+        .map(|i| ((i * 37) % 17) as f64 * 0.25 - 1.0)
+        .collect();
+    let offsets: Vec<i64> = vec![0, 1, 7, 7, 20, 33, 60];
+    let g = Grouping::ragged(60, &offsets).unwrap();
+    for scale in [
+        Scale::Group,
+        Scale::Batch,
+        Scale::BatchResidual,
+        Scale::None,
+    ] {
+        for center in [Center::Mean, Center::LeaveOneOut] {
+            let p = Params {
+                scale,
+                center,
+                ddof: 1,
+                eps: 1e-6,
+                singleton: Singleton::Raw,
+                ..Params::default()
+            };
+            let ms = group_moments(&x, &g, &p, None).unwrap();
+            let want = run(&x, &g, &p).unwrap();
+            let mut got = vec![0.0; 60];
+            advantages_with(&x, &mut got, &g, &p, Some(&ms)).unwrap();
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-12 * (1.0 + b.abs()),
+                    "{p:?}: {a} vs {b}"
+                );
+            }
+        }
+    }
+    // Moments of two halves of each group, merged, are the moments of the whole.
+    let (first, second): (Vec<usize>, Vec<usize>) = (0..60).partition(|i| i % 2 == 0);
+    let ids: Vec<i64> = g.codes().iter().map(|&c| c as i64).collect();
+    let part = |idx: &[usize]| {
+        // Every group present in both halves except the singleton and the empty one.
+        let xs: Vec<f64> = idx.iter().map(|&i| x[i]).collect();
+        let (gl, _) = Grouping::from_ids(&idx.iter().map(|&i| ids[i]).collect::<Vec<_>>()).unwrap();
+        (
+            group_moments(&xs, &gl, &Params::default(), None).unwrap(),
+            idx.iter().map(|&i| ids[i]).collect::<Vec<_>>(),
+        )
+    };
+    let whole = group_moments(&x, &g, &Params::default(), None).unwrap();
+    let ((a, ia), (b, ib)) = (part(&first), part(&second));
+    let mut merged = [Moments::EMPTY; 6];
+    let mut seen = |ms: &[Moments], ids: &[i64]| {
+        let mut order: Vec<i64> = Vec::new();
+        for &i in ids {
+            if !order.contains(&i) {
+                order.push(i);
+            }
+        }
+        for (m, &gid) in ms.iter().zip(&order) {
+            merged[gid as usize] = merged[gid as usize].merge(*m);
+        }
+    };
+    seen(&a, &ia);
+    seen(&b, &ib);
+    for (m, w) in merged.iter().zip(&whole) {
+        assert_eq!(m.count, w.count);
+        let close = (m.mean - w.mean).abs() < 1e-12 && (m.std(0) - w.std(0)).abs() < 1e-12;
+        assert!(m.count == 0.0 || close, "{m:?} {w:?}");
+    }
+    // Frequency weights: weight 2 is the reward counted twice.
+    let w: Vec<f64> = (0..60).map(|i| (i % 3) as f64).collect();
+    let wm = group_moments(&x, &g, &Params::default(), Some(&w)).unwrap();
+    let rep: Vec<f64> = (0..60)
+        .flat_map(|i| std::iter::repeat_n(x[i], i % 3))
+        .collect();
+    let rep_offsets: Vec<i64> = offsets
+        .iter()
+        .map(|&o| (0..o as usize).map(|i| (i % 3) as i64).sum())
+        .collect();
+    let rg = Grouping::ragged(rep.len(), &rep_offsets).unwrap();
+    let rm = group_moments(&rep, &rg, &Params::default(), None).unwrap();
+    for (a, b) in wm.iter().zip(&rm) {
+        assert_eq!(a.count, b.count);
+        assert!(
+            (a.mean - b.mean).abs() < 1e-12 && (a.m2 - b.m2).abs() < 1e-10,
+            "{a:?} {b:?}"
+        );
+    }
+    assert!(group_moments(&x, &g, &Params::default(), Some(&[-1.0; 60])).is_err());
+    let mut out = vec![0.0; 60];
+    assert!(advantages_with(&x, &mut out, &g, &Params::default(), Some(&whole[..3])).is_err());
+}
+
+/// A scaled batch std (rewards near 1e154: squares beyond f64) with singleton="raw": the
+/// reward itself over the batch std, not re-centred on its own value (found by the Python
+/// property test against numpy).
+#[test]
+fn raw_singletons_over_a_scaled_batch_std() {
+    let mut x = [0.0f64; 9];
+    x[8] = 1.4221127862163767e154;
+    let p = Params {
+        scale: Scale::Batch,
+        singleton: Singleton::Raw,
+        ..Params::default()
+    };
+    for got in run_all(&x, 1, &p) {
+        let got = got.unwrap();
+        assert_eq!(&got[..8], &[0.0; 8]);
+        assert!((got[8] - 9.0 / 8f64.sqrt()).abs() < 1e-12, "{got:?}");
+    }
+}

@@ -1,0 +1,143 @@
+//! The write pass of `advantage::advantages`, tuned for speed.
+//!
+//! * Groups are handled in blocks of `BLOCK`: their means and stds are computed side by side,
+//!   so the divisions and square roots of different groups overlap instead of queueing.
+//! * Uniform layouts with a small power-of-two group size use a copy of the kernel where the
+//!   size is a constant, so the per-group loops are fully unrolled.
+//! * The whole batch loop is compiled for baseline x86-64 and again with AVX2 (and with
+//!   AVX-512F enabled, for the compiler's own code), and picked at run time. The AVX copies
+//!   run the explicit vector loops of `simd` (uniform groups of 4 or a multiple of 8, ragged
+//!   groups with masked tails, ragged blocks of varying sizes up to 32 with a fixed chunk
+//!   count); no fused multiply-add is introduced, so every copy gives the same bits.
+//! * Writes skip the overflow probe where `cannot_overflow` proves it unneeded.
+//!
+//! Policies (singletons, non-finite means) are applied by `policy::group_affine`, shared
+//! with the general path; a guarded f64 std, scaled maps and the `Omit` policy take the
+//! general per-group path (`group_advantages`).
+
+//!
+//! Modules: `uniform` and `ragged` (the two block loops), `write` (the per-group sums and
+//! writes they share), `group` (one group by the rules: the general path), `check` (the
+//! compiled copies against the generic pass).
+
+mod check;
+mod group;
+mod ragged;
+mod uniform;
+mod write;
+
+pub use check::{self_check, Isa};
+#[cfg(all(test, target_arch = "x86_64"))]
+pub(crate) use write::{sum_shifted_in, sum_sq_dev_in, write_affine_in};
+
+use crate::groups::Grouping;
+use crate::policy::{Denom, Fault, Params};
+use crate::real::Real;
+use ragged::block;
+use std::ops::Range;
+use uniform::uniform;
+
+/// Groups per block: their moments and maps are computed side by side.
+const BLOCK: usize = 8;
+
+/// Write the advantages of groups `range` to `out`, which holds exactly the outputs of
+/// these groups (`out[0]` is the first reward of group `range.start`).
+pub(crate) fn write_batch<T: Real>(
+    x: &[T],
+    out: &mut [T],
+    grouping: &Grouping,
+    range: Range<usize>,
+    p: &Params,
+    batch: Denom,
+) -> Result<(), (usize, Fault)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { write_batch_avx512(x, out, grouping, range, p, batch) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { write_batch_avx2(x, out, grouping, range, p, batch) };
+        }
+    }
+    write_batch_impl::<T, false>(x, out, grouping, range, p, batch)
+}
+
+/// The batch loop compiled with more vector instructions enabled (same code, same results).
+macro_rules! write_batch_with {
+    ($name:ident, $features:literal) => {
+        /// # Safety
+        /// The CPU must have the target features of this copy.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<T: Real>(
+            x: &[T],
+            out: &mut [T],
+            grouping: &Grouping,
+            range: Range<usize>,
+            p: &Params,
+            batch: Denom,
+        ) -> Result<(), (usize, Fault)> {
+            write_batch_impl::<T, true>(x, out, grouping, range, p, batch)
+        }
+    };
+}
+
+write_batch_with!(write_batch_avx2, "avx2");
+write_batch_with!(write_batch_avx512, "avx512f");
+
+/// The batch loop. `AVX` only in the copies compiled with AVX2 (or more) enabled: it selects
+/// the explicit vector loops of `simd`, whose instructions the CPU must then have.
+#[inline(always)]
+fn write_batch_impl<T: Real, const AVX: bool>(
+    x: &[T],
+    out: &mut [T],
+    grouping: &Grouping,
+    range: Range<usize>,
+    p: &Params,
+    batch: Denom,
+) -> Result<(), (usize, Fault)> {
+    if range.is_empty() {
+        return Ok(());
+    }
+    let mut spans = [(0usize, 0usize); BLOCK];
+    match grouping {
+        Grouping::Labelled(_) => unreachable!("labelled groups are written by `labelled`"),
+        Grouping::Uniform { size, .. } => {
+            let (a, b) = (range.start * size, range.end * size);
+            let os = out;
+            let xs = &x[a..b];
+            match *size {
+                2 => uniform::<T, 2, AVX>(xs, os, range.start, p, batch)?,
+                4 => uniform::<T, 4, AVX>(xs, os, range.start, p, batch)?,
+                8 => uniform::<T, 8, AVX>(xs, os, range.start, p, batch)?,
+                16 => uniform::<T, 16, AVX>(xs, os, range.start, p, batch)?,
+                32 => uniform::<T, 32, AVX>(xs, os, range.start, p, batch)?,
+                64 => uniform::<T, 64, AVX>(xs, os, range.start, p, batch)?,
+                g => {
+                    for g0 in range.clone().step_by(BLOCK) {
+                        let g1 = (g0 + BLOCK).min(range.end);
+                        for (j, grp) in (g0..g1).enumerate() {
+                            spans[j] = ((grp - range.start) * g, (grp - range.start + 1) * g);
+                        }
+                        block::<T, AVX>(xs, os, &spans[..g1 - g0], g0, p, batch)?;
+                    }
+                }
+            }
+        }
+        Grouping::Ragged { offsets } => {
+            let (a, b) = (offsets[range.start], offsets[range.end]);
+            let os = out;
+            let xs = &x[a..b];
+            for g0 in range.clone().step_by(BLOCK) {
+                let g1 = (g0 + BLOCK).min(range.end);
+                for (j, g) in (g0..g1).enumerate() {
+                    spans[j] = (offsets[g] - a, offsets[g + 1] - a);
+                }
+                block::<T, AVX>(xs, os, &spans[..g1 - g0], g0, p, batch)?;
+            }
+        }
+    }
+    Ok(())
+}

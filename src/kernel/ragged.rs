@@ -1,0 +1,151 @@
+//! Ragged groups (and uniform groups of a size without its own copy), a block of up to
+//! `BLOCK` groups at a time.
+
+use super::group::{finish_group, group_advantages, guarded};
+use super::write::{block_affine, cannot_overflow, sum_shifted_in, sum_sq_dev_in, write_affine_in};
+use super::BLOCK;
+use crate::policy::{Center, Denom, Fault, NonFinite, Params, Scale};
+use crate::real::Real;
+#[cfg(target_arch = "x86_64")]
+use crate::simd;
+
+/// Up to BLOCK groups; group j is `x[spans[j].0..spans[j].1]`, written to the same positions
+/// of `out` (`x` and `out` cover the whole batch, so chunks may read past a group's end).
+/// `g0` is the index of the first group (for error reports).
+#[inline(always)]
+pub(super) fn block<T: Real, const AVX: bool>(
+    x: &[T],
+    out: &mut [T],
+    spans: &[(usize, usize)],
+    g0: usize,
+    p: &Params,
+    batch: Denom,
+) -> Result<(), (usize, Fault)> {
+    if p.nonfinite == NonFinite::Omit || batch.pre != 1.0 {
+        for (j, &(a, b)) in spans.iter().enumerate() {
+            group_advantages(&x[a..b], &mut out[a..b], p, batch).map_err(|f| (g0 + j, f))?;
+        }
+        return Ok(());
+    }
+    let nb = spans.len();
+    // Chunked reads of the last group stay inside the batch: the AVX loops may run.
+    let simd = cfg!(target_arch = "x86_64") && AVX && spans[nb - 1].1 + 8 <= x.len();
+    // A whole block of groups of up to 32 values whose chunks all stay in the batch runs the
+    // same number of chunks for every group (`simd::*_fixed`): no branch on group sizes.
+    // (Blocks of equal sizes keep the per-group loops: they predict well and do no extra work.)
+    let (mut shortest, mut longest) = (usize::MAX, 0);
+    for &(a, b) in spans {
+        (shortest, longest) = (shortest.min(b - a), longest.max(b - a));
+    }
+    let chunks = longest.div_ceil(8).max(1);
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    let fixed = simd
+        && nb == BLOCK
+        && shortest != longest
+        && chunks <= 4
+        && spans[nb - 1].0 + 8 * chunks <= x.len();
+    let mut mean = [0.0f64; BLOCK];
+    let mut m2 = [0.0f64; BLOCK];
+    let mut n = [0.0f64; BLOCK];
+    // Shifted sums first, then all the means in one vector pass (a division per group
+    // waits on its sum; side by side the divisions overlap).
+    let (mut x0, mut sum) = ([0.0f64; BLOCK], [0.0f64; BLOCK]);
+    for (j, &(a, b)) in spans.iter().enumerate() {
+        if b > a {
+            x0[j] = x[a].to_f64();
+            n[j] = (b - a) as f64;
+            #[cfg(target_arch = "x86_64")]
+            if fixed {
+                // SAFETY: AVX2 is enabled (AVX); reads end before x.len() (checked above).
+                sum[j] = unsafe { simd::sum_shifted_fixed(x.as_ptr(), a, b, x0[j], chunks) };
+                continue;
+            }
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: AVX2 is enabled (AVX); reads end before x.len() (checked above).
+                sum[j] = unsafe { simd::sum_shifted_in(x.as_ptr(), a, b, x0[j]) };
+                continue;
+            }
+            sum[j] = sum_shifted_in(x, a, b, x0[j]);
+        }
+    }
+    for j in 0..BLOCK {
+        // Empty groups (n = 0, also the unused tail of a short block) keep mean 0.
+        mean[j] = if n[j] > 0.0 {
+            x0[j] + sum[j] / n[j]
+        } else {
+            0.0
+        };
+    }
+    if p.scale == Scale::Group {
+        for (j, &(a, b)) in spans.iter().enumerate() {
+            #[cfg(target_arch = "x86_64")]
+            if fixed {
+                // SAFETY: as above.
+                m2[j] = unsafe { simd::sum_sq_dev_fixed(x.as_ptr(), a, b, mean[j], chunks) };
+                continue;
+            }
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: as above.
+                m2[j] = unsafe { simd::sum_sq_dev_in(x.as_ptr(), a, b, mean[j]) };
+                continue;
+            }
+            m2[j] = sum_sq_dev_in(x, a, b, mean[j]);
+        }
+    }
+    // The affine maps side by side, as in `uniform`; an unusual group (fewer than 2
+    // rewards, non-finite, guarded) takes the per-group route, its neighbours do not.
+    let centred = p.center != Center::None;
+    let k = block_affine(&n, &m2, p, batch);
+    let known = p.scale == Scale::Group;
+    for j in 0..nb {
+        let (a, b) = spans[j];
+        let usual = b - a >= 2
+            && mean[j].is_finite()
+            && k[j].is_finite()
+            && !guarded::<T>(b - a, mean[j], m2[j], p);
+        if !usual {
+            if b > a {
+                finish_group(&x[a..b], &mut out[a..b], mean[j], m2[j], p, batch)
+                    .map_err(|f| (g0 + j, f))?;
+            }
+            continue;
+        }
+        let mu = if centred { mean[j] } else { 0.0 };
+        let probe = !cannot_overflow::<T>(n[j], mean[j], mu, k[j], known);
+        #[cfg(target_arch = "x86_64")]
+        if fixed {
+            // SAFETY: as above; the stores past b stay in the batch and are overwritten by
+            // the following groups, written after this one; this thread owns the batch.
+            if !unsafe {
+                simd::write_affine_fixed(
+                    x.as_ptr(),
+                    out.as_mut_ptr(),
+                    (a, b),
+                    mu,
+                    k[j],
+                    probe,
+                    chunks,
+                )
+            } {
+                return Err((g0 + j, Fault::Overflow));
+            }
+            continue;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: as above; out has x's length, and this thread owns it.
+            if !unsafe {
+                simd::write_affine_in(x.as_ptr(), out.as_mut_ptr(), a, b, mu, k[j], probe)
+            } {
+                return Err((g0 + j, Fault::Overflow));
+            }
+            continue;
+        }
+        if !write_affine_in(x, out, a, b, mu, k[j], probe) {
+            return Err((g0 + j, Fault::Overflow));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! Uniform groups of a constant size (a copy per small power-of-two size: the per-group
+//! loops unroll), `BLOCK` groups at a time.
+
+use super::group::{finish_group, group_advantages, guarded};
+use super::write::{block_affine, cannot_overflow, write_affine};
+use super::BLOCK;
+use crate::policy::{Center, Denom, Fault, NonFinite, Params, Scale};
+use crate::real::Real;
+#[cfg(target_arch = "x86_64")]
+use crate::simd;
+use crate::stats::{sum_shifted, sum_sq_dev};
+
+/// Uniform groups of a constant size G (x.len() is a multiple of G). With `AVX` (only in
+/// code compiled with AVX2) and G a multiple of 8, the per-group loops are `simd`'s.
+#[inline(always)]
+pub(super) fn uniform<T: Real, const G: usize, const AVX: bool>(
+    x: &[T],
+    out: &mut [T],
+    first_group: usize,
+    p: &Params,
+    batch: Denom,
+) -> Result<(), (usize, Fault)> {
+    let per_block = BLOCK * G;
+    for (bi, (xb, ob)) in x
+        .chunks(per_block)
+        .zip(out.chunks_mut(per_block))
+        .enumerate()
+    {
+        let g0 = first_group + bi * BLOCK;
+        let nb = xb.len() / G;
+        if p.nonfinite == NonFinite::Omit || batch.pre != 1.0 {
+            for j in 0..nb {
+                let (xs, os) = (&xb[j * G..(j + 1) * G], &mut ob[j * G..(j + 1) * G]);
+                group_advantages(xs, os, p, batch).map_err(|f| (g0 + j, f))?;
+            }
+            continue;
+        }
+        let mut mean = [0.0f64; BLOCK];
+        let mut m2 = [0.0f64; BLOCK];
+        let simd = cfg!(target_arch = "x86_64") && AVX && G % 8 == 0;
+        // Groups of four: one group per vector lane (`simd::moments4x8`).
+        let fours = cfg!(target_arch = "x86_64") && AVX && G == 4;
+        // A whole block takes the block-wide vector moments; a partial one, per-group loops.
+        let whole = nb == BLOCK && (simd || fours);
+        #[cfg(target_arch = "x86_64")]
+        if whole {
+            let m2 = (p.scale == Scale::Group).then_some(&mut m2);
+            // SAFETY: AVX2 is enabled (AVX); xb holds BLOCK groups of G values.
+            unsafe {
+                if fours {
+                    simd::moments4x8(xb.as_ptr(), &mut mean, m2)
+                } else {
+                    simd::moments8::<T, G>(xb.as_ptr(), &mut mean, m2)
+                }
+            };
+        }
+        if !whole {
+            for j in 0..nb {
+                let xs: &[T; G] = xb[j * G..(j + 1) * G].try_into().unwrap();
+                let x0 = xs[0].to_f64();
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    // SAFETY: AVX2 is enabled (AVX), xs holds G values.
+                    mean[j] = x0 + unsafe { simd::sum_shifted::<T, G>(xs.as_ptr(), x0) } / G as f64;
+                    continue;
+                }
+                mean[j] = x0 + sum_shifted(xs, x0) / G as f64;
+            }
+            if p.scale == Scale::Group {
+                for j in 0..nb {
+                    let xs: &[T; G] = xb[j * G..(j + 1) * G].try_into().unwrap();
+                    #[cfg(target_arch = "x86_64")]
+                    if simd {
+                        // SAFETY: as above.
+                        m2[j] = unsafe { simd::sum_sq_dev::<T, G>(xs.as_ptr(), mean[j]) };
+                        continue;
+                    }
+                    m2[j] = sum_sq_dev(xs, mean[j]);
+                }
+            }
+        }
+        // The affine maps of the whole block side by side (vector sqrt and division): every
+        // group here has G >= 2 rewards, so `group_affine` reduces to this unless a group is
+        // unusual, and then the block takes the per-group route.
+        let centred = p.center != Center::None;
+        let k = block_affine(&[G as f64; BLOCK], &m2, p, batch);
+        // Plain loops with `&` (not `Iterator::all`, which is compiled out of line here,
+        // without the vector instructions, and branches per group).
+        let mut usual = true;
+        for j in 0..nb {
+            usual &= mean[j].is_finite() & k[j].is_finite() & !guarded::<T>(G, mean[j], m2[j], p);
+        }
+        if !usual {
+            for j in 0..nb {
+                let xs: &[T; G] = xb[j * G..(j + 1) * G].try_into().unwrap();
+                let os: &mut [T; G] = (&mut ob[j * G..(j + 1) * G]).try_into().unwrap();
+                finish_group(xs, os, mean[j], m2[j], p, batch).map_err(|f| (g0 + j, f))?;
+            }
+            continue;
+        }
+        let known = p.scale == Scale::Group;
+        let mu: [f64; BLOCK] = if centred { mean } else { [0.0; BLOCK] };
+        #[cfg(target_arch = "x86_64")]
+        if fours && whole {
+            let mut safe = true;
+            for j in 0..BLOCK {
+                safe &= cannot_overflow::<T>(G as f64, mean[j], mu[j], k[j], known);
+            }
+            if safe {
+                // SAFETY: AVX2 is enabled (AVX); xb and ob hold BLOCK groups of 4 values.
+                unsafe { simd::write_affine4x8(xb.as_ptr(), ob.as_mut_ptr(), &mu, &k) };
+                continue;
+            }
+        }
+        for j in 0..nb {
+            let mu = mu[j];
+            let probe = !cannot_overflow::<T>(G as f64, mean[j], mu, k[j], known);
+            let (xs, os) = (&xb[j * G..(j + 1) * G], &mut ob[j * G..(j + 1) * G]);
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: as above; os holds G values.
+                if !unsafe {
+                    simd::write_affine_in(xs.as_ptr(), os.as_mut_ptr(), 0, G, mu, k[j], probe)
+                } {
+                    return Err((g0 + j, Fault::Overflow));
+                }
+                continue;
+            }
+            if !write_affine(xs, os, mu, k[j], probe) {
+                return Err((g0 + j, Fault::Overflow));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! The per-group loops the block loops share: masked sums over a group inside its batch,
+//! the affine write with its overflow probe, and the block of affine factors.
+
+use super::BLOCK;
+use crate::policy::{loo_factor, ratio, Center, Denom, Params, Scale};
+use crate::real::Real;
+use crate::stats::{lanes_sum, std_of};
+
+/// Can no advantage of a group of `n` rewards overflow T, when scaled by its own std?
+/// Every |r - mean| is at most sqrt(M2), and k = factor / (sqrt(M2 / (n - ddof)) + eps) with
+/// factor <= 2, so sqrt(M2) * |k| <= 2 sqrt(n) <= 2 n, and |mean - mu| * |k| + 2 n bounds
+/// every |(r - mu) * k| (the factor 2 below covers rounding). When this holds, the write
+/// needs no overflow probe; centred, it always holds for a finite k. Other scales
+/// (`group_scale = false`) keep the probe.
+#[inline(always)]
+pub(super) fn cannot_overflow<T: Real>(
+    n: f64,
+    mean: f64,
+    mu: f64,
+    k: f64,
+    group_scale: bool,
+) -> bool {
+    group_scale && (mean - mu).abs() * k.abs() + 2.0 * n <= T::MAX_F64 * 0.5
+}
+
+/// Write (r - mu) * k for every reward; false if an advantage is not finite in T (the
+/// result overflowed: finite rewards, finite mu and k, but a residual beyond T's range).
+/// With `probe` false the check is skipped (the caller proved no overflow can happen).
+#[inline(always)]
+pub(super) fn write_affine<T: Real>(x: &[T], out: &mut [T], mu: f64, k: f64, probe: bool) -> bool {
+    if !probe {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = T::from_f64((v.to_f64() - mu) * k);
+        }
+        return true;
+    }
+    // Fixed-width chunks with a separate f64 staging array: this shape vectorizes whether or
+    // not the group length is a compile-time constant. `probe` stays 0 unless some output is
+    // inf or NaN (v * 0 is NaN exactly for those), at one multiply-add per element.
+    let mut probe = [0.0f64; 8];
+    let mut xc = x.chunks_exact(8);
+    let mut oc = out.chunks_exact_mut(8);
+    for (xs, os) in (&mut xc).zip(&mut oc) {
+        let mut t = [0.0f64; 8];
+        for i in 0..8 {
+            t[i] = (xs[i].to_f64() - mu) * k;
+        }
+        for i in 0..8 {
+            os[i] = T::from_f64(t[i]);
+            probe[i] += os[i].to_f64() * 0.0;
+        }
+    }
+    let mut rest = 0.0f64;
+    for (o, &v) in oc.into_remainder().iter_mut().zip(xc.remainder()) {
+        *o = T::from_f64((v.to_f64() - mu) * k);
+        rest += o.to_f64() * 0.0;
+    }
+    probe.iter().sum::<f64>() + rest == 0.0
+}
+
+/// The factors k of a block of groups with `n` rewards and squared deviations `m2`, side by
+/// side (vector sqrt and division): what `group_affine` gives a group of two or more rewards.
+/// Groups it does not cover (fewer than 2, non-finite, guarded) are sent elsewhere by callers.
+#[inline(always)]
+pub(super) fn block_affine(
+    n: &[f64; BLOCK],
+    m2: &[f64; BLOCK],
+    p: &Params,
+    batch: Denom,
+) -> [f64; BLOCK] {
+    // Branches on the parameters outside the loops, so that each loop is one vector pass.
+    let denom = match p.scale {
+        Scale::Group => {
+            let (ddof, eps) = (p.ddof as f64, p.eps);
+            let mut d = [0.0f64; BLOCK];
+            for j in 0..BLOCK {
+                d[j] = std_of(m2[j], n[j], ddof) + eps;
+            }
+            d
+        }
+        Scale::Batch | Scale::BatchResidual => [batch.d; BLOCK],
+        Scale::None => [1.0; BLOCK],
+    };
+    let mut factor = [1.0f64; BLOCK];
+    if p.center == Center::LeaveOneOut {
+        for j in 0..BLOCK {
+            factor[j] = loo_factor(n[j]);
+        }
+    }
+    let mut k = [0.0f64; BLOCK];
+    for j in 0..BLOCK {
+        k[j] = ratio(factor[j], denom[j]);
+    }
+    k
+}
+
+/// Sum of (x_i - shift) over `x[a..b]`, eight lanes wide. A group's last partial chunk is
+/// read as a full chunk of `x` where `x` extends far enough (the next group's values), with
+/// the lanes past `b` masked out: ragged groups then need no scalar remainder loop.
+#[inline(always)]
+pub(crate) fn sum_shifted_in<T: Real>(x: &[T], a: usize, b: usize, shift: f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let full = a + (b - a) / 8 * 8;
+    for c in x[a..full].chunks_exact(8) {
+        for k in 0..8 {
+            acc[k] += c[k].to_f64() - shift;
+        }
+    }
+    let rem = b - full;
+    if rem > 0 {
+        if full + 8 <= x.len() {
+            let c = &x[full..full + 8];
+            for k in 0..8 {
+                acc[k] += if k < rem { c[k].to_f64() - shift } else { 0.0 };
+            }
+        } else {
+            for (k, v) in x[full..b].iter().enumerate() {
+                acc[k] += v.to_f64() - shift;
+            }
+        }
+    }
+    lanes_sum(&acc)
+}
+
+/// Sum of (x_i - mean)^2 over `x[a..b]`, masked like `sum_shifted_in`.
+#[inline(always)]
+pub(crate) fn sum_sq_dev_in<T: Real>(x: &[T], a: usize, b: usize, mean: f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let full = a + (b - a) / 8 * 8;
+    for c in x[a..full].chunks_exact(8) {
+        for k in 0..8 {
+            let d = c[k].to_f64() - mean;
+            acc[k] += d * d;
+        }
+    }
+    let rem = b - full;
+    if rem > 0 {
+        if full + 8 <= x.len() {
+            let c = &x[full..full + 8];
+            for k in 0..8 {
+                let d = c[k].to_f64() - mean;
+                acc[k] += if k < rem { d * d } else { 0.0 };
+            }
+        } else {
+            for (k, v) in x[full..b].iter().enumerate() {
+                let d = v.to_f64() - mean;
+                acc[k] += d * d;
+            }
+        }
+    }
+    lanes_sum(&acc)
+}
+
+/// `write_affine` over `x[a..b]` into `out[a..b]`; the last partial chunk is written as a
+/// full chunk where `out` extends far enough, keeping the old values past `b` (a blend).
+#[inline(always)]
+pub(crate) fn write_affine_in<T: Real>(
+    x: &[T],
+    out: &mut [T],
+    a: usize,
+    b: usize,
+    mu: f64,
+    k: f64,
+    probe: bool,
+) -> bool {
+    let full = a + (b - a) / 8 * 8;
+    let mut ok = write_affine(&x[a..full], &mut out[a..full], mu, k, probe);
+    let rem = b - full;
+    if rem > 0 {
+        if full + 8 <= x.len() {
+            let (c, o) = (&x[full..full + 8], &mut out[full..full + 8]);
+            let mut found = 0.0f64;
+            for i in 0..8 {
+                let v = T::from_f64((c[i].to_f64() - mu) * k);
+                found += if probe && i < rem {
+                    v.to_f64() * 0.0
+                } else {
+                    0.0
+                };
+                o[i] = if i < rem { v } else { o[i] };
+            }
+            ok &= found == 0.0;
+        } else {
+            ok &= write_affine(&x[full..b], &mut out[full..b], mu, k, probe);
+        }
+    }
+    ok
+}
