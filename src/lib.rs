@@ -85,15 +85,15 @@ mod python {
         })
     }
 
-    fn read<'a, 'py, T: Element, D: numpy::ndarray::Dimension>(
-        a: &'a Bound<'py, numpy::PyArray<T, D>>,
+    fn read<'py, T: Element, D: numpy::ndarray::Dimension>(
+        a: &Bound<'py, numpy::PyArray<T, D>>,
         name: &str,
     ) -> PyResult<numpy::PyReadonlyArray<'py, T, D>> {
         a.try_readonly().map_err(|_| busy(&[name]))
     }
 
-    fn write<'a, 'py, T: Element, D: numpy::ndarray::Dimension>(
-        a: &'a Bound<'py, numpy::PyArray<T, D>>,
+    fn write<'py, T: Element, D: numpy::ndarray::Dimension>(
+        a: &Bound<'py, numpy::PyArray<T, D>>,
         name: &str,
     ) -> PyResult<numpy::PyReadwriteArray<'py, T, D>> {
         a.try_readwrite().map_err(|_| busy(&[name, "an input"]))
