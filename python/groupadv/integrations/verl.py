@@ -45,8 +45,8 @@ def _outcome(token_level_rewards, response_mask, index, *, floor=None, **kwargs)
     low = (torch.bfloat16, torch.float16)
     if rewards.dtype in low:  # numpy has no bf16: compute from float32 copies, cast back
         rewards = rewards.float()
-    if mask.dtype in low:
-        mask = mask.float()
+    if mask.dtype in low or (kwargs.get("nan") == "propagate" and not mask.is_floating_point()):
+        mask = mask.float()  # verl multiplies by the mask: a NaN score stays NaN on masked tokens
     adv = token_advantages(rewards, mask, group_ids=index, preset="verl", **kwargs)
     adv = adv.to(dtype)
     return adv, adv
