@@ -143,40 +143,68 @@ def _verl_test_file() -> pathlib.Path:
     return path
 
 
-def _run_verl_tests(keep_verl: tuple, *pytest_args) -> subprocess.CompletedProcess:
-    """verl's own test file in a fresh interpreter, with install() applied before it imports
-    core_algos' functions; ``keep_verl``: names whose verl function is put back, so that verl's
-    equivalence tests compare groupadv against verl rather than groupadv against itself."""
+def _run_verl_tests() -> subprocess.CompletedProcess:
+    """verl's own test file in a fresh interpreter (its registry tests clear verl's registry),
+    with install() applied before the file imports core_algos' functions by name."""
     code = (
         "import sys, pytest\n"
-        "from verl.trainer.ppo import core_algos as ca\n"
         "from groupadv.integrations import verl as ours\n"
-        "keep, args = sys.argv[1].split(','), sys.argv[2:]\n"
-        "saved = {n: getattr(ca, ours.SUPPORTED[n][0]) for n in keep if n}\n"
         "ours.install()\n"
-        "for n, fn in saved.items():\n"
-        "    setattr(ca, ours.SUPPORTED[n][0], fn)\n"
-        "    ca.ADV_ESTIMATOR_REGISTRY[n] = fn\n"
-        "sys.exit(pytest.main(args + ['-q', '-p', 'no:cacheprovider', '-rA']))\n"
+        "sys.exit(pytest.main([sys.argv[1], '-q', '-p', 'no:cacheprovider', '-rA']))\n"
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-c", code, ",".join(keep_verl), str(_verl_test_file()), *pytest_args],
-                          capture_output=True, text=True, env=env, cwd=str(VERL_TESTS), timeout=300)
+    return subprocess.run([sys.executable, "-c", code, str(_verl_test_file())], capture_output=True, text=True,
+                          env=env, cwd=str(VERL_TESTS), timeout=300)
 
 
 def test_verls_own_core_algos_tests_with_install_applied():
     """All of verl's test_core_algos_on_cpu.py passes with groupadv installed for every name
     (its loop-vs-vectorized asserts then compare groupadv with itself)."""
-    res = _run_verl_tests(())
+    res = _run_verl_tests()
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     assert " passed" in res.stdout and "skipped" not in res.stdout
 
 
+def _verl_test_module():
+    """verl's test module, for its input helpers (its own tests run in the subprocess above)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("verl_core_algos_tests", _verl_test_file())
+    vt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vt)
+    return vt
+
+
+def _verl_equivalence_inputs(batch_size, seq_len, num_groups, seed):
+    """The inputs of verl's test_{grpo,rloo}_and_vectorized_equivalence, seeded as verl seeds them."""
+    import random
+
+    vt = _verl_test_module()
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    index = vt._make_group_index(batch_size, num_groups)
+    response_mask = vt._rand_mask(batch_size, seq_len)
+    return torch.randn(batch_size, seq_len, dtype=torch.float32) * response_mask, response_mask, index
+
+
+_VERL_EQUIVALENCE_CASES = [(64, 128, 5, 0), (128, 256, 8, 1), (512, 512, 10, 2)]
+
+
 def test_verls_grpo_equivalence_asserts_hold_for_groupadv_against_verls_vectorized_form():
-    """verl's GRPO asserts (rtol=1e-5, atol=1e-6), groupadv as the loop version against verl's
-    own grpo_vectorized, including its low-variance case: they hold as verl wrote them."""
-    res = _run_verl_tests(("grpo_vectorized", "rloo_vectorized"), "-k", "grpo")
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    """verl's GRPO asserts (torch.allclose rtol=1e-5, atol=1e-6) with groupadv as the loop
+    version against verl's own grpo_vectorized, on verl's inputs and its low-variance case:
+    they hold as verl wrote them."""
+    for case in _VERL_EQUIVALENCE_CASES:
+        tlr, mask, index = _verl_equivalence_inputs(*case)
+        got, _ = ours.compute_grpo_outcome_advantage(tlr, mask, index)
+        want, _ = VERL["grpo_vectorized"](tlr, mask, index)
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), case
+    tlr = torch.tensor([[1.0], [1.00001], [2.0], [2.00001]], dtype=torch.float32)
+    index = np.array(["prompt-a", "prompt-a", "prompt-b", "prompt-b"], dtype=object)
+    got, _ = ours.compute_grpo_outcome_advantage(tlr, torch.ones_like(tlr), index)
+    want, _ = VERL["grpo_vectorized"](tlr, torch.ones_like(tlr), index)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_verls_rloo_equivalence_inputs_hold_to_float32_rounding_of_the_scores():
@@ -186,20 +214,8 @@ def test_verls_rloo_equivalence_inputs_hold_to_float32_rounding_of_the_scores():
     ~4e-6) and both its forms share that rounded sum; groupadv sums in float64. RLOO's
     ``s*n/(n-1) - mean*n/(n-1)`` has no std division to shrink that difference (GRPO's has), so
     it shows at a few ulps of |score| (7.6e-6 for verl's 512x512 case), above verl's atol."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("verl_core_algos_tests", _verl_test_file())
-    vt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(vt)
-    import random
-
-    for batch_size, seq_len, num_groups, seed in [(64, 128, 5, 0), (128, 256, 8, 1), (512, 512, 10, 2)]:
-        torch.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed)
-        index = vt._make_group_index(batch_size, num_groups)
-        response_mask = vt._rand_mask(batch_size, seq_len)
-        token_level_rewards = torch.randn(batch_size, seq_len, dtype=torch.float32) * response_mask
+    for case in _VERL_EQUIVALENCE_CASES:
+        token_level_rewards, response_mask, index = _verl_equivalence_inputs(*case)
         got, _ = ours.compute_rloo_outcome_advantage(token_level_rewards, response_mask, index)
         want, _ = VERL["rloo_vectorized"](token_level_rewards, response_mask, index)
         loop, _ = VERL["rloo"](token_level_rewards, response_mask, index)
