@@ -45,7 +45,10 @@ fi
 if [ ! -f "$TESTS" ]; then
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
-    "${PIP[@]}" download "verl==$VERL" --no-deps --no-binary :all: -d "$tmp"
+    # Reading the sdist's metadata needs setuptools: the installed one when there is one (12 s
+    # faster than an isolated build environment), else pip's isolated one.
+    "${PIP[@]}" download "verl==$VERL" --no-deps --no-binary :all: --no-build-isolation -d "$tmp" 2>/dev/null ||
+        "${PIP[@]}" download "verl==$VERL" --no-deps --no-binary :all: -d "$tmp"
     mkdir -p build
     tar -xzf "$tmp/verl-$VERL.tar.gz" -C build "verl-$VERL/tests"
 fi
