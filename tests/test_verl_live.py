@@ -56,11 +56,15 @@ def _batch(rng, dtype, n_groups=12, L=9):
     return t, m, uids, equal
 
 
-@pytest.mark.parametrize("name", sorted(VERL))
+@pytest.mark.parametrize("name", sorted(set(VERL) - set(ours.SUPPORTED)))
+def test_registry_name_not_yet_in_groupadv(name):
+    """verl's registry names groupadv has no adapter for: reported, one skip per name."""
+    pytest.skip(f"{name}: not yet in groupadv")
+
+
+@pytest.mark.parametrize("name", sorted(set(VERL) & set(ours.SUPPORTED)))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
 def test_registry_estimator_matches_verl(name, dtype):
-    if name not in ours.SUPPORTED:
-        pytest.skip(f"{name}: not yet in groupadv")
     fn = ours.SUPPORTED[name][1]
     for seed in range(6):
         rng = np.random.default_rng(seed)
@@ -131,8 +135,8 @@ def test_install_routes_verls_dispatch_and_uninstall_restores():
         assert ca.ADV_ESTIMATOR_REGISTRY[name] is VERL[name] and getattr(ca, attr) is VERL[name]
 
 
-def test_missing_names_are_verls_registry_minus_groupadv():
-    """Keeps SUPPORTED honest: every name it lists is one of verl's."""
+def test_supported_names_are_verl_registry_names():
+    """Keeps SUPPORTED honest: every name it lists is one of verl's (else it would be untested)."""
     assert set(ours.SUPPORTED) <= set(VERL)
 
 
