@@ -98,7 +98,8 @@ def compute_rloo_vectorized_outcome_advantage(token_level_rewards, response_mask
     import torch
 
     n = min(token_level_rewards.shape[0], 1)
-    floor = torch.bincount(torch.zeros(n, dtype=torch.long), weights=torch.zeros(n, dtype=token_level_rewards.dtype)).dtype
+    probe = torch.zeros(n, dtype=token_level_rewards.dtype)
+    floor = torch.bincount(torch.zeros(n, dtype=torch.long), weights=probe).dtype
     return _outcome(token_level_rewards, response_mask, index, floor=floor, center="loo", scale="none",
                     singleton="zero", nan=nan)
 
