@@ -1,12 +1,13 @@
 """Regenerate tests/fixtures/peers.npz: golden outputs of the peers' own advantage code.
 
-    pip install torch verl==0.9.1 --no-deps && pip install tensordict omegaconf codetiming transformers
-    python scripts/make_peer_fixtures.py
+    python3 -m venv --system-site-packages .venv && PYTHON=.venv/bin/python bash scripts/install_verl.sh
+    .venv/bin/python scripts/make_peer_fixtures.py
 
 verl's estimators are *run* (``verl.trainer.ppo.core_algos``, the installed package). TRL and
 OpenRLHF compute their advantages inline in their trainers (no importable function), so
 those two are faithful transcriptions of the cited lines, run on torch here:
-TRL 1.16 ``GRPOTrainer._generate_and_score_completions`` and ``RLOOTrainer``; OpenRLHF 0.11
+TRL 1.16 ``GRPOTrainer._generate_and_score_completions`` and ``RLOOTrainer`` (with their NaN
+handling for unscorable completions and ``num_generations=1``); OpenRLHF 0.11
 ``experience_maker.py`` (group_norm / rloo / dr_grpo).
 """
 
@@ -49,6 +50,20 @@ def verl_cases(arrays: dict) -> None:
         adv, _ = ca.compute_rloo_vectorized_outcome_advantage(t, m, uids)
         arrays["verl_rloo_vectorized"] = adv.numpy()
 
+    # Output dtypes for bf16 rewards with an int64 mask and with a float32 mask, and for an
+    # empty batch; NaN in one response's reward with an int64 mask (NaN * 0 stays NaN in verl).
+    names = ["grpo", "grpo_vectorized", "rloo", "rloo_vectorized"]
+    dtypes = []
+    for name in names:
+        fn = ca.ADV_ESTIMATOR_REGISTRY[name]
+        for rewards, mask in ((t.bfloat16(), m.long()), (t.bfloat16(), m), (t[:0], m[:0])):
+            out = fn(rewards.clone(), mask, uids[:len(rewards)])[0]
+            dtypes.append(f"{name} {len(rewards)} {rewards.dtype} {mask.dtype} -> {tuple(out.shape)} {out.dtype}")
+        nan_t = t.clone()
+        nan_t[0, 0] = float("nan")  # response 0 (uid u0)
+        arrays[f"verl_{name}_nan"] = fn(nan_t, m.long(), uids)[0].double().numpy()
+    arrays["verl_dtypes"] = np.array(dtypes)
+
 
 def trl_grpo(rewards: torch.Tensor, num_generations: int, scale_rewards: str) -> torch.Tensor:
     # TRL 1.16 GRPOTrainer._generate_and_score_completions (transcribed)
@@ -63,6 +78,61 @@ def trl_grpo(rewards: torch.Tensor, num_generations: int, scale_rewards: str) ->
     if scale_rewards != "none":
         advantages = advantages / (std_rewards + 1e-4)
     return advantages
+
+
+def nanstd(tensor: torch.Tensor, dim=None, keepdim: bool = False) -> torch.Tensor:
+    # TRL 1.16 trl/trainer/utils.py 1021-1048 (transcribed)
+    mean = torch.nanmean(tensor, dim=dim, keepdim=True)
+    variance = torch.nanmean((tensor - mean) ** 2, dim=dim, keepdim=True)
+    count = torch.sum(~torch.isnan(tensor), dim=dim, keepdim=True)
+    correction = count / (count - 1)
+    correction = torch.where(count > 1, correction, torch.full_like(correction, float("nan")))
+    variance *= correction
+    std = torch.sqrt(variance)
+    if keepdim:
+        return std
+    return std.squeeze(dim) if dim is not None else std.squeeze()
+
+
+def trl_grpo_nan(rewards: torch.Tensor, num_generations: int, scale_rewards: str) -> torch.Tensor:
+    # TRL 1.16 grpo_trainer.py 2759-2810, sum_then_normalize with one reward function
+    # (rewards_per_func (N, 1), weight 1), transcribed.
+    rewards_per_func = rewards.unsqueeze(1)
+    unscorable_mask = torch.isnan(rewards_per_func).all(dim=1)
+    rewards = rewards_per_func.nansum(dim=1)
+    rewards[unscorable_mask] = torch.nan
+    mean_grouped_rewards = torch.nanmean(rewards.view(-1, num_generations), dim=1)
+    mean_grouped_rewards = mean_grouped_rewards.repeat_interleave(num_generations, dim=0)
+    if scale_rewards in ["group", "none"]:
+        if num_generations > 1:
+            std_rewards = nanstd(rewards.view(-1, num_generations), dim=1)
+            std_rewards = std_rewards.repeat_interleave(num_generations, dim=0)
+        else:
+            std_rewards = torch.zeros_like(rewards)
+    elif scale_rewards == "batch":
+        std_rewards = nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
+    advantages = rewards - mean_grouped_rewards
+    if scale_rewards != "none":
+        advantages = advantages / (std_rewards + 1e-4)
+    return torch.nan_to_num(advantages, nan=0.0)
+
+
+def trl_rloo_nan(rewards: torch.Tensor, num_generations: int, normalize_advantages: bool) -> torch.Tensor:
+    # TRL 1.16 rloo_trainer.py 1653-1699 (no reward clip, beta=0), transcribed.
+    unscorable_mask = torch.isnan(rewards)
+    rewards = torch.nan_to_num(rewards.clone(), nan=0.0)
+    rewards[unscorable_mask] = torch.nan
+    grouped_rewards = rewards.view(-1, num_generations)
+    scorable_counts = (~torch.isnan(grouped_rewards)).sum(dim=1, keepdim=True)
+    grouped_sum = torch.nansum(grouped_rewards, dim=1, keepdim=True)
+    if num_generations > 1:
+        baselines = (grouped_sum - grouped_rewards) / (scorable_counts - 1)
+        advantages = rewards - baselines.view(-1)
+    else:
+        advantages = torch.zeros_like(rewards)
+    if normalize_advantages:
+        advantages = (advantages - torch.nanmean(advantages)) / (nanstd(advantages) + 1e-4)
+    return torch.nan_to_num(advantages, nan=0.0)
 
 
 def openrlhf(rewards: torch.Tensor, n: int, estimator: str) -> torch.Tensor:
@@ -87,6 +157,21 @@ def flat_cases(arrays: dict) -> None:
         arrays[f"trl_grpo_{s}"] = trl_grpo(t, 8, s).numpy()
     for e in ("group_norm", "rloo", "dr_grpo"):
         arrays[f"openrlhf_{e}"] = openrlhf(t, 8, e).numpy()
+
+    # TRL's unscorable completions: 4 prompts x 3, prompt 0 has one NaN, prompt 1 only one
+    # scorable completion, prompt 2 none, prompt 3 all scorable; and num_generations=1.
+    nan = float("nan")
+    rn = np.array([1.0, nan, 0.25, nan, 0.5, nan, nan, nan, nan, 2.0, -1.0, 0.5], np.float32)
+    arrays["trl_nan_rewards"] = rn
+    tn = torch.from_numpy(rn)
+    for s in ("group", "batch", "none"):
+        arrays[f"trl_grpo_nan_{s}"] = trl_grpo_nan(tn.clone(), 3, s).numpy()
+        arrays[f"trl_grpo_g1_{s}"] = trl_grpo_nan(tn.clone(), 1, s).numpy()
+    for norm in (False, True):
+        arrays[f"trl_rloo_nan_norm{int(norm)}"] = trl_rloo_nan(tn.clone(), 3, norm).numpy()
+        arrays[f"trl_rloo_g1_norm{int(norm)}"] = trl_rloo_nan(tn.clone(), 1, norm).numpy()
+    for e in ("group_norm", "rloo", "dr_grpo"):  # OpenRLHF with a NaN: its group is NaN
+        arrays[f"openrlhf_nan_{e}"] = openrlhf(tn.clone(), 3, e).numpy()
 
 
 def main() -> None:

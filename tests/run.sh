@@ -9,6 +9,11 @@ PY=${PYTHON:-python3}
 # scale-out), pyarrow (Parquet CLI), ray (sharded example). Set GROUPADV_TEST_EXTRAS=test to
 # skip them (their tests then report as skipped).
 "$PY" -m pip install --quiet --disable-pip-version-check -e ".[${GROUPADV_TEST_EXTRAS:-test,torch,parquet,ray}]"
+
+# verl 0.9.1 for the live peer tests (tests/test_verl_live.py; --no-deps, ~1 min). It imports torch and ray,
+# so it is installed with the default extras only; GROUPADV_TEST_VERL=0/1 decides (skipped tests say why).
+[ "${GROUPADV_TEST_VERL:-${GROUPADV_TEST_EXTRAS:+0}}" = 0 ] || PYTHON="$PY" bash scripts/install_verl.sh
+
 cargo test --quiet --locked
 GROUPADV_BACKEND=native "$PY" -m pytest -q -p no:cacheprovider tests
 GROUPADV_BACKEND=numpy "$PY" -m pytest -q -p no:cacheprovider tests

@@ -135,3 +135,140 @@ def test_all_equal_float32_groups_documented_values():
     assert abs(float(peer_openrlhf[0]) + 0.83) < 0.01
     for preset in ga.PRESETS:
         assert torch.all(ga.grpo(x, 8, preset=preset, singleton="zero") == 0.0)
+
+
+# --- verl adapters: dtypes, empty batches, keywords, NaN (golden values from verl 0.9.1) ---
+
+_VERL_FNS = {
+    "grpo": verl.compute_grpo_outcome_advantage,
+    "grpo_vectorized": verl.compute_grpo_vectorized_outcome_advantage,
+    "rloo": verl.compute_rloo_outcome_advantage,
+    "rloo_vectorized": verl.compute_rloo_vectorized_outcome_advantage,
+}
+
+
+def _verl_inputs():
+    return (torch.from_numpy(FIX["verl_tlr"]), torch.from_numpy(FIX["verl_mask"]),
+            FIX["verl_uids"].astype(object))
+
+
+def test_verl_supported_names_and_functions():
+    assert {k: v[1] for k, v in verl.SUPPORTED.items()} == _VERL_FNS
+
+
+@pytest.mark.parametrize("line", list(FIX["verl_dtypes"]))
+def test_verl_output_dtype_and_shape_as_verl(line):
+    """One line per (estimator, rewards dtype, mask dtype), as verl 0.9.1 returned it: bf16
+    rewards stay bf16 where verl keeps them, an empty batch gives an empty tensor."""
+    head, want = line.replace("torch.", "").split(" -> ")
+    name, rows, rdt, mdt = head.split()
+    tlr, mask, uids = _verl_inputs()
+    rows = int(rows)
+    adv, ret = _VERL_FNS[name](tlr[:rows].to(getattr(torch, rdt)), mask[:rows].to(getattr(torch, mdt)), uids[:rows])
+    assert adv is ret
+    assert f"{tuple(adv.shape)} {adv.dtype}".replace("torch.", "") == want
+
+
+@pytest.mark.parametrize("name", sorted(_VERL_FNS))
+def test_verl_nan_raises_naming_the_response_or_propagates_as_verl(name):
+    tlr, mask, uids = _verl_inputs()
+    tlr = tlr.clone()
+    tlr[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"rewards\[0\] is NaN"):
+        _VERL_FNS[name](tlr, mask.long(), uids)
+    got, _ = _VERL_FNS[name](tlr, mask.long(), uids, nan="propagate")
+    want = FIX[f"verl_{name}_nan"]
+    got = got.double().numpy()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))  # NaN * 0 stays NaN on masked tokens
+    ok = ~np.isnan(want) & ~_equal_group_rows(FIX["verl_uids"])[:, None]
+    np.testing.assert_allclose(got[ok], want[ok], rtol=2e-5, atol=2e-6)
+
+
+def test_verl_signatures_as_verl():
+    """verl 0.9.1's parameters and defaults (core_algos.py 268-275, 335-342, 588-595, 834-841);
+    rloo takes **kwargs (its dispatcher passes reward_baselines), grpo does not, as in verl."""
+    import inspect
+
+    for name, fn in _VERL_FNS.items():
+        params = inspect.signature(fn).parameters
+        want = ["token_level_rewards", "response_mask", "index", "epsilon"]
+        want += ["norm_adv_by_std_in_grpo", "config", "nan"] if "grpo" in name else ["config", "nan", "kwargs"]
+        assert list(params) == want, name
+        assert params["epsilon"].default == 1e-6 and params["config"].default is None
+        assert params["nan"].kind is inspect.Parameter.KEYWORD_ONLY and params["nan"].default == "raise"
+    tlr, mask, uids = _verl_inputs()
+    for name in ("rloo", "rloo_vectorized"):
+        adv, _ = _VERL_FNS[name](token_level_rewards=tlr, response_mask=mask, index=uids, config=None,
+                                 reward_baselines=torch.zeros(len(tlr)))
+        np.testing.assert_allclose(adv.numpy()[~_equal_group_rows(FIX["verl_uids"])],
+                                   FIX[f"verl_{name}"][~_equal_group_rows(FIX["verl_uids"])], rtol=2e-5, atol=2e-6)
+
+
+def test_verl_vectorized_forms_match_verl():
+    tlr, mask, uids = _verl_inputs()
+    eq = _equal_group_rows(FIX["verl_uids"])
+    adv, _ = verl.compute_grpo_vectorized_outcome_advantage(tlr, mask, uids)
+    _check_against_peer(adv, FIX["verl_grpo_vectorized"], eq)
+    adv, _ = verl.compute_rloo_vectorized_outcome_advantage(tlr, mask, uids)
+    _check_against_peer(adv, FIX["verl_rloo_vectorized"], eq)
+    assert adv.numpy()[FIX["verl_uids"] == "u2"][0, 0] == 0.0  # the singleton, as verl's (c > 1)
+
+
+class _FakeCoreAlgos:
+    """Stands in for verl.trainer.ppo.core_algos when verl is not installed."""
+
+    def __init__(self):
+        self.ADV_ESTIMATOR_REGISTRY = {"gae": object()}
+        for name, (attr, _) in verl.SUPPORTED.items():
+            fn = object()
+            setattr(self, attr, fn)
+            self.ADV_ESTIMATOR_REGISTRY[name] = fn
+
+
+def test_verl_install_and_uninstall_restore_the_originals():
+    ca = _FakeCoreAlgos()
+    before = dict(ca.ADV_ESTIMATOR_REGISTRY)
+    try:
+        assert verl.install(ca) == sorted(verl.SUPPORTED)
+        verl.install(ca)  # idempotent: the originals saved once
+        for name, (attr, fn) in verl.SUPPORTED.items():
+            assert ca.ADV_ESTIMATOR_REGISTRY[name] is fn and getattr(ca, attr) is fn
+        assert ca.ADV_ESTIMATOR_REGISTRY["gae"] is before["gae"]
+    finally:
+        verl.uninstall(ca)
+    assert ca.ADV_ESTIMATOR_REGISTRY == before
+    for name, (attr, _) in verl.SUPPORTED.items():
+        assert getattr(ca, attr) is before[name]
+
+
+# --- TRL: unscorable completions (NaN) and num_generations=1, as TRL 1.16 gives them ---
+
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_trl_grpo_nan_rewards_and_one_generation_as_trl(scale):
+    r = torch.from_numpy(FIX["trl_nan_rewards"])
+    np.testing.assert_allclose(trl.compute_grpo_advantages(r, 3, scale_rewards=scale).numpy(),
+                               FIX[f"trl_grpo_nan_{scale}"], rtol=2e-5, atol=1e-7)
+    got = trl.compute_grpo_advantages(r, 1, scale_rewards=scale).numpy()
+    assert np.all(got == 0.0) and np.array_equal(got, FIX[f"trl_grpo_g1_{scale}"])
+
+
+@pytest.mark.parametrize("norm", [False, True])
+def test_trl_rloo_nan_rewards_and_one_generation_as_trl(norm):
+    r = torch.from_numpy(FIX["trl_nan_rewards"])
+    np.testing.assert_allclose(trl.compute_rloo_advantages(r, 3, normalize_advantages=norm).numpy(),
+                               FIX[f"trl_rloo_nan_norm{int(norm)}"], rtol=2e-5, atol=1e-7)
+    np.testing.assert_array_equal(trl.compute_rloo_advantages(r, 1, normalize_advantages=norm).numpy(),
+                                  FIX[f"trl_rloo_g1_norm{int(norm)}"])
+
+
+# --- OpenRLHF: NaN rewards ---
+
+@pytest.mark.parametrize("estimator", ["group_norm", "rloo", "dr_grpo"])
+def test_openrlhf_nan_raises_or_propagates_as_openrlhf(estimator):
+    r = torch.from_numpy(FIX["trl_nan_rewards"])
+    with pytest.raises(ValueError, match=r"rewards\[1\] is NaN"):
+        openrlhf.compute_advantages(r, 3, estimator)
+    got = openrlhf.compute_advantages(r, 3, estimator, nan="propagate").numpy()
+    want = FIX[f"openrlhf_nan_{estimator}"]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got[~np.isnan(want)], want[~np.isnan(want)], rtol=2e-5, atol=1e-7)

@@ -12,11 +12,13 @@ _ESTIMATORS = {
 }
 
 
-def compute_advantages(rewards, n_samples_per_prompt: int, advantage_estimator: str = "group_norm"):
+def compute_advantages(rewards, n_samples_per_prompt: int, advantage_estimator: str = "group_norm",
+                       *, nan: str = "raise"):
     """``group_norm``: ``(r - mean) / (std + 1e-9)`` (ddof=1); ``rloo``: ``r - (sum - r)/(n - 1)``;
     ``dr_grpo``: ``r - mean``. Groups of one are an error, as OpenRLHF asserts
-    ``n_samples_per_prompt > 1``."""
+    ``n_samples_per_prompt > 1``. A NaN or infinite reward raises a ValueError naming the sample;
+    ``nan="propagate"`` gives OpenRLHF's result instead (NaN over the sample's whole group)."""
     if advantage_estimator not in _ESTIMATORS:
         names = ", ".join(repr(k) for k in _ESTIMATORS)
         raise ValueError(f"advantage_estimator must be one of {names}, got {advantage_estimator!r}")
-    return advantages(rewards, n_samples_per_prompt, preset="openrlhf", **_ESTIMATORS[advantage_estimator])
+    return advantages(rewards, n_samples_per_prompt, preset="openrlhf", nan=nan, **_ESTIMATORS[advantage_estimator])

@@ -1,9 +1,21 @@
-"""TRL's advantage computations (``trl.trainer.grpo_trainer`` / ``rloo_trainer``, 1.16): from
-a flat reward tensor whose consecutive blocks of ``num_generations`` belong to one prompt."""
+"""TRL's advantage computations (``trl/trainer/grpo_trainer.py`` / ``rloo_trainer.py``, 1.16):
+from a flat reward tensor whose consecutive blocks of ``num_generations`` belong to one prompt.
+
+NaN rewards are TRL's unscorable completions (every reward function returned None): they are
+left out of every statistic and get advantage 0 (grpo_trainer.py 2756-2759 and 2810,
+``torch.nan_to_num(advantages, nan=0.0)``; rloo_trainer.py 1650-1657 and 1699). A prompt with
+one scorable completion, and ``num_generations=1`` (TRL's eval path, ``num_generations_eval=1``,
+grpo_trainer.py 2772-2773 and 2778-2779, rloo_trainer.py 1679-1680 and 1692-1693), gets 0 too.
+"""
 
 from __future__ import annotations
 
+import numpy as np
+
 from .._api import advantages
+
+# TRL's nan-aware statistics (trl.trainer.utils.nanstd / torch.nanmean) and its zeroing.
+_TRL = {"preset": "trl", "nan": "omit", "singleton": "zero"}
 
 
 def _scale(scale_rewards) -> str:
@@ -17,17 +29,38 @@ def _scale(scale_rewards) -> str:
 
 
 def compute_grpo_advantages(rewards, num_generations: int, scale_rewards="group"):
-    """GRPOTrainer's advantages: ``rewards - group mean``, divided by ``std + 1e-4`` (ddof=1) of
-    the group (``"group"``/True), of the whole batch (``"batch"``), or not (``"none"``/False)."""
-    return advantages(rewards, num_generations, preset="trl", scale=_scale(scale_rewards))
+    """GRPOTrainer's advantages (``multi_objective_aggregation="sum_then_normalize"``,
+    grpo_trainer.py 2761-2788): ``rewards - group mean``, divided by ``std + 1e-4`` (ddof=1)
+    of the group (``"group"``/True), of the whole batch (``"batch"``), or not
+    (``"none"``/False). NaN rewards: see the module docstring."""
+    return advantages(rewards, num_generations, scale=_scale(scale_rewards), **_TRL)
 
 
 def compute_rloo_advantages(rewards, num_generations: int, normalize_advantages: bool = False):
-    """RLOOTrainer's advantages: ``r - (sum - r)/(k - 1)``; with ``normalize_advantages`` the
-    result is then standardised over the batch, ``(A - mean) / (std + 1e-4)`` (ddof=1) — a
-    second normalization, applied here only because TRL's option asks for it."""
-    adv = advantages(rewards, num_generations, preset="trl", center="loo", scale="none")
+    """RLOOTrainer's advantages (rloo_trainer.py 1682-1699): ``r - (sum - r)/(k - 1)`` over the
+    scorable completions of the prompt; with ``normalize_advantages`` the result is then
+    standardised over the batch, ``(A - mean) / (std + 1e-4)`` (ddof=1) — a second
+    normalization, applied here only because TRL's option asks for it. As in TRL, that second
+    pass leaves out the unscorable completions and those whose prompt has no other scorable
+    one (TRL's ``0/0``, rloo_trainer.py 1684 and 1695)."""
+    adv = advantages(rewards, num_generations, center="loo", scale="none", **_TRL)
     if not normalize_advantages:
         return adv
     n = len(adv)
-    return advantages(adv, offsets=[0, n], preset="trl", scale="group")
+    if num_generations > 1:
+        # TRL's NaN rows before its nan-aware normalization: no reward, or no scorable sibling.
+        r = np.isnan(np.asarray(_numpy(rewards), dtype=np.float64)).reshape(-1, num_generations)
+        no_signal = (r | ((~r).sum(axis=1, keepdims=True) < 2)).reshape(-1)
+        if no_signal.any():
+            if hasattr(adv, "clone"):  # a torch tensor in, a tensor out
+                import torch
+
+                adv, no_signal = adv.clone(), torch.from_numpy(no_signal).to(adv.device)
+            else:
+                adv = adv.copy()
+            adv[no_signal] = float("nan")
+    return advantages(adv, offsets=[0, n], scale="group", **_TRL)
+
+
+def _numpy(x):
+    return x.detach().cpu().float().numpy() if hasattr(x, "detach") else x
