@@ -275,8 +275,11 @@ def _pow2_scale(root: np.ndarray) -> np.ndarray:
 def _rescaled(m2, scale, big):
     """``m2`` of moments at ``scale`` expressed at the common scale ``big``: m2 * (scale/big)**2.
     A record without spread (m2 == 0) adds exactly 0 whatever its scale: scale / big may
-    overflow for it (a unit-scale singleton beside subnormal spreads), and 0 * inf is NaN."""
-    return np.where(m2 == 0.0, 0.0, m2 * (scale / big) ** 2)
+    overflow for it (a unit-scale singleton beside subnormal spreads), and 0 * inf is NaN. The
+    ratio is applied twice, not squared: an overflowed m2 (inf) stays inf (an overflow error
+    later), where a squared ratio underflowing to 0 would make it NaN."""
+    r = scale / big
+    return np.where(m2 == 0.0, 0.0, (m2 * r) * r)
 
 
 def _check_nan(nan):

@@ -189,7 +189,8 @@ def _rescaled(m2, scale, big):
     scale / big may overflow: 0 * inf would be NaN)."""
     import torch
 
-    return torch.where(m2 == 0, torch.zeros_like(m2), m2 * (scale / big) ** 2)
+    r = scale / big
+    return torch.where(m2 == 0, torch.zeros_like(m2), (m2 * r) * r)
 
 
 def _batch_std(count, mean, m2, scale, kind, ddof):
@@ -199,6 +200,8 @@ def _batch_std(count, mean, m2, scale, kind, ddof):
     live = count > 0
     c, mu, q, s = count[live], mean[live], m2[live], scale[live]
     total = c.sum()
+    if c.numel() == 0:  # no valid reward in the batch: undefined (NaN), as count <= ddof
+        return torch.full((), float("nan"), dtype=count.dtype, device=count.device)
     if kind == "batch_residual":
         root = (s * torch.sqrt(q)).max() if c.numel() else total * 0
         big = _pow2_scale(root) if bool(torch.isfinite(root)) else s.max()
