@@ -602,17 +602,30 @@ def _policy(m, center, scale, ddof, eps, singleton, batch_d):
             den = denom if d1 is None else np.where(one, d1, denom)
             b = np.where(over, num / (den * _LIFT), b)
             lift = np.where(over, _LIFT, 1.0)
+    post = None
+    if m.lifted:
+        # The reverse: a lifted group (p > 1) whose denominator in lifted units overflows (a
+        # batch std near 1e154, a large eps) keeps b in plain units and multiplies the
+        # advantage by 1/p last (exact): A = ((r * p - a) * b) * post, A * p stays small.
+        plain = many & (p > 1.0) & np.isinf(denom)
+        if scale == "group":
+            plain &= np.isfinite(std)
+        if plain.any():
+            d = std / p + eps if scale == "group" else batch_d
+            b = np.where(plain, factor / d, b)
+            post = np.where(plain, 1.0 / p, 1.0)
     if m.any_bad:
         a = np.where(m.bad_mean, np.nan, a)  # a poisoned group is NaN (nan="propagate")
-    return a, p, b, late, lift
+    return a, p, b, late, lift, post
 
 
 # ============================================================================ 4. apply
 
 
-def _apply(g, x, m, a, pre, b, out, lift=None) -> np.ndarray:
-    """out = ((x * pre - a) * lift) * b per group; reuses the residuals where a is the group
-    mean. ``lift`` (None: 1) is the core's 2^60 where 1/denominator overflows."""
+def _apply(g, x, m, a, pre, b, out, lift=None, post=None) -> np.ndarray:
+    """out = (((x * pre - a) * lift) * b) * post per group; reuses the residuals where a is the
+    group mean. ``lift`` (None: 1) is the core's 2^60 where 1/denominator overflows, ``post``
+    (None: 1) undoes ``pre`` last where the lifted denominator overflows (see _policy)."""
     ov = g.view(out)
     if a is m.mean:
         d = m.res
@@ -621,13 +634,17 @@ def _apply(g, x, m, a, pre, b, out, lift=None) -> np.ndarray:
         d = d - (a if np.isscalar(a) else g.spread(a))
     if lift is not None:
         d = d * g.spread(lift)
-    np.multiply(d, g.spread(b), out=ov, casting="unsafe")
+    if post is not None:
+        d = (d * g.spread(b)) * g.spread(post)
+        np.copyto(ov, d, casting="unsafe")
+    else:
+        np.multiply(d, g.spread(b), out=ov, casting="unsafe")
     if m.valid is not None:
         ov[~m.valid] = 0.0
     return ov
 
 
-def _output_overflow(g, m, a, pre, b, out, ov, lift=None):
+def _output_overflow(g, m, a, pre, b, out, ov, lift=None, post=None):
     """Groups with a non-finite advantage not asked for (not a NaN group): an overflow of the
     output dtype (or None). Scans only groups whose bound (|mean - a| + sqrt(M2)) * b can
     reach it."""
@@ -635,6 +652,8 @@ def _output_overflow(g, m, a, pre, b, out, ov, lift=None):
     bound = (np.abs(centre - a) + m.scale * pre * np.sqrt(m.m2)) * np.abs(b)
     if lift is not None:
         bound = bound * lift
+    if post is not None:
+        bound = bound * post
     maybe = ~(bound < 0.5 * np.finfo(out.dtype).max) & ~m.bad_mean & ~np.isnan(b) & (m.count > 0)
     if not maybe.any():
         return None
@@ -668,16 +687,16 @@ def advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan,
         if err is not None:
             raise err
         batch_d = _batch_denominator(m.record(), scale, ddof, eps, batch_std)
-    a, pre, b, late, lift = _policy(m, center, scale, ddof, eps, singleton, batch_d)
+    a, pre, b, late, lift, post = _policy(m, center, scale, ddof, eps, singleton, batch_d)
     if late is not None or m.any_bad or singleton == "error":
         err = _faults(rewards, g, m, nan, singleton, late)
         if err is not None:
             raise err
     target = out if out.dtype in (np.float32, np.float64) else np.empty(g.n)
-    ov = _apply(g, rewards, m, a, pre, b, target, lift)
+    ov = _apply(g, rewards, m, a, pre, b, target, lift, post)
     # A group z-score is bounded (|A| <= n/(n-1) * sqrt(n)): only other policies can overflow.
     if not (scale == "group" and center != "none" and not m.lifted and lift is None):
-        late = _output_overflow(g, m, a, pre, b, target, ov, lift)
+        late = _output_overflow(g, m, a, pre, b, target, ov, lift, post)
         if late is not None:
             err = _faults(rewards, g, m, nan, singleton, late)
             if err is not None:

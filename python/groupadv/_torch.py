@@ -282,12 +282,13 @@ def advantages(rewards, *, codes, n_groups, center="mean", scale="group", ddof=0
             bstd = _batch_std(count, mean, m2, mscale, scale, ddof)
             if bool(torch.isinf(bstd)):
                 _host_error(x, codes, k, center, scale, ddof, eps, singleton, nan, batch_std)
-        denom = (bstd + eps) * p
+        bd = bstd + eps
+        denom = bd * p
     b = torch.where(many & (denom != 0), factor / denom, torch.zeros_like(denom))
     num, den = factor, denom
     if singleton == "raw":  # verl: mean 0, std 1
         a = torch.where(one, torch.zeros_like(a), a)
-        d1 = (1.0 + eps if scale == "group" else denom / p if scale != "none" else 1.0) * p
+        d1 = (1.0 + eps if scale == "group" else bd if scale != "none" else 1.0) * p
         b = torch.where(one, torch.where(d1 != 0, 1.0 / d1, torch.zeros_like(b)), b)
         num, den = torch.where(one, torch.ones_like(b), factor), torch.where(one, d1, denom)
     # The core's lift: where 1/denominator overflows (a subnormal denominator) the residuals are
@@ -297,9 +298,21 @@ def advantages(rewards, *, codes, n_groups, center="mean", scale="group", ddof=0
     if bool(over.any()):
         b = torch.where(over, num / (den * _LIFT), b)
         lift = torch.where(over, torch.full_like(b, _LIFT), torch.ones_like(b))
+    # The reverse: a lifted group (p > 1) whose denominator in lifted units overflows keeps b
+    # in plain units and multiplies the advantage by 1/p last: A = ((r * p - a) * b) * post.
+    plain = many & (p > 1) & torch.isinf(denom)
+    if scale == "group":
+        plain &= torch.isfinite(std)
+    post = None
+    if scale != "none" and bool(plain.any()):
+        d = std / p + eps if scale == "group" else bd
+        b = torch.where(plain, factor / d, b)
+        post = torch.where(plain, 1.0 / p, torch.ones_like(p))
     a = torch.where(bad_mean, torch.full_like(a, float("nan")), a)  # a poisoned group is NaN
     d = xd * p[codes] - a[codes]
     adv = (d if lift is None else d * lift[codes]) * b[codes]
+    if post is not None:
+        adv = adv * post[codes]
     if nan == "omit":
         adv = torch.where(live, adv, torch.zeros_like(adv))
     out = adv.to(out_dtype)
