@@ -554,10 +554,12 @@ def _batch_denominator(m, scale, ddof, eps, batch_std) -> float:
 
 
 def _policy(m, center, scale, ddof, eps, singleton, batch_d):
-    """Per-group affine coefficients ``A = (r * p - a) * b``, plus the groups whose std
-    overflowed (or None). ``p`` is 1, or a power of two near 1/scale for groups of tiny spread
-    (scale < 1), whose rewards are lifted (exactly) before the centre is subtracted; ``a`` and
-    ``b`` are in those units. ``a is m.mean`` when every group is centred on its mean."""
+    """Per-group affine coefficients ``A = (((r * p - a) * lift) * b) * post``, plus the groups
+    whose std overflowed (or None). ``p`` is 1, or a power of two near 1/scale for groups of
+    tiny spread (scale < 1), whose rewards are lifted (exactly) before the centre is
+    subtracted; ``a`` and ``b`` are in those units. ``lift`` and ``post`` are None (1) except
+    in the rare groups whose 1/denominator over- or underflows (powers of two, see below).
+    ``a is m.mean`` when every group is centred on its mean."""
     count = m.count
     all_many = m.min_count > 1
     many = True if all_many else count > 1
