@@ -35,6 +35,7 @@ _NANS = ("raise", "propagate", "omit")
 # sqrt(M2) outside [_TINY, _HUGE]: squared deviations may have under/overflowed float64, so the
 # moments are kept scaled by a power of two near the largest deviation (exact rescaling).
 _TINY, _HUGE = 1e-140, 1e150
+_LIFT = 2.0**60  # the core's lift of residuals whose 1/denominator overflows (exact scaling)
 
 _OVERFLOW = (
     "the rewards of group {} overflow float64 in its statistics, or the output dtype in its "
@@ -271,6 +272,16 @@ def _pow2_scale(root: np.ndarray) -> np.ndarray:
     return np.where(safe, 1.0, np.ldexp(1.0, exp - 1))
 
 
+def _rescaled(m2, scale, big):
+    """``m2`` of moments at ``scale`` expressed at the common scale ``big``: m2 * (scale/big)**2.
+    A record without spread (m2 == 0) adds exactly 0 whatever its scale: scale / big may
+    overflow for it (a unit-scale singleton beside subnormal spreads), and 0 * inf is NaN. The
+    ratio is applied twice, not squared: an overflowed m2 (inf) stays inf (an overflow error
+    later), where a squared ratio underflowing to 0 would make it NaN."""
+    r = scale / big
+    return np.where(m2 == 0.0, 0.0, (m2 * r) * r)
+
+
 def _check_nan(nan):
     if nan not in _NANS:
         raise ValueError(f"nan must be one of {', '.join(repr(a) for a in _NANS)}, got {nan!r}")
@@ -392,9 +403,7 @@ def merge_moments(a, b):
         ra, rb, rc = sa * np.sqrt(m2a), sb * np.sqrt(m2b), np.abs(delta) * np.sqrt(cross)
         root = np.maximum(np.maximum(ra, rb), rc)
         s = np.where(np.isfinite(root), _pow2_scale(root), np.maximum(sa, sb))
-        # a part without spread adds nothing (its (sa / s)**2 may overflow: never 0 * inf)
-        m2 = (np.where(m2a == 0, 0.0, m2a * (sa / s) ** 2) + np.where(m2b == 0, 0.0, m2b * (sb / s) ** 2)
-              + (delta / s) ** 2 * cross)
+        m2 = _rescaled(m2a, sa, s) + _rescaled(m2b, sb, s) + (delta / s) ** 2 * cross
     mean = np.where(nb == 0, ma, np.where(na == 0, mb, mean))
     m2 = np.where(nb == 0, m2a, np.where(na == 0, m2b, m2))
     s = np.where(nb == 0, sa, np.where(na == 0, sb, s))
@@ -432,7 +441,7 @@ def _merge_all(m) -> tuple:
         dev = mu - bmean
         root = max(float(np.max(s * np.sqrt(q))), float(np.max(np.abs(dev))))
         big = float(_pow2_scale(root)) if np.isfinite(root) and root > 0 else float(np.max(s))
-        bm2 = float(np.sum(q * (s / big) ** 2) + np.sum(c * (dev / big) ** 2))
+        bm2 = float(np.sum(_rescaled(q, s, big)) + np.sum(c * (dev / big) ** 2))
     return total, bmean, bm2, big
 
 
@@ -443,7 +452,7 @@ def _residual_all(m) -> tuple:
     with np.errstate(invalid="ignore", over="ignore"):
         root = float(np.max(scale * np.sqrt(m2))) if len(m2) else 0.0
         big = float(_pow2_scale(root)) if np.isfinite(root) and root > 0 else float(np.max(scale, initial=1.0))
-        return total, 0.0, float(np.sum(m2 * (scale / big) ** 2)), big
+        return total, 0.0, float(np.sum(_rescaled(m2, scale, big))), big
 
 
 @_quiet
@@ -551,10 +560,12 @@ def _batch_denominator(m, scale, ddof, eps, batch_std) -> float:
 
 
 def _policy(m, center, scale, ddof, eps, singleton, batch_d):
-    """Per-group affine coefficients ``A = (r * p - a) * b``, plus the groups whose std
-    overflowed (or None). ``p`` is 1, or a power of two near 1/scale for groups of tiny spread
-    (scale < 1), whose rewards are lifted (exactly) before the centre is subtracted; ``a`` and
-    ``b`` are in those units. ``a is m.mean`` when every group is centred on its mean."""
+    """Per-group affine coefficients ``A = (((r * p - a) * lift) * b) * post``, plus the groups
+    whose std overflowed (or None). ``p`` is 1, or a power of two near 1/scale for groups of
+    tiny spread (scale < 1), whose rewards are lifted (exactly) before the centre is
+    subtracted; ``a`` and ``b`` are in those units. ``lift`` and ``post`` are None (1) except
+    in the rare groups whose 1/denominator over- or underflows (powers of two, see below).
+    ``a is m.mean`` when every group is centred on its mean."""
     count = m.count
     all_many = m.min_count > 1
     many = True if all_many else count > 1
@@ -583,42 +594,74 @@ def _policy(m, center, scale, ddof, eps, singleton, batch_d):
         denom = batch_d * p
     b = np.where(many & (denom != 0.0), factor / denom, 0.0)  # no spread: exactly 0, whatever eps
     b = b if b.shape == count.shape else np.full(count.shape, b)  # a batch or unit scale
+    d1 = None
     if singleton == "raw":  # verl: mean 0, std 1
         one = count == 1
         a = np.where(one, 0.0, a)
-        if scale == "none":
-            b = np.where(one, 1.0, b)
-        else:
-            d1 = np.multiply(1.0 + eps if scale == "group" else batch_d, p)
-            b = np.where(one, np.where(d1 != 0.0, np.divide(1.0, d1), 0.0), b)
+        d1 = np.multiply(1.0 + eps if scale == "group" else batch_d if scale != "none" else 1.0, p)
+        b = np.where(one, np.where(d1 != 0.0, np.divide(1.0, d1), 0.0), b)
+    lift = None
+    if not np.isfinite(b).all():
+        # The core's lift: where 1/denominator overflows (a subnormal denominator) the residuals
+        # are first multiplied by 2^60 (exact) and b divided by it: A = ((r * p - a) * lift) * b.
+        over = np.isinf(b)
+        if over.any():
+            num = factor if d1 is None else np.where(one, 1.0, factor)
+            den = denom if d1 is None else np.where(one, d1, denom)
+            b = np.where(over, num / (den * _LIFT), b)
+            lift = np.where(over, _LIFT, 1.0)
+    post = None
+    if m.lifted:
+        # The reverse: a lifted group (p > 1) whose denominator in lifted units overflows (a
+        # batch std near 1e154, a large eps) keeps b in plain units and multiplies the
+        # advantage by 1/p last (exact): A = ((r * p - a) * b) * post, A * p stays small.
+        plain = many & (p > 1.0) & np.isinf(denom)
+        if scale == "group":
+            plain &= np.isfinite(std)
+        if plain.any():
+            d = std / p + eps if scale == "group" else batch_d
+            b = np.where(plain, factor / d, b)
+            post = np.where(plain, 1.0 / p, 1.0)
     if m.any_bad:
         a = np.where(m.bad_mean, np.nan, a)  # a poisoned group is NaN (nan="propagate")
-    return a, p, b, late
+    return a, p, b, late, lift, post
 
 
 # ============================================================================ 4. apply
 
 
-def _apply(g, x, m, a, pre, b, out) -> np.ndarray:
-    """out = (x * pre - a) * b per group; reuses the residuals where a is the group mean."""
+def _apply(g, x, m, a, pre, b, out, lift=None, post=None) -> np.ndarray:
+    """out = (((x * pre - a) * lift) * b) * post per group; reuses the residuals where a is the
+    group mean. ``lift`` (None: 1) is the core's 2^60 where 1/denominator overflows, ``post``
+    (None: 1) undoes ``pre`` last where the lifted denominator overflows (see _policy)."""
     ov = g.view(out)
     if a is m.mean:
-        np.multiply(m.res, g.spread(b), out=ov, casting="unsafe")
+        d = m.res
     else:
         d = g.view(x) if np.isscalar(pre) else g.view(x) * g.spread(pre)
         d = d - (a if np.isscalar(a) else g.spread(a))
+    if lift is not None:
+        d = d * g.spread(lift)
+    if post is not None:
+        d = (d * g.spread(b)) * g.spread(post)
+        np.copyto(ov, d, casting="unsafe")
+    else:
         np.multiply(d, g.spread(b), out=ov, casting="unsafe")
     if m.valid is not None:
         ov[~m.valid] = 0.0
     return ov
 
 
-def _output_overflow(g, m, a, pre, b, out, ov):
+def _output_overflow(g, m, a, pre, b, out, ov, lift=None, post=None):
     """Groups with a non-finite advantage not asked for (not a NaN group): an overflow of the
     output dtype (or None). Scans only groups whose bound (|mean - a| + sqrt(M2)) * b can
     reach it."""
     centre = np.where(m.scale < 1.0, m.smean * m.scale * pre, m.mean) if m.lifted else m.mean
     bound = (np.abs(centre - a) + m.scale * pre * np.sqrt(m.m2)) * np.abs(b)
+    if lift is not None:
+        bound = bound * lift
+    if post is not None:
+        bound = bound * post
     maybe = ~(bound < 0.5 * np.finfo(out.dtype).max) & ~m.bad_mean & ~np.isnan(b) & (m.count > 0)
     if not maybe.any():
         return None
@@ -651,16 +694,16 @@ def advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan,
         if err is not None:
             raise err
         batch_d = _batch_denominator(m.record(), scale, ddof, eps, batch_std)
-    a, pre, b, late = _policy(m, center, scale, ddof, eps, singleton, batch_d)
+    a, pre, b, late, lift, post = _policy(m, center, scale, ddof, eps, singleton, batch_d)
     if late is not None or m.any_bad or singleton == "error":
         err = _faults(rewards, g, m, nan, singleton, late)
         if err is not None:
             raise err
     target = out if out.dtype in (np.float32, np.float64) else np.empty(g.n)
-    ov = _apply(g, rewards, m, a, pre, b, target)
+    ov = _apply(g, rewards, m, a, pre, b, target, lift, post)
     # A group z-score is bounded (|A| <= n/(n-1) * sqrt(n)): only other policies can overflow.
-    if not (scale == "group" and center != "none" and not m.lifted):
-        late = _output_overflow(g, m, a, pre, b, target, ov)
+    if not (scale == "group" and center != "none" and not m.lifted and lift is None):
+        late = _output_overflow(g, m, a, pre, b, target, ov, lift, post)
         if late is not None:
             err = _faults(rewards, g, m, nan, singleton, late)
             if err is not None:

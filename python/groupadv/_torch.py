@@ -23,6 +23,7 @@ import numpy as np
 from .errors import BadLabelError
 # Tests set this to run CPU tensors through the device code path (no GPU on the test machines).
 FORCE_DEVICE_PATH = False
+_LIFT = 2.0**60  # the core's lift of residuals whose 1/denominator overflows (exact scaling)
 
 
 def is_tensor(x: Any) -> bool:
@@ -183,6 +184,15 @@ def _std(count, m2, scale, ddof):
     return torch.where(dof > 0, std, torch.full_like(std, float("nan")))
 
 
+def _rescaled(m2, scale, big):
+    """As the numpy twin: m2 * (scale / big)**2, exactly 0 for a record without spread (whose
+    scale / big may overflow: 0 * inf would be NaN)."""
+    import torch
+
+    r = scale / big
+    return torch.where(m2 == 0, torch.zeros_like(m2), (m2 * r) * r)
+
+
 def _batch_std(count, mean, m2, scale, kind, ddof):
     """The batch std: the merge of the group moments (closed form, as the numpy twin)."""
     import torch
@@ -190,17 +200,19 @@ def _batch_std(count, mean, m2, scale, kind, ddof):
     live = count > 0
     c, mu, q, s = count[live], mean[live], m2[live], scale[live]
     total = c.sum()
+    if c.numel() == 0:  # no valid reward in the batch: undefined (NaN), as count <= ddof
+        return torch.full((), float("nan"), dtype=count.dtype, device=count.device)
     if kind == "batch_residual":
         root = (s * torch.sqrt(q)).max() if c.numel() else total * 0
         big = _pow2_scale(root) if bool(torch.isfinite(root)) else s.max()
-        bm2 = (q * (s / big) ** 2).sum()
+        bm2 = _rescaled(q, s, big).sum()
     else:
         shift = mu[0]
         bmean = shift + ((c / total) * (mu - shift)).sum()
         dev = mu - bmean
         root = torch.maximum((s * torch.sqrt(q)).max(), dev.abs().max())
         big = _pow2_scale(root) if bool(torch.isfinite(root)) else s.max()
-        bm2 = (q * (s / big) ** 2).sum() + (c * (dev / big) ** 2).sum()
+        bm2 = _rescaled(q, s, big).sum() + (c * (dev / big) ** 2).sum()
     return _std(total.reshape(1), bm2.reshape(1), big.reshape(1), ddof)[0]
 
 
@@ -270,17 +282,37 @@ def advantages(rewards, *, codes, n_groups, center="mean", scale="group", ddof=0
             bstd = _batch_std(count, mean, m2, mscale, scale, ddof)
             if bool(torch.isinf(bstd)):
                 _host_error(x, codes, k, center, scale, ddof, eps, singleton, nan, batch_std)
-        denom = (bstd + eps) * p
+        bd = bstd + eps
+        denom = bd * p
     b = torch.where(many & (denom != 0), factor / denom, torch.zeros_like(denom))
+    num, den = factor, denom
     if singleton == "raw":  # verl: mean 0, std 1
         a = torch.where(one, torch.zeros_like(a), a)
-        if scale == "none":
-            b = torch.where(one, torch.ones_like(b), b)
-        else:
-            d1 = (1.0 + eps if scale == "group" else denom / p) * p
-            b = torch.where(one, torch.where(d1 != 0, 1.0 / d1, torch.zeros_like(b)), b)
+        d1 = (1.0 + eps if scale == "group" else bd if scale != "none" else 1.0) * p
+        b = torch.where(one, torch.where(d1 != 0, 1.0 / d1, torch.zeros_like(b)), b)
+        num, den = torch.where(one, torch.ones_like(b), factor), torch.where(one, d1, denom)
+    # The core's lift: where 1/denominator overflows (a subnormal denominator) the residuals are
+    # first multiplied by 2^60 (exact) and b divided by it: A = ((r * p - a) * lift) * b.
+    over = torch.isinf(b)
+    lift = None
+    if bool(over.any()):
+        b = torch.where(over, num / (den * _LIFT), b)
+        lift = torch.where(over, torch.full_like(b, _LIFT), torch.ones_like(b))
+    # The reverse: a lifted group (p > 1) whose denominator in lifted units overflows keeps b
+    # in plain units and multiplies the advantage by 1/p last: A = ((r * p - a) * b) * post.
+    plain = many & (p > 1) & torch.isinf(denom)
+    if scale == "group":
+        plain &= torch.isfinite(std)
+    post = None
+    if scale != "none" and bool(plain.any()):
+        d = std / p + eps if scale == "group" else bd
+        b = torch.where(plain, factor / d, b)
+        post = torch.where(plain, 1.0 / p, torch.ones_like(p))
     a = torch.where(bad_mean, torch.full_like(a, float("nan")), a)  # a poisoned group is NaN
-    adv = (xd * p[codes] - a[codes]) * b[codes]
+    d = xd * p[codes] - a[codes]
+    adv = (d if lift is None else d * lift[codes]) * b[codes]
+    if post is not None:
+        adv = adv * post[codes]
     if nan == "omit":
         adv = torch.where(live, adv, torch.zeros_like(adv))
     out = adv.to(out_dtype)

@@ -111,11 +111,23 @@ class Moments:
 
     @classmethod
     def from_array(cls, a, integer_count: bool = True) -> "Moments":
-        """Inverse of :meth:`to_array` (a 3-entry array has scale 1.0)."""
+        """Inverse of :meth:`to_array` (a 3-entry array has scale 1.0). Moments that no set of
+        values has (a negative or non-finite count, a fractional count where ``integer_count``,
+        a negative M2, a scale that is not a positive finite number) are a ValueError: they
+        arrive from other ranks or actors, and corrupt ones must not become a std."""
         v = np.asarray(a, dtype=np.float64).reshape(-1)
         if len(v) not in (3, 4):
             raise ValueError(f"a Moments array has 3 or 4 entries, got {len(v)}")
-        return cls._from_record((v[0], v[1], v[2], v[3] if len(v) == 4 else 1.0), integer_count)
+        count, m2, scale = float(v[0]), float(v[2]), float(v[3]) if len(v) == 4 else 1.0
+        if not (np.isfinite(count) and count >= 0):
+            raise ValueError(f"a Moments count must be a finite number >= 0, got {count}")
+        if integer_count and not count.is_integer():
+            raise ValueError(f"the count of unweighted moments must be an integer, got {count}")
+        if m2 < 0:  # NaN is allowed: the moments of non-finite values
+            raise ValueError(f"a Moments m2 (sum of squared deviations) must be >= 0, got {m2}")
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"a Moments scale must be a finite number > 0, got {scale}")
+        return cls._from_record((v[0], v[1], v[2], scale), integer_count)
 
 
 @dataclass(frozen=True, eq=False)
