@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README "Run the tests"; .ci/run calls it): build the extension from this
-# checkout, then run the Rust unit tests and the Python suite on both backends.
+# checkout, then run the lint and type checks (ruff, mypy; configured in pyproject.toml), the
+# Rust unit tests and the Python suite on both backends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -13,6 +14,10 @@ PY=${PYTHON:-python3}
 # verl 0.9.1 for the live peer tests (tests/test_verl_live.py; --no-deps, ~1 min). It imports torch and ray,
 # so it is installed with the default extras only; GROUPADV_TEST_VERL=0/1 decides (skipped tests say why).
 [ "${GROUPADV_TEST_VERL:-${GROUPADV_TEST_EXTRAS:+0}}" = 0 ] || PYTHON="$PY" bash scripts/install_verl.sh
+
+# Lint and types (ruff and mypy come with the test extra).
+"$PY" -m ruff check
+"$PY" -m mypy python/groupadv
 
 cargo test --quiet --locked
 GROUPADV_BACKEND=native "$PY" -m pytest -q -p no:cacheprovider tests

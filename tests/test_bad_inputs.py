@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import groupadv as ga
-from groupadv import _backend
 
 R4 = np.array([1.0, 2.0, 3.0, 5.0])
 EXPECT_PAIRS = ga.grpo(R4.copy(), 2)  # groups {1,2}, {3,5}

@@ -197,8 +197,8 @@ def test_error_messages(tmp_path, capsys):
 
 @pytest.mark.parametrize("arrow", [True, False])
 def test_csv_cells_parse_the_same_with_and_without_pyarrow(tmp_path, monkeypatch, arrow):
-    from groupadv import cli
     import groupadv.cli.readers  # noqa: F401
+    from groupadv import cli
 
     if arrow:
         pytest.importorskip("pyarrow")
@@ -211,8 +211,8 @@ def test_csv_cells_parse_the_same_with_and_without_pyarrow(tmp_path, monkeypatch
 
 
 def test_csv_without_pyarrow_uses_the_stdlib(tmp_path, monkeypatch):
-    from groupadv import cli
     import groupadv.cli.readers  # noqa: F401
+    from groupadv import cli
 
     monkeypatch.setattr(cli.readers, "have_pyarrow", lambda: False)
     ids, r = _data(n=300)

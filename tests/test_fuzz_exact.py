@@ -18,13 +18,12 @@ from __future__ import annotations
 import math
 import os
 import zlib
+from fractions import Fraction
 
 import numpy as np
 import pytest
 
 import groupadv as ga
-from fractions import Fraction
-
 from exact_ref import Expected, compare, reference, reference_group_stats
 
 SCALE = float(os.environ.get("GROUPADV_FUZZ_SCALE", "1"))

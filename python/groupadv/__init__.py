@@ -4,6 +4,10 @@ A parallel Rust core (``groupadv._native``) with an equivalent pure-numpy fallba
 :func:`advantages` for the semantics shared by every function.
 """
 
+# The submodules of normalization at the right level (issue 5): batch moments, diagnostics,
+# pipeline + guard, importance weights, scale-out (torch / ray are imported lazily inside
+# `distributed`).
+from . import diagnostics, distributed, errors, moments, pipeline, weights
 from ._api import (
     GroupStats,
     advantages,
@@ -18,18 +22,12 @@ from ._api import (
 )
 from ._groups import Groups, make_groups
 from ._inputs import MAX_THREADS
-from . import errors
 from ._presets import PRESETS
-from .tokens import packed_token_advantages, token_advantages
-
-# Normalization at the right level (issue 5): batch moments, diagnostics, pipeline + guard,
-# importance weights, scale-out (torch / ray are imported lazily inside `distributed`).
-from . import diagnostics, distributed, moments, pipeline, weights
+from ._version import __version__
 from .moments import BatchMoments, GroupMoments, Moments
 from .pipeline import DoubleNormalizationError, DoubleNormalizationWarning
+from .tokens import packed_token_advantages, token_advantages
 from .weights import self_normalized_weights
-
-from ._version import __version__
 
 __all__ = [
     "MAX_THREADS",

@@ -8,11 +8,19 @@ import numpy as np
 
 from . import _backend, _torch
 from ._groups import Groups, resolve
-from ._presets import resolve_preset
 from ._inputs import (
-    check_out, choice, ddof_value, default_threads_value, environment_threads, eps_value, integer,
-    out_array, rewards_array, threads_value,
+    check_out,
+    choice,
+    ddof_value,
+    default_threads_value,
+    environment_threads,
+    eps_value,
+    integer,
+    out_array,
+    rewards_array,
+    threads_value,
 )
+from ._presets import resolve_preset
 from .errors import AdvantageOverflowError, GroupadvError, with_label
 from .moments import GroupMoments
 

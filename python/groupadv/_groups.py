@@ -4,6 +4,8 @@ into a backend `Grouping` and wrapped in a reusable `Groups`."""
 from __future__ import annotations
 
 import sys
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -163,7 +165,7 @@ def _offsets_array(offsets) -> np.ndarray:
     return aligned(arr, np.int64)
 
 
-def _ids_array(ids) -> np.ndarray | list:
+def _ids_array(ids) -> np.ndarray | list | tuple:
     mod = type(ids).__module__
     if mod.startswith("torch"):
         return ids.detach().cpu().numpy()
@@ -179,7 +181,7 @@ def _nan_label(index: int, label) -> BadLabelError:
     )
 
 
-def _labelled(impl, ids_in):
+def _labelled(impl: ModuleType, ids_in: np.ndarray | list | tuple) -> tuple[Any, np.ndarray]:
     if isinstance(ids_in, np.ndarray):
         if ids_in.ndim != 1:
             raise ValueError(f"group_ids must be 1-D, got shape {ids_in.shape}")

@@ -112,7 +112,8 @@ def check_out(out, **inputs) -> None:
             continue
         if isinstance(out, np.ndarray) and isinstance(value, np.ndarray):
             try:
-                if not np.shares_memory(out, value, max_work=1 << 20):
+                # numpy's stub allows only -1/0, but a positive bound is documented (and used here)
+                if not np.shares_memory(out, value, max_work=1 << 20):  # type: ignore[arg-type]
                     continue
             except _TOO_HARD:
                 pass  # too costly to prove disjoint: treat as overlapping

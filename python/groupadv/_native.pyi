@@ -1,9 +1,10 @@
 """Stubs of the compiled module ``groupadv._native`` (src/lib.rs). The pure-numpy module
 ``groupadv._numpy`` implements the same functions with the same signatures."""
 
+from collections.abc import Iterable
+
 import numpy as np
 import numpy.typing as npt
-from collections.abc import Iterable
 
 __version__: str
 MAX_THREADS: int

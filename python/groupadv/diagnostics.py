@@ -43,7 +43,7 @@ class Diagnostics:
     """DAPO keep-mask: one bool per reward (input order), True where its group has >= 2 valid
     rewards that are not all equal."""
     reward_mean: float = float("nan")
-    adv_quantiles: dict = field(default_factory=dict)
+    adv_quantiles: dict[float, float] = field(default_factory=dict)
     """Quantile q -> value of the advantages (empty without advantages)."""
     adv_mean: float = float("nan")
     adv_std: float = float("nan")
@@ -131,7 +131,8 @@ def diagnostics(
     total = int(count.sum())
     with np.errstate(invalid="ignore"):
         reward_mean = float(np.dot(count, np.where(count > 0, mean, 0.0)) / total) if total else float("nan")
-    kw = {}
+    adv_quantiles: dict[float, float] = {}
+    adv_mean = adv_std = adv_frac_zero = float("nan")
     if advantages is not None:
         a = np.asarray(advantages)
         if a.shape != x.shape:
@@ -147,15 +148,12 @@ def diagnostics(
             a = a[fin]
         if a.size:
             vals = np.quantile(a, q)
-            kw = dict(
-                adv_quantiles={float(qi): float(v) for qi, v in zip(q, vals)},
-                adv_mean=float(a.mean()),
-                adv_std=float(a.std()),
-                adv_frac_zero=float(np.count_nonzero(a == 0.0) / a.size),
-            )
+            adv_quantiles = {float(qi): float(v) for qi, v in zip(q, vals)}
+            adv_mean = float(a.mean())
+            adv_std = float(a.std())
+            adv_frac_zero = float(np.count_nonzero(a == 0.0) / a.size)
         else:
-            nanq = {float(qi): float("nan") for qi in q}
-            kw = dict(adv_quantiles=nanq)
+            adv_quantiles = {float(qi): float("nan") for qi in q}
     return Diagnostics(
         n_rewards=len(x),
         n_groups=g.n_groups,
@@ -164,5 +162,8 @@ def diagnostics(
         frac_kept=float(keep.mean()),
         keep=keep,
         reward_mean=reward_mean,
-        **kw,
+        adv_quantiles=adv_quantiles,
+        adv_mean=adv_mean,
+        adv_std=adv_std,
+        adv_frac_zero=adv_frac_zero,
     )

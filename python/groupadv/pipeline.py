@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _api, _backend
 from ._groups import Groups, resolve
-from ._inputs import eps_value, rewards_array
+from ._inputs import rewards_array
 from .diagnostics import Diagnostics, diagnostics
 from .moments import BatchMoments, weights_array
 

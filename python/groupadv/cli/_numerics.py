@@ -95,11 +95,12 @@ class Coefficients:
     def __init__(self, acc: FileMoments, center: str, scale: str, ddof: int, eps: float, singleton: str,
                  label_of: Callable[[int], Any]) -> None:
         self.moments = acc.moments
-        self.options = dict(center=center, scale=scale, ddof=ddof, eps=eps, singleton=singleton)
+        self.center, self.scale, self.ddof, self.eps, self.singleton = center, scale, ddof, eps, singleton
         self.label_of = label_of
+        self.batch_std: float | None = None
         if scale in ("batch", "batch_residual"):
             # the batch std of the whole file: each batch's call sees only its own groups
-            self.options["batch_std"] = float(self.moments.batch(scale).std(ddof))
+            self.batch_std = float(self.moments.batch(scale).std(ddof))
 
     def advantages(self, x: np.ndarray, groups: ga.Groups, codes: np.ndarray, nan: str, dtype: np.dtype,
                    decimals: int | None) -> np.ndarray:
@@ -107,7 +108,8 @@ class Coefficients:
         numbers are ``codes``), as ``dtype``."""
         try:
             return ga.advantages(x.astype(dtype, copy=False), groups=groups, moments=self.moments.take(codes),
-                                 nan=nan, decimals=decimals, **self.options)
+                                 center=self.center, scale=self.scale, ddof=self.ddof, eps=self.eps,
+                                 singleton=self.singleton, batch_std=self.batch_std, nan=nan, decimals=decimals)
         except ga.errors.GroupadvError as e:
             if e.group is None:
                 raise CLIError(str(e)) from None

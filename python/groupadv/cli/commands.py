@@ -9,8 +9,8 @@ import os
 import signal
 import sys
 import threading
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -116,7 +116,9 @@ def cmd_compute(args: argparse.Namespace) -> int:
                 except arrow_errors() as e:  # a pass-through column of a damaged file
                     raise CLIError(f"{args.input}: cannot read: {e}") from None
                 except UnicodeError as e:  # e.g. a lone surrogate in a .npz text column
-                    raise CLIError(f"cannot write {args.output}: a text cell is not valid Unicode ({e.reason})") from None
+                    # only the encode/decode/translate subclasses carry a reason; a bare UnicodeError has none
+                    reason = getattr(e, "reason", e)
+                    raise CLIError(f"cannot write {args.output}: a text cell is not valid Unicode ({reason})") from None
             try:
                 writer.commit()
             except OSError as e:

@@ -7,15 +7,15 @@ the batches, numbers the groups file-wide and names rows and labels in errors.
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-from . import columns
 import groupadv as ga
 
+from . import columns
 from ._numerics import Coefficients, FileMoments, batch_moments, check_overflow
 from .errors import CLIError
 from .layout import LabelIndex, Layout, pylist
@@ -51,8 +51,10 @@ def pass1(reader: Reader, layout: Layout, reward_col: str, nan: str, batch_rows:
         try:
             part = batch_moments(x, g, nan)
         except ga.errors.NonFiniteRewardError as e:
+            # the core names the reward (e.index) of each non-finite fault under nan="raise"
+            where = "" if e.index is None else f" ({x[e.index]}) at row {start + e.index}"
             raise CLIError(
-                f"reward column {reward_col!r} has a non-finite value ({x[e.index]}) at row {start + e.index}; "
+                f"reward column {reward_col!r} has a non-finite value{where}; "
                 "pass --nan propagate or --nan omit to allow it"
             ) from None
         except ValueError as e:
