@@ -20,6 +20,7 @@ exactly its value). The error messages are the core's, so both backends agree to
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -262,7 +263,7 @@ def grouping_ids_str(ids) -> tuple[Grouping, np.ndarray]:
 # ============================================================================ 2. moments
 
 
-def _pow2_scale(root: np.ndarray) -> np.ndarray:
+def _pow2_scale(root: np.ndarray | float) -> np.ndarray:
     """The scale of moments whose sqrt(M2) (or largest deviation) is ``root``: 1.0 in the safe
     range, else the power of two at or just below ``root`` (dividing by it is exact; the
     scaled deviations are then below 2 and their squares neither over- nor underflow)."""
@@ -293,6 +294,19 @@ class _Moments:
 
     __slots__ = ("count", "mean", "m2", "scale", "smean", "res", "valid", "bad_mean", "any_bad", "lifted",
                  "unit_scale", "min_count", "given")
+    count: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    scale: np.ndarray
+    smean: np.ndarray  # the mean in units of `scale` (differs from mean where scale < 1)
+    res: np.ndarray
+    valid: np.ndarray | None
+    bad_mean: np.ndarray
+    any_bad: bool
+    lifted: bool
+    unit_scale: bool
+    min_count: float
+    given: bool
 
     def __init__(self) -> None:
         self.given = False  # passed by the caller (moments=), not computed from these rewards
@@ -308,7 +322,9 @@ def _group_moments(x: np.ndarray, g: Grouping, nan: str, weights=None) -> _Momen
     m = _Moments()
     m.valid = None
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        count = mean = None
+        # per-group arrays, set by the fast path or (None there) by the slow path below
+        count: Any = None
+        mean: Any = None
         all_finite = False
         if w is None:
             # Fast path: every reward counts once.
@@ -351,7 +367,7 @@ def _group_moments(x: np.ndarray, g: Grouping, nan: str, weights=None) -> _Momen
     scale = ones
     m.any_bad = not (all_finite and count is g._counts) and not np.isfinite(mean).all()
     m.bad_mean = (count > 0) & ~np.isfinite(mean) if m.any_bad else falses
-    risky = None
+    risky: Any = None  # groups whose squared deviations leave the float64 range (or None)
     if x.dtype != np.float32:  # float32 deviations can neither over- nor underflow when squared
         risky = (count > 0) & ~m.bad_mean & ~((m2 >= _TINY**2) & (m2 <= _HUGE**2))
         if risky.any():

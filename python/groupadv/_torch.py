@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BadLabelError
+
 # Tests set this to run CPU tensors through the device code path (no GPU on the test machines).
 FORCE_DEVICE_PATH = False
 _LIFT = 2.0**60  # the core's lift of residuals whose 1/denominator overflows (exact scaling)

@@ -3,9 +3,11 @@ rewards of ``n_prompts * n_samples_per_prompt`` samples, each prompt's samples c
 
 from __future__ import annotations
 
+from typing import Any
+
 from .._api import advantages
 
-_ESTIMATORS = {
+_ESTIMATORS: dict[str, dict[str, Any]] = {
     "group_norm": {"center": "mean", "scale": "group"},
     "rloo": {"center": "loo", "scale": "none"},
     "dr_grpo": {"center": "mean", "scale": "none"},

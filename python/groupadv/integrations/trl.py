@@ -10,12 +10,14 @@ grpo_trainer.py 2772-2773 and 2778-2779, rloo_trainer.py 1679-1680 and 1692-1693
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .._api import advantages
 
 # TRL's nan-aware statistics (trl.trainer.utils.nanstd / torch.nanmean) and its zeroing.
-_TRL = {"preset": "trl", "nan": "omit", "singleton": "zero"}
+_TRL: dict[str, Any] = {"preset": "trl", "nan": "omit", "singleton": "zero"}
 
 
 def _scale(scale_rewards) -> str:

@@ -14,9 +14,8 @@ and normalised in float64, then cast to verl's output dtype.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Optional
-
-import numpy as np
 
 from ..tokens import token_advantages
 
@@ -105,7 +104,7 @@ def compute_rloo_vectorized_outcome_advantage(token_level_rewards, response_mask
 
 
 #: verl registry name -> (core_algos attribute, groupadv's function)
-SUPPORTED = {
+SUPPORTED: dict[str, tuple[str, Callable[..., Any]]] = {
     "grpo": ("compute_grpo_outcome_advantage", compute_grpo_outcome_advantage),
     "grpo_vectorized": ("compute_grpo_vectorized_outcome_advantage", compute_grpo_vectorized_outcome_advantage),
     "rloo": ("compute_rloo_outcome_advantage", compute_rloo_outcome_advantage),
