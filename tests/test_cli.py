@@ -371,3 +371,18 @@ def test_extreme_magnitudes_are_exact_or_an_error(tmp_path, batch_rows, capsys):
         with pytest.raises(SystemExit):
             compute([1.7e308, 1.7e308, -1.7e308, 0.0, 1.0, 2.0], [1, 1, 1, 1, 2, 2], "--nan", nan)
         assert "overflow float64" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype,big", [(np.float64, 1.2e308), (np.float32, 3e38)])
+def test_rloo_overflow_is_an_error_not_inf(tmp_path, capsys, dtype, big):
+    """Issue 10: `compute --estimator rloo` wrote inf/-inf with exit 0 for rewards
+    [0, big, -big] (its own maths); the core's rules now raise the overflow error, as ga.rloo."""
+    src, dst = tmp_path / "in.npz", tmp_path / "out.npy"
+    np.savez(src, uid=np.array(["a", "a", "a"]), reward=np.array([0.0, big, -big], dtype=dtype))
+    with pytest.raises(ValueError):
+        ga.rloo(np.array([0.0, big, -big], dtype=dtype), 3)
+    with pytest.raises(SystemExit) as e:
+        main(["compute", str(src), "--group-col", "uid", "--estimator", "rloo", "-o", str(dst), "-q"])
+    assert e.value.code == 2 and not dst.exists()
+    err = capsys.readouterr().err
+    assert "overflow" in err and "group 'a'" in err and "Traceback" not in err
