@@ -386,13 +386,15 @@ def test_verl_object_index_with_nan_is_an_error():
     assert e.value.index == 2
 
 
+@needs_torch
 def test_verl_adapter_with_a_nan_index_is_an_error():
     from groupadv.integrations import verl
 
-    tok = np.random.default_rng(7).random((4, 3))
+    # verl passes tensors (token_level_rewards, response_mask) and an object array of uids
+    tok = torch.from_numpy(np.random.default_rng(7).random((4, 3)))
     index = np.array(["u0", "u0", np.nan, np.nan], dtype=object)
     with pytest.raises(BadLabelError):
-        verl.compute_grpo_outcome_advantage(tok, np.ones((4, 3), dtype=bool), index)
+        verl.compute_grpo_outcome_advantage(tok, torch.ones((4, 3), dtype=torch.bool), index)
 
 
 @needs_torch
