@@ -8,7 +8,7 @@ use crate::parallel::{map_on, resolve_threads, SERIAL_BELOW};
 use crate::policy::{batch_denom, batch_fault, check_params, AdvError, Denom, Fault, NonFinite};
 use crate::policy::{Params, Scale};
 use crate::real::Real;
-use crate::stats::Moments;
+use crate::stats::{Moments, SMALL_M2};
 use std::ops::Range;
 
 /// Batch-level statistics (episode-weighted: each reward counts once), the merge of the
@@ -27,6 +27,56 @@ impl BatchMoments {
     pub fn add(&mut self, m: Moments) {
         self.rewards = self.rewards.merge(m);
         self.residual = self.residual.merge_residuals(m);
+    }
+
+    /// The batch moments of consecutive groups (`ms`: non-empty groups, in order). In the
+    /// common case (unit scales, finite values) in closed form, two passes with no division per
+    /// group: n = sum n_g, mean = m_0 + sum n_g (m_g - m_0) / n, M2 = sum M2_g +
+    /// sum n_g (m_g - mean)^2 (residuals: sum M2_g). Otherwise, or where the result leaves the
+    /// unscaled range, the group-by-group merge. Either way a function of `ms` alone.
+    pub fn of_groups(ms: &[Moments]) -> BatchMoments {
+        let plain = ms
+            .iter()
+            .all(|m| m.scale == 1.0 && m.mean.is_finite() && m.m2.is_finite());
+        if plain && !ms.is_empty() {
+            let shift = ms[0].mean;
+            let (mut n, mut s, mut within) = (0.0f64, 0.0f64, 0.0f64);
+            for m in ms {
+                n += m.count;
+                s += m.count * (m.mean - shift);
+                within += m.m2;
+            }
+            let mean = if s == 0.0 { shift } else { shift + s / n };
+            let mut between = 0.0f64;
+            for m in ms {
+                let d = m.mean - mean;
+                between += m.count * d * d;
+            }
+            let m2 = within + between;
+            let in_range = |v: f64| v == 0.0 || (v.is_finite() && v >= SMALL_M2);
+            // an all-equal batch: every group mean equals the shift, M2 exactly 0
+            if mean.is_finite() && in_range(m2) && in_range(within) {
+                return BatchMoments {
+                    rewards: Moments {
+                        count: n,
+                        mean,
+                        m2,
+                        scale: 1.0,
+                    },
+                    residual: Moments {
+                        count: n,
+                        mean: 0.0,
+                        m2: within,
+                        scale: 1.0,
+                    },
+                };
+            }
+        }
+        let mut acc = BatchMoments::default();
+        for &m in ms {
+            acc.add(m);
+        }
+        acc
     }
 
     pub fn merge(self, o: BatchMoments) -> BatchMoments {
@@ -75,13 +125,13 @@ pub(super) fn merge_groups(
         resolve_threads(threads)
     };
     let parts = map_on(threads, chunks, |r| {
-        let mut acc = BatchMoments::default();
+        let mut ms = Vec::with_capacity(r.len());
         for g in r {
             if let Some(m) = group(g).map_err(|f| (g, f))? {
-                acc.add(m);
+                ms.push(m);
             }
         }
-        Ok(acc)
+        Ok(BatchMoments::of_groups(&ms))
     });
     let mut total = BatchMoments::default();
     for part in parts {
