@@ -9,7 +9,7 @@
 pub use crate::groups::Labelled;
 use crate::hint::{prefetch, PREFETCH};
 use crate::parallel::{map_ranges, map_ranges_mut};
-use crate::policy::{group_affine, AdvError, Denom, Fault, NonFinite, Params};
+use crate::policy::{self, group_affine, AdvError, Denom, Fault, NonFinite, Params};
 use crate::real::Real;
 use crate::stats::{moments_finite, squares_safe, Moments};
 use std::ops::Range;
@@ -261,29 +261,10 @@ pub(crate) fn overflowed<T: Real>(x: &[T], l: &Labelled, g: usize) -> bool {
     members(x, l, g).iter().all(|&i| x[i].to_f64().is_finite())
 }
 
-/// The error for a fault of group `g`, naming the offending reward.
+/// The error for a fault of group `g` (the policy's `fault_error` over its members).
 pub(crate) fn fault_error<T: Real>(x: &[T], l: &Labelled, g: usize, fault: Fault) -> AdvError {
     let idx = members(x, l, g);
-    match fault {
-        Fault::NonFinite => idx
-            .iter()
-            .copied()
-            .find(|&i| !x[i].to_f64().is_finite())
-            .map(|index| AdvError::NonFinite {
-                index,
-                value: x[index].to_f64(),
-            })
-            .unwrap_or(AdvError::Overflow { group: g }),
-        Fault::Singleton => {
-            let index = idx
-                .iter()
-                .copied()
-                .find(|&i| x[i].to_f64().is_finite())
-                .unwrap_or(idx[0]);
-            AdvError::Singleton { group: g, index }
-        }
-        Fault::Overflow => AdvError::Overflow { group: g },
-    }
+    policy::fault_error(idx.iter().copied(), |i| x[i].to_f64(), g, fault)
 }
 
 /// Advantages of interleaved labelled groups, from their moments.

@@ -161,6 +161,36 @@ pub enum Fault {
     Overflow,
 }
 
+/// The error for a fault of group `g` whose rewards sit at `members` (in input order),
+/// naming the offending reward: the first non-finite one (none: an overflow), or a singleton's
+/// one valid reward. `value(i)` reads reward `i`. Every layout reports its faults through it.
+pub fn fault_error(
+    members: impl Iterator<Item = usize> + Clone,
+    value: impl Fn(usize) -> f64,
+    g: usize,
+    fault: Fault,
+) -> AdvError {
+    match fault {
+        Fault::NonFinite => members
+            .clone()
+            .find(|&i| !value(i).is_finite())
+            .map(|index| AdvError::NonFinite {
+                index,
+                value: value(index),
+            })
+            .unwrap_or(AdvError::Overflow { group: g }),
+        Fault::Singleton => {
+            let first = members.clone().next().unwrap_or(0);
+            let index = members
+                .clone()
+                .find(|&i| value(i).is_finite())
+                .unwrap_or(first);
+            AdvError::Singleton { group: g, index }
+        }
+        Fault::Overflow => AdvError::Overflow { group: g },
+    }
+}
+
 /// The parameters' own rules (before any data is read).
 pub fn check_params(p: &Params) -> Result<(), AdvError> {
     if p.ddof > 1 {

@@ -20,7 +20,7 @@ use given::from_moments;
 use crate::groups::{map_batches, map_batches_mut, Grouping};
 use crate::kernel;
 use crate::labelled;
-use crate::policy::{check_params, reported_stats};
+use crate::policy::{self, check_params, reported_stats};
 pub use crate::policy::{
     AdvError, Affine, Center, Denom, Fault, NonFinite, Params, Scale, Singleton,
 };
@@ -33,23 +33,13 @@ pub(super) fn fault_to_error<T: Real>(
     g: usize,
     fault: Fault,
 ) -> AdvError {
-    if let Grouping::Labelled(l) = grouping {
-        return labelled::fault_error(x, l, g, fault);
-    }
-    let (a, b) = grouping.bounds(g);
-    match fault {
-        Fault::NonFinite => (a..b)
-            .find(|&i| !x[i].to_f64().is_finite())
-            .map(|index| AdvError::NonFinite {
-                index,
-                value: x[index].to_f64(),
-            })
-            .unwrap_or(AdvError::Overflow { group: g }),
-        Fault::Singleton => {
-            let index = (a..b).find(|&i| x[i].to_f64().is_finite()).unwrap_or(a);
-            AdvError::Singleton { group: g, index }
+    let value = |i: usize| x[i].to_f64();
+    match grouping {
+        Grouping::Labelled(l) => labelled::fault_error(x, l, g, fault),
+        _ => {
+            let (a, b) = grouping.bounds(g);
+            policy::fault_error(a..b, value, g, fault)
         }
-        Fault::Overflow => AdvError::Overflow { group: g },
     }
 }
 
