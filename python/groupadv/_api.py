@@ -124,23 +124,13 @@ def advantages(
         )
     if decimals is not None:
         result = round_decimals(result, decimals)
-    return result if want == x.dtype else _narrow_np(result, want)
-
-
-def _narrow_np(result: np.ndarray, dtype) -> np.ndarray:
-    """The result in a narrower float dtype; an advantage that does not fit is the overflow error."""
-    narrow = result.astype(dtype)
-    if not np.array_equal(np.isfinite(narrow), np.isfinite(result)):
-        raise AdvantageOverflowError(
-            f"an advantage overflows the output dtype {np.dtype(dtype)}; rescale rewards of magnitude near the float range"
-        )
-    return narrow
+    return result if want == x.dtype else _narrow(result, want)
 
 
 def _np_write(out, result: np.ndarray, n: int) -> np.ndarray:
     """``result`` narrowed into the caller's float16 ``out`` (validated as any out=)."""
     checked = out_array(out, np.empty(n, dtype=np.float16))
-    checked[...] = _narrow_np(result, out.dtype)
+    checked[...] = _narrow(result, out.dtype)
     return checked
 
 
@@ -238,12 +228,18 @@ def _HALF():
 
 
 def _narrow(result, dtype):
-    """The result in a half dtype; an advantage that does not fit is the overflow error."""
+    """The result (array or tensor) in a narrower float dtype: the one output-dtype rule of the
+    API. An advantage that is finite but does not fit is the overflow error."""
     if result.dtype == dtype:
         return result
-    narrow = result.to(dtype)
-    if bool((~narrow.isfinite() & result.isfinite()).any()):
-        raise ValueError(
+    if _torch.is_tensor(result):
+        narrow = result.to(dtype)
+        lost = bool((~narrow.isfinite() & result.isfinite()).any())
+    else:
+        narrow = result.astype(dtype)
+        lost = not np.array_equal(np.isfinite(narrow), np.isfinite(result))
+    if lost:
+        raise AdvantageOverflowError(
             f"an advantage overflows the output dtype {dtype}; rescale rewards of magnitude near the float range"
         )
     return narrow

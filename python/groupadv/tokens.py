@@ -105,12 +105,12 @@ def _half(tokens, out):
 def _finish(adv, mask, seq_offsets, tokens, out, like, threads, half=None):
     """Broadcast the advantages over the tokens; tensors back in the rewards' dtype policy
     (bfloat16 in, bfloat16 out) and into an ``out=`` tensor of any float dtype."""
-    from ._api import _narrow_np, _write
+    from ._api import _narrow, _write
 
     if like is None:
         result = out_array(out, tokens)
         _backend.impl.broadcast_tokens(adv, mask, seq_offsets, result, threads)
-        return result if half is None else _narrow_np(result, half)
+        return result if half is None else _narrow(result, half)
     want = _torch.result_dtype(like.dtype)
     direct = out is not None and out.dtype == want and _torch.shares_numpy(out) and want == like.dtype \
         and tokens.dtype == _torch.to_numpy(out).dtype
