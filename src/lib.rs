@@ -14,6 +14,7 @@ pub mod labelled;
 pub mod parallel;
 pub mod policy;
 pub mod real;
+pub mod scan;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 pub mod stats;
@@ -947,7 +948,153 @@ mod python {
         })
     }
 
+    // ---- tokens (issue 12): reverse scans over responses (scan.rs) ----
+
+    impl From<crate::scan::ScanError> for PyErr {
+        fn from(e: crate::scan::ScanError) -> PyErr {
+            use crate::scan::ScanError as S;
+            let msg = e.to_string();
+            match e {
+                S::NonFinite { index, value, .. } => {
+                    typed_error("NonFiniteRewardError", msg, move |kw| {
+                        kw.set_item("index", index)?;
+                        kw.set_item("value", value)
+                    })
+                }
+                S::Overflow { row } => typed_error("AdvantageOverflowError", msg, move |kw| {
+                    kw.set_item("index", row)
+                }),
+            }
+        }
+    }
+
+    /// The responses of a scan: `offsets` (packed) or the rows of a 2-D (bs, L) input.
+    fn scan_offsets(
+        shape: &[usize],
+        offsets: Option<&Bound<'_, PyArray1<i64>>>,
+    ) -> PyResult<Vec<usize>> {
+        let n: usize = shape.iter().product();
+        match offsets {
+            Some(o) => {
+                let offs = token_offsets(read(o, "offsets")?.as_slice()?, n)?;
+                if offs.len() < 2 {
+                    return Err(value_error("offsets must name at least one response"));
+                }
+                Ok(offs)
+            }
+            None if shape.len() == 2 && shape[0] > 0 => {
+                Ok((0..=shape[0]).map(|i| i * shape[1]).collect())
+            }
+            None => Err(value_error(
+                "token arrays must be 2-D (bs, L) and non-empty, or 1-D with offsets",
+            )),
+        }
+    }
+
+    /// `a` as an array of `T` with `n` entries (an output or input of a scan).
+    fn typed_like<'py, T: Real + Element>(
+        a: &Bound<'py, PyAny>,
+        what: &str,
+        n: usize,
+    ) -> PyResult<Bound<'py, numpy::PyArrayDyn<T>>> {
+        let a = a
+            .cast::<numpy::PyArrayDyn<T>>()
+            .map_err(|_| PyTypeError::new_err(format!("{what} must have the rewards' dtype")))?
+            .clone();
+        if a.len() != n {
+            return Err(value_error(format!(
+                "{what} must have as many entries as the rewards"
+            )));
+        }
+        Ok(a)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn scan_typed<T: Real + Element>(
+        py: Python<'_>,
+        rewards: &Bound<'_, numpy::PyArrayDyn<T>>,
+        values: Option<&Bound<'_, PyAny>>,
+        mask: Option<&Bound<'_, PyAny>>,
+        offsets: Option<&Bound<'_, PyArray1<i64>>>,
+        out: &Bound<'_, PyAny>,
+        out2: Option<&Bound<'_, PyAny>>,
+        p: crate::scan::ScanParams,
+    ) -> PyResult<()> {
+        let r = read(rewards, "token_level_rewards")?;
+        let offs = scan_offsets(r.shape(), offsets)?;
+        let rs = r.as_slice()?;
+        let n = rs.len();
+        let typed = |a, what| typed_like::<T>(a, what, n);
+        let out = typed(out, "out")?;
+        let mut o = write(&out, "out")?;
+        let os = o.as_slice_mut()?;
+        with_mask::<T, _>(mask, n, |m| match (values, out2) {
+            (Some(v), Some(o2)) => {
+                let v = typed(v, "values")?;
+                let vr = read(&v, "values")?;
+                let vs = vr.as_slice()?;
+                let o2 = typed(o2, "returns")?;
+                let mut w2 = write(&o2, "returns")?;
+                let os2 = w2.as_slice_mut()?;
+                Ok(py.detach(|| crate::scan::gae(rs, vs, m, &offs, &p, os, os2))?)
+            }
+            (None, None) => {
+                Ok(py.detach(|| crate::scan::discounted_returns(rs, m, &offs, &p, os))?)
+            }
+            _ => Err(value_error("gae needs values and a second output")),
+        })
+    }
+
+    /// Discounted returns (values None) or GAE (values and `returns_out` given) of each
+    /// response: rows of a 2-D float32/float64 array, or segments of a 1-D one by `offsets`.
+    #[pyfunction]
+    #[pyo3(signature = (rewards, values, mask, offsets, out, returns_out, gamma, lam, unmasked_zero, check, num_threads))]
+    #[allow(clippy::too_many_arguments)]
+    fn token_scan(
+        py: Python<'_>,
+        rewards: &Bound<'_, PyAny>,
+        values: Option<&Bound<'_, PyAny>>,
+        mask: Option<&Bound<'_, PyAny>>,
+        offsets: Option<Bound<'_, PyArray1<i64>>>,
+        out: &Bound<'_, PyAny>,
+        returns_out: Option<&Bound<'_, PyAny>>,
+        gamma: f64,
+        lam: f64,
+        unmasked_zero: bool,
+        check: bool,
+        num_threads: usize,
+    ) -> PyResult<()> {
+        guard(|| {
+            for (name, v) in [("gamma", gamma), ("lam", lam)] {
+                if !v.is_finite() {
+                    return Err(value_error(format!("{name} must be finite, got {v}")));
+                }
+            }
+            let p = crate::scan::ScanParams {
+                gamma,
+                lam,
+                unmasked: if unmasked_zero {
+                    crate::scan::Unmasked::Zero
+                } else {
+                    crate::scan::Unmasked::Skip
+                },
+                check,
+                threads: threads_arg(num_threads)?,
+            };
+            if let Ok(r) = rewards.cast::<numpy::PyArrayDyn<f32>>() {
+                scan_typed(py, r, values, mask, offsets.as_ref(), out, returns_out, p)
+            } else if let Ok(r) = rewards.cast::<numpy::PyArrayDyn<f64>>() {
+                scan_typed(py, r, values, mask, offsets.as_ref(), out, returns_out, p)
+            } else {
+                Err(PyTypeError::new_err(
+                    "token rewards must be a float32/float64 array",
+                ))
+            }
+        })
+    }
+
     fn register_tokens(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add_function(wrap_pyfunction!(token_scan, m)?)?;
         m.add_function(wrap_pyfunction!(masked_whiten, m)?)?;
         Ok(())
     }

@@ -109,3 +109,20 @@ def masked_whiten(
 ) -> tuple[float, float]:
     """out = (values - mean) * k (+ mean unless shift_mean, * mask if apply_mask) with float64
     statistics over the masked tokens; returns (mean, k)."""
+
+# ---- tokens (issue 12): reverse scans ----
+def token_scan(
+    rewards: npt.NDArray[np.floating],
+    values: npt.NDArray[np.floating] | None,
+    mask: npt.NDArray[np.uint8] | npt.NDArray[np.floating] | None,
+    offsets: npt.NDArray[np.int64] | None,
+    out: npt.NDArray[np.floating],
+    returns_out: npt.NDArray[np.floating] | None,
+    gamma: float,
+    lam: float,
+    unmasked_zero: bool,
+    check: bool,
+    num_threads: int,
+) -> None:
+    """Discounted returns (values None) or GAE (values and returns_out) of each response: rows
+    of a 2-D array or segments by offsets; f64 inside, written in the rewards' dtype."""

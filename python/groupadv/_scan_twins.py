@@ -136,3 +136,119 @@ def torch_masked_whiten(x, mask, *, shift_mean=True, scale=True, unbiased=True, 
     if apply_mask and mask is not None:
         r = torch.where(sel, r, 0.0) if not mask.is_floating_point() else r * w
     return r.reshape(x.shape)
+
+
+# ---- reverse scans (src/scan.rs) ----
+
+def _scan_fault(xp_rewards, xp_values, out_rows_bad: int, width: int, to_float):
+    """The error of the first response whose outputs are not all finite: its first non-finite
+    reward (then value), else an overflow (``scan::row_fault``)."""
+    row = out_rows_bad
+    for what, xs in (("rewards", xp_rewards), ("values", xp_values)):
+        if xs is None:
+            continue
+        for t in range(width):
+            v = to_float(xs[row, t])
+            if not math.isfinite(v):
+                index = row * width + t
+                return NonFiniteRewardError(
+                    f"{what}[{index}] is {_float_text(v)}; pass nan='propagate' to allow non-finite inputs",
+                    index=index, value=v)
+    return AdvantageOverflowError(f"the returns of response {row} overflow the output dtype; rescale the rewards",
+                                  index=row)
+
+
+def np_scan(rewards: np.ndarray, values, mask, *, gamma: float, lam: float, zero: bool, check: bool):
+    """Discounted returns (values None) or (advantages, returns) of GAE over the rows of 2-D
+    ``rewards``, float64 inside, in the rewards' dtype out: the numpy twin of ``scan.rs``."""
+    r = rewards.astype(np.float64)
+    bs, L = r.shape
+    if mask is None:
+        m = np.ones_like(r)
+    else:
+        m = (mask != 0).astype(np.float64) if mask.dtype == np.uint8 else mask.astype(np.float64)
+    v = None if values is None else values.astype(np.float64)
+    a = np.empty_like(r)
+    ret = None if v is None else np.empty_like(r)
+    run, nv, last = np.zeros(bs), np.zeros(bs), np.zeros(bs)
+    gl = gamma * lam
+    with np.errstate(invalid="ignore", over="ignore"):
+        for t in range(L - 1, -1, -1):
+            mt, rt = m[:, t], r[:, t]
+            if v is None:
+                if zero:
+                    run = rt * mt + gamma * run
+                    a[:, t] = run
+                else:
+                    new = rt + gamma * run
+                    run = new * mt + run * (1.0 - mt)
+                    a[:, t] = new * mt
+            else:
+                vt = v[:, t]
+                if zero:
+                    vm = vt * mt
+                    last = rt * mt + gamma * nv - vm + gl * last
+                    nv = vm
+                    a[:, t], ret[:, t] = last, last + vm  # type: ignore[index]
+                else:
+                    new = rt + gamma * nv - vt + gl * last
+                    nv = vt * mt + (1.0 - mt) * nv
+                    last = new * mt + (1.0 - mt) * last
+                    a[:, t], ret[:, t] = last, last + vt  # type: ignore[index]
+        outs = [a] if ret is None else [a, ret]
+        outs = [o.astype(rewards.dtype) for o in outs]
+    if check:
+        bad = ~np.isfinite(outs[0]).all(axis=1)
+        if len(outs) == 2:
+            bad |= ~np.isfinite(outs[1]).all(axis=1)
+        if bad.any():
+            raise _scan_fault(rewards, values, int(np.argmax(bad)), L, float)
+    return outs[0] if ret is None else (outs[0], outs[1])
+
+
+def torch_scan(rewards, values, mask, *, gamma: float, lam: float, zero: bool, check: bool):
+    """The torch twin of :func:`np_scan` (float64 on the tensors' device)."""
+    import torch
+
+    r = rewards.detach().double()
+    bs, L = r.shape
+    m = torch.ones_like(r) if mask is None else (mask.double() if mask.is_floating_point() else (mask != 0).double())
+    v = None if values is None else values.detach().double()
+    a = torch.empty_like(r)
+    ret = None if v is None else torch.empty_like(r)
+    run = torch.zeros(bs, dtype=torch.float64, device=r.device)
+    nv, last = run.clone(), run.clone()
+    gl = gamma * lam
+    for t in range(L - 1, -1, -1):
+        mt, rt = m[:, t], r[:, t]
+        if v is None:
+            if zero:
+                run = rt * mt + gamma * run
+                a[:, t] = run
+            else:
+                new = rt + gamma * run
+                run = new * mt + run * (1.0 - mt)
+                a[:, t] = new * mt
+        else:
+            vt = v[:, t]
+            if zero:
+                vm = vt * mt
+                last = rt * mt + gamma * nv - vm + gl * last
+                nv = vm
+                a[:, t], ret[:, t] = last, last + vm  # type: ignore[index]
+            else:
+                new = rt + gamma * nv - vt + gl * last
+                nv = vt * mt + (1.0 - mt) * nv
+                last = new * mt + (1.0 - mt) * last
+                a[:, t], ret[:, t] = last, last + vt  # type: ignore[index]
+    outs = [a] if ret is None else [a, ret]
+    want = rewards.dtype if rewards.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) \
+        else torch.float64
+    outs = [o.to(want) for o in outs]
+    if check:
+        bad = ~torch.isfinite(outs[0]).all(dim=1)
+        if len(outs) == 2:
+            bad |= ~torch.isfinite(outs[1]).all(dim=1)
+        if bool(bad.any()):
+            raise _scan_fault(rewards, values, int(torch.argmax(bad.to(torch.uint8))), L, float)
+    return outs[0] if ret is None else (outs[0], outs[1])
