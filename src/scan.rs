@@ -5,7 +5,7 @@
 //! `(bs, L)` rows are segments of length L). Each scan runs from the last token back to the
 //! first, in f64, and stores in `T`. Two rules for tokens outside the mask (weight m):
 //!
-//! * `Skip` (verl, `core_algos.py:250-257, 721-727`): the running return / GAE carry over the
+//! * `Skip` (verl, `core_algos.py:250-257, 720-727`): the running return / GAE carry over the
 //!   token unchanged, `run = new * m + run * (1 - m)`, and its output is `new * m` (returns) or
 //!   the carried value (GAE);
 //! * `Zero` (OpenRLHF, `experience_maker.py:366-376, 403-409`): rewards and values are

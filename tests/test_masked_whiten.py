@@ -14,7 +14,7 @@ verl_F = pytest.importorskip("verl.utils.torch_functional")
 
 
 def openrlhf_normalize(adv: torch.Tensor, mask: torch.Tensor, no_std_norm: bool = False):
-    """Transcribed from OpenRLHF 0.11.0 openrlhf/trainer/ppo_utils/experience_maker.py:314-329
+    """Transcribed from OpenRLHF 0.11.0 openrlhf/trainer/ppo_utils/experience_maker.py:314-328
     (global normalisation of gae / reinforce / reinforce_baseline advantages)."""
     all_advantages = adv.flatten().float()
     all_action_masks = mask.flatten()

@@ -55,8 +55,8 @@ def orl_compute_reward(r, kl_coef, kl, action_mask):
 
 
 def orl_token_pipeline(estimator, rewards, n, mask, values, kl, kl_coef, gamma, lambd, no_std_norm=False):
-    """experience_maker.py:237-331 for one experience: baseline, compute_reward, returns,
-    global normalisation (lines 314-329)."""
+    """experience_maker.py:237-330 for one experience: baseline, compute_reward, returns,
+    global normalisation (lines 314-328)."""
     rewards = rewards.reshape(-1, n)
     if estimator == "reinforce_baseline":
         rewards = rewards - rewards.mean(-1, keepdim=True)

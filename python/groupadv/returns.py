@@ -279,7 +279,7 @@ def discounted_returns(token_level_rewards, response_mask=None, gamma: float = 1
     token back (float64 inside), for token rewards (bs, L) with a response mask, or packed 1-D
     tokens with ``lengths``.
 
-    ``unmasked="skip"`` (verl's ``reinforce_plus_plus``, ``core_algos.py:715-727``): a token
+    ``unmasked="skip"`` (verl's ``reinforce_plus_plus``, ``core_algos.py:693-731``): a token
     outside the mask is skipped, its reward ignored and the running return carried over it
     unchanged; its output is 0. ``unmasked="zero"`` (OpenRLHF ``get_cumulative_returns``,
     ``experience_maker.py:380-411``): rewards are multiplied by the mask and every token
@@ -302,7 +302,7 @@ def gae(token_level_rewards, values, response_mask=None, gamma: float = 1.0, lam
 
     ``delta_t = r_t + gamma * V_{t+1} - V_t``, ``A_t = delta_t + gamma * lam * A_{t+1}``,
     ``returns = A + V``, from the last token back, float64 inside. ``unmasked="skip"`` (verl
-    ``compute_gae_advantage_return``, ``core_algos.py:244-262``): ``V_{t+1}`` and ``A_{t+1}``
+    ``compute_gae_advantage_return``, ``core_algos.py:215-263``): ``V_{t+1}`` and ``A_{t+1}``
     are those of the next token inside the mask (observation tokens are skipped; a token
     outside the mask gets the carried advantage). ``unmasked="zero"`` (OpenRLHF
     ``get_advantages_and_returns``, ``experience_maker.py:333-378``): rewards and values are

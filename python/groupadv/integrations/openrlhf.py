@@ -74,7 +74,7 @@ def get_cumulative_returns(rewards, action_mask, gamma: float, *, nan: str = "ra
 
 def normalize_advantages(advantages, action_mask, no_std_norm: bool = False, *, nan: str = "raise"):
     """OpenRLHF's global normalisation of ``gae`` / ``reinforce`` / ``reinforce_baseline``
-    advantages (``experience_maker.py:314-329``): one mean over the masked tokens of the batch,
+    advantages (``experience_maker.py:314-328``): one mean over the masked tokens of the batch,
     ``var`` with divisor ``sum(mask)`` (biased), ``(A - mean) * rsqrt(max(var, 1e-8))`` on every
     token; ``no_std_norm``: only centred. OpenRLHF computes in float32, so the result is
     float32 for bf16/fp16/float32 advantages and float64 for float64 ones."""
@@ -94,7 +94,7 @@ _TOKEN_ESTIMATORS = ("gae", "reinforce", "reinforce_baseline")
 def compute_token_advantages(rewards, action_mask, n_samples_per_prompt: int = 1,
                              advantage_estimator: str = "reinforce", *, values=None, kl=None, kl_coef: float = 0.0,
                              gamma: float = 1.0, lambd: float = 1.0, no_std_norm: bool = False, nan: str = "raise"):
-    """OpenRLHF's ``compute_advantages_and_returns`` (``experience_maker.py:237-331``) for the
+    """OpenRLHF's ``compute_advantages_and_returns`` (``experience_maker.py:237-330``) for the
     token estimators, on one batch: ``rewards`` (one per sample, each prompt's
     ``n_samples_per_prompt`` samples consecutive), ``action_mask`` (bs, L).
 

@@ -120,7 +120,7 @@ def _float(x) -> float:
 
 
 def compute_gae_advantage_return(token_level_rewards, values, response_mask, gamma, lam, *, nan: str = "raise"):
-    """verl's ``gae`` (``core_algos.py:215-262``): GAE over each response's tokens,
+    """verl's ``gae`` (``core_algos.py:215-263``): GAE over each response's tokens,
     observation tokens (mask 0) skipped, ``returns = advantages + values``, then the advantages
     whitened over the masked tokens (``verl_F.masked_whiten``, unbiased variance,
     ``rsqrt(var + 1e-8)``; not multiplied by the mask, as verl). Returns
@@ -144,7 +144,7 @@ def compute_gae_advantage_return(token_level_rewards, values, response_mask, gam
 
 def compute_reinforce_plus_plus_outcome_advantage(token_level_rewards, response_mask, config: Optional[Any] = None,
                                                   *, nan: str = "raise", **kwargs):
-    """verl's ``reinforce_plus_plus`` (``core_algos.py:696-729``): discounted returns with
+    """verl's ``reinforce_plus_plus`` (``core_algos.py:693-731``): discounted returns with
     ``config.gamma`` over each response (observation tokens skipped: their reward ignored,
     the running return carried, their return 0), then whitened over the masked tokens and
     multiplied by the mask. Returns ``(advantages, returns)``; returns in the rewards' dtype,
@@ -171,7 +171,7 @@ def _whiten_masked(x, mask, nan):
 def compute_reinforce_plus_plus_baseline_outcome_advantage(token_level_rewards, response_mask, index,
                                                            epsilon: float = 1e-6, config: Optional[Any] = None,
                                                            *, nan: str = "raise", **kwargs):
-    """verl's ``reinforce_plus_plus_baseline`` (``core_algos.py:533-586``): ``score - group
+    """verl's ``reinforce_plus_plus_baseline`` (``core_algos.py:533-584``): ``score - group
     mean`` per uid (a one-response group keeps its raw score), tiled over the mask, whitened
     over the masked tokens and multiplied by the mask. ``epsilon`` is unused, as in verl.
     Returns ``(advantages, returns)``, the same tensor, in ``promote(rewards, mask)``."""
@@ -190,7 +190,7 @@ def compute_reinforce_plus_plus_baseline_outcome_advantage(token_level_rewards, 
 
 def compute_remax_outcome_advantage(token_level_rewards, reward_baselines, response_mask,
                                     config: Optional[Any] = None, *, nan: str = "raise", **kwargs):
-    """verl's ``remax`` (``core_algos.py:732-769``): ``returns`` = reverse cumulative sum of
+    """verl's ``remax`` (``core_algos.py:734-767``): ``returns`` = reverse cumulative sum of
     the masked token rewards (``(r * mask).flip(-1).cumsum(-1).flip(-1)``: every token, masked
     or not, gets the sum of the masked rewards from it on), ``advantages = returns -
     reward_baselines[:, None] * mask``. Returns ``(advantages, returns)`` in verl's dtypes."""
