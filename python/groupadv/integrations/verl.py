@@ -115,6 +115,18 @@ def _wide(t, dtype):
     return t if t.dtype == want else t.to(want)
 
 
+def _flags(mask):
+    """An integer mask as bool once (both token passes then read it without converting it
+    again); float masks stay weights."""
+    return mask if mask.is_floating_point() or mask.dtype == _bool() else mask != 0
+
+
+def _bool():
+    import torch
+
+    return torch.bool
+
+
 def _float(x) -> float:
     return float(x.item()) if hasattr(x, "item") else float(x)
 
@@ -137,8 +149,9 @@ def compute_gae_advantage_return(token_level_rewards, values, response_mask, gam
     if response_mask.is_floating_point():
         dtype = torch.promote_types(dtype, response_mask.dtype)
     r, v = _wide(token_level_rewards, dtype), _wide(values, dtype)
-    adv, ret = gae(r, v, response_mask, _float(gamma), _float(lam), nan=nan)
-    adv = masked_whiten(adv, response_mask, nan=nan)
+    mask = _flags(response_mask)
+    adv, ret = gae(r, v, mask, _float(gamma), _float(lam), nan=nan)
+    adv = masked_whiten(adv, mask, nan=nan)
     return adv.to(dtype), ret.to(dtype)
 
 
@@ -155,8 +168,9 @@ def compute_reinforce_plus_plus_outcome_advantage(token_level_rewards, response_
         raise ValueError("reinforce_plus_plus needs config (config.gamma), as verl's does")
     rdt = token_level_rewards.dtype
     adt = torch.promote_types(rdt, response_mask.dtype) if response_mask.is_floating_point() else rdt
-    ret = discounted_returns(_wide(token_level_rewards, rdt), response_mask, _float(config.gamma), nan=nan)
-    adv = _whiten_masked(ret, response_mask, nan)
+    mask = response_mask if nan == "propagate" else _flags(response_mask)
+    ret = discounted_returns(_wide(token_level_rewards, rdt), mask, _float(config.gamma), nan=nan)
+    adv = _whiten_masked(ret, mask, nan)
     return adv.to(adt), ret.to(rdt)
 
 
