@@ -118,13 +118,9 @@ def _wide(t, dtype):
 def _flags(mask):
     """An integer mask as bool once (both token passes then read it without converting it
     again); float masks stay weights."""
-    return mask if mask.is_floating_point() or mask.dtype == _bool() else mask != 0
-
-
-def _bool():
     import torch
 
-    return torch.bool
+    return mask if mask.is_floating_point() or mask.dtype == torch.bool else mask != 0
 
 
 def _float(x) -> float:
@@ -220,11 +216,12 @@ def compute_remax_outcome_advantage(token_level_rewards, reward_baselines, respo
         bad = ~torch.isfinite(reward_baselines.reshape(-1))
         if bool(bad.any()):
             i = int(torch.argmax(bad.to(torch.uint8)))
+            from .._scan_twins import _float_text
             from ..errors import NonFiniteRewardError
 
             value = float(reward_baselines.reshape(-1)[i])
-            raise NonFiniteRewardError(f"reward_baselines[{i}] (sample {i}) is {value}; pass nan='propagate' to allow "
-                                       "non-finite inputs", index=i, value=value)
+            raise NonFiniteRewardError(f"reward_baselines[{i}] (sample {i}) is {_float_text(value)}; pass "
+                                       "nan='propagate' to allow non-finite inputs", index=i, value=value)
     if token_level_rewards.shape[0] == 0:
         ret = token_level_rewards.new_zeros(token_level_rewards.shape, dtype=rdt)
         return ret.to(adt), ret
