@@ -159,3 +159,19 @@ def test_nan_raises_naming_the_sample_or_propagates_as_verl(path):
     want2 = verl_F.masked_whiten(x2, m)
     assert torch.isnan(got2[0, 2]) and torch.isnan(want2[0, 2])
     torch.testing.assert_close(got2[m.bool()], want2[m.bool()])
+
+
+@pytest.mark.parametrize("rules", [dict(), dict(shift_mean=False, apply_mask=True), dict(unbiased=False, clamp=True),
+                                   dict(scale=False, apply_mask=True)])
+def test_numpy_twin_equals_the_active_backend_on_weights(rules):
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(11, 9))
+    w = rng.uniform(0.0, 2.0, size=(11, 9)) * (rng.random((11, 9)) < 0.8)
+    got = ga.masked_whiten(x, w, shift_mean=rules.get("shift_mean", True), scale=rules.get("scale", True),
+                           unbiased=rules.get("unbiased", True), eps_rule="clamp" if rules.get("clamp") else "add",
+                           apply_mask=rules.get("apply_mask", False))
+    twin = np.empty_like(x)
+    _scan_twins.np_masked_whiten(x, w, twin, **rules)
+    np.testing.assert_allclose(got, twin, rtol=1e-13, atol=1e-13)
+    torch_twin = _scan_twins.torch_masked_whiten(torch.from_numpy(x), torch.from_numpy(w), **rules)
+    np.testing.assert_allclose(torch_twin.numpy(), twin, rtol=1e-13, atol=1e-13)
