@@ -19,6 +19,9 @@ import numpy as np
 import torch
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "peers.npz"
+# verl's token-level estimators (gae, reinforce_plus_plus[_baseline], remax, masked_whiten): a
+# file of their own, so that it can be regenerated alone (`--tokens`).
+OUT_TOKENS = OUT.with_name("peers_tokens.npz")
 
 
 def verl_cases(arrays: dict) -> None:
@@ -174,7 +177,63 @@ def flat_cases(arrays: dict) -> None:
         arrays[f"openrlhf_nan_{e}"] = openrlhf(tn.clone(), 3, e).numpy()
 
 
+def token_cases(arrays: dict) -> None:
+    """verl 0.9.1 run on one fixed batch: 9 responses of up to 7 tokens, trailing padding,
+    leading padding and an observation span (mask 0 inside the response); a KL-like term on
+    every token plus the score at the last valid one; uids in 3 shuffled groups (one a
+    singleton)."""
+    from types import SimpleNamespace
+
+    from verl.trainer.ppo import core_algos as ca
+    from verl.utils import torch_functional as verl_F
+
+    L = 7
+    mask = np.zeros((9, L), np.float32)
+    for i, (a, b) in enumerate([(0, 7), (0, 5), (0, 3), (2, 7), (4, 7), (0, 1), (0, 6), (1, 4), (0, 7)]):
+        mask[i, a:b] = 1
+    mask[0, 2:4] = 0  # an observation span (multi-turn)
+    mask[6, 3] = 0
+    rng = np.random.default_rng(2026)
+    tlr = (rng.normal(scale=0.05, size=(9, L)) * mask).astype(np.float32)
+    last = L - 1 - np.argmax(mask[:, ::-1], axis=1)
+    tlr[np.arange(9), last] += np.array([1.0, 0.0, 0.5, 1.0, -0.5, 0.25, 0.75, 0.0, 1.0], np.float32)
+    values = rng.normal(size=(9, L)).astype(np.float32)
+    baselines = rng.normal(size=9).astype(np.float32)
+    uids = np.array(["b", "a", "b", "c", "a", "b", "a", "b", "a"], dtype=object)
+    t, v, m = torch.from_numpy(tlr), torch.from_numpy(values), torch.from_numpy(mask).long()
+    arrays.update(tok_rewards=tlr, tok_values=values, tok_mask=mask, tok_baselines=baselines,
+                  tok_uids=uids.astype(str))
+    for gamma, lam in ((1.0, 1.0), (0.95, 0.9)):
+        adv, ret = ca.compute_gae_advantage_return(t, v, m, gamma, lam)
+        arrays[f"verl_gae_{gamma}_{lam}_adv"], arrays[f"verl_gae_{gamma}_{lam}_ret"] = adv.numpy(), ret.numpy()
+    for gamma in (1.0, 0.9):
+        adv, ret = ca.compute_reinforce_plus_plus_outcome_advantage(t, m, config=SimpleNamespace(gamma=gamma))
+        arrays[f"verl_rfpp_{gamma}_adv"], arrays[f"verl_rfpp_{gamma}_ret"] = adv.numpy(), ret.numpy()
+    adv, _ = ca.compute_reinforce_plus_plus_baseline_outcome_advantage(t, m, uids)
+    arrays["verl_rfpp_baseline"] = adv.numpy()
+    adv, ret = ca.compute_remax_outcome_advantage(t, torch.from_numpy(baselines), m)
+    arrays["verl_remax_adv"], arrays["verl_remax_ret"] = adv.numpy(), ret.numpy()
+    for shift in (True, False):
+        arrays[f"verl_masked_whiten_{int(shift)}"] = verl_F.masked_whiten(t.double(), m, shift_mean=shift).numpy()
+
+
+def write_token_fixtures() -> None:
+    import verl
+
+    arrays: dict = {}
+    token_cases(arrays)
+    arrays["versions"] = np.array([f"torch {torch.__version__}", f"verl {verl.__version__}"])
+    np.savez(OUT_TOKENS, **arrays)
+    print(f"wrote {OUT_TOKENS} ({', '.join(sorted(arrays))})")
+
+
 def main() -> None:
+    import sys
+
+    if "--tokens" in sys.argv:
+        write_token_fixtures()
+        return
+    write_token_fixtures()
     arrays: dict = {}
     verl_cases(arrays)
     flat_cases(arrays)

@@ -14,10 +14,12 @@ pub mod labelled;
 pub mod parallel;
 pub mod policy;
 pub mod real;
+pub mod scan;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 pub mod stats;
 pub mod token;
+pub mod whiten;
 
 /// The bit-identity check of the compiled copies of the write pass (for tests).
 #[doc(hidden)]
@@ -822,6 +824,281 @@ mod python {
         })
     }
 
+    // ---- tokens (issue 12): masked whitening (whiten.rs) ----
+
+    impl From<crate::whiten::WhitenError> for PyErr {
+        fn from(e: crate::whiten::WhitenError) -> PyErr {
+            use crate::whiten::WhitenError as W;
+            let msg = e.to_string();
+            match e {
+                W::NonFinite { index, value } => {
+                    typed_error("NonFiniteRewardError", msg, move |kw| {
+                        kw.set_item("index", index)?;
+                        kw.set_item("value", value)
+                    })
+                }
+                W::Overflow => typed_error("AdvantageOverflowError", msg, |_| Ok(())),
+                W::TooFew { .. } => value_error(msg),
+            }
+        }
+    }
+
+    /// Run `f` with the response mask of a token pass: None, uint8 flags, or values of `T`.
+    fn with_mask<T: Real + Element, R>(
+        mask: Option<&Bound<'_, PyAny>>,
+        len: usize,
+        f: impl FnOnce(&token::Mask<'_, T>) -> PyResult<R>,
+    ) -> PyResult<R> {
+        let check = |l: usize| {
+            if l != len {
+                return Err(value_error(format!(
+                    "the response mask has {l} entries, the values {len}"
+                )));
+            }
+            Ok(())
+        };
+        match mask {
+            None => f(&token::Mask::None),
+            Some(m) => {
+                if let Ok(a) = m.cast::<numpy::PyArrayDyn<u8>>() {
+                    let r = read(a, "response_mask")?;
+                    let s = r.as_slice()?;
+                    check(s.len())?;
+                    f(&token::Mask::Flags(s))
+                } else if let Ok(a) = m.cast::<numpy::PyArrayDyn<T>>() {
+                    let r = read(a, "response_mask")?;
+                    let s = r.as_slice()?;
+                    check(s.len())?;
+                    f(&token::Mask::Values(s))
+                } else {
+                    Err(PyTypeError::new_err(
+                        "the mask must be uint8 flags or of the values' dtype",
+                    ))
+                }
+            }
+        }
+    }
+
+    fn masked_whiten_typed<T: Real + Element>(
+        py: Python<'_>,
+        values: &Bound<'_, numpy::PyArrayDyn<T>>,
+        mask: Option<&Bound<'_, PyAny>>,
+        out: &Bound<'_, PyAny>,
+        p: crate::whiten::WhitenParams,
+    ) -> PyResult<(f64, f64)> {
+        let v = read(values, "values")?;
+        let xs = v.as_slice()?;
+        let out = out
+            .cast::<numpy::PyArrayDyn<T>>()
+            .map_err(|_| PyTypeError::new_err("out must have the values' dtype"))?;
+        let mut o = write(out, "out")?;
+        let os = o.as_slice_mut()?;
+        if os.len() != xs.len() {
+            return Err(value_error("out must have as many entries as the values"));
+        }
+        with_mask::<T, _>(mask, xs.len(), |m| {
+            Ok(py.detach(|| crate::whiten::masked_whiten(xs, m, &p, os))?)
+        })
+    }
+
+    /// Whiten contiguous float32/float64 `values` over the tokens selected by `mask` (None,
+    /// uint8 flags or weights of the values' dtype) into `out`; returns (mean, multiplier).
+    #[pyfunction]
+    #[pyo3(signature = (values, mask, out, shift_mean, scale, unbiased, eps, clamp, apply_mask, propagate, num_threads))]
+    #[allow(clippy::too_many_arguments)]
+    fn masked_whiten(
+        py: Python<'_>,
+        values: &Bound<'_, PyAny>,
+        mask: Option<&Bound<'_, PyAny>>,
+        out: &Bound<'_, PyAny>,
+        shift_mean: bool,
+        scale: bool,
+        unbiased: bool,
+        eps: f64,
+        clamp: bool,
+        apply_mask: bool,
+        propagate: bool,
+        num_threads: usize,
+    ) -> PyResult<(f64, f64)> {
+        guard(|| {
+            if !(eps.is_finite() && eps >= 0.0) {
+                return Err(value_error(format!(
+                    "eps must be finite and >= 0, got {eps}"
+                )));
+            }
+            let p = crate::whiten::WhitenParams {
+                shift_mean,
+                scale,
+                unbiased,
+                eps,
+                clamp,
+                apply_mask,
+                propagate,
+                threads: threads_arg(num_threads)?,
+            };
+            if let Ok(v) = values.cast::<numpy::PyArrayDyn<f32>>() {
+                masked_whiten_typed(py, v, mask, out, p)
+            } else if let Ok(v) = values.cast::<numpy::PyArrayDyn<f64>>() {
+                masked_whiten_typed(py, v, mask, out, p)
+            } else {
+                Err(PyTypeError::new_err(
+                    "values must be a float32/float64 array",
+                ))
+            }
+        })
+    }
+
+    // ---- tokens (issue 12): reverse scans over responses (scan.rs) ----
+
+    impl From<crate::scan::ScanError> for PyErr {
+        fn from(e: crate::scan::ScanError) -> PyErr {
+            use crate::scan::ScanError as S;
+            let msg = e.to_string();
+            match e {
+                S::NonFinite { index, value, .. } => {
+                    typed_error("NonFiniteRewardError", msg, move |kw| {
+                        kw.set_item("index", index)?;
+                        kw.set_item("value", value)
+                    })
+                }
+                S::Overflow { row } => typed_error("AdvantageOverflowError", msg, move |kw| {
+                    kw.set_item("index", row)
+                }),
+            }
+        }
+    }
+
+    /// The responses of a scan: `offsets` (packed) or the rows of a 2-D (bs, L) input.
+    fn scan_offsets(
+        shape: &[usize],
+        offsets: Option<&Bound<'_, PyArray1<i64>>>,
+    ) -> PyResult<Vec<usize>> {
+        let n: usize = shape.iter().product();
+        match offsets {
+            Some(o) => {
+                let offs = token_offsets(read(o, "offsets")?.as_slice()?, n)?;
+                if offs.len() < 2 {
+                    return Err(value_error("offsets must name at least one response"));
+                }
+                Ok(offs)
+            }
+            None if shape.len() == 2 && shape[0] > 0 => {
+                Ok((0..=shape[0]).map(|i| i * shape[1]).collect())
+            }
+            None => Err(value_error(
+                "token arrays must be 2-D (bs, L) and non-empty, or 1-D with offsets",
+            )),
+        }
+    }
+
+    /// `a` as an array of `T` with `n` entries (an output or input of a scan).
+    fn typed_like<'py, T: Real + Element>(
+        a: &Bound<'py, PyAny>,
+        what: &str,
+        n: usize,
+    ) -> PyResult<Bound<'py, numpy::PyArrayDyn<T>>> {
+        let a = a
+            .cast::<numpy::PyArrayDyn<T>>()
+            .map_err(|_| PyTypeError::new_err(format!("{what} must have the rewards' dtype")))?
+            .clone();
+        if a.len() != n {
+            return Err(value_error(format!(
+                "{what} must have as many entries as the rewards"
+            )));
+        }
+        Ok(a)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn scan_typed<T: Real + Element>(
+        py: Python<'_>,
+        rewards: &Bound<'_, numpy::PyArrayDyn<T>>,
+        values: Option<&Bound<'_, PyAny>>,
+        mask: Option<&Bound<'_, PyAny>>,
+        offsets: Option<&Bound<'_, PyArray1<i64>>>,
+        out: &Bound<'_, PyAny>,
+        out2: Option<&Bound<'_, PyAny>>,
+        p: crate::scan::ScanParams,
+    ) -> PyResult<()> {
+        let r = read(rewards, "token_level_rewards")?;
+        let offs = scan_offsets(r.shape(), offsets)?;
+        let rs = r.as_slice()?;
+        let n = rs.len();
+        let typed = |a, what| typed_like::<T>(a, what, n);
+        let out = typed(out, "out")?;
+        let mut o = write(&out, "out")?;
+        let os = o.as_slice_mut()?;
+        with_mask::<T, _>(mask, n, |m| match (values, out2) {
+            (Some(v), Some(o2)) => {
+                let v = typed(v, "values")?;
+                let vr = read(&v, "values")?;
+                let vs = vr.as_slice()?;
+                let o2 = typed(o2, "returns")?;
+                let mut w2 = write(&o2, "returns")?;
+                let os2 = w2.as_slice_mut()?;
+                Ok(py.detach(|| crate::scan::gae(rs, vs, m, &offs, &p, os, os2))?)
+            }
+            (None, None) => {
+                Ok(py.detach(|| crate::scan::discounted_returns(rs, m, &offs, &p, os))?)
+            }
+            _ => Err(value_error("gae needs values and a second output")),
+        })
+    }
+
+    /// Discounted returns (values None) or GAE (values and `returns_out` given) of each
+    /// response: rows of a 2-D float32/float64 array, or segments of a 1-D one by `offsets`.
+    #[pyfunction]
+    #[pyo3(signature = (rewards, values, mask, offsets, out, returns_out, gamma, lam, unmasked_zero, check, num_threads))]
+    #[allow(clippy::too_many_arguments)]
+    fn token_scan(
+        py: Python<'_>,
+        rewards: &Bound<'_, PyAny>,
+        values: Option<&Bound<'_, PyAny>>,
+        mask: Option<&Bound<'_, PyAny>>,
+        offsets: Option<Bound<'_, PyArray1<i64>>>,
+        out: &Bound<'_, PyAny>,
+        returns_out: Option<&Bound<'_, PyAny>>,
+        gamma: f64,
+        lam: f64,
+        unmasked_zero: bool,
+        check: bool,
+        num_threads: usize,
+    ) -> PyResult<()> {
+        guard(|| {
+            for (name, v) in [("gamma", gamma), ("lam", lam)] {
+                if !v.is_finite() {
+                    return Err(value_error(format!("{name} must be finite, got {v}")));
+                }
+            }
+            let p = crate::scan::ScanParams {
+                gamma,
+                lam,
+                unmasked: if unmasked_zero {
+                    crate::scan::Unmasked::Zero
+                } else {
+                    crate::scan::Unmasked::Skip
+                },
+                check,
+                threads: threads_arg(num_threads)?,
+            };
+            if let Ok(r) = rewards.cast::<numpy::PyArrayDyn<f32>>() {
+                scan_typed(py, r, values, mask, offsets.as_ref(), out, returns_out, p)
+            } else if let Ok(r) = rewards.cast::<numpy::PyArrayDyn<f64>>() {
+                scan_typed(py, r, values, mask, offsets.as_ref(), out, returns_out, p)
+            } else {
+                Err(PyTypeError::new_err(
+                    "token rewards must be a float32/float64 array",
+                ))
+            }
+        })
+    }
+
+    fn register_tokens(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add_function(wrap_pyfunction!(token_scan, m)?)?;
+        m.add_function(wrap_pyfunction!(masked_whiten, m)?)?;
+        Ok(())
+    }
+
     /// Set the default number of worker threads (0: GROUPADV_NUM_THREADS or the CPU count);
     /// at most MAX_THREADS.
     #[pyfunction]
@@ -891,6 +1168,7 @@ mod python {
         m.add("MAX_THREADS", parallel::MAX_THREADS)?;
         m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
         m.add_function(wrap_pyfunction!(_kernel_self_check, m)?)?;
+        register_tokens(m)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         Ok(())
     }

@@ -152,8 +152,17 @@ def _verl_inputs():
             FIX["verl_uids"].astype(object))
 
 
+# the token-level estimators (tests/test_verl_live_tokens.py, tests/test_peer_fixtures_tokens.py)
+_VERL_TOKEN_FNS = {
+    "gae": verl.compute_gae_advantage_return,
+    "reinforce_plus_plus": verl.compute_reinforce_plus_plus_outcome_advantage,
+    "reinforce_plus_plus_baseline": verl.compute_reinforce_plus_plus_baseline_outcome_advantage,
+    "remax": verl.compute_remax_outcome_advantage,
+}
+
+
 def test_verl_supported_names_and_functions():
-    assert {k: v[1] for k, v in verl.SUPPORTED.items()} == _VERL_FNS
+    assert {k: v[1] for k, v in verl.SUPPORTED.items()} == {**_VERL_FNS, **_VERL_TOKEN_FNS}
 
 
 @pytest.mark.parametrize("line", list(FIX["verl_dtypes"]))
@@ -218,7 +227,7 @@ class _FakeCoreAlgos:
     """Stands in for verl.trainer.ppo.core_algos when verl is not installed."""
 
     def __init__(self):
-        self.ADV_ESTIMATOR_REGISTRY = {"gae": object()}
+        self.ADV_ESTIMATOR_REGISTRY = {"vtrace": object()}  # a name groupadv does not replace
         for name, (attr, _) in verl.SUPPORTED.items():
             fn = object()
             setattr(self, attr, fn)
@@ -233,7 +242,7 @@ def test_verl_install_and_uninstall_restore_the_originals():
         verl.install(ca)  # idempotent: the originals saved once
         for name, (attr, fn) in verl.SUPPORTED.items():
             assert ca.ADV_ESTIMATOR_REGISTRY[name] is fn and getattr(ca, attr) is fn
-        assert ca.ADV_ESTIMATOR_REGISTRY["gae"] is before["gae"]
+        assert ca.ADV_ESTIMATOR_REGISTRY["vtrace"] is before["vtrace"]
     finally:
         verl.uninstall(ca)
     assert ca.ADV_ESTIMATOR_REGISTRY == before

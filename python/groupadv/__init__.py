@@ -26,6 +26,7 @@ from ._presets import PRESETS
 from ._version import __version__
 from .moments import BatchMoments, GroupMoments, Moments
 from .pipeline import DoubleNormalizationError, DoubleNormalizationWarning
+from .returns import discounted_returns, gae, masked_whiten
 from .tokens import packed_token_advantages, token_advantages
 from .weights import self_normalized_weights
 
@@ -57,6 +58,9 @@ __all__ = [
     "group_stats",
     "grpo",
     "make_groups",
+    "discounted_returns",
+    "gae",
+    "masked_whiten",
     "rloo",
     "set_num_threads",
 ]

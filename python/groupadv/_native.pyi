@@ -92,3 +92,37 @@ def broadcast_tokens(
     out: npt.NDArray[np.floating],
     num_threads: int,
 ) -> None: ...
+
+# ---- tokens (issue 12): masked whitening ----
+def masked_whiten(
+    values: npt.NDArray[np.floating],
+    mask: npt.NDArray[np.uint8] | npt.NDArray[np.floating] | None,
+    out: npt.NDArray[np.floating],
+    shift_mean: bool,
+    scale: bool,
+    unbiased: bool,
+    eps: float,
+    clamp: bool,
+    apply_mask: bool,
+    propagate: bool,
+    num_threads: int,
+) -> tuple[float, float]:
+    """out = (values - mean) * k (+ mean unless shift_mean, * mask if apply_mask) with float64
+    statistics over the masked tokens; returns (mean, k)."""
+
+# ---- tokens (issue 12): reverse scans ----
+def token_scan(
+    rewards: npt.NDArray[np.floating],
+    values: npt.NDArray[np.floating] | None,
+    mask: npt.NDArray[np.uint8] | npt.NDArray[np.floating] | None,
+    offsets: npt.NDArray[np.int64] | None,
+    out: npt.NDArray[np.floating],
+    returns_out: npt.NDArray[np.floating] | None,
+    gamma: float,
+    lam: float,
+    unmasked_zero: bool,
+    check: bool,
+    num_threads: int,
+) -> None:
+    """Discounted returns (values None) or GAE (values and returns_out) of each response: rows
+    of a 2-D array or segments by offsets; f64 inside, written in the rewards' dtype."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Optional
 
+from ..returns import discounted_returns, gae, masked_whiten
 from ..tokens import token_advantages
 
 
@@ -103,12 +104,145 @@ def compute_rloo_vectorized_outcome_advantage(token_level_rewards, response_mask
                     singleton="zero", nan=nan)
 
 
+# ---- token-level estimators (issue 12, engineer "tokens") ----
+
+def _wide(t, dtype):
+    """``t`` as ``dtype`` widened to float32 at least (numpy has no bf16; the core computes in
+    float64 and rounds once)."""
+    import torch
+
+    want = torch.promote_types(dtype, torch.float32)
+    return t if t.dtype == want else t.to(want)
+
+
+def _flags(mask):
+    """An integer mask as bool once (both token passes then read it without converting it
+    again); float masks stay weights."""
+    import torch
+
+    return mask if mask.is_floating_point() or mask.dtype == torch.bool else mask != 0
+
+
+def _float(x) -> float:
+    return float(x.item()) if hasattr(x, "item") else float(x)
+
+
+def compute_gae_advantage_return(token_level_rewards, values, response_mask, gamma, lam, *, nan: str = "raise"):
+    """verl's ``gae`` (``core_algos.py:215-263``): GAE over each response's tokens,
+    observation tokens (mask 0) skipped, ``returns = advantages + values``, then the advantages
+    whitened over the masked tokens (``verl_F.masked_whiten``, unbiased variance,
+    ``rsqrt(var + 1e-8)``; not multiplied by the mask, as verl). Returns
+    ``(advantages, returns)`` in verl's dtype (``promote(rewards, values, mask)``).
+
+    Same signature as verl's (its dispatcher calls it by keyword, with no ``config``).
+    Deviations: float64 scans and statistics (verl: the inputs' dtype); where every masked
+    advantage is equal, they whiten to exactly 0. A NaN or infinite reward or value raises a
+    ValueError naming the sample unless ``nan="propagate"``.
+    """
+    import torch
+
+    dtype = torch.promote_types(token_level_rewards.dtype, values.dtype)
+    if response_mask.is_floating_point():
+        dtype = torch.promote_types(dtype, response_mask.dtype)
+    r, v = _wide(token_level_rewards, dtype), _wide(values, dtype)
+    mask = _flags(response_mask)
+    adv, ret = gae(r, v, mask, _float(gamma), _float(lam), nan=nan)
+    adv = masked_whiten(adv, mask, nan=nan)
+    return adv.to(dtype), ret.to(dtype)
+
+
+def compute_reinforce_plus_plus_outcome_advantage(token_level_rewards, response_mask, config: Optional[Any] = None,
+                                                  *, nan: str = "raise", **kwargs):
+    """verl's ``reinforce_plus_plus`` (``core_algos.py:693-731``): discounted returns with
+    ``config.gamma`` over each response (observation tokens skipped: their reward ignored,
+    the running return carried, their return 0), then whitened over the masked tokens and
+    multiplied by the mask. Returns ``(advantages, returns)``; returns in the rewards' dtype,
+    advantages in ``promote(rewards, mask)``. ``config`` is required, as verl asserts."""
+    import torch
+
+    if config is None:
+        raise ValueError("reinforce_plus_plus needs config (config.gamma), as verl's does")
+    rdt = token_level_rewards.dtype
+    adt = torch.promote_types(rdt, response_mask.dtype) if response_mask.is_floating_point() else rdt
+    mask = response_mask if nan == "propagate" else _flags(response_mask)
+    ret = discounted_returns(_wide(token_level_rewards, rdt), mask, _float(config.gamma), nan=nan)
+    adv = _whiten_masked(ret, mask, nan)
+    return adv.to(adt), ret.to(rdt)
+
+
+def _whiten_masked(x, mask, nan):
+    """verl's ``masked_whiten(x, mask) * mask``; under ``nan="propagate"`` the product is taken
+    in torch so that NaN stays NaN on masked-out tokens, as in verl."""
+    if nan == "propagate":
+        return masked_whiten(x, mask, nan=nan) * mask
+    return masked_whiten(x, mask, apply_mask=True, nan=nan)
+
+
+def compute_reinforce_plus_plus_baseline_outcome_advantage(token_level_rewards, response_mask, index,
+                                                           epsilon: float = 1e-6, config: Optional[Any] = None,
+                                                           *, nan: str = "raise", **kwargs):
+    """verl's ``reinforce_plus_plus_baseline`` (``core_algos.py:533-584``): ``score - group
+    mean`` per uid (a one-response group keeps its raw score), tiled over the mask, whitened
+    over the masked tokens and multiplied by the mask. ``epsilon`` is unused, as in verl.
+    Returns ``(advantages, returns)``, the same tensor, in ``promote(rewards, mask)``."""
+    dtype = _out_dtype(token_level_rewards, response_mask)
+    if token_level_rewards.shape[0] == 0:
+        raise ValueError("reinforce_plus_plus_baseline needs a non-empty batch (verl's masked_whiten raises too)")
+    mask = response_mask
+    if mask.is_floating_point() and mask.dtype != _wide(mask, mask.dtype).dtype:
+        mask = mask.float()
+    # the centred scores stay in float32 or wider until the end (one rounding to verl's dtype)
+    centred = token_advantages(_wide(token_level_rewards, token_level_rewards.dtype), mask, group_ids=index,
+                               preset="verl", center="mean", scale="none", nan=nan)
+    adv = _whiten_masked(centred, mask, nan).to(dtype)
+    return adv, adv
+
+
+def compute_remax_outcome_advantage(token_level_rewards, reward_baselines, response_mask,
+                                    config: Optional[Any] = None, *, nan: str = "raise", **kwargs):
+    """verl's ``remax`` (``core_algos.py:734-767``): ``returns`` = reverse cumulative sum of
+    the masked token rewards (``(r * mask).flip(-1).cumsum(-1).flip(-1)``: every token, masked
+    or not, gets the sum of the masked rewards from it on), ``advantages = returns -
+    reward_baselines[:, None] * mask``. Returns ``(advantages, returns)`` in verl's dtypes."""
+    import torch
+
+    if reward_baselines is None:
+        raise ValueError("remax needs reward_baselines (the greedy response's reward), as verl's does")
+    rdt = token_level_rewards.dtype
+    if response_mask.is_floating_point():
+        rdt = torch.promote_types(rdt, response_mask.dtype)
+    adt = torch.promote_types(rdt, reward_baselines.dtype)
+    if nan == "raise":
+        bad = ~torch.isfinite(reward_baselines.reshape(-1))
+        if bool(bad.any()):
+            i = int(torch.argmax(bad.to(torch.uint8)))
+            from .._scan_twins import _float_text
+            from ..errors import NonFiniteRewardError
+
+            value = float(reward_baselines.reshape(-1)[i])
+            raise NonFiniteRewardError(f"reward_baselines[{i}] (sample {i}) is {_float_text(value)}; pass "
+                                       "nan='propagate' to allow non-finite inputs", index=i, value=value)
+    if token_level_rewards.shape[0] == 0:
+        ret = token_level_rewards.new_zeros(token_level_rewards.shape, dtype=rdt)
+        return ret.to(adt), ret
+    ret = discounted_returns(_wide(token_level_rewards, rdt), response_mask, 1.0, unmasked="zero", nan=nan)
+    base = reward_baselines.to(ret.dtype).unsqueeze(-1) * response_mask
+    adv = ret - base
+    return adv.to(adt), ret.to(rdt)
+
+
 #: verl registry name -> (core_algos attribute, groupadv's function)
 SUPPORTED: dict[str, tuple[str, Callable[..., Any]]] = {
     "grpo": ("compute_grpo_outcome_advantage", compute_grpo_outcome_advantage),
     "grpo_vectorized": ("compute_grpo_vectorized_outcome_advantage", compute_grpo_vectorized_outcome_advantage),
     "rloo": ("compute_rloo_outcome_advantage", compute_rloo_outcome_advantage),
     "rloo_vectorized": ("compute_rloo_vectorized_outcome_advantage", compute_rloo_vectorized_outcome_advantage),
+    "gae": ("compute_gae_advantage_return", compute_gae_advantage_return),
+    "reinforce_plus_plus": ("compute_reinforce_plus_plus_outcome_advantage",
+                            compute_reinforce_plus_plus_outcome_advantage),
+    "reinforce_plus_plus_baseline": ("compute_reinforce_plus_plus_baseline_outcome_advantage",
+                                     compute_reinforce_plus_plus_baseline_outcome_advantage),
+    "remax": ("compute_remax_outcome_advantage", compute_remax_outcome_advantage),
 }
 
 _originals: dict = {}  # name -> (attribute value, registry value) saved by install()

@@ -1,0 +1,382 @@
+//! Reverse scans over each response's tokens: discounted returns and GAE (generalised
+//! advantage estimation), parallel over responses.
+//!
+//! A response is a segment `offsets[i]..offsets[i + 1]` of the flat token arrays (padded
+//! `(bs, L)` rows are segments of length L). Each scan runs from the last token back to the
+//! first, in f64, and stores in `T`. Two rules for tokens outside the mask (weight m):
+//!
+//! * `Skip` (verl, `core_algos.py:250-257, 720-727`): the running return / GAE carry over the
+//!   token unchanged, `run = new * m + run * (1 - m)`, and its output is `new * m` (returns) or
+//!   the carried value (GAE);
+//! * `Zero` (OpenRLHF, `experience_maker.py:366-376, 403-409`): rewards and values are
+//!   multiplied by the mask first, and the scan runs over every token.
+
+use crate::parallel::{map_pieces, pool, resolve_threads, SERIAL_BELOW};
+use crate::real::Real;
+use crate::token::Mask;
+use std::ops::Range;
+
+/// What a token outside the response mask does in a scan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unmasked {
+    Skip,
+    Zero,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScanError {
+    /// A NaN or infinite reward (`what` = "rewards") or value at flat position `index`.
+    NonFinite {
+        what: &'static str,
+        index: usize,
+        value: f64,
+    },
+    /// Finite inputs whose scan leaves the output dtype's range (response `row`).
+    Overflow { row: usize },
+}
+
+impl std::fmt::Display for ScanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScanError::NonFinite { what, index, value } => write!(
+                f,
+                "{what}[{index}] is {value}; pass nan='propagate' to allow non-finite inputs"
+            ),
+            ScanError::Overflow { row } => write!(
+                f,
+                "the returns of response {row} overflow the output dtype; rescale the rewards"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ScanError {}
+
+/// Parameters of a scan.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScanParams {
+    pub gamma: f64,
+    /// GAE's lambda (unused by discounted returns).
+    pub lam: f64,
+    pub unmasked: Unmasked,
+    /// Report non-finite inputs and overflows (else they propagate as in the peers).
+    pub check: bool,
+    pub threads: usize,
+}
+
+#[inline(always)]
+fn weight<T: Real>(mask: &Mask<'_, T>, i: usize) -> f64 {
+    match mask {
+        Mask::Flags(m) => (m[i] != 0) as u8 as f64,
+        Mask::Values(m) => m[i].to_f64(),
+        Mask::None => 1.0,
+    }
+}
+
+/// Consecutive ranges of responses with about equal numbers of tokens, one per thread (one
+/// in all for small inputs).
+fn row_ranges(offsets: &[usize], threads: usize) -> Vec<Range<usize>> {
+    let rows = offsets.len() - 1;
+    let (base, total) = (offsets[0], offsets[rows] - offsets[0]);
+    if threads <= 1 || total < SERIAL_BELOW || rows < 2 {
+        return std::iter::once(0..rows).collect();
+    }
+    let pieces = threads.min(rows);
+    let mut cuts = vec![0usize];
+    for k in 1..pieces {
+        let target = base + total * k / pieces;
+        let r = offsets.partition_point(|&o| o < target).min(rows);
+        cuts.push(r.max(*cuts.last().unwrap()));
+    }
+    cuts.push(rows);
+    cuts.windows(2).map(|w| w[0]..w[1]).collect()
+}
+
+/// The error of a response whose outputs are not all finite: its first non-finite input,
+/// else an overflow.
+fn row_fault<T: Real>(
+    rewards: &[T],
+    values: Option<&[T]>,
+    seg: Range<usize>,
+    row: usize,
+) -> ScanError {
+    for (what, xs) in [("rewards", Some(rewards)), ("values", values)] {
+        if let Some(xs) = xs {
+            if let Some(i) = seg.clone().find(|&i| !xs[i].to_f64().is_finite()) {
+                return ScanError::NonFinite {
+                    what,
+                    index: i,
+                    value: xs[i].to_f64(),
+                };
+            }
+        }
+    }
+    ScanError::Overflow { row }
+}
+
+fn first_error(errs: impl IntoIterator<Item = Option<ScanError>>) -> Result<(), ScanError> {
+    errs.into_iter().flatten().next().map_or(Ok(()), Err)
+}
+
+/// Discounted returns `G_t = r_t + gamma * G_{t+1}` of every response (see the module doc
+/// for masked tokens), into `out` (same length as `rewards`).
+pub fn discounted_returns<T: Real>(
+    rewards: &[T],
+    mask: &Mask<'_, T>,
+    offsets: &[usize],
+    p: &ScanParams,
+    out: &mut [T],
+) -> Result<(), ScanError> {
+    assert_eq!(rewards.len(), out.len());
+    let threads = resolve_threads(p.threads);
+    let base = offsets[0];
+    let g = p.gamma;
+    let errs = map_pieces(
+        threads,
+        row_ranges(offsets, threads),
+        out,
+        |r| offsets[r] - base,
+        |rows, o| {
+            let start = offsets[rows.start];
+            for row in rows {
+                let seg = offsets[row]..offsets[row + 1];
+                let mut run = 0.0f64;
+                let mut finite = true;
+                for i in seg.clone().rev() {
+                    let m = weight(mask, i);
+                    let r = rewards[i].to_f64();
+                    let v = match p.unmasked {
+                        Unmasked::Skip => {
+                            let new = r + g * run;
+                            run = new * m + run * (1.0 - m);
+                            new * m
+                        }
+                        Unmasked::Zero => {
+                            run = r * m + g * run;
+                            run
+                        }
+                    };
+                    let t = T::from_f64(v);
+                    finite &= t.to_f64().is_finite();
+                    o[i - start] = t;
+                }
+                if p.check && !finite {
+                    return Some(row_fault(rewards, None, seg, row));
+                }
+            }
+            None
+        },
+    );
+    first_error(errs)
+}
+
+/// `out[cuts[k]..cuts[k + 1]]` as separate mutable pieces.
+fn split_pieces<'a, T>(out: &'a mut [T], cuts: &[usize]) -> Vec<&'a mut [T]> {
+    let mut rest = out;
+    let mut pieces = Vec::with_capacity(cuts.len().saturating_sub(1));
+    for w in cuts.windows(2) {
+        let (piece, tail) = std::mem::take(&mut rest).split_at_mut(w[1] - w[0]);
+        pieces.push(piece);
+        rest = tail;
+    }
+    pieces
+}
+
+/// GAE of every response: `delta_t = r_t + gamma * V_next - V_t`,
+/// `A_t = delta_t + gamma * lam * A_next`, returns `A_t + V_t` (values times the mask under
+/// `Zero`), into `adv` and `ret`. Under `Skip`, `V_next` / `A_next` are those of the next
+/// masked token (verl); under `Zero` of the next token (OpenRLHF).
+pub fn gae<T: Real>(
+    rewards: &[T],
+    values: &[T],
+    mask: &Mask<'_, T>,
+    offsets: &[usize],
+    p: &ScanParams,
+    adv: &mut [T],
+    ret: &mut [T],
+) -> Result<(), ScanError> {
+    let n = rewards.len();
+    assert!(values.len() == n && adv.len() == n && ret.len() == n);
+    let threads = resolve_threads(p.threads);
+    let ranges = row_ranges(offsets, threads);
+    let base = offsets[0];
+    let cuts: Vec<usize> = ranges
+        .iter()
+        .map(|r| offsets[r.start] - base)
+        .chain(std::iter::once(offsets[offsets.len() - 1] - base))
+        .collect();
+    let work = |rows: Range<usize>, a: &mut [T], rt: &mut [T]| -> Option<ScanError> {
+        let start = offsets[rows.start];
+        let (g, gl) = (p.gamma, p.gamma * p.lam);
+        for row in rows {
+            let seg = offsets[row]..offsets[row + 1];
+            let (mut next_v, mut last) = (0.0f64, 0.0f64);
+            let mut finite = true;
+            for i in seg.clone().rev() {
+                let m = weight(mask, i);
+                let (r, v) = (rewards[i].to_f64(), values[i].to_f64());
+                let (av, rv) = match p.unmasked {
+                    Unmasked::Skip => {
+                        let delta = r + g * next_v - v;
+                        let new = delta + gl * last;
+                        next_v = v * m + (1.0 - m) * next_v;
+                        last = new * m + (1.0 - m) * last;
+                        (last, last + v)
+                    }
+                    Unmasked::Zero => {
+                        let (rm, vm) = (r * m, v * m);
+                        last = rm + g * next_v - vm + gl * last;
+                        next_v = vm;
+                        (last, last + vm)
+                    }
+                };
+                let (ta, tr) = (T::from_f64(av), T::from_f64(rv));
+                finite &= ta.to_f64().is_finite() && tr.to_f64().is_finite();
+                a[i - start] = ta;
+                rt[i - start] = tr;
+            }
+            if p.check && !finite {
+                return Some(row_fault(rewards, Some(values), seg, row));
+            }
+        }
+        None
+    };
+    let errs: Vec<Option<ScanError>> = if ranges.len() == 1 {
+        vec![work(ranges[0].clone(), adv, ret)]
+    } else {
+        let (pa, pr) = (split_pieces(adv, &cuts), split_pieces(ret, &cuts));
+        use rayon::prelude::*;
+        pool(threads).install(|| {
+            ranges
+                .into_par_iter()
+                .zip(pa)
+                .zip(pr)
+                .map(|((r, a), rt)| work(r, a, rt))
+                .collect()
+        })
+    };
+    first_error(errs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(gamma: f64, lam: f64, unmasked: Unmasked, threads: usize) -> ScanParams {
+        ScanParams {
+            gamma,
+            lam,
+            unmasked,
+            check: true,
+            threads,
+        }
+    }
+
+    #[test]
+    fn returns_skip_and_zero() {
+        // one row: rewards 1, 2, 3, 4 with the third token outside the mask
+        let r = [1.0f64, 2.0, 3.0, 4.0];
+        let m = [1u8, 1, 0, 1];
+        let mut out = [0.0; 4];
+        let p = params(0.5, 1.0, Unmasked::Skip, 1);
+        discounted_returns(&r, &Mask::Flags(&m), &[0, 4], &p, &mut out).unwrap();
+        // skip: G3 = 4, token 2 carries 4 (output 0), G1 = 2 + 0.5*4, G0 = 1 + 0.5*G1
+        assert_eq!(out, [3.0, 4.0, 0.0, 4.0]);
+        let p = params(0.5, 1.0, Unmasked::Zero, 1);
+        discounted_returns(&r, &Mask::Flags(&m), &[0, 4], &p, &mut out).unwrap();
+        // zero: G3 = 4, G2 = 0 + 2, G1 = 2 + 1, G0 = 1 + 1.5
+        assert_eq!(out, [2.5, 3.0, 2.0, 4.0]);
+    }
+
+    #[test]
+    fn gae_with_gamma_lam_one_is_returns_minus_values() {
+        let r = [0.0f64, 0.0, 1.0, 0.0, 2.0, 0.0];
+        let v = [0.5f64, 0.25, 0.75, 1.0, 0.5, 9.0];
+        let m = [1u8, 1, 1, 1, 1, 0];
+        let (mut a, mut rt) = ([0.0; 6], [0.0; 6]);
+        let p = params(1.0, 1.0, Unmasked::Skip, 1);
+        gae(&r, &v, &Mask::Flags(&m), &[0, 3, 6], &p, &mut a, &mut rt).unwrap();
+        assert_eq!(&a[..3], &[0.5, 0.75, 0.25]);
+        assert_eq!(&a[3..5], &[1.0, 1.5]);
+        assert_eq!(a[5], 0.0); // trailing padding: nothing carried yet
+        assert_eq!(rt[5], 9.0); // returns = adv + values, as verl
+    }
+
+    #[test]
+    fn parallel_equals_serial_and_errors_name_the_input() {
+        let (rows, width) = (400usize, 700usize);
+        let n = rows * width;
+        let r: Vec<f32> = (0..n).map(|i| ((i * 13) % 17) as f32 * 0.1 - 0.8).collect();
+        let v: Vec<f32> = (0..n).map(|i| ((i * 7) % 11) as f32 * 0.05).collect();
+        let m: Vec<u8> = (0..n)
+            .map(|i| (i % width < 100 + (i / width) % 500) as u8)
+            .collect();
+        let offs: Vec<usize> = (0..=rows).map(|i| i * width).collect();
+        for un in [Unmasked::Skip, Unmasked::Zero] {
+            let (mut a1, mut r1, mut a2, mut r2) =
+                (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+            gae(
+                &r,
+                &v,
+                &Mask::Flags(&m),
+                &offs,
+                &params(0.99, 0.95, un, 1),
+                &mut a1,
+                &mut r1,
+            )
+            .unwrap();
+            gae(
+                &r,
+                &v,
+                &Mask::Flags(&m),
+                &offs,
+                &params(0.99, 0.95, un, 3),
+                &mut a2,
+                &mut r2,
+            )
+            .unwrap();
+            assert_eq!((a1, r1), (a2, r2));
+            let (mut o1, mut o2) = (vec![0.0; n], vec![0.0; n]);
+            discounted_returns(
+                &r,
+                &Mask::Flags(&m),
+                &offs,
+                &params(0.9, 1.0, un, 1),
+                &mut o1,
+            )
+            .unwrap();
+            discounted_returns(
+                &r,
+                &Mask::Flags(&m),
+                &offs,
+                &params(0.9, 1.0, un, 3),
+                &mut o2,
+            )
+            .unwrap();
+            assert_eq!(o1, o2);
+        }
+        let mut bad = r.clone();
+        bad[5 * width + 3] = f32::NAN;
+        let mut o = vec![0.0; n];
+        let e = discounted_returns(
+            &bad,
+            &Mask::None,
+            &offs,
+            &params(1.0, 1.0, Unmasked::Skip, 2),
+            &mut o,
+        );
+        assert!(
+            matches!(e, Err(ScanError::NonFinite { what: "rewards", index, .. }) if index == 5 * width + 3)
+        );
+        let big = [3e38f32, 3e38];
+        let mut o = [0.0f32; 2];
+        let e = discounted_returns(
+            &big,
+            &Mask::None,
+            &[0, 2],
+            &params(1.0, 1.0, Unmasked::Skip, 1),
+            &mut o,
+        );
+        assert_eq!(e, Err(ScanError::Overflow { row: 0 }));
+    }
+}
