@@ -261,6 +261,7 @@ def numba_info(kernels: dict | None) -> str:
         return "numba: not installed (no numba column; pip install 'groupadv[bench]')"
     import numba
 
+    layer: str
     try:
         layer = numba.threading_layer()
     except ValueError:  # no parallel kernel has run yet
@@ -476,7 +477,7 @@ def cases(
             if numba_k is not None:
                 import numba
 
-                f, o2 = numba_k["uniform"], np.empty_like(x)
+                f, o2, default = numba_k["uniform"], np.empty_like(x), numba.get_num_threads()
 
                 def on(k: int) -> Callable[[], np.ndarray]:
                     def call() -> np.ndarray:
@@ -484,7 +485,7 @@ def cases(
                         try:
                             f(x, G, o2, eps)
                         finally:
-                            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+                            numba.set_num_threads(default)
                         return o2
 
                     return call
