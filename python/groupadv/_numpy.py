@@ -643,6 +643,74 @@ def _policy(m, center, scale, ddof, eps, singleton, batch_d):
     return a, p, b, late, lift, post
 
 
+# ============================================================================ the plain case
+# GRPO's z-score (center="mean", scale="group") of finite rewards without moments= or batch_std=
+# is nearly every call. Its stages in the fewest numpy calls: one float64 buffer, reused for the
+# residuals and the advantages; no per-group masks. Any case these functions do not cover exactly
+# (a non-finite reward, a spread that needs rescaling, an empty group, a one-reward group under
+# singleton="raw"/"error") returns None, and the call takes the general stages above.
+
+
+def _plain_moments(x: np.ndarray, g: Grouping):
+    """Moments stage, plain case: (residuals r - mean in a fresh float64 buffer in the working
+    shape, M2 per group), or None. float32: the float64 sum of a group is exact (n < 2**29), so
+    an all-equal group's mean is its value; float64: relative to each group's first reward."""
+    count = g.counts()  # every group has members (_plain_advantages)
+    if x.dtype == np.float32:
+        if g.n >= 2**29:
+            return None
+        res = g.view(x.astype(np.float64))
+        total = g.sum(res)
+        if not np.isfinite(total.sum()):  # a NaN or inf reward (float32 sums cannot overflow)
+            return None
+        np.subtract(res, g.spread(total / count), out=res)
+    else:
+        xv = g.view(x)
+        first = xv[:, 0] if g.kind == "uniform" else x[g.first_members()]
+        res = xv - g.spread(first)  # exact 0 in an all-equal group
+        total = g.sum(res)
+        if not np.isfinite(total.sum()):  # a non-finite reward, or a spread beyond float64
+            return None
+        np.subtract(res, g.spread(total / count), out=res)
+    m2 = g.sum(np.square(res))
+    if x.dtype != np.float32:
+        # float64 squared deviations may have under/overflowed (float32 ones cannot): the
+        # rescaled general path; m2 == 0 is an all-equal group only if no residual is nonzero.
+        zero = m2 == 0.0
+        if not (zero | ((m2 >= _TINY**2) & (m2 <= _HUGE**2))).all():
+            return None
+        if zero.any() and g.sum(np.abs(res))[zero].any():
+            return None
+    return res, m2
+
+
+def _plain_policy(g: Grouping, m2: np.ndarray, ddof: int, eps: float) -> np.ndarray:
+    """Policy stage, plain case: b = 1 / (std + eps) per group, exactly 0 for a group without
+    spread (and for a one-reward group: singleton="zero") whatever eps. The std is >= ~1e-70
+    here (_plain_moments), so b is finite and needs no lift."""
+    count = g.counts()
+    std = np.sqrt(m2 / (count - ddof) if ddof else m2 / count)  # NaN for one reward and ddof=1
+    return np.divide(1.0, std + eps if eps else std, out=np.zeros_like(std), where=std > 0.0)
+
+
+def _plain_advantages(x, g, ddof, eps, singleton, out) -> bool:
+    """The plain case end to end (moments, policy, apply into ``out``); False when it does not
+    apply (nothing written then)."""
+    if out.dtype != x.dtype or g.min_count() < (1 if singleton == "zero" else 2):
+        return False  # an empty group, or one-reward groups that another singleton rule treats
+    moments = _plain_moments(x, g)
+    if moments is None:
+        return False
+    res, m2 = moments
+    b = _plain_policy(g, m2, ddof, eps)
+    if out.dtype == np.float64:
+        np.multiply(res, g.spread(b), out=g.view(out))
+    else:
+        np.multiply(res, g.spread(b), out=res)
+        np.copyto(out, res.reshape(-1), casting="unsafe")
+    return True
+
+
 # ============================================================================ 4. apply
 
 
@@ -694,6 +762,9 @@ def advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan,
         raise ValueError(f"rewards has length {len(rewards)} but the groups cover {g.n} rewards")
     if len(out) != g.n:
         raise ValueError(f"out has length {len(out)} but the groups cover {g.n} rewards")
+    if (center == "mean" and scale == "group" and moments is None and batch_std is None
+            and _plain_advantages(rewards, g, ddof, eps, singleton, out)):
+        return
     batch = scale in ("batch", "batch_residual")
     if batch_std is not None:
         if not batch:
