@@ -99,6 +99,7 @@ class Grouping:
         """Group sizes as float64 (the unweighted counts), computed once."""
         if self._counts is None:
             self._counts = self._sizes.astype(np.float64)
+            self._counts.flags.writeable = False  # reused by every call on this layout
         return self._counts
 
     def sizes(self) -> np.ndarray:
@@ -175,6 +176,9 @@ class Grouping:
         return np.flatnonzero(self.labels == grp)
 
 
+_UNIFORM: dict = {}  # (n, size) -> Grouping: a call with group_size= reuses the layout of the last ones
+
+
 def grouping_uniform(n: int, group_size: int) -> Grouping:
     if n == 0:
         raise ValueError("rewards is empty")
@@ -183,7 +187,14 @@ def grouping_uniform(n: int, group_size: int) -> Grouping:
             f"group_size={group_size} does not divide the number of rewards ({n}); "
             "group_size must be a positive divisor of len(rewards)"
         )
-    return Grouping(n, n // group_size, "uniform", size=int(group_size))
+    key = (int(n), int(group_size))
+    g = _UNIFORM.get(key)
+    if g is None:
+        if len(_UNIFORM) >= 32:
+            _UNIFORM.clear()
+        g = _UNIFORM[key] = Grouping(n, n // group_size, "uniform", size=int(group_size))
+        g._sizes.flags.writeable = False  # shared between calls: nobody may change it
+    return g
 
 
 def grouping_offsets(n: int, offsets: np.ndarray) -> Grouping:
@@ -253,11 +264,65 @@ def grouping_ids_bytes(rows: np.ndarray) -> tuple[Grouping, np.ndarray]:
 
 
 def grouping_ids_str(ids) -> tuple[Grouping, np.ndarray]:
-    items = list(ids)
-    for i, item in enumerate(items):
-        if not isinstance(item, str):
-            raise TypeError(f"group_ids[{i}] is not a str (got {type(item).__name__})")
-    return _from_labels(np.array(items, dtype=object))
+    """str labels, numbered by first appearance with a dict (hashing each str once; equal labels
+    that are the same object, as ``np.repeat`` and verl's ``DataProto.repeat`` make them, are
+    found by identity before any comparison). An object array whose labels come in runs (each
+    group contiguous, in any order) is cut into runs first and only the run heads are hashed."""
+    n = len(ids)
+    if n == 0:
+        raise ValueError("rewards is empty")
+    if n > 2**32 - 1:
+        return _from_labels(np.array(list(ids), dtype=object))  # its error names the limit
+    heads = _run_heads(ids) if isinstance(ids, np.ndarray) else None
+    items = ids if heads is None else ids[heads]
+    try:
+        seen: dict = dict.fromkeys(items)  # C loops: one hash per label here, one lookup below
+    except Exception:  # noqa: BLE001 - not all str: the caller's generic path names the problem
+        raise TypeError("group_ids are not all str") from None
+    for code, label in enumerate(seen):
+        seen[label] = code  # first appearance order (values only: the dict keeps its size)
+    codes = np.fromiter(map(seen.__getitem__, items), np.int64, count=len(items))
+    if not all(isinstance(label, str) for label in seen):
+        i = next(i for i, item in enumerate(ids) if not isinstance(item, str))
+        raise TypeError(f"group_ids[{i}] is not a str (got {type(ids[i]).__name__})")
+    k = len(seen)
+    if heads is not None:
+        if k == len(heads):  # every label one run: contiguous groups
+            offsets = np.append(heads, n).astype(np.int64)
+            return Grouping(n, k, "ragged", offsets=offsets), heads
+        codes = np.repeat(codes, np.diff(np.append(heads, n)))
+    return _from_codes(codes, k)
+
+
+def _run_heads(labels: np.ndarray) -> np.ndarray | None:
+    """Indices where a run of equal labels starts, when runs are long enough to pay (else None)."""
+    n = len(labels)
+    if labels.dtype != object or n < 4096:
+        return None
+    try:
+        if np.count_nonzero(labels[1:1025] != labels[:1024]) > 256:
+            return None  # mostly runs of one: hashing every label is cheaper
+        change = np.empty(n, dtype=bool)
+        change[0] = True
+        np.not_equal(labels[1:], labels[:-1], out=change[1:])
+    except Exception:  # noqa: BLE001 - a label's own __ne__ raised or returned no bool
+        return None
+    return np.flatnonzero(change)
+
+
+def _from_codes(codes: np.ndarray, k: int) -> tuple[Grouping, np.ndarray]:
+    """A layout from codes 0..k-1 already numbered by first appearance."""
+    n = len(codes)
+    top = np.maximum.accumulate(codes)
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.greater(top[1:], top[:-1], out=new[1:])  # code c first appears where the running max reaches c
+    first = np.flatnonzero(new)
+    sizes = np.bincount(codes, minlength=k).astype(np.int64)
+    if np.all(first[1:] == np.cumsum(sizes)[:-1]):  # contiguous labels: offsets are cheaper
+        offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        return Grouping(n, k, "ragged", offsets=offsets), first
+    return Grouping(n, k, "permuted", labels=codes, first=first, sizes=sizes), first
 
 
 # ============================================================================ 2. moments
