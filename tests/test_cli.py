@@ -355,7 +355,7 @@ def test_bench_cases_check_agreement_and_targets():
                                    numpy_sizes=(1000,)), rounds=1, warm=1, gap=0.0)
     keys = [r["key"] for r in rows]
     assert keys[:4] == ["uniform", "ragged", "blocks", "small"]
-    assert keys[4:] == [f"numpy-backend {lay}" for lay in ("uniform", "ragged", "ids", "uids")]
+    assert keys[4:] == [f"numpy-backend {lay}" for lay in ("uniform", "ragged", "ids", "blocks", "uids", "uids-shuffled")]
     assert all(r["backend"] == "numpy" for r in rows[4:])
     run = rows[1]["runs"][0]
     assert {"memcpy", "groupadv", "groupadv groups=", "numpy"} <= set(run)

@@ -409,6 +409,7 @@ def using_backend(name: str | None) -> Iterator[None]:
         _backend.use(before)
 
 
+NUMPY_BACKEND_LAYOUTS = ("uniform", "ragged", "ids", "blocks", "uids", "uids-shuffled")
 ROWS = ("uniform", "ragged", "threads", "blocks", "uids", "uids-shuffled", "small", "numpy-backend")
 
 
@@ -521,9 +522,10 @@ def cases(
         ]))
     if "numpy-backend" in rows:
         for size in [s for s in numpy_sizes if s <= n]:
-            for layout in ("uniform", "ragged", "ids", "uids"):
+            for layout in NUMPY_BACKEND_LAYOUTS:
                 def nb_setup(layout=layout, size=size) -> dict:
-                    w = make_workload(layout, size, G, dtype=dtype)
+                    w = (uids(size, G, dtype=dtype, shuffle=True) if layout == "uids-shuffled"
+                         else make_workload(layout, size, G, dtype=dtype))
                     x, kw, o = w.rewards, w.kwargs, np.empty_like(w.rewards)
                     return {
                         "memcpy": memcpy_baseline(x),

@@ -36,6 +36,7 @@ _NANS = ("raise", "propagate", "omit")
 # sqrt(M2) outside [_TINY, _HUGE]: squared deviations may have under/overflowed float64, so the
 # moments are kept scaled by a power of two near the largest deviation (exact rescaling).
 _TINY, _HUGE = 1e-140, 1e150
+_SMALL = 1 << 16  # rewards up to which a call's buffers stay in cache (BLAS row sums pay off there)
 _LIFT = 2.0**60  # the core's lift of residuals whose 1/denominator overflows (exact scaling)
 
 _OVERFLOW = (
@@ -125,7 +126,7 @@ class Grouping:
                 return v.sum(axis=1, dtype=np.float64)
             # Row sums: einsum is several times faster than sum(axis=1) on short rows; small
             # inputs go through BLAS (rows times ones), whose threads do not pay off above that.
-            return v @ self.consts()[2] if v.size <= 1 << 16 else np.einsum("ij->i", v)
+            return v @ self.consts()[2] if v.size <= _SMALL else np.einsum("ij->i", v)
         if self.kind == "permuted":
             return np.bincount(self.labels, weights=v, minlength=self.n_groups)
         return self._reduceat(np.add, v, 0.0, np.float64)
@@ -204,8 +205,9 @@ def grouping_offsets(n: int, offsets: np.ndarray) -> Grouping:
         raise ValueError("offsets must have at least 2 entries")
     if offsets[0] != 0:
         raise ValueError(f"offsets[0] must be 0, got {offsets[0]}")
-    sizes = np.diff(offsets)
-    if (sizes < 0).any():
+    offs = offsets.astype(np.int64)  # a copy: the layout outlives the caller's array
+    sizes = offs[1:] - offs[:-1]
+    if sizes.min() < 0:
         i = int(np.flatnonzero(sizes < 0)[0]) + 1
         raise ValueError(
             f"offsets must be non-decreasing, but offsets[{i - 1}] = {offsets[i - 1]} "
@@ -213,7 +215,7 @@ def grouping_offsets(n: int, offsets: np.ndarray) -> Grouping:
         )
     if offsets[-1] != n:
         raise ValueError(f"offsets[-1] must equal len(rewards) = {n}, got {offsets[-1]}")
-    return Grouping(n, len(offsets) - 1, "ragged", offsets=np.array(offsets, dtype=np.int64), sizes=sizes)
+    return Grouping(n, len(offsets) - 1, "ragged", offsets=offs, sizes=sizes)
 
 
 def _from_labels(labels: np.ndarray) -> tuple[Grouping, np.ndarray]:
@@ -737,7 +739,8 @@ def _plain_moments(x: np.ndarray, g: Grouping):
         if not np.isfinite(total.sum()):  # a non-finite reward, or a spread beyond float64
             return None
         np.subtract(res, g.spread(total / count), out=res)
-    m2 = g.sum(np.square(res))
+    # Row dots for uniform groups (no temporary); the other layouts reduce the squares.
+    m2 = np.einsum("ij,ij->i", res, res) if g.kind == "uniform" else g.sum(np.square(res))
     if x.dtype != np.float32:
         # float64 squared deviations may have under/overflowed (float32 ones cannot): the
         # rescaled general path; m2 == 0 is an all-equal group only if no residual is nonzero.
@@ -768,9 +771,9 @@ def _plain_advantages(x, g, ddof, eps, singleton, out) -> bool:
         return False
     res, m2 = moments
     b = _plain_policy(g, m2, ddof, eps)
-    if out.dtype == np.float64:
-        np.multiply(res, g.spread(b), out=g.view(out))
-    else:
+    if out.dtype == np.float64 or g.n > _SMALL:
+        np.multiply(res, g.spread(b), out=g.view(out), casting="unsafe")
+    else:  # in cache, a float64 product and then a narrowing copy beat numpy's buffered cast
         np.multiply(res, g.spread(b), out=res)
         np.copyto(out, res.reshape(-1), casting="unsafe")
     return True
