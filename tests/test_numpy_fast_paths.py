@@ -1,6 +1,6 @@
 """The numpy backend's fast paths give the answers of its general stages.
 
-- The plain case (GRPO z-score of finite rewards, no moments= / batch_std=) runs in a few numpy
+- The plain case (GRPO z-score of finite rewards, no moments= / batch_std=; empty groups allowed) runs in a few numpy
   calls (`_numpy._plain_advantages`); everything it does not cover exactly falls back to the
   general stages. Compared here with the general stages forced, on every layout and dtype.
 - str labels are numbered with a dict, and object arrays in runs (np.repeat'ed uids) hash only
@@ -24,6 +24,8 @@ def _layouts(rng, n_groups):
     codes = np.repeat(np.arange(n_groups), sizes)
     yield N.grouping_uniform(n_groups * 4, 4), n_groups * 4
     yield N.grouping_offsets(n, offsets), n
+    with_empty = np.concatenate(([0], np.repeat(offsets[1:], 2)))  # an empty group after each
+    yield N.grouping_offsets(n, with_empty), n
     yield N.grouping_ids_int(codes[rng.permutation(n)])[0], n
 
 

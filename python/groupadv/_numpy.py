@@ -714,7 +714,7 @@ def _policy(m, center, scale, ddof, eps, singleton, batch_d):
 # GRPO's z-score (center="mean", scale="group") of finite rewards without moments= or batch_std=
 # is nearly every call. Its stages in the fewest numpy calls: one float64 buffer, reused for the
 # residuals and the advantages; no per-group masks. Any case these functions do not cover exactly
-# (a non-finite reward, a spread that needs rescaling, an empty group, a one-reward group under
+# (a non-finite reward, a spread that needs rescaling, a one-reward group under
 # singleton="raw"/"error") returns None, and the call takes the general stages above.
 
 
@@ -722,7 +722,7 @@ def _plain_moments(x: np.ndarray, g: Grouping):
     """Moments stage, plain case: (residuals r - mean in a fresh float64 buffer in the working
     shape, M2 per group), or None. float32: the float64 sum of a group is exact (n < 2**29), so
     an all-equal group's mean is its value; float64: relative to each group's first reward."""
-    count = g.counts()  # every group has members (_plain_advantages)
+    count = g.counts()  # 0 for an empty group: its NaN mean is spread over no reward
     if x.dtype == np.float32:
         if g.n >= 2**29:
             return None
@@ -733,7 +733,7 @@ def _plain_moments(x: np.ndarray, g: Grouping):
         np.subtract(res, g.spread(total / count), out=res)
     else:
         xv = g.view(x)
-        first = xv[:, 0] if g.kind == "uniform" else x[g.first_members()]
+        first = xv[:, 0] if g.kind == "uniform" else x[np.minimum(g.first_members(), g.n - 1)]
         res = xv - g.spread(first)  # exact 0 in an all-equal group
         total = g.sum(res)
         if not np.isfinite(total.sum()):  # a non-finite reward, or a spread beyond float64
@@ -754,18 +754,22 @@ def _plain_moments(x: np.ndarray, g: Grouping):
 
 def _plain_policy(g: Grouping, m2: np.ndarray, ddof: int, eps: float) -> np.ndarray:
     """Policy stage, plain case: b = 1 / (std + eps) per group, exactly 0 for a group without
-    spread (and for a one-reward group: singleton="zero") whatever eps. The std is >= ~1e-70
+    spread (and for a one-reward or empty group: singleton="zero") whatever eps. The std is >= ~1e-70
     here (_plain_moments), so b is finite and needs no lift."""
     count = g.counts()
     std = np.sqrt(m2 / (count - ddof) if ddof else m2 / count)  # NaN for one reward and ddof=1
     return np.divide(1.0, std + eps if eps else std, out=np.zeros_like(std), where=std > 0.0)
 
 
+def _has_singletons(g: Grouping) -> bool:
+    return g.size == 1 if g.kind == "uniform" else bool((g.sizes() == 1).any())
+
+
 def _plain_advantages(x, g, ddof, eps, singleton, out) -> bool:
     """The plain case end to end (moments, policy, apply into ``out``); False when it does not
     apply (nothing written then)."""
-    if out.dtype != x.dtype or g.min_count() < (1 if singleton == "zero" else 2):
-        return False  # an empty group, or one-reward groups that another singleton rule treats
+    if out.dtype != x.dtype or (singleton != "zero" and _has_singletons(g)):
+        return False  # one-reward groups that another singleton rule treats
     moments = _plain_moments(x, g)
     if moments is None:
         return False
