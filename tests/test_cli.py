@@ -384,6 +384,7 @@ def test_bench_command(capsys):
     out = capsys.readouterr().out
     assert "| uniform | 2,000 | warm |" in out and "| uniform | 1,000 | cold |" in out and "groupadv / memcpy" in out
     assert "| small | 2,000 | < 20 us per call |" in out
+    assert "| uniform | 1,000 | memcpy |" in out  # every implementation, median (p25 - p75)
     assert "numba" in out.splitlines()[1]  # where the numba column comes from, or that it is absent
     assert _run(["bench", "--sizes", "1000", "--rows", "ragged", "--repeats", "1", "-q", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

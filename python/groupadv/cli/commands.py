@@ -198,6 +198,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(_bench.markdown_table(results))
     print()
     print(_bench.targets_table(results))
+    print()
+    print(_bench.detail_table(results))
     return 0
 
 
