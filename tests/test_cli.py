@@ -323,15 +323,78 @@ def test_bench_module_pieces():
     calls = []
     t = _bench.time_call(lambda: calls.append(1), warmup=2, repeats=3)
     assert t >= 0 and len(calls) == 5
-    rows = _bench.run([1000], ["uniform", "uids"], repeats=1)
-    assert [r["layout"] for r in rows] == ["uniform", "uids"]
-    assert "| uniform | 992 |" in _bench.markdown_table(rows)
+
+
+def test_bench_workloads_have_the_layouts_of_issue_14():
+    # blocks: runs of 16 equal labels, the runs in shuffled order
+    ids = _bench.blocks(160, 16).kwargs["group_ids"]
+    assert (ids.reshape(10, 16) == ids[::16, None]).all() and sorted(ids[::16]) == list(range(10))
+    assert list(ids[::16]) != list(range(10))
+    # uids: np.repeat of strings, so equal labels are the same object; shuffled: the same rows
+    w, s = _bench.uids(64, 16), _bench.uids(64, 16, shuffle=True)
+    labels = w.kwargs["group_ids"]
+    assert labels.dtype == object and all(labels[i] is labels[i - i % 16] for i in range(64))
+    assert sorted(zip(s.kwargs["group_ids"], s.rewards)) == sorted(zip(labels, w.rewards))
+    sizes = np.diff(_bench.ragged_offsets(10_000, 16))
+    assert sizes.min() >= 1 and sizes.max() <= 31
+
+
+def test_bench_timer_interleaves_cold_and_warm_calls():
+    order = []
+    impls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    res = _bench.interleaved(impls, rounds=2, warm=3, gap=0.0)
+    assert len(res["a"].cold) == 2 and len(res["a"].warm) == 6  # cheap calls get all the warm calls
+    # one untimed call each, then round 1 a (1 cold + 3 warm), b; round 2 starts with b
+    assert "".join(order) == "ab" + "aaaa" + "bbbb" + "bbbb" + "aaaa"
+    p25, med, p75 = res["a"].stat("cold")
+    assert 0 <= p25 <= med <= p75
+
+
+def test_bench_cases_check_agreement_and_targets():
+    rows = _bench.run(_bench.cases(4096, ["uniform", "ragged", "blocks", "small", "numpy-backend"],
+                                   numpy_sizes=(1000,)), rounds=1, warm=1, gap=0.0)
+    keys = [r["key"] for r in rows]
+    assert keys[:4] == ["uniform", "ragged", "blocks", "small"]
+    assert keys[4:] == [f"numpy-backend {lay}" for lay in ("uniform", "ragged", "ids", "blocks", "uids", "uids-shuffled")]
+    assert all(r["backend"] == "numpy" for r in rows[4:])
+    run = rows[1]["runs"][0]
+    assert {"memcpy", "groupadv", "groupadv groups=", "numpy"} <= set(run)
+    assert [t["target"] for t in rows[0]["targets"]][0] == "<= 1.3x memcpy"
+    table, targets = _bench.markdown_table(rows), _bench.targets_table(rows)
+    assert "| ragged | 4,096 | cold |" in table and "| small | 4,096 | < 20 us per call |" in targets
+    assert ga.backend() == os.environ.get("GROUPADV_BACKEND", ga.backend())  # switched back
+
+
+def test_bench_targets_judge_pass_and_fail():
+    t = _bench.Target("<= 1.3x memcpy", _bench._ratio("groupadv", "memcpy"), "<=", 1.3)
+    assert t.met(t.value({"groupadv": 1.2, "memcpy": 1.0})) and not t.met(t.value({"groupadv": 1.4, "memcpy": 1.0}))
+    assert not t.met(t.value({"groupadv": 1.0}))  # a missing competitor is not a pass
+    small = _bench.Target("< 20 us", lambda m: m["groupadv"], "<", 20e-6, "us")
+    assert small.met(19e-6) and not small.met(20e-6) and small.show(19e-6) == "19.0 us"
+
+
+def test_bench_disagreeing_implementation_is_an_error():
+    case = _bench.Case("bad", "bad", 16, lambda: {"groupadv": lambda: np.zeros(16), "numpy": lambda: np.ones(16)})
+    with pytest.raises(AssertionError, match="numpy disagrees with groupadv on bad"):
+        _bench.run_case(case, rounds=1)
 
 
 def test_bench_command(capsys):
-    assert _run(["bench", "--sizes", "1000,2000", "--layouts", "uniform,ids", "--repeats", "1", "-q"]) == 0
+    assert _run(["bench", "--sizes", "1000,2000", "--rows", "uniform,small", "--repeats", "1", "-q"]) == 0
     out = capsys.readouterr().out
-    assert "| ids | 2,000 |" in out and "groupadv / memcpy" in out
+    assert "| uniform | 2,000 | warm |" in out and "| uniform | 1,000 | cold |" in out and "groupadv / memcpy" in out
+    assert "| small | 2,000 | < 20 us per call |" in out
+    assert "| uniform | 1,000 | memcpy |" in out  # every implementation, median (p25 - p75)
+    assert "numba" in out.splitlines()[1]  # where the numba column comes from, or that it is absent
+    assert _run(["bench", "--sizes", "1000", "--rows", "ragged", "--repeats", "1", "-q", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["key"] == "ragged" and rows[0]["targets"][0]["target"] == "<= 2x memcpy"
+
+
+def test_bench_command_rejects_an_unknown_row(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--rows", "nope", "--sizes", "100", "-q"])
+    assert "unknown row 'nope'; choose from uniform, ragged" in capsys.readouterr().err
 
 
 def test_subprocess_entry_point(tmp_path):

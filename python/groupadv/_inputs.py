@@ -34,7 +34,9 @@ def rewards_array(rewards, name: str = "rewards") -> np.ndarray:
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got an array of shape {arr.shape}")
     kind = arr.dtype.kind
-    if kind == "f":
+    if arr.dtype in _FLOATS and arr.flags.c_contiguous and arr.flags.aligned:
+        pass  # already what the backends read (the common case: no np.require)
+    elif kind == "f":
         if arr.dtype.itemsize < 4:
             arr = arr.astype(np.float32)
         elif arr.dtype.itemsize > 8:
@@ -103,6 +105,12 @@ def check_out(out, **inputs) -> None:
     are compared exactly (np.shares_memory); tensors by the memory range they span."""
     if out is None:
         return
+    if isinstance(out, np.ndarray) and all(v is None or isinstance(v, np.ndarray) for v in inputs.values()):
+        # Arrays only (the common case): numpy's bounds check first, the exact one where they meet.
+        for name, value in inputs.items():
+            if value is not None and np.may_share_memory(out, value):
+                _overlap(out, name, value)
+        return
     o = _span(out)
     if o is None:
         return
@@ -110,17 +118,22 @@ def check_out(out, **inputs) -> None:
         v = _span(value)
         if v is None or v[0] != o[0] or v[2] <= o[1] or o[2] <= v[1]:
             continue
-        if isinstance(out, np.ndarray) and isinstance(value, np.ndarray):
-            try:
-                # numpy's stub allows only -1/0, but a positive bound is documented (and used here)
-                if not np.shares_memory(out, value, max_work=1 << 20):  # type: ignore[arg-type]
-                    continue
-            except _TOO_HARD:
-                pass  # too costly to prove disjoint: treat as overlapping
-        raise OutOverlapError(
-            f"out must not overlap {name} (they share memory: the input would be overwritten)",
-            names=("out", name),
-        )
+        _overlap(out, name, value)
+
+
+def _overlap(out, name: str, value) -> None:
+    """Raise the overlap error unless numpy proves two arrays whose ranges meet disjoint."""
+    if isinstance(out, np.ndarray) and isinstance(value, np.ndarray):
+        try:
+            # numpy's stub allows only -1/0, but a positive bound is documented (and used here)
+            if not np.shares_memory(out, value, max_work=1 << 20):  # type: ignore[arg-type]
+                return
+        except _TOO_HARD:
+            pass  # too costly to prove disjoint: treat as overlapping
+    raise OutOverlapError(
+        f"out must not overlap {name} (they share memory: the input would be overwritten)",
+        names=("out", name),
+    )
 
 
 def integer(value, name: str) -> int:

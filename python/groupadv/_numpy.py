@@ -36,6 +36,7 @@ _NANS = ("raise", "propagate", "omit")
 # sqrt(M2) outside [_TINY, _HUGE]: squared deviations may have under/overflowed float64, so the
 # moments are kept scaled by a power of two near the largest deviation (exact rescaling).
 _TINY, _HUGE = 1e-140, 1e150
+_SMALL = 1 << 16  # rewards up to which a call's buffers stay in cache (BLAS row sums pay off there)
 _LIFT = 2.0**60  # the core's lift of residuals whose 1/denominator overflows (exact scaling)
 
 _OVERFLOW = (
@@ -99,6 +100,7 @@ class Grouping:
         """Group sizes as float64 (the unweighted counts), computed once."""
         if self._counts is None:
             self._counts = self._sizes.astype(np.float64)
+            self._counts.flags.writeable = False  # reused by every call on this layout
         return self._counts
 
     def sizes(self) -> np.ndarray:
@@ -124,7 +126,7 @@ class Grouping:
                 return v.sum(axis=1, dtype=np.float64)
             # Row sums: einsum is several times faster than sum(axis=1) on short rows; small
             # inputs go through BLAS (rows times ones), whose threads do not pay off above that.
-            return v @ self.consts()[2] if v.size <= 1 << 16 else np.einsum("ij->i", v)
+            return v @ self.consts()[2] if v.size <= _SMALL else np.einsum("ij->i", v)
         if self.kind == "permuted":
             return np.bincount(self.labels, weights=v, minlength=self.n_groups)
         return self._reduceat(np.add, v, 0.0, np.float64)
@@ -175,6 +177,9 @@ class Grouping:
         return np.flatnonzero(self.labels == grp)
 
 
+_UNIFORM: dict = {}  # (n, size) -> Grouping: a call with group_size= reuses the layout of the last ones
+
+
 def grouping_uniform(n: int, group_size: int) -> Grouping:
     if n == 0:
         raise ValueError("rewards is empty")
@@ -183,7 +188,14 @@ def grouping_uniform(n: int, group_size: int) -> Grouping:
             f"group_size={group_size} does not divide the number of rewards ({n}); "
             "group_size must be a positive divisor of len(rewards)"
         )
-    return Grouping(n, n // group_size, "uniform", size=int(group_size))
+    key = (int(n), int(group_size))
+    g = _UNIFORM.get(key)
+    if g is None:
+        if len(_UNIFORM) >= 32:
+            _UNIFORM.clear()
+        g = _UNIFORM[key] = Grouping(n, n // group_size, "uniform", size=int(group_size))
+        g._sizes.flags.writeable = False  # shared between calls: nobody may change it
+    return g
 
 
 def grouping_offsets(n: int, offsets: np.ndarray) -> Grouping:
@@ -193,8 +205,9 @@ def grouping_offsets(n: int, offsets: np.ndarray) -> Grouping:
         raise ValueError("offsets must have at least 2 entries")
     if offsets[0] != 0:
         raise ValueError(f"offsets[0] must be 0, got {offsets[0]}")
-    sizes = np.diff(offsets)
-    if (sizes < 0).any():
+    offs = offsets.astype(np.int64)  # a copy: the layout outlives the caller's array
+    sizes = offs[1:] - offs[:-1]
+    if sizes.min() < 0:
         i = int(np.flatnonzero(sizes < 0)[0]) + 1
         raise ValueError(
             f"offsets must be non-decreasing, but offsets[{i - 1}] = {offsets[i - 1]} "
@@ -202,7 +215,7 @@ def grouping_offsets(n: int, offsets: np.ndarray) -> Grouping:
         )
     if offsets[-1] != n:
         raise ValueError(f"offsets[-1] must equal len(rewards) = {n}, got {offsets[-1]}")
-    return Grouping(n, len(offsets) - 1, "ragged", offsets=np.array(offsets, dtype=np.int64), sizes=sizes)
+    return Grouping(n, len(offsets) - 1, "ragged", offsets=offs, sizes=sizes)
 
 
 def _from_labels(labels: np.ndarray) -> tuple[Grouping, np.ndarray]:
@@ -253,11 +266,65 @@ def grouping_ids_bytes(rows: np.ndarray) -> tuple[Grouping, np.ndarray]:
 
 
 def grouping_ids_str(ids) -> tuple[Grouping, np.ndarray]:
-    items = list(ids)
-    for i, item in enumerate(items):
-        if not isinstance(item, str):
-            raise TypeError(f"group_ids[{i}] is not a str (got {type(item).__name__})")
-    return _from_labels(np.array(items, dtype=object))
+    """str labels, numbered by first appearance with a dict (hashing each str once; equal labels
+    that are the same object, as ``np.repeat`` and verl's ``DataProto.repeat`` make them, are
+    found by identity before any comparison). An object array whose labels come in runs (each
+    group contiguous, in any order) is cut into runs first and only the run heads are hashed."""
+    n = len(ids)
+    if n == 0:
+        raise ValueError("rewards is empty")
+    if n > 2**32 - 1:
+        return _from_labels(np.array(list(ids), dtype=object))  # its error names the limit
+    heads = _run_heads(ids) if isinstance(ids, np.ndarray) else None
+    items = ids if heads is None else ids[heads]
+    try:
+        seen: dict = dict.fromkeys(items)  # C loops: one hash per label here, one lookup below
+    except Exception:  # noqa: BLE001 - not all str: the caller's generic path names the problem
+        raise TypeError("group_ids are not all str") from None
+    for code, label in enumerate(seen):
+        seen[label] = code  # first appearance order (values only: the dict keeps its size)
+    codes = np.fromiter(map(seen.__getitem__, items), np.int64, count=len(items))
+    if not all(isinstance(label, str) for label in seen):
+        i = next(i for i, item in enumerate(ids) if not isinstance(item, str))
+        raise TypeError(f"group_ids[{i}] is not a str (got {type(ids[i]).__name__})")
+    k = len(seen)
+    if heads is not None:
+        if k == len(heads):  # every label one run: contiguous groups
+            offsets = np.append(heads, n).astype(np.int64)
+            return Grouping(n, k, "ragged", offsets=offsets), heads
+        codes = np.repeat(codes, np.diff(np.append(heads, n)))
+    return _from_codes(codes, k)
+
+
+def _run_heads(labels: np.ndarray) -> np.ndarray | None:
+    """Indices where a run of equal labels starts, when runs are long enough to pay (else None)."""
+    n = len(labels)
+    if labels.dtype != object or n < 4096:
+        return None
+    try:
+        if np.count_nonzero(labels[1:1025] != labels[:1024]) > 256:
+            return None  # mostly runs of one: hashing every label is cheaper
+        change = np.empty(n, dtype=bool)
+        change[0] = True
+        np.not_equal(labels[1:], labels[:-1], out=change[1:])
+    except Exception:  # noqa: BLE001 - a label's own __ne__ raised or returned no bool
+        return None
+    return np.flatnonzero(change)
+
+
+def _from_codes(codes: np.ndarray, k: int) -> tuple[Grouping, np.ndarray]:
+    """A layout from codes 0..k-1 already numbered by first appearance."""
+    n = len(codes)
+    top = np.maximum.accumulate(codes)
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.greater(top[1:], top[:-1], out=new[1:])  # code c first appears where the running max reaches c
+    first = np.flatnonzero(new)
+    sizes = np.bincount(codes, minlength=k).astype(np.int64)
+    if np.all(first[1:] == np.cumsum(sizes)[:-1]):  # contiguous labels: offsets are cheaper
+        offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        return Grouping(n, k, "ragged", offsets=offsets), first
+    return Grouping(n, k, "permuted", labels=codes, first=first, sizes=sizes), first
 
 
 # ============================================================================ 2. moments
@@ -643,6 +710,79 @@ def _policy(m, center, scale, ddof, eps, singleton, batch_d):
     return a, p, b, late, lift, post
 
 
+# ============================================================================ the plain case
+# GRPO's z-score (center="mean", scale="group") of finite rewards without moments= or batch_std=
+# is nearly every call. Its stages in the fewest numpy calls: one float64 buffer, reused for the
+# residuals and the advantages; no per-group masks. Any case these functions do not cover exactly
+# (a non-finite reward, a spread that needs rescaling, a one-reward group under
+# singleton="raw"/"error") returns None, and the call takes the general stages above.
+
+
+def _plain_moments(x: np.ndarray, g: Grouping):
+    """Moments stage, plain case: (residuals r - mean in a fresh float64 buffer in the working
+    shape, M2 per group), or None. float32: the float64 sum of a group is exact (n < 2**29), so
+    an all-equal group's mean is its value; float64: relative to each group's first reward."""
+    count = g.counts()  # 0 for an empty group: its NaN mean is spread over no reward
+    if x.dtype == np.float32:
+        if g.n >= 2**29:
+            return None
+        res = g.view(x.astype(np.float64))
+        total = g.sum(res)
+        if not np.isfinite(total.sum()):  # a NaN or inf reward (float32 sums cannot overflow)
+            return None
+        np.subtract(res, g.spread(total / count), out=res)
+    else:
+        xv = g.view(x)
+        first = xv[:, 0] if g.kind == "uniform" else x[np.minimum(g.first_members(), g.n - 1)]
+        res = xv - g.spread(first)  # exact 0 in an all-equal group
+        total = g.sum(res)
+        if not np.isfinite(total.sum()):  # a non-finite reward, or a spread beyond float64
+            return None
+        np.subtract(res, g.spread(total / count), out=res)
+    # Row dots for uniform groups (no temporary); the other layouts reduce the squares.
+    m2 = np.einsum("ij,ij->i", res, res) if g.kind == "uniform" else g.sum(np.square(res))
+    if x.dtype != np.float32:
+        # float64 squared deviations may have under/overflowed (float32 ones cannot): the
+        # rescaled general path; m2 == 0 is an all-equal group only if no residual is nonzero.
+        zero = m2 == 0.0
+        if not (zero | ((m2 >= _TINY**2) & (m2 <= _HUGE**2))).all():
+            return None
+        if zero.any() and g.sum(np.abs(res))[zero].any():
+            return None
+    return res, m2
+
+
+def _plain_policy(g: Grouping, m2: np.ndarray, ddof: int, eps: float) -> np.ndarray:
+    """Policy stage, plain case: b = 1 / (std + eps) per group, exactly 0 for a group without
+    spread (and for a one-reward or empty group: singleton="zero") whatever eps. The std is >= ~1e-70
+    here (_plain_moments), so b is finite and needs no lift."""
+    count = g.counts()
+    std = np.sqrt(m2 / (count - ddof) if ddof else m2 / count)  # NaN for one reward and ddof=1
+    return np.divide(1.0, std + eps if eps else std, out=np.zeros_like(std), where=std > 0.0)
+
+
+def _has_singletons(g: Grouping) -> bool:
+    return g.size == 1 if g.kind == "uniform" else bool((g.sizes() == 1).any())
+
+
+def _plain_advantages(x, g, ddof, eps, singleton, out) -> bool:
+    """The plain case end to end (moments, policy, apply into ``out``); False when it does not
+    apply (nothing written then)."""
+    if out.dtype != x.dtype or (singleton != "zero" and _has_singletons(g)):
+        return False  # one-reward groups that another singleton rule treats
+    moments = _plain_moments(x, g)
+    if moments is None:
+        return False
+    res, m2 = moments
+    b = _plain_policy(g, m2, ddof, eps)
+    if out.dtype == np.float64 or g.n > _SMALL:
+        np.multiply(res, g.spread(b), out=g.view(out), casting="unsafe")
+    else:  # in cache, a float64 product and then a narrowing copy beat numpy's buffered cast
+        np.multiply(res, g.spread(b), out=res)
+        np.copyto(out, res.reshape(-1), casting="unsafe")
+    return True
+
+
 # ============================================================================ 4. apply
 
 
@@ -694,6 +834,9 @@ def advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan,
         raise ValueError(f"rewards has length {len(rewards)} but the groups cover {g.n} rewards")
     if len(out) != g.n:
         raise ValueError(f"out has length {len(out)} but the groups cover {g.n} rewards")
+    if (center == "mean" and scale == "group" and moments is None and batch_std is None
+            and _plain_advantages(rewards, g, ddof, eps, singleton, out)):
+        return
     batch = scale in ("batch", "batch_residual")
     if batch_std is not None:
         if not batch:

@@ -166,21 +166,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise CLIError(f"--repeats must be >= 1, got {args.repeats}")
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be >= 1, got {args.threads}")
-    layouts = args.layouts.split(",")
-    for lay in layouts:
-        if lay not in _bench.LAYOUTS:
-            raise CLIError(f"unknown layout {lay!r}; choose from {', '.join(_bench.LAYOUTS)}")
+    rows = args.rows.split(",")
+    for row in rows:
+        if row not in _bench.ROWS:
+            raise CLIError(f"unknown row {row!r}; choose from {', '.join(_bench.ROWS)}")
+
+    numba_k = _bench.numba_kernels() if any(r in rows for r in _NUMBA_ROWS) else None
+    # The large rows at every size; uids, small calls and the numpy-backend rows once, up to the
+    # largest size.
+    large = [r for r in rows if r in _LARGE_ROWS]
+    case_list = []
+    for n in sizes:
+        case_list += _bench.cases(n, large, group_size=args.group_size, dtype=np.dtype(args.dtype),
+                                  num_threads=args.threads, numba_k=numba_k)
+    case_list += _bench.cases(max(sizes), [r for r in rows if r not in _LARGE_ROWS], group_size=args.group_size,
+                              dtype=np.dtype(args.dtype), num_threads=args.threads, numba_k=numba_k)
 
     def report(m: str) -> None:
         sys.stderr.write(f"  timing {m}\n")
 
-    rows = _bench.run(sizes, layouts, group_size=args.group_size, dtype=np.dtype(args.dtype),
-                      repeats=args.repeats, num_threads=args.threads,
-                      progress=None if args.quiet else report)
+    results = _bench.run(case_list, rounds=args.repeats, progress=None if args.quiet else report)
     if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(f"groupadv {ga.__version__}, backend {ga.backend()}, {ga.get_num_threads() if args.threads is None else args.threads} threads, "
-              f"{args.dtype}, GRPO z-score, group size {args.group_size}, median of {args.repeats}+ runs\n")
-        print(_bench.markdown_table(rows))
+        print(json.dumps(results, indent=2))
+        return 0
+    threads = ga.get_num_threads() if args.threads is None else args.threads
+    print(f"groupadv {ga.__version__}, backend {ga.backend()}, {threads} threads, {args.dtype}, GRPO z-score, "
+          f"group size {args.group_size}, {args.repeats} interleaved rounds (cold: after {_GAP_MS} ms idle; warm: back to back)")
+    if any(r in rows for r in _NUMBA_ROWS):
+        print(_bench.numba_info(numba_k))
+    print()
+    print(_bench.markdown_table(results))
+    print()
+    print(_bench.targets_table(results))
+    print()
+    print(_bench.detail_table(results))
     return 0
+
+
+_LARGE_ROWS = ("uniform", "ragged", "threads", "blocks")
+_NUMBA_ROWS = ("uniform", "ragged", "threads", "blocks", "uids", "uids-shuffled", "small")
+_GAP_MS = 20
