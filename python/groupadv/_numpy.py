@@ -734,11 +734,13 @@ def _plain_moments(x: np.ndarray, g: Grouping):
     else:
         xv = g.view(x)
         first = xv[:, 0] if g.kind == "uniform" else x[np.minimum(g.first_members(), g.n - 1)]
-        res = xv - g.spread(first)  # exact 0 in an all-equal group
+        res = xv - g.spread(first)
         total = g.sum(res)
         if not np.isfinite(total.sum()):  # a non-finite reward, or a spread beyond float64
             return None
-        np.subtract(res, g.spread(total / count), out=res)
+        # The general stage's arithmetic exactly (mean = first + sum / count, then r - mean),
+        # so that both paths, and so every layout, give the same bits; exact 0 when all equal.
+        np.subtract(xv, g.spread(first + total / count), out=res)
     # Row dots for uniform groups (no temporary); the other layouts reduce the squares.
     m2 = np.einsum("ij,ij->i", res, res) if g.kind == "uniform" else g.sum(np.square(res))
     if x.dtype != np.float32:
