@@ -20,6 +20,7 @@ pub mod select;
 mod simd;
 pub mod stats;
 pub mod token;
+pub mod whiten;
 
 /// The bit-identity check of the compiled copies of the write pass (for tests).
 #[doc(hidden)]
@@ -824,6 +825,135 @@ mod python {
         })
     }
 
+    // ---- tokens (issue 12): masked whitening (whiten.rs) ----
+
+    impl From<crate::whiten::WhitenError> for PyErr {
+        fn from(e: crate::whiten::WhitenError) -> PyErr {
+            use crate::whiten::WhitenError as W;
+            let msg = e.to_string();
+            match e {
+                W::NonFinite { index, value } => {
+                    typed_error("NonFiniteRewardError", msg, move |kw| {
+                        kw.set_item("index", index)?;
+                        kw.set_item("value", value)
+                    })
+                }
+                W::Overflow => typed_error("AdvantageOverflowError", msg, |_| Ok(())),
+                W::TooFew { .. } => value_error(msg),
+            }
+        }
+    }
+
+    /// Run `f` with the response mask of a token pass: None, uint8 flags, or values of `T`.
+    fn with_mask<T: Real + Element, R>(
+        mask: Option<&Bound<'_, PyAny>>,
+        len: usize,
+        f: impl FnOnce(&token::Mask<'_, T>) -> PyResult<R>,
+    ) -> PyResult<R> {
+        let check = |l: usize| {
+            if l != len {
+                return Err(value_error(format!(
+                    "the response mask has {l} entries, the values {len}"
+                )));
+            }
+            Ok(())
+        };
+        match mask {
+            None => f(&token::Mask::None),
+            Some(m) => {
+                if let Ok(a) = m.cast::<numpy::PyArrayDyn<u8>>() {
+                    let r = read(a, "response_mask")?;
+                    let s = r.as_slice()?;
+                    check(s.len())?;
+                    f(&token::Mask::Flags(s))
+                } else if let Ok(a) = m.cast::<numpy::PyArrayDyn<T>>() {
+                    let r = read(a, "response_mask")?;
+                    let s = r.as_slice()?;
+                    check(s.len())?;
+                    f(&token::Mask::Values(s))
+                } else {
+                    Err(PyTypeError::new_err(
+                        "the mask must be uint8 flags or of the values' dtype",
+                    ))
+                }
+            }
+        }
+    }
+
+    fn masked_whiten_typed<T: Real + Element>(
+        py: Python<'_>,
+        values: &Bound<'_, numpy::PyArrayDyn<T>>,
+        mask: Option<&Bound<'_, PyAny>>,
+        out: &Bound<'_, PyAny>,
+        p: crate::whiten::WhitenParams,
+    ) -> PyResult<(f64, f64)> {
+        let v = read(values, "values")?;
+        let xs = v.as_slice()?;
+        let out = out
+            .cast::<numpy::PyArrayDyn<T>>()
+            .map_err(|_| PyTypeError::new_err("out must have the values' dtype"))?;
+        let mut o = write(out, "out")?;
+        let os = o.as_slice_mut()?;
+        if os.len() != xs.len() {
+            return Err(value_error("out must have as many entries as the values"));
+        }
+        with_mask::<T, _>(mask, xs.len(), |m| {
+            Ok(py.detach(|| crate::whiten::masked_whiten(xs, m, &p, os))?)
+        })
+    }
+
+    /// Whiten contiguous float32/float64 `values` over the tokens selected by `mask` (None,
+    /// uint8 flags or weights of the values' dtype) into `out`; returns (mean, multiplier).
+    #[pyfunction]
+    #[pyo3(signature = (values, mask, out, shift_mean, scale, unbiased, eps, clamp, apply_mask, propagate, num_threads))]
+    #[allow(clippy::too_many_arguments)]
+    fn masked_whiten(
+        py: Python<'_>,
+        values: &Bound<'_, PyAny>,
+        mask: Option<&Bound<'_, PyAny>>,
+        out: &Bound<'_, PyAny>,
+        shift_mean: bool,
+        scale: bool,
+        unbiased: bool,
+        eps: f64,
+        clamp: bool,
+        apply_mask: bool,
+        propagate: bool,
+        num_threads: usize,
+    ) -> PyResult<(f64, f64)> {
+        guard(|| {
+            if !(eps.is_finite() && eps >= 0.0) {
+                return Err(value_error(format!(
+                    "eps must be finite and >= 0, got {eps}"
+                )));
+            }
+            let p = crate::whiten::WhitenParams {
+                shift_mean,
+                scale,
+                unbiased,
+                eps,
+                clamp,
+                apply_mask,
+                propagate,
+                threads: threads_arg(num_threads)?,
+            };
+            if let Ok(v) = values.cast::<numpy::PyArrayDyn<f32>>() {
+                masked_whiten_typed(py, v, mask, out, p)
+            } else if let Ok(v) = values.cast::<numpy::PyArrayDyn<f64>>() {
+                masked_whiten_typed(py, v, mask, out, p)
+            } else {
+                Err(PyTypeError::new_err(
+                    "values must be a float32/float64 array",
+                ))
+            }
+        })
+    }
+
+    fn register_tokens(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add_function(wrap_pyfunction!(masked_whiten, m)?)?;
+        Ok(())
+    }
+
     /// Set the default number of worker threads (0: GROUPADV_NUM_THREADS or the CPU count);
     /// at most MAX_THREADS.
     #[pyfunction]
@@ -1020,6 +1150,7 @@ mod python {
         m.add("MAX_THREADS", parallel::MAX_THREADS)?;
         m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
         m.add_function(wrap_pyfunction!(_kernel_self_check, m)?)?;
+        register_tokens(m)?;
         // issue 12, group-level estimators (engineer "groups")
         m.add_function(wrap_pyfunction!(passk_advantages, m)?)?;
         m.add_function(wrap_pyfunction!(component_sums, m)?)?;

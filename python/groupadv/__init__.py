@@ -27,6 +27,7 @@ from ._version import __version__
 from .estimators import gpg_advantages, multi_reward_advantages, opo_advantages, passk_advantages
 from .moments import BatchMoments, GroupMoments, Moments
 from .pipeline import DoubleNormalizationError, DoubleNormalizationWarning
+from .returns import masked_whiten
 from .tokens import packed_token_advantages, token_advantages
 from .weights import self_normalized_weights
 
@@ -62,6 +63,7 @@ __all__ = [
     "group_stats",
     "grpo",
     "make_groups",
+    "masked_whiten",
     "rloo",
     "set_num_threads",
 ]

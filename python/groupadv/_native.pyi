@@ -92,3 +92,20 @@ def broadcast_tokens(
     out: npt.NDArray[np.floating],
     num_threads: int,
 ) -> None: ...
+
+# ---- tokens (issue 12): masked whitening ----
+def masked_whiten(
+    values: npt.NDArray[np.floating],
+    mask: npt.NDArray[np.uint8] | npt.NDArray[np.floating] | None,
+    out: npt.NDArray[np.floating],
+    shift_mean: bool,
+    scale: bool,
+    unbiased: bool,
+    eps: float,
+    clamp: bool,
+    apply_mask: bool,
+    propagate: bool,
+    num_threads: int,
+) -> tuple[float, float]:
+    """out = (values - mean) * k (+ mean unless shift_mean, * mask if apply_mask) with float64
+    statistics over the masked tokens; returns (mean, k)."""

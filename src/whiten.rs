@@ -1,0 +1,384 @@
+//! Masked whitening over tokens (verl `masked_whiten`, OpenRLHF's global advantage
+//! normalisation): one mean and variance over the masked tokens of the whole batch, then
+//! `out = (x - mean) * rstd` over every token.
+//!
+//! Statistics are float64. Each chunk's mean is taken relative to its first masked value and
+//! chunks merge with Chan's formula (`stats::Moments::merge`), so a batch whose masked values
+//! are all equal has a mean exactly equal to that value and a variance of exactly 0: its
+//! masked outputs are exactly 0 (verl turns float32 rounding into outputs near +-1e-4).
+
+use crate::parallel::{map_on, map_pieces, resolve_threads, SERIAL_BELOW};
+use crate::real::Real;
+use crate::stats::Moments;
+use crate::token::Mask;
+use std::ops::Range;
+
+/// Elements per statistics chunk: small enough that the second (squared deviations) pass over
+/// a chunk reads from cache.
+const CHUNK: usize = 1 << 14;
+
+/// The rules of one whitening.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WhitenParams {
+    /// false: the mean is added back after scaling (verl `shift_mean=False`).
+    pub shift_mean: bool,
+    /// false: only centre (OpenRLHF `no_std_norm`).
+    pub scale: bool,
+    /// Bessel's correction n/(n-1) (verl: true; OpenRLHF: false).
+    pub unbiased: bool,
+    pub eps: f64,
+    /// `rsqrt(max(var, eps))` (OpenRLHF `clamp`) instead of `rsqrt(var + eps)` (verl).
+    pub clamp: bool,
+    /// Multiply the output by the mask (0 outside a flags mask).
+    pub apply_mask: bool,
+    /// Non-finite masked values give NaN everywhere (the peers' behaviour) instead of an error.
+    pub propagate: bool,
+    pub threads: usize,
+}
+
+impl Default for WhitenParams {
+    fn default() -> Self {
+        WhitenParams {
+            shift_mean: true,
+            scale: true,
+            unbiased: true,
+            eps: 1e-8,
+            clamp: false,
+            apply_mask: false,
+            propagate: false,
+            threads: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum WhitenError {
+    /// A NaN or infinite value under the mask (`index`: its flat position).
+    NonFinite { index: usize, value: f64 },
+    /// The mask selects fewer tokens than the variance needs (`count`: their number or weight).
+    TooFew { count: f64, unbiased: bool },
+    /// Finite values whose statistics overflow float64.
+    Overflow,
+}
+
+impl std::fmt::Display for WhitenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WhitenError::NonFinite { index, value } => write!(
+                f,
+                "values[{index}] is {value} under the mask; pass nan='propagate' to allow non-finite values"
+            ),
+            WhitenError::TooFew { count, unbiased } => write!(
+                f,
+                "the mask selects {count} token(s); masked whitening needs {}",
+                if *unbiased {
+                    "more than one (the unbiased variance divides by count - 1)"
+                } else {
+                    "at least one"
+                }
+            ),
+            WhitenError::Overflow => f.write_str(
+                "the masked values overflow float64 in their variance; rescale them",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WhitenError {}
+
+#[inline(always)]
+fn weight<T: Real>(mask: &Mask<'_, T>, i: usize) -> f64 {
+    match mask {
+        Mask::Flags(m) => (m[i] != 0) as u8 as f64,
+        Mask::Values(m) => m[i].to_f64(),
+        Mask::None => 1.0,
+    }
+}
+
+/// Moments of the masked values of `x[r]` (weights: the mask), or the first non-finite one.
+fn chunk_moments<T: Real>(
+    x: &[T],
+    mask: &Mask<'_, T>,
+    r: Range<usize>,
+) -> Result<Moments, (usize, f64)> {
+    let (mut count, mut sum, mut x0) = (0.0f64, 0.0f64, None);
+    for i in r.clone() {
+        let w = weight(mask, i);
+        if w == 0.0 {
+            continue;
+        }
+        let v = x[i].to_f64();
+        if !v.is_finite() {
+            return Err((i, v));
+        }
+        let s = *x0.get_or_insert(v);
+        count += w;
+        sum += w * (v - s);
+    }
+    let Some(x0) = x0 else {
+        return Ok(Moments::EMPTY);
+    };
+    // Relative to the first value: all-equal values give exactly that mean and M2 = 0.
+    let mean = if sum == 0.0 { x0 } else { x0 + sum / count };
+    let mut m2 = 0.0f64;
+    for i in r {
+        let w = weight(mask, i);
+        if w != 0.0 {
+            let d = x[i].to_f64() - mean;
+            m2 += w * d * d;
+        }
+    }
+    Ok(Moments {
+        count,
+        mean,
+        m2,
+        scale: 1.0,
+    })
+}
+
+/// Chunk indices `0..n_chunks` cut into about equal ranges, one per thread (one in all for
+/// small inputs of `n` elements).
+fn chunk_ranges(n_chunks: usize, n: usize, threads: usize) -> Vec<Range<usize>> {
+    if threads <= 1 || n < SERIAL_BELOW {
+        return std::iter::once(0..n_chunks).collect();
+    }
+    (0..threads)
+        .map(|t| n_chunks * t / threads..n_chunks * (t + 1) / threads)
+        .collect()
+}
+
+/// Count (sum of mask weights), mean and sum of squared deviations of the masked values.
+/// `Err(NonFinite)` names the first non-finite masked value (under `propagate` the caller
+/// turns it into NaN output).
+pub fn masked_moments<T: Real>(
+    x: &[T],
+    mask: &Mask<'_, T>,
+    threads: usize,
+) -> Result<Moments, WhitenError> {
+    let threads = resolve_threads(threads);
+    // Serial runs also go chunk by chunk, so that the result does not depend on `threads`.
+    let all: Vec<Range<usize>> = (0..x.len().div_ceil(CHUNK))
+        .map(|c| c * CHUNK..((c + 1) * CHUNK).min(x.len()))
+        .collect();
+    // Chunk moments merged in chunk order, whatever thread computed them.
+    let per = map_on(threads, chunk_ranges(all.len(), x.len(), threads), |cr| {
+        cr.map(|c| chunk_moments(x, mask, all[c].clone()))
+            .collect::<Vec<_>>()
+    });
+    let mut acc = Moments::EMPTY;
+    let mut bad: Option<(usize, f64)> = None;
+    for p in per.into_iter().flatten() {
+        match p {
+            Ok(m) => acc = acc.merge(m),
+            Err(e) => {
+                if bad.is_none() {
+                    bad = Some(e)
+                }
+            }
+        }
+    }
+    match bad {
+        Some((index, value)) => Err(WhitenError::NonFinite { index, value }),
+        None => Ok(acc),
+    }
+}
+
+/// The (mean, multiplier) of a whitening: `out = (x - mean) * k`, from the masked moments.
+pub fn whiten_affine(m: &Moments, p: &WhitenParams) -> Result<(f64, f64), WhitenError> {
+    let needed = if p.unbiased {
+        m.count > 1.0
+    } else {
+        m.count > 0.0
+    };
+    if !needed {
+        return Err(WhitenError::TooFew {
+            count: m.count,
+            unbiased: p.unbiased,
+        });
+    }
+    if !p.scale {
+        return Ok((m.mean, 1.0));
+    }
+    let m2 = m.m2_unscaled();
+    let var = m2 / if p.unbiased { m.count - 1.0 } else { m.count };
+    if !var.is_finite() || !m.mean.is_finite() {
+        return Err(WhitenError::Overflow);
+    }
+    let v = if p.clamp { var.max(p.eps) } else { var + p.eps };
+    let k = if v > 0.0 { 1.0 / v.sqrt() } else { 1.0 };
+    Ok((m.mean, k))
+}
+
+/// Whiten `x` over its masked tokens into `out` (same length): `(x - mean) * k`, plus the
+/// mean when `!shift_mean`, times the mask when `apply_mask`. Returns (mean, k).
+pub fn masked_whiten<T: Real>(
+    x: &[T],
+    mask: &Mask<'_, T>,
+    p: &WhitenParams,
+    out: &mut [T],
+) -> Result<(f64, f64), WhitenError> {
+    assert_eq!(x.len(), out.len(), "out must have the length of the values");
+    let threads = resolve_threads(p.threads);
+    let (mean, k) = match masked_moments(x, mask, threads) {
+        Err(WhitenError::NonFinite { .. }) if p.propagate => (f64::NAN, f64::NAN),
+        Err(e) => return Err(e),
+        Ok(m) => whiten_affine(&m, p)?,
+    };
+    let back = if p.shift_mean { 0.0 } else { mean };
+    write_affine(x, mask, mean, k, back, p.apply_mask, threads, out);
+    Ok((mean, k))
+}
+
+/// `out[i] = ((x[i] - mean) * k + back) [* mask[i]]`, in parallel over element ranges.
+#[allow(clippy::too_many_arguments)]
+pub fn write_affine<T: Real>(
+    x: &[T],
+    mask: &Mask<'_, T>,
+    mean: f64,
+    k: f64,
+    back: f64,
+    apply_mask: bool,
+    threads: usize,
+    out: &mut [T],
+) {
+    let n = x.len();
+    let ranges = if threads <= 1 || n < SERIAL_BELOW {
+        std::iter::once(0..n).collect()
+    } else {
+        (0..threads)
+            .map(|t| n * t / threads..n * (t + 1) / threads)
+            .collect()
+    };
+    map_pieces(
+        threads,
+        ranges,
+        out,
+        |i| i,
+        |r, o| {
+            let xs = &x[r.clone()];
+            match (apply_mask, mask) {
+                (true, Mask::Flags(m)) => {
+                    for ((d, &v), &f) in o.iter_mut().zip(xs).zip(&m[r]) {
+                        *d = if f != 0 {
+                            T::from_f64((v.to_f64() - mean) * k + back)
+                        } else {
+                            T::zero()
+                        };
+                    }
+                }
+                (true, Mask::Values(m)) => {
+                    for ((d, &v), &w) in o.iter_mut().zip(xs).zip(&m[r]) {
+                        *d = T::from_f64(((v.to_f64() - mean) * k + back) * w.to_f64());
+                    }
+                }
+                _ => {
+                    for (d, &v) in o.iter_mut().zip(xs) {
+                        *d = T::from_f64((v.to_f64() - mean) * k + back);
+                    }
+                }
+            }
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(x: &[f64], m: &[u8], unbiased: bool) -> Vec<f64> {
+        let sel: Vec<f64> = x
+            .iter()
+            .zip(m)
+            .filter(|(_, &f)| f != 0)
+            .map(|(&v, _)| v)
+            .collect();
+        let n = sel.len() as f64;
+        let mean = sel.iter().sum::<f64>() / n;
+        let ss: f64 = sel.iter().map(|v| (v - mean) * (v - mean)).sum();
+        let var = ss / if unbiased { n - 1.0 } else { n };
+        x.iter().map(|v| (v - mean) / (var + 1e-8).sqrt()).collect()
+    }
+
+    #[test]
+    fn matches_the_two_pass_formula_serial_and_parallel() {
+        let n = 3 * SERIAL_BELOW + 17;
+        let x: Vec<f64> = (0..n)
+            .map(|i| ((i * 37) % 101) as f64 * 0.1 - 3.0)
+            .collect();
+        let m: Vec<u8> = (0..n).map(|i| (i % 7 != 0) as u8).collect();
+        let want = reference(&x, &m, true);
+        for threads in [1, 3] {
+            let p = WhitenParams {
+                threads,
+                ..Default::default()
+            };
+            let mut out = vec![0.0; n];
+            masked_whiten(&x, &Mask::Flags(&m), &p, &mut out).unwrap();
+            for (a, b) in out.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+            }
+        }
+        // the statistics do not depend on the thread count
+        let a = masked_moments(&x, &Mask::Flags(&m), 1).unwrap();
+        let b = masked_moments(&x, &Mask::Flags(&m), 3).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn all_equal_masked_values_give_exact_zero() {
+        let x = [0.1f32, 0.1, 0.1, 5.0, 0.1];
+        let m = [1u8, 1, 1, 0, 1];
+        let mut out = [9.0f32; 5];
+        let p = WhitenParams::default();
+        masked_whiten(&x, &Mask::Flags(&m), &p, &mut out).unwrap();
+        assert_eq!([out[0], out[1], out[2], out[4]], [0.0; 4]);
+        assert!(out[3] > 1e4); // (5 - 0.1) * rsqrt(1e-8), as verl computes it
+        let p = WhitenParams {
+            apply_mask: true,
+            ..Default::default()
+        };
+        masked_whiten(&x, &Mask::Flags(&m), &p, &mut out).unwrap();
+        assert_eq!(out, [0.0; 5]);
+    }
+
+    #[test]
+    fn rules_and_errors() {
+        let x = [1.0f64, 2.0, 3.0, 4.0];
+        let mut out = [0.0; 4];
+        let biased = WhitenParams {
+            unbiased: false,
+            clamp: true,
+            ..Default::default()
+        };
+        let (mean, k) = masked_whiten(&x, &Mask::None, &biased, &mut out).unwrap();
+        assert_eq!(mean, 2.5);
+        assert!((k - 1.0 / 1.25f64.sqrt()).abs() < 1e-15);
+        let keep = WhitenParams {
+            shift_mean: false,
+            ..Default::default()
+        };
+        masked_whiten(&x, &Mask::None, &keep, &mut out).unwrap();
+        assert!((out.iter().sum::<f64>() / 4.0 - 2.5).abs() < 1e-12);
+        let one = [0u8, 1, 0, 0];
+        assert!(matches!(
+            masked_whiten(&x, &Mask::Flags(&one), &WhitenParams::default(), &mut out),
+            Err(WhitenError::TooFew { .. })
+        ));
+        assert!(masked_whiten(&x, &Mask::Flags(&one), &biased, &mut out).is_ok());
+        let y = [1.0, f64::NAN, 3.0, f64::NAN];
+        let m = [1u8, 0, 1, 1];
+        let got = masked_whiten(&y, &Mask::Flags(&m), &WhitenParams::default(), &mut out);
+        assert!(matches!(got, Err(WhitenError::NonFinite { index: 3, .. })));
+        let prop = WhitenParams {
+            propagate: true,
+            ..Default::default()
+        };
+        masked_whiten(&y, &Mask::Flags(&m), &prop, &mut out).unwrap();
+        assert!(out.iter().all(|v| v.is_nan()));
+        // weights: the mean and variance are weighted by the mask values
+        let w = [1.0, 0.0, 3.0, 0.0];
+        let (mean, _) =
+            masked_whiten(&x, &Mask::Values(&w), &WhitenParams::default(), &mut out).unwrap();
+        assert_eq!(mean, 2.5);
+    }
+}
