@@ -20,8 +20,9 @@ use crate::advantage::{AdvError, Denom, Fault, NonFinite, Params, Scale};
 use crate::groups::{map_batches_mut, Grouping};
 use crate::kernel::group_advantages;
 use crate::parallel::map_ranges_mut;
-use crate::policy::{check_params, fault_error};
+use crate::policy::{check_params, fault_error, group_affine};
 use crate::real::Real;
+use crate::stats::squares_safe;
 
 fn check_shape(len: usize, k: usize, w: &[f64]) -> Result<usize, AdvError> {
     if k == 0 || len % k != 0 {
@@ -123,18 +124,59 @@ pub fn normalize_then_sum<T: Real>(
         fault_error(rows.iter().copied(), |i| x[i * k + c].to_f64(), g, f)
     };
     // One group: its rows (input order), a scratch column and its advantages, the f64 sums.
+    // The common case (finite values, a plain affine map, squares in range) is one sweep per
+    // component with the moments shifted by the first value, as `stats::moments` (an
+    // all-equal component has mean == that value and m2 == 0 exactly); anything else goes
+    // through `group_advantages`, the general path of the write pass.
     let group =
         |rows: &[usize], g: usize, col: &mut Vec<f64>, adv: &mut Vec<f64>, acc: &mut Vec<f64>| {
             acc.clear();
             acc.resize(rows.len(), 0.0);
+            let n = rows.len() as f64;
             for c in 0..k {
+                let v = |i: usize| x[i * k + c].to_f64();
+                let x0 = v(rows[0]);
+                let mut s = 0.0f64;
+                for &i in rows {
+                    s += v(i) - x0;
+                }
+                let mean = x0 + s / n;
+                let mut m2 = 0.0f64;
+                for &i in rows {
+                    let d = v(i) - mean;
+                    m2 += d * d;
+                }
+                if mean.is_finite() && (p.scale != Scale::Group || squares_safe::<T>(mean, m2)) {
+                    let a = group_affine(n, mean, || (m2, 1.0), || false, p, Denom::ONE)
+                        .map_err(|f| error(rows, c, g, f))?;
+                    if a.plain() {
+                        let (mu, f) = (a.mu, w[c] * a.k);
+                        for (o, &i) in acc.iter_mut().zip(rows) {
+                            *o += (v(i) - mu) * f;
+                        }
+                        continue;
+                    }
+                }
                 col.clear();
-                col.extend(rows.iter().map(|&i| x[i * k + c].to_f64()));
+                col.extend(rows.iter().map(|&i| v(i)));
                 adv.clear();
                 adv.resize(rows.len(), 0.0);
                 group_advantages(col, adv, p, Denom::ONE).map_err(|f| error(rows, c, g, f))?;
                 for (a, v) in acc.iter_mut().zip(adv.iter()) {
                     *a += w[c] * v;
+                }
+            }
+            // A non-finite sum is NaN by request (a poisoned component under `Propagate`) or
+            // an overflow of finite rewards (large weights or spreads).
+            if acc.iter().any(|a| !a.is_finite()) {
+                let poisoned = p.nonfinite == NonFinite::Propagate
+                    && rows.iter().any(|&i| {
+                        x[i * k..(i + 1) * k]
+                            .iter()
+                            .any(|v| !v.to_f64().is_finite())
+                    });
+                if !poisoned {
+                    return Err(AdvError::Overflow { group: g });
                 }
             }
             Ok::<(), AdvError>(())
@@ -198,6 +240,22 @@ pub fn component_scale(s: Scale) -> bool {
 mod tests {
     use super::*;
     use crate::advantage::{self, Singleton};
+
+    #[test]
+    fn overflow_of_finite_rewards_is_an_error() {
+        let x = [1e300f64, 0.0, -1e300, 0.0];
+        let g = Grouping::uniform(2, 2).unwrap();
+        let mut out = [0.0; 2];
+        let p = Params {
+            scale: Scale::None,
+            ..Params::default()
+        };
+        let r = normalize_then_sum(&x, 2, &[1e10, 1.0], &mut out, &g, &p);
+        assert!(
+            matches!(r, Err(AdvError::Overflow { group: 0 })),
+            "{r:?} {out:?}"
+        );
+    }
 
     #[test]
     fn sums_and_nan_rules() {

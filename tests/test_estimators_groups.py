@@ -206,6 +206,10 @@ def test_multi_reward_rules():
         assert ga.multi_reward_advantages(eq, 5, aggregation=aggregation, preset="trl").tolist() == [0.0] * 5
     with pytest.raises(ValueError, match="weights"):
         ga.multi_reward_advantages(eq, 5, weights=[1.0])
+    # finite rewards whose weighted sum overflows: the overflow error naming the group
+    big = np.array([[1e300, 0.0], [-1e300, 0.0]])
+    with pytest.raises(ga.errors.AdvantageOverflowError):
+        ga.multi_reward_advantages(big, 2, weights=[1e10, 1.0], aggregation="normalize_then_sum", scale="none")
     with pytest.raises(ValueError, match=r"\(N, K\)"):
         ga.multi_reward_advantages(np.zeros(5), 5)
     with pytest.raises(ValueError, match="aggregation"):

@@ -141,10 +141,19 @@ def normalize_then_sum(rewards, k, weights, out, grouping, center, scale, ddof, 
         col = np.ascontiguousarray(x[:, j], dtype=np.float64)
         _numpy.advantages(col, adv, grouping, center, scale, ddof, eps, singleton, nan, num_threads)
         acc += w[j] * adv
+    codes = grouping.codes().astype(np.int64)
+    bad = ~np.isfinite(acc)
+    if bad.any():
+        # NaN by request (a poisoned component under "propagate"), else an overflow of finite rewards
+        poisoned = np.bincount(codes, weights=(~np.isfinite(x)).any(axis=1), minlength=grouping.n_groups) > 0
+        over = bad & ~(poisoned[codes] if nan == "propagate" else False)
+        if over.any():
+            grp = int(codes[np.flatnonzero(over)[0]])
+            raise AdvantageOverflowError(f"the advantages of group {grp} overflow", group=grp)
     narrow = acc.astype(out.dtype)
     lost = ~np.isfinite(narrow) & np.isfinite(acc)
     if lost.any():
-        grp = int(grouping.codes()[np.flatnonzero(lost)[0]])
+        grp = int(codes[np.flatnonzero(lost)[0]])
         raise AdvantageOverflowError(f"the advantages of group {grp} overflow", group=grp)
     out[...] = narrow
 
