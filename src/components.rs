@@ -46,12 +46,13 @@ fn check_shape(len: usize, k: usize, w: &[f64]) -> Result<usize, AdvError> {
     Ok(len / k)
 }
 
-/// `out[i] = sum_k w[k] * x[i, k]` in f64 (see the module doc for non-finite values).
-pub fn weighted_row_sums<T: Real>(
+/// `out[i] = sum_k w[k] * x[i, k]`, summed in f64 and stored as `O` (a sum that overflows
+/// `O` is an error; see the module doc for non-finite values).
+pub fn weighted_row_sums<T: Real, O: Real>(
     x: &[T],
     k: usize,
     w: &[f64],
-    out: &mut [f64],
+    out: &mut [O],
     nonfinite: NonFinite,
     threads: usize,
 ) -> Result<(), AdvError> {
@@ -86,7 +87,13 @@ pub fn weighted_row_sums<T: Real>(
                     valid = true;
                     s += wk * v;
                 }
-                *o = if valid { s } else { f64::NAN };
+                let v = if valid { s } else { f64::NAN };
+                *o = O::from_f64(v);
+                if v.is_finite() && !o.to_f64().is_finite() {
+                    return Err(AdvError::BadParameter(format!(
+                        "the weighted sum of rewards row {i} ({v:e}) overflows the rewards' dtype"
+                    )));
+                }
             }
             Ok(())
         },
@@ -216,9 +223,13 @@ pub fn normalize_then_sum<T: Real>(
     let parts = map_batches_mut(grouping, p.threads, out, |range, o| {
         let (mut col, mut adv, mut acc, mut rows) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut sweep = Sweep::new(k);
         let base = grouping.bounds(range.start).0;
         for g in range {
             let (a, b) = grouping.bounds(g);
+            if sweep.run(&x[a * k..b * k], k, w, p, &mut o[a - base..b - base]) {
+                continue;
+            }
             rows.clear();
             rows.extend(a..b);
             group(&rows, g, &mut col, &mut adv, &mut acc)?;
@@ -229,6 +240,91 @@ pub fn normalize_then_sum<T: Real>(
         Ok(())
     });
     parts.into_iter().collect()
+}
+
+/// The fast path of one contiguous group (`xs`: its rows, K values each): all K components in
+/// three sweeps over the group's (cache-resident) rows: the sums shifted by the first row,
+/// the squared deviations, then `out_i = sum_k w_k (x_ik - mu_k) k_k`. The moments are those
+/// of `stats::moments` (an all-equal component: mean == its value, m2 == 0 exactly), the maps
+/// those of `policy::group_affine`. Returns false where any component needs the general path
+/// (non-finite values, scaled moments, a non-plain map, a fault, an overflow): the caller
+/// then takes it and overwrites whatever was written.
+struct Sweep {
+    x0: Vec<f64>,
+    s: Vec<f64>,
+    m2: Vec<f64>,
+    mu: Vec<f64>,
+    f: Vec<f64>,
+}
+
+impl Sweep {
+    fn new(k: usize) -> Sweep {
+        Sweep {
+            x0: vec![0.0; k],
+            s: vec![0.0; k],
+            m2: vec![0.0; k],
+            mu: vec![0.0; k],
+            f: vec![0.0; k],
+        }
+    }
+
+    // Indexed loops (K is small): no iterator adaptors left to the inliner in the hot loop.
+    fn run<T: Real>(&mut self, xs: &[T], k: usize, w: &[f64], p: &Params, out: &mut [T]) -> bool {
+        if xs.is_empty() {
+            return true;
+        }
+        let rows = xs.len() / k;
+        let n = rows as f64;
+        let (x0, s, m2) = (&mut self.x0[..k], &mut self.s[..k], &mut self.m2[..k]);
+        for c in 0..k {
+            x0[c] = xs[c].to_f64();
+            s[c] = 0.0;
+            m2[c] = 0.0;
+        }
+        for r in 0..rows {
+            let row = &xs[r * k..r * k + k];
+            for c in 0..k {
+                s[c] += row[c].to_f64() - x0[c];
+            }
+        }
+        for c in 0..k {
+            s[c] = x0[c] + s[c] / n; // the mean
+        }
+        for r in 0..rows {
+            let row = &xs[r * k..r * k + k];
+            for c in 0..k {
+                let d = row[c].to_f64() - s[c];
+                m2[c] += d * d;
+            }
+        }
+        let (mu, f) = (&mut self.mu[..k], &mut self.f[..k]);
+        for c in 0..k {
+            let (mean, m2) = (s[c], m2[c]);
+            if !mean.is_finite() || (p.scale == Scale::Group && !squares_safe::<T>(mean, m2)) {
+                return false;
+            }
+            match group_affine(n, mean, || (m2, 1.0), || false, p, Denom::ONE) {
+                Ok(a) if a.plain() => {
+                    mu[c] = a.mu;
+                    f[c] = w[c] * a.k;
+                }
+                _ => return false,
+            }
+        }
+        for r in 0..rows {
+            let row = &xs[r * k..r * k + k];
+            let mut a = 0.0f64;
+            for c in 0..k {
+                a += (row[c].to_f64() - mu[c]) * f[c];
+            }
+            let t = T::from_f64(a);
+            if !t.to_f64().is_finite() {
+                return false; // the general path reports the overflow
+            }
+            out[r] = t;
+        }
+        true
+    }
 }
 
 /// Is this scale one a per-component normalisation accepts?
@@ -261,7 +357,7 @@ mod tests {
     fn sums_and_nan_rules() {
         let x = [1.0f64, 2.0, f64::NAN, 4.0, f64::NAN, f64::NAN];
         let w = [1.0, 0.5];
-        let mut out = [0.0; 3];
+        let mut out = [0.0f64; 3];
         weighted_row_sums(&x, 2, &w, &mut out, NonFinite::Omit, 1).unwrap();
         assert_eq!(out[..2], [2.0, 2.0]);
         assert!(out[2].is_nan());

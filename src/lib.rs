@@ -1054,7 +1054,8 @@ mod python {
         })
     }
 
-    /// Row sums `out[i] = sum_k weights[k] * rewards[i * k + k']` of a flat (N, K) buffer.
+    /// Row sums `out[i] = sum_k weights[k] * rewards[i, k]` of a flat (N, K) buffer, into
+    /// `out` (N values of the rewards' dtype; summed in f64).
     #[pyfunction]
     #[pyo3(signature = (rewards, k, weights, out, nan, num_threads))]
     fn component_sums(
@@ -1062,33 +1063,21 @@ mod python {
         rewards: &Bound<'_, PyAny>,
         k: usize,
         weights: &Bound<'_, PyArray1<f64>>,
-        out: &Bound<'_, PyArray1<f64>>,
+        out: &Bound<'_, PyAny>,
         nan: &str,
         num_threads: usize,
     ) -> PyResult<()> {
         let p = parse_params("mean", "group", 0, 0.0, "zero", nan, num_threads)?;
         let w = read(weights, "weights")?;
         let ws = w.as_slice()?;
-        let mut o = write(out, "out")?;
-        let os = o.as_slice_mut()?;
+        let (nf, t) = (p.nonfinite, p.threads);
         guard(|| {
-            if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
-                let x = read(r, "rewards")?;
-                let xs = x.as_slice()?;
-                Ok(py.detach(|| {
-                    crate::components::weighted_row_sums(xs, k, ws, os, p.nonfinite, p.threads)
-                })?)
-            } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
-                let x = read(r, "rewards")?;
-                let xs = x.as_slice()?;
-                Ok(py.detach(|| {
-                    crate::components::weighted_row_sums(xs, k, ws, os, p.nonfinite, p.threads)
-                })?)
-            } else {
-                Err(PyTypeError::new_err(
-                    "rewards must be a 1-D float32 or float64 array",
-                ))
-            }
+            with_typed(
+                rewards,
+                out,
+                |x, o| py.detach(|| crate::components::weighted_row_sums(x, k, ws, o, nf, t)),
+                |x, o| py.detach(|| crate::components::weighted_row_sums(x, k, ws, o, nf, t)),
+            )
         })
     }
 

@@ -102,7 +102,12 @@ def component_sums(rewards, k, weights, out, nan, num_threads):
             s[~finite.any(axis=1)] = np.nan
         else:
             s = _row_sum(wide * w)
-    out[...] = s
+        narrow = s.astype(out.dtype)
+    over = np.isfinite(s) & ~np.isfinite(narrow)
+    if over.any():
+        i = int(np.flatnonzero(over)[0])
+        raise ValueError(f"the weighted sum of rewards row {i} ({s[i]:e}) overflows the rewards' dtype")
+    out[...] = narrow
 
 
 def _row_sum(terms: np.ndarray) -> np.ndarray:

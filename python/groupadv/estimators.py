@@ -183,7 +183,7 @@ def multi_reward_advantages(rewards, group_size=None, *, offsets=None, group_ids
 
     * ``aggregation="sum_then_normalize"`` (TRL's default): ``s_i = sum_k w_k r_ik``, then
       the group advantages of ``s`` (every keyword of :func:`groupadv.advantages`, batch
-      scales included).
+      scales included); ``s`` is summed in float64 and stored in the rewards' dtype.
     * ``"normalize_then_sum"`` (GDPO; TRL's option): ``A_i = sum_k w_k A_k(r_ik)``, ``A_k``
       the group advantage of component k in its group (``scale`` "group" or "none").
 
@@ -234,12 +234,10 @@ def multi_reward_advantages(rewards, group_size=None, *, offsets=None, group_ids
     like = np.empty(n, dtype=flat.dtype)
     with _labelled_errors(g):
         if aggregation == "sum_then_normalize":
-            sums = np.empty(n)
+            # the sums in the rewards' dtype (as the peers' tensors), then the advantages stage
+            sums = np.empty(n, dtype=flat.dtype)
             _impl().component_sums(flat, k, w, sums, nan, threads)
-            res = advantages(sums, groups=g, num_threads=num_threads, **params)
-            result = out_array(out, like)
-            result[...] = _narrow(res, flat.dtype)
-            return result
+            return advantages(sums, groups=g, out=out_array(out, like), num_threads=num_threads, **params)
         result = out_array(out, like)
         _impl().normalize_then_sum(flat, k, w, result, g._impl, params["center"], params["scale"], params["ddof"],
                                    params["eps"], params["singleton"], nan, threads)
