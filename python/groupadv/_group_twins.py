@@ -145,7 +145,8 @@ def normalize_then_sum(rewards, k, weights, out, grouping, center, scale, ddof, 
     for j in range(k):
         col = np.ascontiguousarray(x[:, j], dtype=np.float64)
         _numpy.advantages(col, adv, grouping, center, scale, ddof, eps, singleton, nan, num_threads)
-        acc += w[j] * adv
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
+            acc += w[j] * adv
     codes = grouping.codes().astype(np.int64)
     bad = ~np.isfinite(acc)
     if bad.any():

@@ -109,3 +109,17 @@ def masked_whiten(
 ) -> tuple[float, float]:
     """out = (values - mean) * k (+ mean unless shift_mean, * mask if apply_mask) with float64
     statistics over the masked tokens; returns (mean, k)."""
+
+# ---- issue 12, group-level estimators (engineer "groups"): src/select.rs, src/components.rs ----
+
+def passk_advantages(
+    rewards: np.ndarray, out: np.ndarray, grouping: Grouping, scale: str, ddof: int, eps: float,
+    singleton: str, nan: str, num_threads: int,
+) -> None: ...
+def component_sums(
+    rewards: np.ndarray, k: int, weights: np.ndarray, out: np.ndarray, nan: str, num_threads: int,
+) -> None: ...
+def normalize_then_sum(
+    rewards: np.ndarray, k: int, weights: np.ndarray, out: np.ndarray, grouping: Grouping, center: str,
+    scale: str, ddof: int, eps: float, singleton: str, nan: str, num_threads: int,
+) -> None: ...

@@ -12,6 +12,8 @@ ints and bools give float64; torch tensors give tensors (CUDA ones computed on t
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from . import _backend, _group_twins, _torch
@@ -113,8 +115,7 @@ def gpg_advantages(rewards, group_size=None, *, offsets=None, group_ids=None, gr
             x, group_size, offsets=_torch.numpy_if_tensor(offsets), group_ids=_torch.numpy_if_tensor(group_ids),
             groups=groups, f_norm=f_norm, singleton=singleton, nan=nan, num_threads=num_threads))
     x = rewards_array(rewards)
-    counted = np.isfinite(x) if nan == "omit" else slice(None)
-    m = int(np.count_nonzero(x[counted]))
+    m = int(np.count_nonzero(x[np.isfinite(x)] if nan == "omit" else x))
     alpha = len(x) / max(m, 1)
     base = advantages(x.astype(np.float64), group_size, offsets=offsets, group_ids=group_ids, groups=groups,
                       center="mean", scale="none", singleton=singleton, nan=nan, num_threads=num_threads)
@@ -204,7 +205,7 @@ def multi_reward_advantages(rewards, group_size=None, *, offsets=None, group_ids
         raise ValueError(f"aggregation must be 'sum_then_normalize' or 'normalize_then_sum', got {aggregation!r}")
     ddof, eps, singleton = resolve_preset(preset, ddof, eps, singleton)
     nan = choice(nan, "nan")
-    params = {"center": choice(center, "center"), "scale": choice(scale, "scale"), "ddof": ddof_value(ddof),
+    params: dict[str, Any] = {"center": choice(center, "center"), "scale": choice(scale, "scale"), "ddof": ddof_value(ddof),
               "eps": eps_value(eps), "singleton": choice(singleton, "singleton"), "nan": nan}
     if _torch.is_tensor(rewards):
         x2 = rewards.detach()

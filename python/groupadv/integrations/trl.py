@@ -101,7 +101,7 @@ def compute_multi_reward_advantages(rewards_per_func, num_generations: int, rewa
     summed = multi_reward_advantages(rewards_per_func, num_generations, weights=reward_weights,
                                      aggregation="normalize_then_sum", **_TRL)
     # The unscorable rows are NaN again for the batch statistics (TRL 2717), then 0.
-    unscorable = np.isnan(np.asarray(_numpy(rewards_per_func), dtype=np.float64)).all(axis=1)
+    unscorable = np.asarray(np.isnan(np.asarray(_numpy(rewards_per_func), dtype=np.float64)).all(axis=1))
     if unscorable.any():
         if hasattr(summed, "clone"):
             import torch

@@ -270,7 +270,7 @@ def compute_gdpo_outcome_advantage(token_level_rewards, response_mask, index, ep
     from ..estimators import multi_reward_advantages
     from ..returns import masked_whiten
 
-    scores = None
+    scores: Any = None
     weights = None
     dtype = _out_dtype(token_level_rewards, response_mask)
     if config is not None and non_tensor_batch is not None and batch is not None:
