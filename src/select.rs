@@ -1,5 +1,5 @@
 //! Top-2 per group, and the pass@k advantage built on it (verl `grpo_passk`,
-//! `verl/trainer/ppo/core_algos.py` 466-532): only each group's best reward gets a non-zero
+//! `verl/trainer/ppo/core_algos.py` 471-530): only each group's best reward gets a non-zero
 //! advantage, `(r_max - r_2nd) / d` with `d = group std + eps` (`Scale::Group`) or 1
 //! (`Scale::None`); every other reward gets 0.
 //!

@@ -2,8 +2,8 @@
 live: random batches in verl's layout (ragged uid groups, shuffled string uids, masks of random
 lengths, float32 / float64 / bf16), dtype included; NaN raises naming the response by default,
 ``nan="propagate"`` as verl; through verl's own ``compute_advantage`` dispatcher after
-``install()``. verl: ``verl/trainer/ppo/core_algos.py`` (0.9.1) lines 361-532 (gdpo,
-grpo_passk), 639-692 (opo), 770-832 (gpg); dispatcher ``ray_trainer.py`` 187-282.
+``install()``. verl: ``verl/trainer/ppo/core_algos.py`` (0.9.1) lines 361-468 (gdpo), 471-530
+(grpo_passk), 639-690 (opo), 770-830 (gpg); dispatcher ``ray_trainer.py`` 187-282.
 """
 
 from __future__ import annotations

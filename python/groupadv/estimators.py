@@ -47,7 +47,7 @@ def _device_out(res, rewards, out):
 def passk_advantages(rewards, group_size=None, *, offsets=None, group_ids=None, groups=None,
                      scale: str = "group", ddof: int = 0, eps: float = 0.0, singleton: str = "zero",
                      nan: str = "raise", out=None, num_threads=None):
-    """Pass@k advantages (verl ``grpo_passk``, core_algos.py 466-532; arXiv 2503.19595): only
+    """Pass@k advantages (verl ``grpo_passk``, core_algos.py 471-530; arXiv 2503.19595): only
     each group's best reward gets a non-zero advantage,
 
     ``A_best = (r_max - r_2nd) / (std_g + eps)`` (``scale="group"``; ``"none"``: no division),
@@ -83,7 +83,7 @@ def passk_advantages(rewards, group_size=None, *, offsets=None, group_ids=None, 
 def gpg_advantages(rewards, group_size=None, *, offsets=None, group_ids=None, groups=None,
                    f_norm: float = 1.0, singleton: str = "raw", nan: str = "raise", out=None,
                    num_threads=None):
-    """GPG advantages (verl ``gpg``, core_algos.py 770-832; arXiv 2504.02546):
+    """GPG advantages (verl ``gpg``, core_algos.py 770-830; arXiv 2504.02546):
 
     ``A_i = alpha * (r_i - mean_g) / f_norm``,  ``alpha = N / max(1, #{i: r_i != 0})``
 
@@ -127,7 +127,7 @@ def gpg_advantages(rewards, group_size=None, *, offsets=None, group_ids=None, gr
 
 def opo_advantages(rewards, weights, group_size=None, *, offsets=None, group_ids=None, groups=None,
                    singleton: str = "raw", nan: str = "raise", out=None, num_threads=None):
-    """OPO advantages (verl ``opo``, core_algos.py 639-692; arXiv 2505.23585): the baseline is
+    """OPO advantages (verl ``opo``, core_algos.py 639-690; arXiv 2505.23585): the baseline is
     the weighted group mean, the weights being the response lengths in OPO,
 
     ``A_i = r_i - sum_g(w r) / sum_g(w)``  (no scale).

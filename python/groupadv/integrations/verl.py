@@ -194,7 +194,7 @@ def _per_response(token_level_rewards, response_mask, advantages_of, dtype, nan,
 def compute_grpo_passk_outcome_advantage(token_level_rewards, response_mask, index, epsilon: float = 1e-6,
                                          norm_adv_by_std_in_grpo: bool = True, config: Optional[Any] = None,
                                          *, nan: str = "raise", **kwargs):
-    """verl's ``grpo_passk`` (core_algos.py 466-532): only the best response of each uid group
+    """verl's ``grpo_passk`` (core_algos.py 471-530): only the best response of each uid group
     gets ``r_max - r_2nd``, divided by ``torch.std(group) + epsilon`` (ddof=1) when
     ``config.get("norm_adv_by_std_in_grpo", True)``: verl reads the option from ``config`` and
     ignores the argument, as here. ``config`` is required (verl asserts it); a group of one
@@ -215,7 +215,7 @@ def compute_grpo_passk_outcome_advantage(token_level_rewards, response_mask, ind
 
 def compute_opo_outcome_advantage(token_level_rewards, response_mask, index, epsilon: float = 1e-6,
                                   config: Optional[Any] = None, *, nan: str = "raise", **kwargs):
-    """verl's ``opo`` (core_algos.py 639-692): ``score - sum(len * score) / sum(len)`` over the
+    """verl's ``opo`` (core_algos.py 639-690): ``score - sum(len * score) / sum(len)`` over the
     uid group, ``len = response_mask.sum(-1)``; a one-response group keeps its score (baseline
     0). ``epsilon`` is accepted and unused, as in verl. A group whose responses are all empty
     (lengths summing to 0) gets 0 (verl: 0/0, NaN on its all-masked tokens)."""
@@ -234,7 +234,7 @@ def compute_opo_outcome_advantage(token_level_rewards, response_mask, index, eps
 def compute_gpg_outcome_advantage(token_level_rewards, response_mask, index, epsilon: float = 1e-6,
                                   f_norm: float = 1.0, alpha: float = 1.0, config=None, *, nan: str = "raise",
                                   **kwargs):
-    """verl's ``gpg`` (core_algos.py 770-832): ``alpha * (score - group mean) / f_norm`` with
+    """verl's ``gpg`` (core_algos.py 770-830): ``alpha * (score - group mean) / f_norm`` with
     ``alpha = bs / max(1, count_nonzero(scores))`` (verl computes it and ignores the ``alpha``
     argument, as here); a one-response group has mean 0. ``epsilon`` is accepted and unused."""
     from ..estimators import gpg_advantages
@@ -250,7 +250,7 @@ def compute_gdpo_outcome_advantage(token_level_rewards, response_mask, index, ep
                                    norm_adv_by_std_in_grpo: bool = True, config: Optional[Any] = None,
                                    non_tensor_batch: Optional[dict] = None, batch: Optional[dict] = None,
                                    *, nan: str = "raise", **kwargs):
-    """verl's ``gdpo`` (core_algos.py 361-463): per reward component k, GRPO within the uid
+    """verl's ``gdpo`` (core_algos.py 361-468): per reward component k, GRPO within the uid
     group (``(r_k - mean) / (std + epsilon)``, ddof=1, a one-response group ``r_k / (1 +
     epsilon)``; no division with ``norm_adv_by_std_in_grpo=False``), the weighted sum
     ``sum_k w_k A_k`` (:func:`groupadv.multi_reward_advantages`,
