@@ -153,7 +153,8 @@ def _verl_inputs():
 
 
 def test_verl_supported_names_and_functions():
-    assert {k: v[1] for k, v in verl.SUPPORTED.items()} == _VERL_FNS
+    # the score-only estimators (the other names have their own tests: test_verl_live_*.py)
+    assert {k: v[1] for k, v in verl.SUPPORTED.items() if k in _VERL_FNS} == _VERL_FNS
 
 
 @pytest.mark.parametrize("line", list(FIX["verl_dtypes"]))
