@@ -22,6 +22,8 @@ OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "p
 # verl's token-level estimators (gae, reinforce_plus_plus[_baseline], remax, masked_whiten): a
 # file of their own, so that it can be regenerated alone (`--tokens`).
 OUT_TOKENS = OUT.with_name("peers_tokens.npz")
+# The group-level estimators of issue 12 (engineer "groups"): a file of their own.
+OUT_GROUPS = OUT.parent / "peers_groups.npz"
 
 
 def verl_cases(arrays: dict) -> None:
@@ -225,6 +227,101 @@ def write_token_fixtures() -> None:
     arrays["versions"] = np.array([f"torch {torch.__version__}", f"verl {verl.__version__}"])
     np.savez(OUT_TOKENS, **arrays)
     print(f"wrote {OUT_TOKENS} ({', '.join(sorted(arrays))})")
+def verl_group_cases(arrays: dict) -> None:
+    """verl 0.9.1's grpo_passk (core_algos.py 471-530), opo (639-690), gpg (770-830) and gdpo
+    (361-468), run on one batch: 16 responses in 3 interleaved uid groups (no singleton:
+    grpo_passk raises on one), one of them all equal at 0.5 (exact in float32, so verl's
+    results there are exact too), with three reward components for gdpo."""
+    from verl.trainer.ppo import core_algos as ca
+
+    scores = np.array([1.0, 0.0, 0.5, 0.25, 0.5, 0.75, 0.5, 1.0, 0.5, 0.0, 0.3, 0.5, 0.9, 0.6, 0.2, 0.5],
+                      np.float32)
+    uids = np.array(["a", "a", "b", "a", "b", "c", "b", "a", "b", "c", "c", "b", "c", "c", "a", "b"], dtype=object)
+    L = 6
+    lengths = np.array([6, 3, 4, 2, 5, 1, 3, 4, 5, 2, 3, 6, 5, 4, 1, 2])
+    mask = (np.arange(L)[None, :] < lengths[:, None]).astype(np.float32)
+    tlr = np.zeros((len(scores), L), np.float32)
+    tlr[np.arange(len(scores)), lengths - 1] = scores
+    rng = np.random.default_rng(12)
+    comps = {f"r{j}": rng.integers(0, 3, len(scores)).astype(np.float32) * (0.5 + j) for j in range(3)}
+    arrays.update(tlr=tlr, mask=mask, uids=uids.astype(str), **{f"gdpo_{k}": v for k, v in comps.items()})
+    t, m = torch.from_numpy(tlr), torch.from_numpy(mask)
+    for norm in (True, False):
+        cfg = {"norm_adv_by_std_in_grpo": norm}
+        arrays[f"grpo_passk_norm{int(norm)}"] = ca.compute_grpo_passk_outcome_advantage(t, m, uids, config=cfg)[0].numpy()
+        arrays[f"gdpo_tokens_norm{int(norm)}"] = ca.compute_gdpo_outcome_advantage(
+            t, m, uids, norm_adv_by_std_in_grpo=norm)[0].numpy()
+    arrays["opo"] = ca.compute_opo_outcome_advantage(t, m, uids)[0].numpy()
+    arrays["gpg"] = ca.compute_gpg_outcome_advantage(t, m, uids, f_norm=2.0)[0].numpy()
+    batch = {"prompts": torch.ones(len(scores), 2, dtype=torch.long),
+             "attention_mask": torch.cat([torch.ones(len(scores), 2, dtype=torch.long), m.long()], dim=1)}
+    cfg = {"gdpo_reward_keys": ["r0", "r1", "r2"], "gdpo_reward_weights": [1.0, 0.5, -2.0]}
+    arrays["gdpo_components"] = ca.compute_gdpo_outcome_advantage(
+        t, m, uids, config=cfg, non_tensor_batch=dict(comps, uid=uids), batch=batch)[0].numpy()
+
+
+def trl_multi_reward(rewards_per_func, reward_weights, num_generations, aggregation, scale_rewards):
+    """trl/trainer/grpo_trainer.py 2676-2729 (huggingface/trl f2cd577, the newest stored
+    snapshot), GRPOTrainer._generate_and_score_completions, transcribed (device and logging
+    left out); nanstd: trl/trainer/utils.py 857-884."""
+
+    def nanstd(tensor, dim=None, keepdim=False):
+        mean = torch.nanmean(tensor, dim=dim, keepdim=True)
+        variance = torch.nanmean((tensor - mean) ** 2, dim=dim, keepdim=True)
+        count = torch.sum(~torch.isnan(tensor), dim=dim, keepdim=True)
+        correction = count / (count - 1)
+        correction = torch.where(count > 1, correction, torch.full_like(correction, float("nan")))
+        variance *= correction
+        std = torch.sqrt(variance)
+        if keepdim:
+            return std
+        return std.squeeze(dim) if dim is not None else std.squeeze()
+
+    unscorable_mask = torch.isnan(rewards_per_func).all(dim=1)
+    if aggregation == "sum_then_normalize":
+        rewards = (rewards_per_func * reward_weights.unsqueeze(0)).nansum(dim=1)
+        rewards[unscorable_mask] = torch.nan
+        mean_grouped_rewards = torch.nanmean(rewards.view(-1, num_generations), dim=1)
+        mean_grouped_rewards = mean_grouped_rewards.repeat_interleave(num_generations, dim=0)
+        if scale_rewards in ["group", "none"]:
+            if num_generations > 1:
+                std_rewards = nanstd(rewards.view(-1, num_generations), dim=1)
+                std_rewards = std_rewards.repeat_interleave(num_generations, dim=0)
+            else:
+                std_rewards = torch.zeros_like(rewards)
+        else:
+            std_rewards = nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
+        advantages = rewards - mean_grouped_rewards
+        if scale_rewards != "none":
+            advantages = advantages / (std_rewards + 1e-4)
+    else:
+        k = rewards_per_func.shape[1]
+        grouped = rewards_per_func.view(-1, num_generations, k)
+        mean_k = torch.nanmean(grouped, dim=1, keepdim=True)
+        std_k = nanstd(grouped, dim=1, keepdim=True) if num_generations > 1 else torch.zeros_like(mean_k)
+        reward_k = ((grouped - mean_k) / (std_k + 1e-4)).view(-1, k)
+        rewards = (reward_k * reward_weights.unsqueeze(0)).nansum(dim=1)
+        rewards[unscorable_mask] = torch.nan
+        std_rewards = nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
+        advantages = (rewards - torch.nanmean(rewards)) / (std_rewards + 1e-4)
+    return torch.nan_to_num(advantages, nan=0.0)
+
+
+def trl_group_cases(arrays: dict) -> None:
+    """TRL's multi-reward GRPO: 4 prompts x 3 generations, 3 reward functions with weights;
+    a None (NaN) from some functions, one unscorable completion, an all-equal component."""
+    nan = float("nan")
+    r = np.array([[1.0, 0.5, nan], [0.0, 0.5, 2.0], [1.0, 0.5, 1.0],
+                  [nan, nan, nan], [2.0, 1.0, 0.0], [0.0, nan, 1.0],
+                  [0.5, 0.0, 0.0], [0.5, 1.0, 3.0], [0.5, 2.0, 0.0],
+                  [1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [3.0, -1.0, 0.25]], np.float32)
+    w = torch.tensor([1.0, 0.5, 2.0])
+    arrays["trl_rewards_per_func"] = r
+    arrays["trl_reward_weights"] = w.numpy()
+    for agg in ("sum_then_normalize", "normalize_then_sum"):
+        for s in ("group", "batch", "none"):
+            for g in (3, 1):
+                arrays[f"trl_{agg}_{s}_g{g}"] = trl_multi_reward(torch.from_numpy(r), w, g, agg, s).numpy()
 
 
 def main() -> None:
@@ -243,6 +340,12 @@ def main() -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     np.savez(OUT, **arrays)
     print(f"wrote {OUT} ({', '.join(sorted(arrays))})")
+    groups: dict = {}
+    verl_group_cases(groups)
+    trl_group_cases(groups)
+    groups["versions"] = arrays["versions"]
+    np.savez(OUT_GROUPS, **groups)
+    print(f"wrote {OUT_GROUPS} ({', '.join(sorted(groups))})")
 
 
 if __name__ == "__main__":

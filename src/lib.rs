@@ -7,6 +7,7 @@
 //! turns on). The bindings only convert arguments, release the GIL and map errors.
 
 pub mod advantage;
+pub mod components;
 pub mod groups;
 mod hint;
 mod kernel;
@@ -15,6 +16,7 @@ pub mod parallel;
 pub mod policy;
 pub mod real;
 pub mod scan;
+pub mod select;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 pub mod stats;
@@ -1144,6 +1146,122 @@ mod python {
         parallel::forget_pools_after_fork();
     }
 
+    // ---- issue 12, group-level estimators (engineer "groups"): top-2 per group (select.rs)
+    // and (N, K) multi-component rewards (components.rs) ----
+
+    /// `f` on the f32 or f64 1-D rewards and an `out` of the same dtype.
+    fn with_typed(
+        rewards: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+        f32_fn: impl FnOnce(&[f32], &mut [f32]) -> Result<(), AdvError>,
+        f64_fn: impl FnOnce(&[f64], &mut [f64]) -> Result<(), AdvError>,
+    ) -> PyResult<()> {
+        let same = || PyTypeError::new_err("out must be a 1-D array of the same dtype as rewards");
+        if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
+            let o = out.cast::<PyArray1<f32>>().map_err(|_| same())?;
+            let (x, mut o) = (read(r, "rewards")?, write(o, "out")?);
+            Ok(f32_fn(x.as_slice()?, o.as_slice_mut()?)?)
+        } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
+            let o = out.cast::<PyArray1<f64>>().map_err(|_| same())?;
+            let (x, mut o) = (read(r, "rewards")?, write(o, "out")?);
+            Ok(f64_fn(x.as_slice()?, o.as_slice_mut()?)?)
+        } else {
+            Err(PyTypeError::new_err(
+                "rewards must be a 1-D float32 or float64 array",
+            ))
+        }
+    }
+
+    /// Pass@k advantages (verl grpo_passk): only each group's best reward gets
+    /// `(max - second) / (std + eps)` (scale "group") or `max - second` (scale "none").
+    #[pyfunction]
+    #[pyo3(signature = (rewards, out, grouping, scale, ddof, eps, singleton, nan, num_threads))]
+    #[allow(clippy::too_many_arguments)]
+    fn passk_advantages(
+        py: Python<'_>,
+        rewards: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+        grouping: &PyGrouping,
+        scale: &str,
+        ddof: u32,
+        eps: f64,
+        singleton: &str,
+        nan: &str,
+        num_threads: usize,
+    ) -> PyResult<()> {
+        let p = parse_params("mean", scale, ddof, eps, singleton, nan, num_threads)?;
+        let g = &grouping.inner;
+        guard(|| {
+            with_typed(
+                rewards,
+                out,
+                |x, o| py.detach(|| crate::select::passk_advantages(x, o, g, &p)),
+                |x, o| py.detach(|| crate::select::passk_advantages(x, o, g, &p)),
+            )
+        })
+    }
+
+    /// Row sums `out[i] = sum_k weights[k] * rewards[i, k]` of a flat (N, K) buffer, into
+    /// `out` (N values of the rewards' dtype; summed in f64).
+    #[pyfunction]
+    #[pyo3(signature = (rewards, k, weights, out, nan, num_threads))]
+    fn component_sums(
+        py: Python<'_>,
+        rewards: &Bound<'_, PyAny>,
+        k: usize,
+        weights: &Bound<'_, PyArray1<f64>>,
+        out: &Bound<'_, PyAny>,
+        nan: &str,
+        num_threads: usize,
+    ) -> PyResult<()> {
+        let p = parse_params("mean", "group", 0, 0.0, "zero", nan, num_threads)?;
+        let w = read(weights, "weights")?;
+        let ws = w.as_slice()?;
+        let (nf, t) = (p.nonfinite, p.threads);
+        guard(|| {
+            with_typed(
+                rewards,
+                out,
+                |x, o| py.detach(|| crate::components::weighted_row_sums(x, k, ws, o, nf, t)),
+                |x, o| py.detach(|| crate::components::weighted_row_sums(x, k, ws, o, nf, t)),
+            )
+        })
+    }
+
+    /// `out[i] = sum_k weights[k] * A_k(i)`, A_k the group advantage of component k, of a
+    /// flat (N, K) buffer (`out` has N values of the rewards' dtype).
+    #[pyfunction]
+    #[pyo3(signature = (rewards, k, weights, out, grouping, center, scale, ddof, eps, singleton, nan, num_threads))]
+    #[allow(clippy::too_many_arguments)]
+    fn normalize_then_sum(
+        py: Python<'_>,
+        rewards: &Bound<'_, PyAny>,
+        k: usize,
+        weights: &Bound<'_, PyArray1<f64>>,
+        out: &Bound<'_, PyAny>,
+        grouping: &PyGrouping,
+        center: &str,
+        scale: &str,
+        ddof: u32,
+        eps: f64,
+        singleton: &str,
+        nan: &str,
+        num_threads: usize,
+    ) -> PyResult<()> {
+        let p = parse_params(center, scale, ddof, eps, singleton, nan, num_threads)?;
+        let w = read(weights, "weights")?;
+        let ws = w.as_slice()?;
+        let g = &grouping.inner;
+        guard(|| {
+            with_typed(
+                rewards,
+                out,
+                |x, o| py.detach(|| crate::components::normalize_then_sum(x, k, ws, o, g, &p)),
+                |x, o| py.detach(|| crate::components::normalize_then_sum(x, k, ws, o, g, &p)),
+            )
+        })
+    }
+
     #[pymodule]
     fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add_class::<PyGrouping>()?;
@@ -1169,6 +1287,10 @@ mod python {
         m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
         m.add_function(wrap_pyfunction!(_kernel_self_check, m)?)?;
         register_tokens(m)?;
+        // issue 12, group-level estimators (engineer "groups")
+        m.add_function(wrap_pyfunction!(passk_advantages, m)?)?;
+        m.add_function(wrap_pyfunction!(component_sums, m)?)?;
+        m.add_function(wrap_pyfunction!(normalize_then_sum, m)?)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         Ok(())
     }

@@ -162,7 +162,9 @@ _VERL_TOKEN_FNS = {
 
 
 def test_verl_supported_names_and_functions():
-    assert {k: v[1] for k, v in verl.SUPPORTED.items()} == {**_VERL_FNS, **_VERL_TOKEN_FNS}
+    # the score-only and token estimators (the other names have their own tests: test_verl_live_*.py)
+    want = {**_VERL_FNS, **_VERL_TOKEN_FNS}
+    assert {k: v[1] for k, v in verl.SUPPORTED.items() if k in want} == want
 
 
 @pytest.mark.parametrize("line", list(FIX["verl_dtypes"]))

@@ -24,6 +24,7 @@ from ._groups import Groups, make_groups
 from ._inputs import MAX_THREADS
 from ._presets import PRESETS
 from ._version import __version__
+from .estimators import gpg_advantages, multi_reward_advantages, opo_advantages, passk_advantages
 from .moments import BatchMoments, GroupMoments, Moments
 from .pipeline import DoubleNormalizationError, DoubleNormalizationWarning
 from .returns import discounted_returns, gae, masked_whiten
@@ -49,6 +50,10 @@ __all__ = [
     "Groups",
     "PRESETS",
     "packed_token_advantages",
+    "passk_advantages",
+    "gpg_advantages",
+    "opo_advantages",
+    "multi_reward_advantages",
     "token_advantages",
     "advantages",
     "backend",

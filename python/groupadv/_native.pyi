@@ -126,3 +126,16 @@ def token_scan(
 ) -> None:
     """Discounted returns (values None) or GAE (values and returns_out) of each response: rows
     of a 2-D array or segments by offsets; f64 inside, written in the rewards' dtype."""
+# ---- issue 12, group-level estimators (engineer "groups"): src/select.rs, src/components.rs ----
+
+def passk_advantages(
+    rewards: np.ndarray, out: np.ndarray, grouping: Grouping, scale: str, ddof: int, eps: float,
+    singleton: str, nan: str, num_threads: int,
+) -> None: ...
+def component_sums(
+    rewards: np.ndarray, k: int, weights: np.ndarray, out: np.ndarray, nan: str, num_threads: int,
+) -> None: ...
+def normalize_then_sum(
+    rewards: np.ndarray, k: int, weights: np.ndarray, out: np.ndarray, grouping: Grouping, center: str,
+    scale: str, ddof: int, eps: float, singleton: str, nan: str, num_threads: int,
+) -> None: ...

@@ -22,6 +22,8 @@
 
 mod check;
 mod group;
+// The general one-group path, reused by `components` (per-component group advantages).
+pub(crate) use group::group_advantages;
 mod ragged;
 mod uniform;
 mod write;

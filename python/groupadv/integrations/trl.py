@@ -66,3 +66,48 @@ def compute_rloo_advantages(rewards, num_generations: int, normalize_advantages:
 
 def _numpy(x):
     return x.detach().cpu().float().numpy() if hasattr(x, "detach") else x
+
+
+# ---- issue 12, multi-reward GRPO (engineer "groups") ----
+# Transcribed from trl/trainer/grpo_trainer.py at huggingface/trl f2cd577 (the newest stored
+# snapshot, v1.9.0-26; lines 2676-2733 of `_generate_and_score_completions`).
+
+
+def compute_multi_reward_advantages(rewards_per_func, num_generations: int, reward_weights=None,
+                                    multi_objective_aggregation: str = "sum_then_normalize",
+                                    scale_rewards="group"):
+    """GRPOTrainer's advantages from several reward functions: ``rewards_per_func`` (N, K),
+    ``reward_weights`` (K, default 1), ``num_generations`` consecutive rows per prompt.
+
+    * ``"sum_then_normalize"`` (TRL's default, grpo_trainer.py 2681-2708):
+      ``rewards = (rewards_per_func * reward_weights).nansum(dim=1)``, then GRPO advantages
+      of ``rewards`` with ``scale_rewards`` as :func:`compute_grpo_advantages`.
+    * ``"normalize_then_sum"`` (2710-2719): each component ``(r - nanmean) / (nanstd + 1e-4)``
+      within its prompt's group (``num_generations=1``: 0), the weighted ``nansum``, then
+      ``(s - nanmean(s)) / (nanstd(s) + 1e-4)`` over the whole batch; ``scale_rewards`` is
+      not used (as in TRL).
+
+    A completion whose every reward function returned None (a NaN row) is unscorable: left out
+    of every statistic, advantage 0 (2676-2679, 2729); a NaN in some components is skipped by
+    the ``nansum`` and by that component's statistics. ``num_generations=1`` gives 0."""
+    from ..estimators import multi_reward_advantages
+
+    if multi_objective_aggregation == "sum_then_normalize":
+        return multi_reward_advantages(rewards_per_func, num_generations, weights=reward_weights,
+                                       scale=_scale(scale_rewards), **_TRL)
+    if multi_objective_aggregation != "normalize_then_sum":
+        raise ValueError(f"Invalid multi_objective_aggregation: {multi_objective_aggregation!r}. Must be "
+                         "'sum_then_normalize' or 'normalize_then_sum'.")
+    summed = multi_reward_advantages(rewards_per_func, num_generations, weights=reward_weights,
+                                     aggregation="normalize_then_sum", **_TRL)
+    # The unscorable rows are NaN again for the batch statistics (TRL 2717), then 0.
+    unscorable = np.asarray(np.isnan(np.asarray(_numpy(rewards_per_func), dtype=np.float64)).all(axis=1))
+    if unscorable.any():
+        if hasattr(summed, "clone"):
+            import torch
+
+            summed = summed.clone()
+            summed[torch.from_numpy(unscorable).to(summed.device)] = float("nan")
+        else:
+            summed[unscorable] = np.nan
+    return advantages(summed, offsets=[0, len(unscorable)], scale="group", **_TRL)

@@ -287,3 +287,166 @@ def uninstall(core_algos=None) -> None:
                 del ca.ADV_ESTIMATOR_REGISTRY[name]
             else:
                 ca.ADV_ESTIMATOR_REGISTRY[name] = registry_value
+
+
+# ---- issue 12, group-level estimators (engineer "groups"): grpo_passk, opo, gpg, gdpo ----
+
+
+def _per_response(token_level_rewards, response_mask, advantages_of, dtype, nan, scores=None):
+    """``advantages_of(scores)`` of the summed token rewards (or of the given per-response
+    ``scores``), broadcast over the mask, in ``dtype``: scores summed in float64 by the core (float32 for bf16/fp16 rewards, whose
+    tensors numpy lacks), the broadcast in the core; CUDA tensors with torch on the device."""
+    import torch
+
+    from .. import _backend, _torch
+    from .. import tokens as tok
+
+    if token_level_rewards.shape[0] == 0:
+        adv = token_level_rewards.new_zeros(token_level_rewards.shape, dtype=dtype)
+        return adv, adv
+    rewards, mask = token_level_rewards.detach(), response_mask.detach()
+    if rewards.dtype in (torch.bfloat16, torch.float16):
+        rewards = rewards.float()
+    if mask.dtype in (torch.bfloat16, torch.float16) or (nan == "propagate" and not mask.is_floating_point()):
+        mask = mask.float()  # verl multiplies by the mask: a NaN score stays NaN on masked tokens
+    if _torch.on_device(rewards):
+        adv = advantages_of(rewards.double().sum(dim=-1) if scores is None else scores)
+        m = mask if mask.is_floating_point() else (mask != 0)
+        res = (adv.unsqueeze(-1) * m.to(adv.dtype)).to(dtype)
+        return res, res
+    tokens = tok._token_array(_torch.to_numpy(rewards), 2)
+    m = tok._mask_array(_torch.to_numpy(mask), tokens.shape, tokens.dtype)
+    threads = 0
+    if scores is None:
+        scores = _backend.impl.token_scores(tokens, None, threads)
+    adv = advantages_of(scores)
+    res = tok._finish(adv.astype(tokens.dtype, copy=False), m, None, tokens, None, rewards, threads)
+    res = res.to(dtype)
+    return res, res
+
+
+def compute_grpo_passk_outcome_advantage(token_level_rewards, response_mask, index, epsilon: float = 1e-6,
+                                         norm_adv_by_std_in_grpo: bool = True, config: Optional[Any] = None,
+                                         *, nan: str = "raise", **kwargs):
+    """verl's ``grpo_passk`` (core_algos.py 471-530): only the best response of each uid group
+    gets ``r_max - r_2nd``, divided by ``torch.std(group) + epsilon`` (ddof=1) when
+    ``config.get("norm_adv_by_std_in_grpo", True)``: verl reads the option from ``config`` and
+    ignores the argument, as here. ``config`` is required (verl asserts it); a group of one
+    response raises (verl's ValueError). Scores in float64 (verl: in the rewards' dtype); an
+    all-equal group gives exactly 0."""
+    from ..estimators import passk_advantages
+
+    if config is None:
+        raise ValueError("grpo_passk needs config (verl asserts `config is not None`)")
+    norm = config.get("norm_adv_by_std_in_grpo", True)
+    ids = index
+    return _per_response(
+        token_level_rewards, response_mask,
+        lambda s: passk_advantages(s, group_ids=ids, scale="group" if norm else "none", ddof=1, eps=epsilon,
+                                   singleton="error", nan=nan),
+        _out_dtype(token_level_rewards, response_mask), nan)
+
+
+def compute_opo_outcome_advantage(token_level_rewards, response_mask, index, epsilon: float = 1e-6,
+                                  config: Optional[Any] = None, *, nan: str = "raise", **kwargs):
+    """verl's ``opo`` (core_algos.py 639-690): ``score - sum(len * score) / sum(len)`` over the
+    uid group, ``len = response_mask.sum(-1)``; a one-response group keeps its score (baseline
+    0). ``epsilon`` is accepted and unused, as in verl. A group whose responses are all empty
+    (lengths summing to 0) gets 0 (verl: 0/0, NaN on its all-masked tokens)."""
+    from .. import _torch
+    from ..estimators import opo_advantages
+
+    lengths = response_mask.detach().sum(dim=-1)
+    lengths = _torch.to_numpy(lengths.cpu()).astype("float64") if lengths.numel() else lengths
+    ids = index
+    return _per_response(
+        token_level_rewards, response_mask,
+        lambda s: opo_advantages(s, lengths, group_ids=ids, singleton="raw", nan=nan),
+        _out_dtype(token_level_rewards, response_mask), nan)
+
+
+def compute_gpg_outcome_advantage(token_level_rewards, response_mask, index, epsilon: float = 1e-6,
+                                  f_norm: float = 1.0, alpha: float = 1.0, config=None, *, nan: str = "raise",
+                                  **kwargs):
+    """verl's ``gpg`` (core_algos.py 770-830): ``alpha * (score - group mean) / f_norm`` with
+    ``alpha = bs / max(1, count_nonzero(scores))`` (verl computes it and ignores the ``alpha``
+    argument, as here); a one-response group has mean 0. ``epsilon`` is accepted and unused."""
+    from ..estimators import gpg_advantages
+
+    ids = index
+    return _per_response(
+        token_level_rewards, response_mask,
+        lambda s: gpg_advantages(s, group_ids=ids, f_norm=f_norm, singleton="raw", nan=nan),
+        _out_dtype(token_level_rewards, response_mask), nan)
+
+
+def compute_gdpo_outcome_advantage(token_level_rewards, response_mask, index, epsilon: float = 1e-6,
+                                   norm_adv_by_std_in_grpo: bool = True, config: Optional[Any] = None,
+                                   non_tensor_batch: Optional[dict] = None, batch: Optional[dict] = None,
+                                   *, nan: str = "raise", **kwargs):
+    """verl's ``gdpo`` (core_algos.py 361-468): per reward component k, GRPO within the uid
+    group (``(r_k - mean) / (std + epsilon)``, ddof=1, a one-response group ``r_k / (1 +
+    epsilon)``; no division with ``norm_adv_by_std_in_grpo=False``), the weighted sum
+    ``sum_k w_k A_k`` (:func:`groupadv.multi_reward_advantages`,
+    ``aggregation="normalize_then_sum"``), broadcast over the mask, then verl's masked
+    whitening over the batch's tokens (:func:`groupadv.masked_whiten`) times the mask.
+
+    Components: with ``config``, ``non_tensor_batch`` and ``batch`` (as verl's dispatcher passes
+    them), ``non_tensor_batch[key]`` for ``key in config["gdpo_reward_keys"]`` (float32, as
+    verl) with weights ``config.get("gdpo_reward_weights")`` (default 1); otherwise the one
+    component ``token_level_rewards.sum(-1)``. An all-equal component group contributes
+    exactly 0 before the whitening (the whitening then shifts every token by the batch mean,
+    as verl's)."""
+    import numpy as np
+    import torch
+
+    from .. import _torch
+    from ..estimators import multi_reward_advantages
+    from ..returns import masked_whiten
+
+    scores: Any = None
+    weights = None
+    dtype = _out_dtype(token_level_rewards, response_mask)
+    if config is not None and non_tensor_batch is not None and batch is not None:
+        keys = config.get("gdpo_reward_keys", None)
+        if not keys:
+            raise ValueError("GDPO requires 'algorithm.gdpo_reward_keys' listing the individual reward "
+                             "component keys returned by compute_score (verl asserts it)")
+        missing = [k for k in keys if k not in non_tensor_batch]
+        if missing:
+            raise ValueError(f"GDPO reward key {missing[0]!r} not found in non_tensor_batch "
+                             f"(available: {list(non_tensor_batch.keys())})")
+        # verl places each component at the last valid token of a float32 tensor (core_algos.py
+        # 436-441): its score is the float32 value.
+        scores = np.stack([np.asarray(non_tensor_batch[k], dtype=np.float32) for k in keys], axis=1)
+        scores = scores.astype(np.float64)
+        w = config.get("gdpo_reward_weights", None)
+        weights = None if w is None else np.asarray(list(w), dtype=np.float32).astype(np.float64)
+        dtype = torch.promote_types(torch.float32, response_mask.dtype)
+    norm = "group" if norm_adv_by_std_in_grpo else "none"
+
+    def combined(s):
+        x = s.reshape(-1, 1) if s.ndim == 1 else s
+        return multi_reward_advantages(x, group_ids=index, weights=weights, aggregation="normalize_then_sum",
+                                       scale=norm, ddof=1, eps=epsilon, singleton="raw", nan=nan)
+
+    if scores is not None and _torch.on_device(token_level_rewards):
+        scores = torch.from_numpy(scores).to(token_level_rewards.device)
+    # float32 or wider until the whitening is done (bf16/fp16 only for the result)
+    adv, _ = _per_response(token_level_rewards, response_mask, combined, torch.promote_types(dtype, torch.float32),
+                           nan, scores=scores)
+    if adv.shape[0] == 0:
+        return adv, adv
+    mask = response_mask.float() if response_mask.dtype in (torch.bfloat16, torch.float16) else response_mask
+    white = masked_whiten(adv, mask, nan=nan)
+    # verl: masked_whiten(...) * response_mask, so a NaN (nan="propagate") stays on masked tokens
+    white = (white * mask).to(dtype)
+    return white, white
+
+
+SUPPORTED.update({
+    "gdpo": ("compute_gdpo_outcome_advantage", compute_gdpo_outcome_advantage),
+    "grpo_passk": ("compute_grpo_passk_outcome_advantage", compute_grpo_passk_outcome_advantage),
+    "opo": ("compute_opo_outcome_advantage", compute_opo_outcome_advantage),
+    "gpg": ("compute_gpg_outcome_advantage", compute_gpg_outcome_advantage),
+})
