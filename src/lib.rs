@@ -18,6 +18,7 @@ pub mod real;
 mod simd;
 pub mod stats;
 pub mod token;
+pub mod token_baseline;
 
 /// The bit-identity check of the compiled copies of the write pass (for tests).
 #[doc(hidden)]
