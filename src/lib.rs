@@ -868,6 +868,163 @@ mod python {
         parallel::forget_pools_after_fork();
     }
 
+    // ---- optimal token baseline (issue 12, engineer "otb"): verl's
+    // optimal_token_baseline / tir_optimal_token_baseline, core in `token_baseline` ----
+
+    #[allow(clippy::too_many_arguments)]
+    fn otb_typed<'py, T: Real + Element>(
+        py: Python<'py>,
+        rewards: &Bound<'py, PyArray1<T>>,
+        mask: &Bound<'py, PyArray1<u8>>,
+        old_log_probs: &Bound<'py, PyAny>,
+        sum_pi_squared: &Bound<'py, PyAny>,
+        is_weights: Option<&Bound<'py, PyAny>>,
+        codes: &Bound<'py, PyArray1<u32>>,
+        n_groups: usize,
+        rows: usize,
+        p: &crate::token_baseline::Params,
+        adv: &Bound<'py, PyAny>,
+        returns: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        fn same<'py, T: Element>(
+            a: &Bound<'py, PyAny>,
+            what: &str,
+        ) -> PyResult<Bound<'py, PyArray1<T>>> {
+            a.cast::<PyArray1<T>>().cloned().map_err(|_| {
+                PyTypeError::new_err(format!("{what} must be a 1-D array of the rewards' dtype"))
+            })
+        }
+        let (lp, q) = (
+            same(old_log_probs, "old_log_probs")?,
+            same(sum_pi_squared, "sum_pi_squared")?,
+        );
+        let rho = is_weights
+            .map(|w| same(w, "rollout_is_weights"))
+            .transpose()?;
+        let (a, r) = (same(adv, "adv out")?, same(returns, "returns out")?);
+        let (rv, mv, lv, qv, cv) = (
+            read(rewards, "token_level_rewards")?,
+            read(mask, "response_mask")?,
+            read(&lp, "old_log_probs")?,
+            read(&q, "sum_pi_squared")?,
+            read(codes, "codes")?,
+        );
+        let rhov = rho
+            .as_ref()
+            .map(|w| read(w, "rollout_is_weights"))
+            .transpose()?;
+        let mut av = write(&a, "adv out")?;
+        let mut retv = write(&r, "returns out")?;
+        let n = rv.len();
+        if rows == 0 && n != 0 || rows != 0 && n % rows != 0 {
+            return Err(value_error("the rewards must hold rows x width elements"));
+        }
+        let inp = crate::token_baseline::Inputs {
+            rows,
+            width: if rows == 0 { 0 } else { n / rows },
+            rewards: rv.as_slice()?,
+            mask: mv.as_slice()?,
+            old_log_probs: lv.as_slice()?,
+            sum_pi_squared: qv.as_slice()?,
+            is_weights: match &rhov {
+                Some(w) => Some(w.as_slice()?),
+                None => None,
+            },
+        };
+        let codes = cv.as_slice()?;
+        let (ao, ro) = (av.as_slice_mut()?, retv.as_slice_mut()?);
+        py.detach(|| crate::token_baseline::compute(&inp, codes, n_groups, p, ao, ro))?;
+        Ok(())
+    }
+
+    /// The optimal token baseline of flat (rows x width) inputs into `adv` and `returns`
+    /// (same dtype as the rewards, float32 or float64); `codes` (uint32) the group of each
+    /// row, `align` "position" or "turn", `nan` "raise" or "propagate".
+    #[pyfunction]
+    #[pyo3(signature = (rewards, mask, old_log_probs, sum_pi_squared, is_weights, codes, n_groups,
+                        rows, align, handle_zero_tail, eps, nan, adv, returns, num_threads))]
+    #[allow(clippy::too_many_arguments)]
+    fn optimal_token_baseline(
+        py: Python<'_>,
+        rewards: &Bound<'_, PyAny>,
+        mask: &Bound<'_, PyArray1<u8>>,
+        old_log_probs: &Bound<'_, PyAny>,
+        sum_pi_squared: &Bound<'_, PyAny>,
+        is_weights: Option<&Bound<'_, PyAny>>,
+        codes: &Bound<'_, PyArray1<u32>>,
+        n_groups: usize,
+        rows: usize,
+        align: &str,
+        handle_zero_tail: bool,
+        eps: f64,
+        nan: &str,
+        adv: &Bound<'_, PyAny>,
+        returns: &Bound<'_, PyAny>,
+        num_threads: usize,
+    ) -> PyResult<()> {
+        use crate::token_baseline::{Align, Params as OtbParams};
+        guard(|| {
+            let p = OtbParams {
+                align: match align {
+                    "position" => Align::Position,
+                    "turn" => Align::Turn,
+                    _ => {
+                        return Err(value_error(format!(
+                            "align must be 'position' or 'turn', got {align:?}"
+                        )))
+                    }
+                },
+                handle_zero_tail,
+                eps,
+                nonfinite: match nan {
+                    "raise" => NonFinite::Raise,
+                    "propagate" => NonFinite::Propagate,
+                    _ => {
+                        return Err(value_error(format!(
+                            "nan must be 'raise' or 'propagate', got {nan:?}"
+                        )))
+                    }
+                },
+                threads: threads_arg(num_threads)?,
+            };
+            if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
+                otb_typed(
+                    py,
+                    r,
+                    mask,
+                    old_log_probs,
+                    sum_pi_squared,
+                    is_weights,
+                    codes,
+                    n_groups,
+                    rows,
+                    &p,
+                    adv,
+                    returns,
+                )
+            } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
+                otb_typed(
+                    py,
+                    r,
+                    mask,
+                    old_log_probs,
+                    sum_pi_squared,
+                    is_weights,
+                    codes,
+                    n_groups,
+                    rows,
+                    &p,
+                    adv,
+                    returns,
+                )
+            } else {
+                Err(PyTypeError::new_err(
+                    "rewards must be a 1-D float32/float64 array",
+                ))
+            }
+        })
+    }
+
     #[pymodule]
     fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add_class::<PyGrouping>()?;
@@ -892,6 +1049,8 @@ mod python {
         m.add("MAX_THREADS", parallel::MAX_THREADS)?;
         m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
         m.add_function(wrap_pyfunction!(_kernel_self_check, m)?)?;
+        // optimal token baseline (otb)
+        m.add_function(wrap_pyfunction!(optimal_token_baseline, m)?)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         Ok(())
     }
