@@ -27,6 +27,7 @@ from ._version import __version__
 from .moments import BatchMoments, GroupMoments, Moments
 from .pipeline import DoubleNormalizationError, DoubleNormalizationWarning
 from .tokens import packed_token_advantages, token_advantages
+from .token_baseline import optimal_token_baseline_advantages
 from .weights import self_normalized_weights
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "Groups",
     "PRESETS",
     "packed_token_advantages",
+    "optimal_token_baseline_advantages",
     "token_advantages",
     "advantages",
     "backend",

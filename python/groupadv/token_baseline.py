@@ -1,6 +1,6 @@
 """The optimal token baseline: a baseline per time step of each group, weighted by each
 response's cumulative path variance (verl 0.9.1 ``optimal_token_baseline`` and
-``tir_optimal_token_baseline``, ``verl/trainer/ppo/core_algos.py`` 871-1119).
+``tir_optimal_token_baseline``, ``verl/trainer/ppo/core_algos.py`` 871-1121).
 
 The core is ``src/token_baseline.rs`` (parallel over groups, float64 sums); the numpy and torch
 twins are in ``groupadv._token_baseline_twins``.
@@ -72,9 +72,9 @@ def optimal_token_baseline_advantages(token_level_rewards, response_mask, old_lo
         A_i[t] = (G_i[t] - b[k]) m_i[t]
 
     ``rho`` is ``rollout_is_weights`` (1 when None). ``align="position"``: step k is the column
-    (verl ``optimal_token_baseline``, core_algos.py:871-999); ``align="turn"``: step k is the
+    (verl ``optimal_token_baseline``, core_algos.py:871-987); ``align="turn"``: step k is the
     rank among the response's valid tokens, responses without a valid token are left out and
-    get 0, masked tokens get 0 (verl ``tir_optimal_token_baseline``, core_algos.py:1002-1119,
+    get 0, masked tokens get 0 (verl ``tir_optimal_token_baseline``, core_algos.py:990-1121,
     multi-turn / tool interaction). A group of one response gets ``b = 0``. With
     ``handle_zero_tail``, the unique longest response of a group gets ``b = 0`` from the
     second-longest length on. Sums are float64; at a step where every weight-carrying
