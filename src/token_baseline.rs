@@ -1,5 +1,5 @@
 //! The optimal token baseline (verl 0.9.1 `optimal_token_baseline` and
-//! `tir_optimal_token_baseline`, `verl/trainer/ppo/core_algos.py` 871-1119): a baseline per
+//! `tir_optimal_token_baseline`, `verl/trainer/ppo/core_algos.py` 871-1121): a baseline per
 //! time step of each group, weighted by each response's cumulative path variance.
 //!
 //! For response i of a group, with mask m, rewards r, old log-probs lp, sum_pi_squared q and
@@ -333,9 +333,9 @@ fn group<T: Real>(
         if raise && !sum.is_finite() {
             let e = match first_bad(inp.rewards, i, w) {
                 Some((_, value)) => AdvError::NonFinite { index: i, value },
-                None => AdvError::BadParameter(format!(
-                    "the returns of response {i} overflow float64"
-                )),
+                None => {
+                    AdvError::BadParameter(format!("the returns of response {i} overflow float64"))
+                }
             };
             return Err((i, e));
         }
@@ -457,7 +457,12 @@ mod tests {
                 .filter(|&t| p.align == Align::Position || m[i * l + t] != 0)
                 .collect()
         };
-        let len = |i: usize| m[i * l..(i + 1) * l].iter().map(|&x| x as usize).sum::<usize>();
+        let len = |i: usize| {
+            m[i * l..(i + 1) * l]
+                .iter()
+                .map(|&x| x as usize)
+                .sum::<usize>()
+        };
         let mut adv = vec![0.0; bs * l];
         let ng = *codes.iter().max().unwrap() as usize + 1;
         for gi in 0..ng {
@@ -500,7 +505,10 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next(&mut self) -> f64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (self.0 >> 11) as f64 / (1u64 << 53) as f64
         }
     }
@@ -677,7 +685,10 @@ mod tests {
             ..inp
         };
         let e = run(&inp, &[0, 0], &Params::default()).unwrap_err();
-        assert!(e.to_string().starts_with("old_log_probs[0, 1] is NaN"), "{e}");
+        assert!(
+            e.to_string().starts_with("old_log_probs[0, 1] is NaN"),
+            "{e}"
+        );
         assert!(run(&inp, &[0, 2], &Params::default()).is_err()); // code out of range
     }
 }
