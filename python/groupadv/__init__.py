@@ -26,8 +26,8 @@ from ._presets import PRESETS
 from ._version import __version__
 from .moments import BatchMoments, GroupMoments, Moments
 from .pipeline import DoubleNormalizationError, DoubleNormalizationWarning
-from .tokens import packed_token_advantages, token_advantages
 from .token_baseline import optimal_token_baseline_advantages
+from .tokens import packed_token_advantages, token_advantages
 from .weights import self_normalized_weights
 
 __all__ = [

@@ -92,3 +92,24 @@ def broadcast_tokens(
     out: npt.NDArray[np.floating],
     num_threads: int,
 ) -> None: ...
+def optimal_token_baseline(
+    rewards: npt.NDArray[np.floating],
+    mask: npt.NDArray[np.uint8],
+    old_log_probs: npt.NDArray[np.floating],
+    sum_pi_squared: npt.NDArray[np.floating],
+    is_weights: npt.NDArray[np.floating] | None,
+    codes: npt.NDArray[np.uint32],
+    n_groups: int,
+    rows: int,
+    align: str,
+    handle_zero_tail: bool,
+    eps: float,
+    nan: str,
+    adv: npt.NDArray[np.floating],
+    returns: npt.NDArray[np.floating],
+    num_threads: int,
+) -> None:
+    """verl's optimal token baseline (src/token_baseline.rs) of flat rows x width inputs (all
+    float arrays of the rewards' dtype, float32 or float64; mask 0/1 flags) into adv and
+    returns; codes: each row's group in 0..n_groups; align "position" or "turn"; nan "raise"
+    or "propagate"."""
