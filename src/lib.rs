@@ -872,10 +872,10 @@ mod python {
     // optimal_token_baseline / tir_optimal_token_baseline, core in `token_baseline` ----
 
     #[allow(clippy::too_many_arguments)]
-    fn otb_typed<'py, T: Real + Element>(
+    fn otb_typed<'py, T: Real + Element, M: crate::token_baseline::MaskValue + Element>(
         py: Python<'py>,
         rewards: &Bound<'py, PyArray1<T>>,
-        mask: &Bound<'py, PyArray1<u8>>,
+        mask: &Bound<'py, PyArray1<M>>,
         old_log_probs: &Bound<'py, PyAny>,
         sum_pi_squared: &Bound<'py, PyAny>,
         is_weights: Option<&Bound<'py, PyAny>>,
@@ -938,8 +938,9 @@ mod python {
     }
 
     /// The optimal token baseline of flat (rows x width) inputs into `adv` and `returns`
-    /// (same dtype as the rewards, float32 or float64); `codes` (uint32) the group of each
-    /// row, `align` "position" or "turn", `nan` "raise" or "propagate".
+    /// (same dtype as the rewards, float32 or float64); `mask` uint8 (bool), int32, int64,
+    /// float32 or float64 holding 0 and 1; `codes` (uint32) the group of each row, `align`
+    /// "position" or "turn", `nan` "raise" or "propagate".
     #[pyfunction]
     #[pyo3(signature = (rewards, mask, old_log_probs, sum_pi_squared, is_weights, codes, n_groups,
                         rows, align, handle_zero_tail, eps, nan, adv, returns, num_threads))]
@@ -947,7 +948,7 @@ mod python {
     fn optimal_token_baseline(
         py: Python<'_>,
         rewards: &Bound<'_, PyAny>,
-        mask: &Bound<'_, PyArray1<u8>>,
+        mask: &Bound<'_, PyAny>,
         old_log_probs: &Bound<'_, PyAny>,
         sum_pi_squared: &Bound<'_, PyAny>,
         is_weights: Option<&Bound<'_, PyAny>>,
@@ -987,36 +988,94 @@ mod python {
                 },
                 threads: threads_arg(num_threads)?,
             };
+            macro_rules! by_mask {
+                ($r:expr) => {
+                    if let Ok(m) = mask.cast::<PyArray1<u8>>() {
+                        otb_typed(
+                            py,
+                            $r,
+                            m,
+                            old_log_probs,
+                            sum_pi_squared,
+                            is_weights,
+                            codes,
+                            n_groups,
+                            rows,
+                            &p,
+                            adv,
+                            returns,
+                        )
+                    } else if let Ok(m) = mask.cast::<PyArray1<i64>>() {
+                        otb_typed(
+                            py,
+                            $r,
+                            m,
+                            old_log_probs,
+                            sum_pi_squared,
+                            is_weights,
+                            codes,
+                            n_groups,
+                            rows,
+                            &p,
+                            adv,
+                            returns,
+                        )
+                    } else if let Ok(m) = mask.cast::<PyArray1<i32>>() {
+                        otb_typed(
+                            py,
+                            $r,
+                            m,
+                            old_log_probs,
+                            sum_pi_squared,
+                            is_weights,
+                            codes,
+                            n_groups,
+                            rows,
+                            &p,
+                            adv,
+                            returns,
+                        )
+                    } else if let Ok(m) = mask.cast::<PyArray1<f32>>() {
+                        otb_typed(
+                            py,
+                            $r,
+                            m,
+                            old_log_probs,
+                            sum_pi_squared,
+                            is_weights,
+                            codes,
+                            n_groups,
+                            rows,
+                            &p,
+                            adv,
+                            returns,
+                        )
+                    } else if let Ok(m) = mask.cast::<PyArray1<f64>>() {
+                        otb_typed(
+                            py,
+                            $r,
+                            m,
+                            old_log_probs,
+                            sum_pi_squared,
+                            is_weights,
+                            codes,
+                            n_groups,
+                            rows,
+                            &p,
+                            adv,
+                            returns,
+                        )
+                    } else {
+                        Err(PyTypeError::new_err(
+                            "mask must be a 1-D uint8/int32/int64/float32/float64 array",
+                        ))
+                    }
+                };
+            }
             if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
-                otb_typed(
-                    py,
-                    r,
-                    mask,
-                    old_log_probs,
-                    sum_pi_squared,
-                    is_weights,
-                    codes,
-                    n_groups,
-                    rows,
-                    &p,
-                    adv,
-                    returns,
-                )
+                by_mask!(r)
             } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
-                otb_typed(
-                    py,
-                    r,
-                    mask,
-                    old_log_probs,
-                    sum_pi_squared,
-                    is_weights,
-                    codes,
-                    n_groups,
-                    rows,
-                    &p,
-                    adv,
-                    returns,
-                )
+                by_mask!(r)
             } else {
                 Err(PyTypeError::new_err(
                     "rewards must be a 1-D float32/float64 array",

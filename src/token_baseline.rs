@@ -62,13 +62,30 @@ impl Default for Params {
     }
 }
 
-/// The (bs, L) inputs, row-major; `mask` holds 0/1 flags.
+/// An element of a response mask, read as verl multiplies by it: only 0 and 1 are valid.
+pub trait MaskValue: Copy + Send + Sync + 'static {
+    fn to_f64(self) -> f64;
+}
+
+macro_rules! mask_value {
+    ($($t:ty),*) => {$(
+        impl MaskValue for $t {
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+        }
+    )*};
+}
+mask_value!(u8, i32, i64, f32, f64);
+
+/// The (bs, L) inputs, row-major; `mask` must hold only 0 and 1 (checked).
 #[derive(Clone, Copy)]
-pub struct Inputs<'a, T> {
+pub struct Inputs<'a, T, M = u8> {
     pub rows: usize,
     pub width: usize,
     pub rewards: &'a [T],
-    pub mask: &'a [u8],
+    pub mask: &'a [M],
     pub old_log_probs: &'a [T],
     pub sum_pi_squared: &'a [T],
     pub is_weights: Option<&'a [T]>,
@@ -104,7 +121,11 @@ impl<T> Rows<T> {
     }
 }
 
-fn check(inp: &Inputs<'_, impl Real>, codes: &[u32], n_groups: usize) -> Result<(), AdvError> {
+fn check<M>(
+    inp: &Inputs<'_, impl Real, M>,
+    codes: &[u32],
+    n_groups: usize,
+) -> Result<(), AdvError> {
     let n = inp.rows * inp.width;
     let lens = [
         ("token_level_rewards", inp.rewards.len()),
@@ -171,8 +192,8 @@ struct Scratch {
 
 /// Advantages and returns of the optimal token baseline, into `adv` and `returns` (both
 /// rows x width). `codes[i]` is row i's group (dense, < n_groups).
-pub fn compute<T: Real>(
-    inp: &Inputs<'_, T>,
+pub fn compute<T: Real, M: MaskValue>(
+    inp: &Inputs<'_, T, M>,
     codes: &[u32],
     n_groups: usize,
     p: &Params,
@@ -208,11 +229,17 @@ pub fn compute<T: Real>(
             first: vec![0.0; w],
             state: vec![0; w],
         };
+        // Every group is computed; the fault of the earliest row is kept (a group stops at
+        // its first faulty row, which is its earliest: members are in row order).
+        let mut fault: Option<(usize, AdvError)> = None;
         for g in gs {
-            // SAFETY: the rows of group g belong to this worker alone.
-            group(inp, &rows[start[g]..start[g + 1]], p, &mut s, &a, &r)?;
+            if let Err(e) = group(inp, &rows[start[g]..start[g + 1]], p, &mut s, &a, &r) {
+                if fault.as_ref().is_none_or(|f| e.0 < f.0) {
+                    fault = Some(e);
+                }
+            }
         }
-        Ok(())
+        fault.map_or(Ok(()), Err)
     });
     // The error of the earliest row (deterministic whatever the thread count).
     results
@@ -256,7 +283,7 @@ fn first_bad<T: Real>(x: &[T], i: usize, w: usize) -> Option<(usize, f64)> {
 }
 
 /// Why row `i`'s path-variance weights are not finite (under `Raise`).
-fn weight_error<T: Real>(inp: &Inputs<'_, T>, i: usize) -> AdvError {
+fn weight_error<T: Real, M>(inp: &Inputs<'_, T, M>, i: usize) -> AdvError {
     let w = inp.width;
     let named = [
         ("old_log_probs", Some(inp.old_log_probs)),
@@ -281,8 +308,8 @@ fn weight_error<T: Real>(inp: &Inputs<'_, T>, i: usize) -> AdvError {
 
 /// One group: returns and cumulative weights row by row (accumulating the baseline sums),
 /// then the advantages.
-fn group<T: Real>(
-    inp: &Inputs<'_, T>,
+fn group<T: Real, M: MaskValue>(
+    inp: &Inputs<'_, T, M>,
     members: &[usize],
     p: &Params,
     s: &mut Scratch,
@@ -306,6 +333,15 @@ fn group<T: Real>(
         let lp = &inp.old_log_probs[i * w..(i + 1) * w];
         let q = &inp.sum_pi_squared[i * w..(i + 1) * w];
         let rho = inp.is_weights.map(|x| &x[i * w..(i + 1) * w]);
+        if let Some(t) = m.iter().position(|v| !matches!(v.to_f64(), 0.0 | 1.0)) {
+            let v = m[t].to_f64();
+            return Err((
+                i,
+                AdvError::BadParameter(format!(
+                    "response_mask[{i}, {t}] is {v}; the mask must hold only 0 and 1"
+                )),
+            ));
+        }
         // W: forward cumulative sum of w m (verl's cumsum over all columns).
         let mut acc = 0.0f64;
         let mut len = 0usize;
@@ -315,9 +351,9 @@ fn group<T: Real>(
                 let x = rho[t].to_f64();
                 wt *= x * x;
             }
-            let mt = m[t] as f64;
+            let mt = m[t].to_f64();
             acc += wt * mt;
-            len += m[t] as usize;
+            len += (mt != 0.0) as usize;
             s.w[t] = acc;
         }
         if raise && !acc.is_finite() {
@@ -327,7 +363,7 @@ fn group<T: Real>(
         let g = &mut s.returns[j * w..(j + 1) * w];
         let mut sum = 0.0f64;
         for t in (0..w).rev() {
-            sum += r[t].to_f64() * m[t] as f64;
+            sum += r[t].to_f64() * m[t].to_f64();
             g[t] = sum;
         }
         if raise && !sum.is_finite() {
@@ -359,11 +395,11 @@ fn group<T: Real>(
         // Accumulate the baseline sums at each step k.
         let mut k = 0usize;
         for t in 0..w {
-            let valid = m[t] != 0;
-            if turn && !valid {
+            let mt = m[t].to_f64();
+            if turn && mt == 0.0 {
                 continue;
             }
-            let wm = s.w[t] * m[t] as f64;
+            let wm = s.w[t] * mt;
             s.num[k] += g[t] * wm;
             s.den[k] += wm;
             if wm != 0.0 {
@@ -397,8 +433,8 @@ fn group<T: Real>(
         };
         let mut k = 0usize;
         for t in 0..w {
-            let valid = m[t] != 0;
-            if turn && !valid {
+            let mt = m[t].to_f64();
+            if turn && mt == 0.0 {
                 out[t] = T::zero();
                 continue;
             }
@@ -409,7 +445,7 @@ fn group<T: Real>(
             } else {
                 s.num[k] / (s.den[k] + p.eps)
             };
-            out[t] = T::from_f64((g[t] - b) * m[t] as f64);
+            out[t] = T::from_f64((g[t] - b) * mt);
             k += 1;
         }
     }
@@ -690,5 +726,21 @@ mod tests {
             "{e}"
         );
         assert!(run(&inp, &[0, 2], &Params::default()).is_err()); // code out of range
+        let half = [1.0f32, 0.5, 1.0, 1.0];
+        let inp = Inputs {
+            rows: 2,
+            width: 2,
+            rewards: &r,
+            mask: &half[..],
+            old_log_probs: &lp,
+            sum_pi_squared: &q,
+            is_weights: None,
+        };
+        let (mut a, mut g) = (vec![0.0; 4], vec![0.0; 4]);
+        let e = compute(&inp, &[0, 0], 1, &Params::default(), &mut a, &mut g).unwrap_err();
+        assert!(
+            e.to_string().starts_with("response_mask[0, 1] is 0.5"),
+            "{e}"
+        );
     }
 }

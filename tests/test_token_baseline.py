@@ -105,8 +105,14 @@ def test_layouts_dtypes_and_bad_inputs():
     a32, ret32 = ga.optimal_token_baseline_advantages(r.astype(np.float32), m, lp.astype(np.float32),
                                                       q.astype(np.float32), group_ids=uids)
     assert a32.dtype == ret32.dtype == np.float32
-    with pytest.raises(ValueError, match="only 0 and 1"):
+    first = np.argwhere(m)[0]
+    with pytest.raises(ValueError, match=rf"response_mask\[{first[0]}, {first[1]}\] is 0.5; .*only 0 and 1"):
         ga.optimal_token_baseline_advantages(r, m * 0.5, lp, q, group_ids=uids)
+    with pytest.raises(ValueError, match=rf"response_mask\[{first[0]}, {first[1]}\] is 2; "):
+        ga.optimal_token_baseline_advantages(r, m * 2, lp, q, group_ids=uids, nan="propagate")
+    for mdt in (np.uint8, np.int8, np.int32, np.int64, np.float16, np.float32, np.float64):
+        a, _ = ga.optimal_token_baseline_advantages(r, m.astype(mdt), lp, q, group_ids=uids)
+        np.testing.assert_array_equal(a, a_ids, err_msg=str(mdt))
     with pytest.raises(ValueError, match="shape"):
         ga.optimal_token_baseline_advantages(r, m, lp[:, :-1], q, group_ids=uids)
     with pytest.raises(ValueError, match="align"):
@@ -121,3 +127,52 @@ def test_layouts_dtypes_and_bad_inputs():
     lpi = lp.copy()
     lpi[0, 0] = -np.inf
     assert np.isfinite(ga.optimal_token_baseline_advantages(r, m, lpi, q, group_ids=uids)[0]).all()
+
+
+def _errors_of(fn):
+    """The message of each backend's error for the same call (native, numpy, torch twin)."""
+    msgs = {}
+    before = _backend.name
+    try:
+        for b in ("native", "numpy"):
+            try:
+                _backend.use(b)
+            except ImportError:
+                continue
+            with pytest.raises(ValueError) as e:
+                fn(False)
+            msgs[b] = str(e.value)
+    finally:
+        _backend.use(before)
+    _torch.FORCE_DEVICE_PATH = True
+    try:
+        with pytest.raises(ValueError) as e:
+            fn(True)
+        msgs["torch"] = str(e.value)
+    finally:
+        _torch.FORCE_DEVICE_PATH = False
+    return msgs
+
+
+@pytest.mark.parametrize("fault", ["reward", "log_prob", "mask", "mask_before_reward"])
+def test_every_backend_names_the_same_fault(fault):
+    r, m, uids, lp, q, _ = _inputs(3, holes=False)
+    m = m.astype(np.float64)
+    row = int(np.flatnonzero(m.sum(1) > 0)[2])
+    if fault == "reward":
+        r[row, 0] = np.nan
+    elif fault == "log_prob":
+        lp[row, 1] = np.inf
+    elif fault == "mask":
+        m[row, 0] = 0.25
+    else:  # a later row's bad mask is not reported before an earlier row's NaN reward
+        r[row, 0] = np.nan
+        m[row + 1, 0] = 3.0
+
+    def call(as_tensor):
+        args = [torch.from_numpy(x) if as_tensor else x for x in (r, m, lp, q)]
+        return ga.optimal_token_baseline_advantages(*args, group_ids=uids)
+
+    msgs = _errors_of(call)
+    assert len(set(msgs.values())) == 1, msgs
+    assert f"[{row}" in msgs["torch"]

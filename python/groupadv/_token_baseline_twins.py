@@ -38,8 +38,19 @@ def _weight_error(lp, q, rho, i: int) -> ValueError:
 
 
 def _fmt(v: float) -> str:
-    """A float as Rust's Display writes it (NaN, inf, -inf), so both backends say the same."""
-    return "NaN" if np.isnan(v) else ("inf" if v > 0 else "-inf") if np.isinf(v) else repr(v)
+    """A float as Rust's Display writes it (NaN, inf, -inf, 2 for 2.0), so every backend
+    says the same."""
+    if np.isnan(v):
+        return "NaN"
+    if np.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def _mask_error(m, i: int) -> ValueError:
+    row = np.asarray(m[i], dtype=np.float64)
+    t = int(np.flatnonzero((row != 0) & (row != 1))[0])
+    return ValueError(f"response_mask[{i}, {t}] is {_fmt(float(row[t]))}; the mask must hold only 0 and 1")
 
 
 def _reward_error(r, i: int) -> ValueError:
@@ -53,24 +64,28 @@ def _reward_error(r, i: int) -> ValueError:
         index=i, value=v)
 
 
-def _first_error(w_last, g_first, r, lp, q, rho):
-    """The error of the earliest faulty row (weights before rewards within it), or None."""
-    bad_w = ~np.isfinite(w_last)
-    bad_g = ~np.isfinite(g_first)
-    rows = np.flatnonzero(bad_w | bad_g)
+def _first_error(bad_m, w_last, g_first, r, m, lp, q, rho, raise_: bool):
+    """The error of the earliest faulty row (within it: the mask, then the weights, then the
+    rewards), or None. A mask that is not 0/1 is an error under every ``nan``."""
+    bad_w = ~np.isfinite(w_last) if raise_ else np.zeros_like(bad_m)
+    bad_g = ~np.isfinite(g_first) if raise_ else np.zeros_like(bad_m)
+    rows = np.flatnonzero(bad_m | bad_w | bad_g)
     if rows.size == 0:
         return None
     i = int(rows[0])
+    if bad_m[i]:
+        return _mask_error(m, i)
     return _weight_error(lp, q, rho, i) if bad_w[i] else _reward_error(r, i)
 
 
 def otb_numpy(r, m, lp, q, rho, codes, n_groups: int, turn: bool, handle_zero_tail: bool, eps: float,
               nan: str):
-    """(advantages, returns) as float64 (bs, L) arrays. ``m``: 0/1 flags (bs, L); ``codes``:
-    each row's group in ``0..n_groups``."""
+    """(advantages, returns) as float64 (bs, L) arrays. ``m``: the mask (bs, L), any real
+    dtype, 0 and 1 only (checked); ``codes``: each row's group in ``0..n_groups``."""
     f8 = np.float64
     bs, L = r.shape
     mf = m.astype(f8)
+    bad_m = ((mf != 0) & (mf != 1)).any(axis=1) if L else np.zeros(bs, bool)
     with np.errstate(all="ignore"):
         G = np.cumsum((r.astype(f8) * mf)[:, ::-1], axis=1)[:, ::-1]
         w = 1.0 - 2.0 * np.exp(lp.astype(f8)) + q.astype(f8)
@@ -78,11 +93,12 @@ def otb_numpy(r, m, lp, q, rho, codes, n_groups: int, turn: bool, handle_zero_ta
             x = rho.astype(f8)
             w = w * (x * x)
         W = np.cumsum(w * mf, axis=1)
-    if nan == "raise" and bs and L:
-        err = _first_error(W[:, -1], G[:, 0], r, lp, q, rho)
+    if bs and L:
+        err = _first_error(bad_m, W[:, -1], G[:, 0], r, m, lp, q, rho, nan == "raise")
         if err is not None:
             raise err
     G = np.ascontiguousarray(G)
+    m = mf != 0
     adv = np.zeros((bs, L), f8)
     if bs == 0 or L == 0:
         return adv, G
@@ -152,18 +168,22 @@ def otb_torch(r, m, lp, q, rho, codes, n_groups: int, turn: bool, handle_zero_ta
     f8 = torch.float64
     bs, L = r.shape
     dev = r.device
-    mf = (m != 0).to(f8)
+    mf = m.to(f8)
     G = torch.flip(torch.cumsum(torch.flip(r.to(f8) * mf, [1]), 1), [1])
     w = 1.0 - 2.0 * torch.exp(lp.to(f8)) + q.to(f8)
     if rho is not None:
         x = rho.to(f8)
         w = w * (x * x)
     W = torch.cumsum(w * mf, 1)
-    if nan == "raise" and bs and L:
-        bad = ~torch.isfinite(W[:, -1]) | ~torch.isfinite(G[:, 0])
+    if bs and L:
+        bad_m = ((mf != 0) & (mf != 1)).any(1)
+        bad = bad_m
+        if nan == "raise":
+            bad = bad | ~torch.isfinite(W[:, -1]) | ~torch.isfinite(G[:, 0])
         if bool(bad.any()):
             cpu = lambda t: None if t is None else t.detach().to("cpu", f8).numpy()  # noqa: E731
-            err = _first_error(cpu(W[:, -1]), cpu(G[:, 0]), cpu(r), cpu(lp), cpu(q), cpu(rho))
+            err = _first_error(cpu(bad_m).astype(bool), cpu(W[:, -1]), cpu(G[:, 0]), cpu(r), cpu(mf), cpu(lp),
+                               cpu(q), cpu(rho), nan == "raise")
             assert err is not None
             raise err
     adv = torch.zeros((bs, L), dtype=f8, device=dev)

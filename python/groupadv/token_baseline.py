@@ -8,31 +8,36 @@ twins are in ``groupadv._token_baseline_twins``.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from . import _backend, _torch
 from ._groups import resolve
 from ._inputs import aligned, threads_value
-from ._token_baseline_twins import otb_numpy, otb_torch
+from ._token_baseline_twins import _fmt, otb_numpy, otb_torch
+from .errors import NonFiniteRewardError
 
 _ALIGN = ("position", "turn")
 
 
-def _flags(mask, shape) -> np.ndarray:
-    """The response mask as 0/1 uint8 flags: bool and integer masks select (non-zero is
-    valid); a float mask must hold only 0 and 1 (verl multiplies by it)."""
+_MASK_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.int32, np.int64, np.float32, np.float64))
+
+
+def _mask(mask, shape) -> np.ndarray:
+    """The response mask in a dtype the core reads as it is (bool as uint8, without copies);
+    other integer and float dtypes are widened. Its values are checked (0 and 1 only: verl
+    multiplies by the mask) by the core and the twins."""
     m = np.asarray(mask)
     if m.shape != shape:
         raise ValueError(f"response_mask has shape {m.shape}, expected {shape}")
     if m.dtype == np.bool_:
         return aligned(m).view(np.uint8)
-    if m.dtype.kind in "iu":
-        return aligned(m != 0).view(np.uint8)
-    if m.dtype.kind == "f":
-        if not np.all((m == 0) | (m == 1)):
-            raise ValueError("a float response_mask must hold only 0 and 1")
-        return aligned(m != 0).view(np.uint8)
-    raise TypeError(f"response_mask must be bool, integer or float, got dtype {m.dtype}")
+    if m.dtype.kind not in "iuf":
+        raise TypeError(f"response_mask must be bool, integer or float, got dtype {m.dtype}")
+    if m.dtype.newbyteorder("=") in _MASK_DTYPES:
+        return aligned(m, m.dtype.newbyteorder("="))
+    return aligned(m, np.float64 if m.dtype.kind == "f" else np.int64)
 
 
 def _float2d(x, name: str, shape=None) -> np.ndarray:
@@ -81,7 +86,7 @@ def optimal_token_baseline_advantages(token_level_rewards, response_mask, old_lo
     response (``W m != 0``) has the same return, ``b`` is exactly that return (advantage 0;
     verl's ``eps`` leaves ``G eps / sum W``).
 
-    A bool/int mask selects (non-zero is valid); a float mask must hold 0 and 1.
+    The mask (bool, integer or float) must hold only 0 and 1 (verl multiplies by it).
     ``nan="raise"``: a non-finite reward raises NonFiniteRewardError naming the response,
     a non-finite path-variance weight a ValueError naming the input and ``[row, t]``
     (``-inf`` log-probs are allowed); ``nan="propagate"`` computes as verl does.
@@ -102,7 +107,7 @@ def optimal_token_baseline_advantages(token_level_rewards, response_mask, old_lo
     lp = _float2d(as_np(old_log_probs), "old_log_probs", shape)
     q = _float2d(as_np(sum_pi_squared), "sum_pi_squared", shape)
     rho = None if rollout_is_weights is None else _float2d(as_np(rollout_is_weights), "rollout_is_weights", shape)
-    m = _flags(as_np(response_mask), shape)
+    m = _mask(as_np(response_mask), shape)
     threads = threads_value(num_threads)
     bs, L = shape
     wide = any(x is not None and x.dtype == np.float64 for x in (r, lp, q, rho)) or r.dtype.kind in "iub"
@@ -112,6 +117,26 @@ def optimal_token_baseline_advantages(token_level_rewards, response_mask, old_lo
         adv = np.zeros(shape, work)
         return _finish(adv, adv.copy(), like, out_dtype)
     g = resolve(bs, group_size, offsets=as_np(offsets), group_ids=as_np(group_ids), groups=groups)
+    with _reward_errors():
+        adv, ret = _compute(r, m, lp, q, rho, g, work, align, turn, handle_zero_tail, eps, nan, threads)
+    return _finish(adv, ret, like, out_dtype)
+
+
+@contextlib.contextmanager
+def _reward_errors():
+    """The core's non-finite reward error, in this estimator's words (its only NaN options
+    are 'raise' and 'propagate'); the same class, index and value."""
+    try:
+        yield
+    except NonFiniteRewardError as e:
+        msg = (f"token_level_rewards[{e.index}] (response {e.index}) holds {_fmt(e.value)}; "
+               "pass nan='propagate' to let it spread as verl does")
+        raise NonFiniteRewardError(msg, index=e.index, value=e.value) from None
+
+
+def _compute(r, m, lp, q, rho, g, work, align, turn, handle_zero_tail, eps, nan, threads):
+    bs, L = r.shape
+    shape = r.shape
     codes = g.codes()
     if _backend.name == "native":
         cast = [None if x is None else aligned(x, work).reshape(-1) for x in (r, lp, q, rho)]
@@ -126,7 +151,7 @@ def optimal_token_baseline_advantages(token_level_rewards, response_mask, old_lo
         adv, ret = otb_numpy(vals[0], m, vals[1], vals[2], vals[3], codes, g.n_groups, turn,
                              bool(handle_zero_tail), float(eps), nan)
         adv, ret = adv.astype(work), ret.astype(work)
-    return _finish(adv, ret, like, out_dtype)
+    return adv, ret
 
 
 def _out_dtype(dtype):
@@ -153,8 +178,6 @@ def _on_device(r, mask, lp, q, rho, group_size, offsets, group_ids, groups, turn
                     ("rollout_is_weights", rho)):
         if x is not None and tuple(x.shape) != tuple(r.shape):
             raise ValueError(f"{name} has shape {tuple(x.shape)}, expected {tuple(r.shape)}")
-    if mask.dtype.is_floating_point and not bool(((mask == 0) | (mask == 1)).all()):
-        raise ValueError("a float response_mask must hold only 0 and 1")
     want = _torch.result_dtype(r.dtype)
     bs = r.shape[0]
     if bs == 0:
@@ -163,6 +186,7 @@ def _on_device(r, mask, lp, q, rho, group_size, offsets, group_ids, groups, turn
     g = resolve(bs, group_size, offsets=_torch.numpy_if_tensor(offsets), group_ids=_torch.numpy_if_tensor(group_ids),
                 groups=groups)
     codes = torch.from_numpy(g.codes().astype(np.int64)).to(r.device)
-    adv, ret = otb_torch(r.detach(), mask.detach(), lp.detach(), q.detach(), None if rho is None else rho.detach(),
-                         codes, g.n_groups, turn, bool(tail), eps, nan)
+    with _reward_errors():
+        adv, ret = otb_torch(r.detach(), mask.detach(), lp.detach(), q.detach(),
+                             None if rho is None else rho.detach(), codes, g.n_groups, turn, bool(tail), eps, nan)
     return adv.to(want), ret.to(want)
