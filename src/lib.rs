@@ -921,7 +921,7 @@ mod python {
         }
         let inp = crate::token_baseline::Inputs {
             rows,
-            width: if rows == 0 { 0 } else { n / rows },
+            width: n.checked_div(rows).unwrap_or(0),
             rewards: rv.as_slice()?,
             mask: mv.as_slice()?,
             old_log_probs: lv.as_slice()?,
