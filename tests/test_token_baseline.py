@@ -176,3 +176,33 @@ def test_every_backend_names_the_same_fault(fault):
     msgs = _errors_of(call)
     assert len(set(msgs.values())) == 1, msgs
     assert f"[{row}" in msgs["torch"]
+
+
+@pytest.mark.parametrize("align", ["position", "turn"])
+def test_propagate_gives_the_same_nans_on_every_backend(align):
+    r, m, uids, lp, q, _ = _inputs(5, holes=True)
+    r[4, 0] = np.nan  # a masked or valid token: NaN spreads as verl's arithmetic does
+    lp[7, 3] = np.nan
+    got = {}
+    before = _backend.name
+    try:
+        for b in ("native", "numpy"):
+            try:
+                _backend.use(b)
+            except ImportError:
+                continue
+            got[b] = ga.optimal_token_baseline_advantages(r, m, lp, q, group_ids=uids, align=align, nan="propagate")
+    finally:
+        _backend.use(before)
+    _torch.FORCE_DEVICE_PATH = True
+    try:
+        t = ga.optimal_token_baseline_advantages(*(torch.from_numpy(x) for x in (r, m, lp, q)), group_ids=uids,
+                                                 align=align, nan="propagate")
+        got["torch"] = tuple(x.numpy() for x in t)
+    finally:
+        _torch.FORCE_DEVICE_PATH = False
+    ref = got["numpy"]
+    assert np.isnan(ref[0]).any()
+    for b, (a, ret) in got.items():
+        np.testing.assert_allclose(a, ref[0], rtol=1e-12, atol=1e-12, err_msg=b)  # NaNs in the same places
+        np.testing.assert_array_equal(ret, ref[1], err_msg=b)

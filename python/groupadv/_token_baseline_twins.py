@@ -182,7 +182,7 @@ def otb_torch(r, m, lp, q, rho, codes, n_groups: int, turn: bool, handle_zero_ta
             bad = bad | ~torch.isfinite(W[:, -1]) | ~torch.isfinite(G[:, 0])
         if bool(bad.any()):
             cpu = lambda t: None if t is None else t.detach().to("cpu", f8).numpy()  # noqa: E731
-            err = _first_error(cpu(bad_m).astype(bool), cpu(W[:, -1]), cpu(G[:, 0]), cpu(r), cpu(mf), cpu(lp),
+            err = _first_error(bad_m.cpu().numpy(), cpu(W[:, -1]), cpu(G[:, 0]), cpu(r), cpu(mf), cpu(lp),
                                cpu(q), cpu(rho), nan == "raise")
             assert err is not None
             raise err
