@@ -145,6 +145,21 @@ def test_nan_raises_naming_the_response_and_propagates_as_verl(name):
     np.testing.assert_array_equal(torch.isnan(got).numpy(), torch.isnan(want).numpy())
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_signature_as_verl(name):
+    """verl's parameters, order and defaults (core_algos.py 872-881, 991-1000), plus the
+    keyword-only ``nan`` before ``**kwargs``."""
+    import inspect
+
+    theirs = inspect.signature(VERL[name]).parameters
+    ours_ = inspect.signature(ours.SUPPORTED[name][1]).parameters
+    want = [p for p in theirs if p != "kwargs"] + ["nan", "kwargs"]
+    assert list(ours_) == want
+    for p in theirs:
+        assert ours_[p].kind == theirs[p].kind and ours_[p].default == theirs[p].default, p
+    assert ours_["nan"].kind is inspect.Parameter.KEYWORD_ONLY and ours_["nan"].default == "raise"
+
+
 def test_install_routes_verls_dispatch():
     """verl/trainer/ppo/ray_trainer.py compute_advantage (0.9.1, lines 249-279): the
     registry function called with config, index, sum_pi_squared, old_log_probs and
