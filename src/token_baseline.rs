@@ -267,6 +267,8 @@ struct Scratch {
     /// Turn alignment: the row's returns and W at its valid tokens, in order.
     gc: Vec<f64>,
     wc: Vec<f64>,
+    /// Position alignment: the row's mask as f64.
+    mrow: Vec<f64>,
     num: Vec<f64>,
     den: Vec<f64>,
     /// The smallest and largest return among the weight-carrying responses at each step
@@ -285,6 +287,7 @@ impl Scratch {
             w: z(),
             gc: z(),
             wc: z(),
+            mrow: z(),
             num: z(),
             den: z(),
             lo: z(),
@@ -445,7 +448,6 @@ fn group<T: Real, M: MaskValue>(
     let mut longest = (0usize, 0usize, 0usize); // (max, second max, rows with the max)
     let mut which = 0usize;
     let mut taking_part = 0usize;
-    let mut mrow = vec![0.0f64; if turn { 0 } else { w }];
     for (j, &i) in members.iter().enumerate() {
         let m = &inp.mask[i * w..(i + 1) * w];
         let r = &inp.rewards[i * w..(i + 1) * w];
@@ -525,11 +527,15 @@ fn group<T: Real, M: MaskValue>(
             (s.gc, s.wc) = (gc, wc);
         } else {
             for t in 0..w {
-                mrow[t] = m[t].to_f64();
+                s.mrow[t] = m[t].to_f64();
             }
-            let (gs, ws) = (std::mem::take(&mut s.returns), std::mem::take(&mut s.w));
-            accumulate(s, w, &gs[j * w..(j + 1) * w], &ws, Some(&mrow));
-            (s.returns, s.w) = (gs, ws);
+            let (gs, ws, ms) = (
+                std::mem::take(&mut s.returns),
+                std::mem::take(&mut s.w),
+                std::mem::take(&mut s.mrow),
+            );
+            accumulate(s, w, &gs[j * w..(j + 1) * w], &ws, Some(&ms));
+            (s.returns, s.w, s.mrow) = (gs, ws, ms);
         }
     }
     // The baseline per step: every weight-carrying return equal gives exactly that return
