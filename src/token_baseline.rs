@@ -526,8 +526,8 @@ fn group<T: Real, M: MaskValue>(
             accumulate(s, len, &gc, &wc, None);
             (s.gc, s.wc) = (gc, wc);
         } else {
-            for t in 0..w {
-                s.mrow[t] = m[t].to_f64();
+            for (x, v) in s.mrow.iter_mut().zip(m) {
+                *x = v.to_f64();
             }
             let (gs, ws, ms) = (
                 std::mem::take(&mut s.returns),
