@@ -94,7 +94,7 @@ def broadcast_tokens(
 ) -> None: ...
 def optimal_token_baseline(
     rewards: npt.NDArray[np.floating],
-    mask: npt.NDArray[np.uint8],
+    mask: npt.NDArray[np.integer] | npt.NDArray[np.floating],
     old_log_probs: npt.NDArray[np.floating],
     sum_pi_squared: npt.NDArray[np.floating],
     is_weights: npt.NDArray[np.floating] | None,
@@ -110,6 +110,6 @@ def optimal_token_baseline(
     num_threads: int,
 ) -> None:
     """verl's optimal token baseline (src/token_baseline.rs) of flat rows x width inputs (all
-    float arrays of the rewards' dtype, float32 or float64; mask 0/1 flags) into adv and
-    returns; codes: each row's group in 0..n_groups; align "position" or "turn"; nan "raise"
-    or "propagate"."""
+    float arrays of the rewards' dtype, float32 or float64; mask uint8/int32/int64/float32/
+    float64 holding only 0 and 1) into adv and returns; codes: each row's group in
+    0..n_groups; align "position" or "turn"; nan "raise" or "propagate"."""
