@@ -12,8 +12,8 @@ weights (``--is``), string uids of 16 responses each (shuffled).
 Reported for each estimator:
 
 * ``copy``: the bytes the estimator must move, copied: each input (rewards, mask, log-probs,
-  sum_pi_squared[, IS weights]) ``copy_`` into a preallocated tensor of its size, and the two
-  outputs (advantages, returns) written once (``fill_``). The target is within 1.25x of it.
+  sum_pi_squared[, IS weights]) ``np.copyto`` into a preallocated array of its size, and the
+  two outputs (advantages, returns) written once (``fill``). The target is within 1.25x of it.
 * ``groupadv``: the verl adapter (``groupadv.integrations.verl``), end to end (string uids
   factorized inside the call, verl's output dtype).
 * ``verl``: verl's own function (skipped with ``--no-verl`` or when verl is not importable;
@@ -50,20 +50,20 @@ def make_inputs(bs: int, L: int, group: int, with_is: bool, seed: int = 0):
 
 
 def copy_baseline(inputs, outputs_like):
-    """Read every input and write the two outputs: the bytes an estimator must move."""
-    import torch
-
-    srcs = [x for x in inputs if x is not None]
-    dsts = [torch.empty_like(x) for x in srcs]
-    outs = [torch.empty_like(outputs_like) for _ in range(2)]
+    """Read every input and write the two outputs: the bytes an estimator must move
+    (``np.copyto`` on the tensors' memory, as benches/bench.py's memory-copy floor: one
+    thread, no thread-pool start-up in the timing)."""
+    srcs = [x.numpy() for x in inputs if x is not None]
+    dsts = [np.empty_like(x) for x in srcs]
+    outs = [np.empty_like(outputs_like.numpy()) for _ in range(2)]
 
     def copy():
         for d, s in zip(dsts, srcs):
-            d.copy_(s)
+            np.copyto(d, s)
         for o in outs:
-            o.fill_(0.0)
+            o.fill(0.0)
 
-    moved = sum(x.numel() * x.element_size() for x in srcs) + 2 * outputs_like.numel() * outputs_like.element_size()
+    moved = sum(x.nbytes for x in srcs) + sum(o.nbytes for o in outs)
     return copy, moved
 
 
