@@ -9,6 +9,9 @@ those two are faithful transcriptions of the cited lines, run on torch here:
 TRL 1.16 ``GRPOTrainer._generate_and_score_completions`` and ``RLOOTrainer`` (with their NaN
 handling for unscorable completions and ``num_generations=1``); OpenRLHF 0.11
 ``experience_maker.py`` (group_norm / rloo / dr_grpo).
+
+``python scripts/make_peer_fixtures.py otb`` rewrites only tests/fixtures/peers_otb.npz (verl's
+optimal_token_baseline / tir_optimal_token_baseline, run).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "p
 OUT_TOKENS = OUT.with_name("peers_tokens.npz")
 # The group-level estimators of issue 12 (engineer "groups"): a file of their own.
 OUT_GROUPS = OUT.parent / "peers_groups.npz"
+# The optimal-token-baseline cases have their own file (one binary file per area merges cleanly).
+OUT_OTB = OUT.with_name("peers_otb.npz")
 
 
 def verl_cases(arrays: dict) -> None:
@@ -322,11 +327,52 @@ def trl_group_cases(arrays: dict) -> None:
         for s in ("group", "batch", "none"):
             for g in (3, 1):
                 arrays[f"trl_{agg}_{s}_g{g}"] = trl_multi_reward(torch.from_numpy(r), w, g, agg, s).numpy()
+def otb_cases(arrays: dict) -> None:
+    """verl's optimal_token_baseline and tir_optimal_token_baseline (core_algos.py 871-1121),
+    run: 14 responses of L=7 in 4 string-uid groups (interleaved): a spread group with a unique
+    longest response (the zero tail), a group of two identical responses (verl's eps noise), a
+    singleton, and a group with an empty response; masks with holes (tool tokens) for the
+    multi-turn form; with and without rollout IS weights; float32 and float64."""
+    from verl.trainer.ppo import core_algos as ca
+
+    rng = np.random.default_rng(2026)
+    uids = np.array(["p0", "p1", "p0", "p2", "p3", "p0", "p1", "p3", "p0", "p3", "p0", "p3", "p3", "p0"], dtype=object)
+    L, bs = 7, len(uids)
+    lengths = np.array([7, 4, 3, 5, 0, 2, 4, 6, 5, 6, 1, 3, 2, 4])
+    mask = (np.arange(L)[None, :] < lengths[:, None]).astype(np.float32)
+    holes = mask.copy()
+    holes[[0, 7, 9], [2, 3, 1]] = 0.0  # tool tokens inside three responses
+    tlr = (rng.normal(size=(bs, L)) * mask).astype(np.float32)
+    tlr[6] = tlr[1]  # p1: two identical responses
+    pi = rng.uniform(0.05, 1.0, (bs, L))
+    lp = np.log(pi).astype(np.float32)
+    spi2 = (pi**2 + rng.random((bs, L)) * (1 - pi) ** 2).astype(np.float32)
+    rho = rng.uniform(0.5, 1.5, (bs, L)).astype(np.float32)
+    arrays.update(otb_tlr=tlr, otb_mask=mask, otb_holes=holes, otb_uids=uids.astype(str), otb_lp=lp,
+                  otb_spi2=spi2, otb_rho=rho)
+    for name in ("optimal_token_baseline", "tir_optimal_token_baseline"):
+        fn = ca.ADV_ESTIMATOR_REGISTRY[name]
+        for mname in ("mask", "holes"):
+            for with_is in (False, True):
+                for dt in (torch.float32, torch.float64):
+                    args = [torch.from_numpy(a).to(dt) for a in (tlr, arrays[f"otb_{mname}"], lp, spi2)]
+                    w = torch.from_numpy(rho).to(dt) if with_is else None
+                    adv, ret = fn(args[0], args[1], uids, args[2], args[3], w)
+                    key = f"verl_{name}_{mname}_is{int(with_is)}_{str(dt).split('.')[-1]}"
+                    arrays[key + "_adv"], arrays[key + "_ret"] = adv.numpy(), ret.numpy()
 
 
 def main() -> None:
     import sys
 
+    if sys.argv[1:] == ["otb"]:  # only the optimal-token-baseline file
+        import verl
+
+        otb: dict = {"versions": np.array([f"torch {torch.__version__}", f"verl {verl.__version__}"])}
+        otb_cases(otb)
+        np.savez(OUT_OTB, **otb)
+        print(f"wrote {OUT_OTB} ({len(otb)} arrays)")
+        return
     if "--tokens" in sys.argv:
         write_token_fixtures()
         return
@@ -346,6 +392,10 @@ def main() -> None:
     groups["versions"] = arrays["versions"]
     np.savez(OUT_GROUPS, **groups)
     print(f"wrote {OUT_GROUPS} ({', '.join(sorted(groups))})")
+    main_otb = {"versions": arrays["versions"]}
+    otb_cases(main_otb)
+    np.savez(OUT_OTB, **main_otb)
+    print(f"wrote {OUT_OTB} ({len(main_otb)} arrays)")
 
 
 if __name__ == "__main__":

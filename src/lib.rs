@@ -22,6 +22,7 @@ mod simd;
 pub mod stats;
 pub mod token;
 pub mod whiten;
+pub mod token_baseline;
 
 /// The bit-identity check of the compiled copies of the write pass (for tests).
 #[doc(hidden)]
@@ -1262,6 +1263,222 @@ mod python {
         })
     }
 
+    // ---- optimal token baseline (issue 12, engineer "otb"): verl's
+    // optimal_token_baseline / tir_optimal_token_baseline, core in `token_baseline` ----
+
+    #[allow(clippy::too_many_arguments)]
+    fn otb_typed<'py, T: Real + Element, M: crate::token_baseline::MaskValue + Element>(
+        py: Python<'py>,
+        rewards: &Bound<'py, PyArray1<T>>,
+        mask: &Bound<'py, PyArray1<M>>,
+        old_log_probs: &Bound<'py, PyAny>,
+        sum_pi_squared: &Bound<'py, PyAny>,
+        is_weights: Option<&Bound<'py, PyAny>>,
+        codes: &Bound<'py, PyArray1<u32>>,
+        n_groups: usize,
+        rows: usize,
+        p: &crate::token_baseline::Params,
+        adv: &Bound<'py, PyAny>,
+        returns: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        fn same<'py, T: Element>(
+            a: &Bound<'py, PyAny>,
+            what: &str,
+        ) -> PyResult<Bound<'py, PyArray1<T>>> {
+            a.cast::<PyArray1<T>>().cloned().map_err(|_| {
+                PyTypeError::new_err(format!("{what} must be a 1-D array of the rewards' dtype"))
+            })
+        }
+        let (lp, q) = (
+            same(old_log_probs, "old_log_probs")?,
+            same(sum_pi_squared, "sum_pi_squared")?,
+        );
+        let rho = is_weights
+            .map(|w| same(w, "rollout_is_weights"))
+            .transpose()?;
+        let (a, r) = (same(adv, "adv out")?, same(returns, "returns out")?);
+        let (rv, mv, lv, qv, cv) = (
+            read(rewards, "token_level_rewards")?,
+            read(mask, "response_mask")?,
+            read(&lp, "old_log_probs")?,
+            read(&q, "sum_pi_squared")?,
+            read(codes, "codes")?,
+        );
+        let rhov = rho
+            .as_ref()
+            .map(|w| read(w, "rollout_is_weights"))
+            .transpose()?;
+        let mut av = write(&a, "adv out")?;
+        let mut retv = write(&r, "returns out")?;
+        let n = rv.len();
+        if rows == 0 && n != 0 || rows != 0 && n % rows != 0 {
+            return Err(value_error("the rewards must hold rows x width elements"));
+        }
+        let inp = crate::token_baseline::Inputs {
+            rows,
+            width: n.checked_div(rows).unwrap_or(0),
+            rewards: rv.as_slice()?,
+            mask: mv.as_slice()?,
+            old_log_probs: lv.as_slice()?,
+            sum_pi_squared: qv.as_slice()?,
+            is_weights: match &rhov {
+                Some(w) => Some(w.as_slice()?),
+                None => None,
+            },
+        };
+        let codes = cv.as_slice()?;
+        let (ao, ro) = (av.as_slice_mut()?, retv.as_slice_mut()?);
+        py.detach(|| crate::token_baseline::compute(&inp, codes, n_groups, p, ao, ro))?;
+        Ok(())
+    }
+
+    /// The optimal token baseline of flat (rows x width) inputs into `adv` and `returns`
+    /// (same dtype as the rewards, float32 or float64); `mask` uint8 (bool), int32, int64,
+    /// float32 or float64 holding 0 and 1; `codes` (uint32) the group of each row, `align`
+    /// "position" or "turn", `nan` "raise" or "propagate".
+    #[pyfunction]
+    #[pyo3(signature = (rewards, mask, old_log_probs, sum_pi_squared, is_weights, codes, n_groups,
+                        rows, align, handle_zero_tail, eps, nan, adv, returns, num_threads))]
+    #[allow(clippy::too_many_arguments)]
+    fn optimal_token_baseline(
+        py: Python<'_>,
+        rewards: &Bound<'_, PyAny>,
+        mask: &Bound<'_, PyAny>,
+        old_log_probs: &Bound<'_, PyAny>,
+        sum_pi_squared: &Bound<'_, PyAny>,
+        is_weights: Option<&Bound<'_, PyAny>>,
+        codes: &Bound<'_, PyArray1<u32>>,
+        n_groups: usize,
+        rows: usize,
+        align: &str,
+        handle_zero_tail: bool,
+        eps: f64,
+        nan: &str,
+        adv: &Bound<'_, PyAny>,
+        returns: &Bound<'_, PyAny>,
+        num_threads: usize,
+    ) -> PyResult<()> {
+        use crate::token_baseline::{Align, Params as OtbParams};
+        guard(|| {
+            let p = OtbParams {
+                align: match align {
+                    "position" => Align::Position,
+                    "turn" => Align::Turn,
+                    _ => {
+                        return Err(value_error(format!(
+                            "align must be 'position' or 'turn', got {align:?}"
+                        )))
+                    }
+                },
+                handle_zero_tail,
+                eps,
+                nonfinite: match nan {
+                    "raise" => NonFinite::Raise,
+                    "propagate" => NonFinite::Propagate,
+                    _ => {
+                        return Err(value_error(format!(
+                            "nan must be 'raise' or 'propagate', got {nan:?}"
+                        )))
+                    }
+                },
+                threads: threads_arg(num_threads)?,
+            };
+            macro_rules! by_mask {
+                ($r:expr) => {
+                    if let Ok(m) = mask.cast::<PyArray1<u8>>() {
+                        otb_typed(
+                            py,
+                            $r,
+                            m,
+                            old_log_probs,
+                            sum_pi_squared,
+                            is_weights,
+                            codes,
+                            n_groups,
+                            rows,
+                            &p,
+                            adv,
+                            returns,
+                        )
+                    } else if let Ok(m) = mask.cast::<PyArray1<i64>>() {
+                        otb_typed(
+                            py,
+                            $r,
+                            m,
+                            old_log_probs,
+                            sum_pi_squared,
+                            is_weights,
+                            codes,
+                            n_groups,
+                            rows,
+                            &p,
+                            adv,
+                            returns,
+                        )
+                    } else if let Ok(m) = mask.cast::<PyArray1<i32>>() {
+                        otb_typed(
+                            py,
+                            $r,
+                            m,
+                            old_log_probs,
+                            sum_pi_squared,
+                            is_weights,
+                            codes,
+                            n_groups,
+                            rows,
+                            &p,
+                            adv,
+                            returns,
+                        )
+                    } else if let Ok(m) = mask.cast::<PyArray1<f32>>() {
+                        otb_typed(
+                            py,
+                            $r,
+                            m,
+                            old_log_probs,
+                            sum_pi_squared,
+                            is_weights,
+                            codes,
+                            n_groups,
+                            rows,
+                            &p,
+                            adv,
+                            returns,
+                        )
+                    } else if let Ok(m) = mask.cast::<PyArray1<f64>>() {
+                        otb_typed(
+                            py,
+                            $r,
+                            m,
+                            old_log_probs,
+                            sum_pi_squared,
+                            is_weights,
+                            codes,
+                            n_groups,
+                            rows,
+                            &p,
+                            adv,
+                            returns,
+                        )
+                    } else {
+                        Err(PyTypeError::new_err(
+                            "mask must be a 1-D uint8/int32/int64/float32/float64 array",
+                        ))
+                    }
+                };
+            }
+            if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
+                by_mask!(r)
+            } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
+                by_mask!(r)
+            } else {
+                Err(PyTypeError::new_err(
+                    "rewards must be a 1-D float32/float64 array",
+                ))
+            }
+        })
+    }
+
     #[pymodule]
     fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add_class::<PyGrouping>()?;
@@ -1291,6 +1508,8 @@ mod python {
         m.add_function(wrap_pyfunction!(passk_advantages, m)?)?;
         m.add_function(wrap_pyfunction!(component_sums, m)?)?;
         m.add_function(wrap_pyfunction!(normalize_then_sum, m)?)?;
+        // optimal token baseline (otb)
+        m.add_function(wrap_pyfunction!(optimal_token_baseline, m)?)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         Ok(())
     }

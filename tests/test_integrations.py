@@ -145,6 +145,12 @@ _VERL_FNS = {
     "rloo": verl.compute_rloo_outcome_advantage,
     "rloo_vectorized": verl.compute_rloo_vectorized_outcome_advantage,
 }
+# The estimators with more inputs than (token_level_rewards, response_mask, index), tested in
+# their own files (optimal token baseline: tests/test_verl_live_otb.py, test_token_baseline.py).
+_VERL_OTHER_FNS = {
+    "optimal_token_baseline": verl.compute_optimal_token_baseline_advantage,
+    "tir_optimal_token_baseline": verl.compute_multi_turn_optimal_token_baseline_advantage,
+}
 
 
 def _verl_inputs():
@@ -162,8 +168,9 @@ _VERL_TOKEN_FNS = {
 
 
 def test_verl_supported_names_and_functions():
-    # the score-only and token estimators (the other names have their own tests: test_verl_live_*.py)
-    want = {**_VERL_FNS, **_VERL_TOKEN_FNS}
+    # the score-only, token and optimal-token-baseline estimators (the group-level ones have
+    # their own tests: tests/test_verl_live_groups.py)
+    want = {**_VERL_FNS, **_VERL_TOKEN_FNS, **_VERL_OTHER_FNS}
     assert {k: v[1] for k, v in verl.SUPPORTED.items() if k in want} == want
 
 

@@ -28,6 +28,7 @@ from .estimators import gpg_advantages, multi_reward_advantages, opo_advantages,
 from .moments import BatchMoments, GroupMoments, Moments
 from .pipeline import DoubleNormalizationError, DoubleNormalizationWarning
 from .returns import discounted_returns, gae, masked_whiten
+from .token_baseline import optimal_token_baseline_advantages
 from .tokens import packed_token_advantages, token_advantages
 from .weights import self_normalized_weights
 
@@ -54,6 +55,7 @@ __all__ = [
     "gpg_advantages",
     "opo_advantages",
     "multi_reward_advantages",
+    "optimal_token_baseline_advantages",
     "token_advantages",
     "advantages",
     "backend",

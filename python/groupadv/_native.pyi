@@ -139,3 +139,24 @@ def normalize_then_sum(
     rewards: np.ndarray, k: int, weights: np.ndarray, out: np.ndarray, grouping: Grouping, center: str,
     scale: str, ddof: int, eps: float, singleton: str, nan: str, num_threads: int,
 ) -> None: ...
+def optimal_token_baseline(
+    rewards: npt.NDArray[np.floating],
+    mask: npt.NDArray[np.integer] | npt.NDArray[np.floating],
+    old_log_probs: npt.NDArray[np.floating],
+    sum_pi_squared: npt.NDArray[np.floating],
+    is_weights: npt.NDArray[np.floating] | None,
+    codes: npt.NDArray[np.uint32],
+    n_groups: int,
+    rows: int,
+    align: str,
+    handle_zero_tail: bool,
+    eps: float,
+    nan: str,
+    adv: npt.NDArray[np.floating],
+    returns: npt.NDArray[np.floating],
+    num_threads: int,
+) -> None:
+    """verl's optimal token baseline (src/token_baseline.rs) of flat rows x width inputs (all
+    float arrays of the rewards' dtype, float32 or float64; mask uint8/int32/int64/float32/
+    float64 holding only 0 and 1) into adv and returns; codes: each row's group in
+    0..n_groups; align "position" or "turn"; nan "raise" or "propagate"."""

@@ -229,6 +229,45 @@ def compute_remax_outcome_advantage(token_level_rewards, reward_baselines, respo
     base = reward_baselines.to(ret.dtype).unsqueeze(-1) * response_mask
     adv = ret - base
     return adv.to(adt), ret.to(rdt)
+def _otb(token_level_rewards, response_mask, index, old_log_probs, sum_pi_squared, rollout_is_weights,
+         handle_zero_tail, epsilon, nan, align):
+    """Both optimal-token-baseline estimators: (advantages, returns), two tensors in verl's
+    dtype ``token_level_rewards * response_mask``."""
+    import torch
+
+    from ..token_baseline import optimal_token_baseline_advantages
+
+    dtype = torch.promote_types(token_level_rewards.dtype, response_mask.dtype)
+    adv, ret = optimal_token_baseline_advantages(
+        token_level_rewards, response_mask, old_log_probs, sum_pi_squared, group_ids=index,
+        rollout_is_weights=rollout_is_weights, align=align, handle_zero_tail=handle_zero_tail,
+        eps=epsilon, nan=nan)
+    return adv.to(dtype), ret.to(dtype)
+
+
+def compute_optimal_token_baseline_advantage(token_level_rewards, response_mask, index, old_log_probs,
+                                             sum_pi_squared, rollout_is_weights=None, handle_zero_tail: bool = True,
+                                             epsilon: float = 1e-8, *, nan: str = "raise", **kwargs):
+    """verl's ``optimal_token_baseline`` (core_algos.py:871-987): per uid group and column t,
+    ``b[t] = sum G W m / (sum W m + epsilon)`` with returns ``G`` (reverse cumsum of the masked
+    rewards) and cumulative path variance ``W = cumsum((1 - 2 exp(old_log_probs) +
+    sum_pi_squared) * rollout_is_weights**2 * m)``; ``A = (G - b) m``. Returns
+    ``(advantages, returns)``. verl's dispatcher passes ``config`` (and others) as keywords:
+    accepted and unused, as in verl. See :func:`groupadv.optimal_token_baseline_advantages`."""
+    return _otb(token_level_rewards, response_mask, index, old_log_probs, sum_pi_squared, rollout_is_weights,
+                handle_zero_tail, epsilon, nan, "position")
+
+
+def compute_multi_turn_optimal_token_baseline_advantage(token_level_rewards, response_mask, index, old_log_probs,
+                                                        sum_pi_squared, rollout_is_weights=None,
+                                                        handle_zero_tail: bool = True, epsilon: float = 1e-8, *,
+                                                        nan: str = "raise", **kwargs):
+    """verl's ``tir_optimal_token_baseline`` (core_algos.py:990-1121): as
+    ``optimal_token_baseline`` with each response's valid tokens aligned by rank (masked tool
+    tokens skipped), responses without valid tokens left out of their group (advantage 0),
+    masked tokens 0."""
+    return _otb(token_level_rewards, response_mask, index, old_log_probs, sum_pi_squared, rollout_is_weights,
+                handle_zero_tail, epsilon, nan, "turn")
 
 
 #: verl registry name -> (core_algos attribute, groupadv's function)
@@ -243,6 +282,9 @@ SUPPORTED: dict[str, tuple[str, Callable[..., Any]]] = {
     "reinforce_plus_plus_baseline": ("compute_reinforce_plus_plus_baseline_outcome_advantage",
                                      compute_reinforce_plus_plus_baseline_outcome_advantage),
     "remax": ("compute_remax_outcome_advantage", compute_remax_outcome_advantage),
+    "optimal_token_baseline": ("compute_optimal_token_baseline_advantage", compute_optimal_token_baseline_advantage),
+    "tir_optimal_token_baseline": ("compute_multi_turn_optimal_token_baseline_advantage",
+                                   compute_multi_turn_optimal_token_baseline_advantage),
 }
 
 _originals: dict = {}  # name -> (attribute value, registry value) saved by install()
