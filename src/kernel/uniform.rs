@@ -3,7 +3,7 @@
 
 use super::group::{finish_group, group_advantages, guarded};
 use super::write::{block_affine, cannot_overflow, write_affine};
-use super::BLOCK;
+use super::{Lanes, BLOCK};
 use crate::policy::{Center, Denom, Fault, NonFinite, Params, Scale};
 use crate::real::Real;
 #[cfg(target_arch = "x86_64")]
@@ -13,7 +13,7 @@ use crate::stats::{sum_shifted, sum_sq_dev};
 /// Uniform groups of a constant size G (x.len() is a multiple of G). With `AVX` (only in
 /// code compiled with AVX2) and G a multiple of 8, the per-group loops are `simd`'s.
 #[inline(always)]
-pub(super) fn uniform<T: Real, const G: usize, const AVX: bool>(
+pub(super) fn uniform<T: Real, const G: usize, const AVX: bool, W: Lanes>(
     x: &[T],
     out: &mut [T],
     first_group: usize,
@@ -50,7 +50,7 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool>(
                 if fours {
                     simd::moments4x8(xb.as_ptr(), &mut mean, m2)
                 } else {
-                    simd::moments8::<T, G>(xb.as_ptr(), &mut mean, m2)
+                    simd::moments8::<T, W, G>(xb.as_ptr(), &mut mean, m2)
                 }
             };
         }
@@ -61,7 +61,8 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool>(
                 #[cfg(target_arch = "x86_64")]
                 if simd {
                     // SAFETY: AVX2 is enabled (AVX), xs holds G values.
-                    mean[j] = x0 + unsafe { simd::sum_shifted::<T, G>(xs.as_ptr(), x0) } / G as f64;
+                    mean[j] =
+                        x0 + unsafe { simd::sum_shifted::<T, W, G>(xs.as_ptr(), x0) } / G as f64;
                     continue;
                 }
                 mean[j] = x0 + sum_shifted(xs, x0) / G as f64;
@@ -72,7 +73,7 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool>(
                     #[cfg(target_arch = "x86_64")]
                     if simd {
                         // SAFETY: as above.
-                        m2[j] = unsafe { simd::sum_sq_dev::<T, G>(xs.as_ptr(), mean[j]) };
+                        m2[j] = unsafe { simd::sum_sq_dev::<T, W, G>(xs.as_ptr(), mean[j]) };
                         continue;
                     }
                     m2[j] = sum_sq_dev(xs, mean[j]);
@@ -120,7 +121,15 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool>(
             if simd {
                 // SAFETY: as above; os holds G values.
                 if !unsafe {
-                    simd::write_affine_in(xs.as_ptr(), os.as_mut_ptr(), 0, G, mu, k[j], probe)
+                    simd::write_affine_in::<T, W>(
+                        xs.as_ptr(),
+                        os.as_mut_ptr(),
+                        0,
+                        G,
+                        mu,
+                        k[j],
+                        probe,
+                    )
                 } {
                     return Err((g0 + j, Fault::Overflow));
                 }
