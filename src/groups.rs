@@ -114,7 +114,7 @@ impl Grouping {
         if n == 0 {
             return Err(LayoutError::Empty);
         }
-        if size == 0 || n % size != 0 {
+        if size == 0 || !n.is_multiple_of(size) {
             return Err(LayoutError::BadGroupSize { size, n });
         }
         Ok(Grouping::Uniform { n, size })

@@ -37,7 +37,7 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool, W: Lanes>(
         }
         let mut mean = [0.0f64; BLOCK];
         let mut m2 = [0.0f64; BLOCK];
-        let simd = cfg!(target_arch = "x86_64") && AVX && G % 8 == 0;
+        let simd = cfg!(target_arch = "x86_64") && AVX && G.is_multiple_of(8);
         // Groups of four: one group per vector lane (`simd::moments4x8`).
         let fours = cfg!(target_arch = "x86_64") && AVX && G == 4;
         // A whole block takes the block-wide vector moments; a partial one, per-group loops.
