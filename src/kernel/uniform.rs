@@ -2,7 +2,7 @@
 //! loops unroll), `BLOCK` groups at a time.
 
 use super::group::{finish_group, group_advantages, guarded};
-use super::write::{block_affine, cannot_overflow, write_affine};
+use super::write::{block_affine_uniform, cannot_overflow, write_affine};
 use super::{Lanes, BLOCK};
 use crate::policy::{Center, Denom, Fault, NonFinite, Params, Scale};
 use crate::real::Real;
@@ -84,7 +84,7 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool, W: Lanes>(
         // group here has G >= 2 rewards, so `group_affine` reduces to this unless a group is
         // unusual, and then the block takes the per-group route.
         let centred = p.center != Center::None;
-        let k = block_affine(&[G as f64; BLOCK], &m2, p, batch);
+        let k = block_affine_uniform(G as f64, &m2, p, batch);
         // Plain loops with `&` (not `Iterator::all`, which is compiled out of line here,
         // without the vector instructions, and branches per group).
         let mut usual = true;
@@ -100,21 +100,25 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool, W: Lanes>(
             continue;
         }
         let known = p.scale == Scale::Group;
-        let mu: [f64; BLOCK] = if centred { mean } else { [0.0; BLOCK] };
+        // Each group's centre read from `mean` where it is used: a copy of the whole array
+        // here was a 64-byte load of values just stored in pieces (a store-forwarding stall).
+        let mu_of = |j: usize| if centred { mean[j] } else { 0.0 };
         #[cfg(target_arch = "x86_64")]
         if fours && whole {
             let mut safe = true;
             for j in 0..BLOCK {
-                safe &= cannot_overflow::<T>(G as f64, mean[j], mu[j], k[j], known);
+                safe &= cannot_overflow::<T>(G as f64, mean[j], mu_of(j), k[j], known);
             }
             if safe {
                 // SAFETY: AVX2 is enabled (AVX); xb and ob hold BLOCK groups of 4 values.
+                let mu: [f64; BLOCK] = std::array::from_fn(mu_of);
+                // SAFETY: as above.
                 unsafe { simd::write_affine4x8(xb.as_ptr(), ob.as_mut_ptr(), &mu, &k) };
                 continue;
             }
         }
         for j in 0..nb {
-            let mu = mu[j];
+            let mu = mu_of(j);
             let probe = !cannot_overflow::<T>(G as f64, mean[j], mu, k[j], known);
             let (xs, os) = (&xb[j * G..(j + 1) * G], &mut ob[j * G..(j + 1) * G]);
             #[cfg(target_arch = "x86_64")]

@@ -94,6 +94,35 @@ pub(super) fn block_affine(
     k
 }
 
+/// `block_affine` for groups of one size `g`: the per-group division of M2 by `g - ddof`
+/// becomes a multiplication where that count is a power of two (its reciprocal is exact, so
+/// the product rounds the same real number as the quotient: the same bits), which frees the
+/// divider for the division of the factor by the denominator.
+#[inline(always)]
+pub(super) fn block_affine_uniform(
+    g: f64,
+    m2: &[f64; BLOCK],
+    p: &Params,
+    batch: Denom,
+) -> [f64; BLOCK] {
+    let c = g - p.ddof as f64;
+    let power_of_two = c >= 1.0 && c <= 1e300 && (c.to_bits() & ((1u64 << 52) - 1)) == 0;
+    if p.scale != Scale::Group || !power_of_two {
+        return block_affine(&[g; BLOCK], m2, p, batch);
+    }
+    let (inv, eps) = (1.0 / c, p.eps);
+    let factor = if p.center == Center::LeaveOneOut {
+        loo_factor(g)
+    } else {
+        1.0
+    };
+    let mut k = [0.0f64; BLOCK];
+    for j in 0..BLOCK {
+        k[j] = ratio(factor, (m2[j] * inv).sqrt() + eps);
+    }
+    k
+}
+
 /// Sum of (x_i - shift) over `x[a..b]`, eight lanes wide. A group's last partial chunk is
 /// read as a full chunk of `x` where `x` extends far enough (the next group's values), with
 /// the lanes past `b` masked out: ragged groups then need no scalar remainder loop.
