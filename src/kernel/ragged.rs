@@ -115,7 +115,10 @@ pub(super) fn block<T: Real, const AVX: bool, W: Lanes>(
             continue;
         }
         let mu = if centred { mean[j] } else { 0.0 };
-        let probe = !cannot_overflow::<T>(n[j], mean[j], mu, k[j], known);
+        // Centred on its own finite mean (|mean - mu| = 0), `cannot_overflow` reduces to a
+        // bound on n: checked first, without the products.
+        let proven = centred && known && cannot_overflow::<T>(n[j], 0.0, 0.0, 0.0, true);
+        let probe = !proven && !cannot_overflow::<T>(n[j], mean[j], mu, k[j], known);
         #[cfg(target_arch = "x86_64")]
         if fixed {
             // SAFETY: as above; the stores past b stay in the batch and are overwritten by

@@ -87,9 +87,12 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool, W: Lanes>(
         let k = block_affine_uniform(G as f64, &m2, p, batch);
         // Plain loops with `&` (not `Iterator::all`, which is compiled out of line here,
         // without the vector instructions, and branches per group).
+        // Over the whole block (lanes past `nb` count as usual), so that the loop is one
+        // vector pass; |v| < inf is `is_finite` (false for NaN).
         let mut usual = true;
-        for j in 0..nb {
-            usual &= mean[j].is_finite() & k[j].is_finite() & !guarded::<T>(G, mean[j], m2[j], p);
+        for j in 0..BLOCK {
+            let finite = (mean[j].abs() < f64::INFINITY) & (k[j].abs() < f64::INFINITY);
+            usual &= (j >= nb) | (finite & !guarded::<T>(G, mean[j], m2[j], p));
         }
         if !usual {
             for j in 0..nb {
@@ -117,9 +120,12 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool, W: Lanes>(
                 continue;
             }
         }
+        // Centred on the group's own (finite) mean and scaled by its own (finite) std, no
+        // advantage can overflow: `cannot_overflow` holds for every group (|mean - mu| = 0).
+        let proven = centred && known && cannot_overflow::<T>(G as f64, 0.0, 0.0, 0.0, true);
         for j in 0..nb {
             let mu = mu_of(j);
-            let probe = !cannot_overflow::<T>(G as f64, mean[j], mu, k[j], known);
+            let probe = !proven && !cannot_overflow::<T>(G as f64, mean[j], mu, k[j], known);
             let (xs, os) = (&xb[j * G..(j + 1) * G], &mut ob[j * G..(j + 1) * G]);
             #[cfg(target_arch = "x86_64")]
             if simd {
