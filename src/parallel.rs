@@ -464,6 +464,25 @@ pub fn forget_pools_after_fork() {
     }
 }
 
+/// `f` applied to every item of `items` (each an owned piece of work, such as a range with
+/// its own `&mut` pieces of several outputs), on up to `threads` threads, results in order.
+pub fn map_owned<P: Send, R: Send>(
+    threads: usize,
+    items: Vec<P>,
+    f: impl Fn(P) -> R + Sync,
+) -> Vec<R> {
+    if threads <= 1 || items.len() <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let n = items.len();
+    let items = Slots::new(items.into_iter().map(Some));
+    map_indices(threads, n, |i| {
+        // SAFETY: index i runs on one thread only.
+        let item = unsafe { items.take(i) }.unwrap();
+        f(item)
+    })
+}
+
 /// Run `f` over about equal element ranges covering `0..n` (one per thread, or one in all
 /// when n is small), returning the results in order. `threads == 0` means the default.
 pub fn map_ranges<R, F>(n: usize, threads: usize, f: F) -> Vec<R>
@@ -636,10 +655,13 @@ mod tests {
     /// chunk has finished, and the pool keeps working.
     #[test]
     fn a_panic_in_a_chunk_reaches_the_caller() {
+        // A pool of its own: the cached ones may be busy with other tests (their calls then
+        // run serially, where a panic simply ends the loop).
+        let p = Pool::new(2);
         for bad in [0usize, 1, 63] {
             let finished = AtomicUsize::new(0);
             let r = catch_unwind(AssertUnwindSafe(|| {
-                for_each_index(2, 64, |i| {
+                p.run(64, &|i| {
                     std::thread::sleep(Duration::from_micros(50));
                     if i == bad {
                         panic!("chunk {i} failed");
@@ -650,8 +672,28 @@ mod tests {
             let msg = r.unwrap_err().downcast::<String>().unwrap();
             assert_eq!(*msg, format!("chunk {bad} failed"));
             assert_eq!(finished.load(SeqCst), 63);
-            assert_eq!(map_indices(2, 10, |i| i).len(), 10);
+            let hits = AtomicUsize::new(0);
+            p.run(10, &|_| {
+                hits.fetch_add(1, SeqCst);
+            });
+            assert_eq!(hits.load(SeqCst), 10);
         }
+    }
+
+    /// Owned items (here ranges with their own output pieces) each reach `f` once, in order.
+    #[test]
+    fn owned_items_run_once_in_order() {
+        let mut a = vec![0usize; 100];
+        let mut b = vec![0usize; 100];
+        let items: Vec<_> = a.chunks_mut(7).zip(b.chunks_mut(7)).enumerate().collect();
+        let lens = map_owned(3, items, |(i, (x, y))| {
+            x.fill(i);
+            y.fill(2 * i);
+            x.len()
+        });
+        assert_eq!(lens.iter().sum::<usize>(), 100);
+        assert!(a.iter().enumerate().all(|(j, &v)| v == j / 7));
+        assert!(b.iter().enumerate().all(|(j, &v)| v == 2 * (j / 7)));
     }
 
     /// Workers spin then park; calls after an idle gap (parked workers) still use them and
