@@ -11,7 +11,7 @@
 
 use crate::hint::{prefetch, PREFETCH};
 use crate::parallel::{
-    default_threads, map_pieces, map_ranges, resolve_threads, BATCHES_PER_THREAD, SERIAL_BELOW,
+    default_threads, map_on, map_pieces, map_ranges, resolve_threads, CHUNK_ELEMENTS, SERIAL_BELOW,
 };
 use std::collections::HashMap;
 use std::fmt;
@@ -114,7 +114,7 @@ impl Grouping {
         if n == 0 {
             return Err(LayoutError::Empty);
         }
-        if size == 0 || n % size != 0 {
+        if size == 0 || !n.is_multiple_of(size) {
             return Err(LayoutError::BadGroupSize { size, n });
         }
         Ok(Grouping::Uniform { n, size })
@@ -342,15 +342,13 @@ pub fn factorize_dense(ids: &[i64]) -> Result<Option<Factorized>, LayoutError> {
     let ranges: Vec<std::ops::Range<usize>> = (0..parts)
         .map(|t| n * t / parts..n * (t + 1) / parts)
         .collect();
-    let pieces = split_by(&mut codes, &ranges);
-    use rayon::prelude::*;
-    let numbered: Vec<(Vec<u32>, Vec<usize>)> = crate::parallel::pool(parts).install(|| {
-        pieces
-            .into_par_iter()
-            .zip(ranges.par_iter())
-            .map(|(piece, r)| number_range(&ids[r.clone()], r.start, piece, range, slot))
-            .collect()
-    });
+    let numbered = map_pieces(
+        parts,
+        ranges.clone(),
+        &mut codes,
+        |i| i,
+        |r, piece| number_range(&ids[r.clone()], r.start, piece, range, slot),
+    );
     // Join in order: the first range's numbering stands; later ranges' new labels follow.
     let mut numbered = numbered.into_iter();
     let (mut table, mut first) = numbered.next().unwrap();
@@ -370,33 +368,23 @@ pub fn factorize_dense(ids: &[i64]) -> Result<Option<Factorized>, LayoutError> {
         maps.push(map);
     }
     // Translate the later ranges' local codes (in parallel; the first range is done).
-    let later: Vec<&mut [u32]> = split_by(&mut codes, &ranges).into_iter().skip(1).collect();
-    crate::parallel::pool(parts).install(|| {
-        later
-            .into_par_iter()
-            .zip(maps.par_iter())
-            .for_each(|(piece, map)| {
+    map_pieces(
+        parts,
+        ranges.clone(),
+        &mut codes,
+        |i| i,
+        |r, piece| {
+            if let Some(t) = ranges[1..].iter().position(|q| q.start == r.start) {
                 for c in piece.iter_mut() {
-                    *c = map[*c as usize];
+                    *c = maps[t][*c as usize];
                 }
-            })
-    });
+            }
+        },
+    );
     Ok(Some((codes, first)))
 }
 
 const UNSEEN: u32 = u32::MAX;
-
-/// `codes` cut into the consecutive `ranges` (which cover it), one mutable piece each.
-fn split_by<'a>(mut codes: &'a mut [u32], ranges: &[std::ops::Range<usize>]) -> Vec<&'a mut [u32]> {
-    ranges
-        .iter()
-        .map(|r| {
-            let (head, tail) = std::mem::take(&mut codes).split_at_mut(r.len());
-            codes = tail;
-            head
-        })
-        .collect()
-}
 
 /// Number the labels of `ids` (a range starting at element `start`) by first appearance
 /// within it, writing each reward's code to `codes`; returns the table (slot -> code) and
@@ -508,16 +496,16 @@ where
     if ranges.len() <= 1 {
         return vec![f(0..grouping.n_groups())];
     }
-    use rayon::prelude::*;
-    crate::parallel::pool(threads).install(|| ranges.into_par_iter().map(&f).collect())
+    map_on(threads, ranges, f)
 }
 
-/// The batches of a call on `threads` workers: one in all when small or serial.
+/// The batches of a call on `threads` threads: one in all when small or serial, else chunks
+/// of about `CHUNK_ELEMENTS` rewards (whole groups), claimed by whichever thread is free.
 fn batches(grouping: &Grouping, threads: usize) -> Vec<Range<usize>> {
     if threads <= 1 || grouping.len() < SERIAL_BELOW {
         return std::iter::once(0..grouping.n_groups()).collect();
     }
-    split_groups(grouping, threads * BATCHES_PER_THREAD)
+    split_groups(grouping, grouping.len().div_ceil(CHUNK_ELEMENTS))
 }
 
 /// `map_batches` with each batch's own piece of `out` (indexed like the rewards: the piece

@@ -3,112 +3,264 @@
 //! 4), ragged groups, and ragged blocks of varying sizes.
 //!
 //! The compiler's own vectorization of the generic loops (`stats::sum_shifted` and friends)
-//! picks 128-bit vectors for the f32-to-f64 accumulations; these use 256-bit vectors. The
-//! arithmetic is the same, operation for operation (eight accumulator lanes, the
-//! `stats::lanes_sum` reduction, no fused multiply-add), so the results are bit-identical
-//! to the generic code, which the tests check.
+//! picks 128-bit vectors for the f32-to-f64 accumulations; these use eight f64 lanes per
+//! chunk of eight rewards: two 256-bit vectors ([`Avx2`]) or one 512-bit vector ([`Avx512`],
+//! half the instructions). The arithmetic is the same, operation for operation (eight
+//! accumulator lanes, the `stats::lanes_sum` reduction, no fused multiply-add), so the
+//! results are bit-identical to the generic code, which the tests check.
 //!
-//! Every function here must only run inside code compiled with AVX2 enabled.
+//! Every function here must only run inside code compiled with AVX2 enabled (with AVX-512F
+//! enabled for [`Avx512`]).
 
 use crate::real::Real;
 use std::arch::x86_64::*;
 
-/// Eight f64 lanes, 0-3 and 4-7: one chunk of eight rewards, or eight accumulators.
-type Lanes = [__m256d; 2];
-
-#[inline(always)]
-unsafe fn zeros() -> Lanes {
-    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
-    unsafe { [_mm256_setzero_pd(); 2] }
+/// Eight f64 lanes (one chunk of eight rewards, or eight accumulators) and the operations
+/// the loops below need, for one instruction set.
+///
+/// # Safety
+/// Every method must only run in code compiled with the instruction set of the impl.
+pub(crate) trait Wide: Copy {
+    /// One f64 in every lane.
+    type Splat: Copy;
+    /// A selection of lanes.
+    type Mask: Copy;
+    unsafe fn zeros() -> Self;
+    unsafe fn splat(v: f64) -> Self::Splat;
+    unsafe fn add(a: Self, b: Self) -> Self;
+    /// v - s in every lane.
+    unsafe fn minus(v: Self, s: Self::Splat) -> Self;
+    unsafe fn squared(d: Self) -> Self;
+    /// (v - mu) * k in every lane.
+    unsafe fn affine(v: Self, mu: Self::Splat, k: Self::Splat) -> Self;
+    /// The lanes of `t` selected by `m`, +0.0 elsewhere.
+    unsafe fn masked(t: Self, m: Self::Mask) -> Self;
+    /// Lanes selected when their index is below `rem`: all for rem >= 8, none for rem <= 0.
+    unsafe fn lanes_below(rem: i64) -> Self::Mask;
+    /// `new` in the lanes of `m`, `old` elsewhere.
+    unsafe fn blend(old: Self, new: Self, m: Self::Mask) -> Self;
+    /// Eight elements from `p` (valid for 8 reads), as f64.
+    unsafe fn load<T: Real>(p: *const T) -> Self;
+    /// Store eight lanes to `p` (valid for 8 writes), rounded to T as `from_f64` does.
+    unsafe fn store<T: Real>(p: *mut T, v: Self);
+    /// Lanes 0-3 + lanes 4-7 (the input of `hsum`).
+    unsafe fn halves(acc: Self) -> __m256d;
 }
 
-#[inline(always)]
-unsafe fn add(a: Lanes, b: Lanes) -> Lanes {
-    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
-    unsafe { [_mm256_add_pd(a[0], b[0]), _mm256_add_pd(a[1], b[1])] }
+/// Two 256-bit vectors: lanes 0-3 and 4-7 (AVX2).
+#[derive(Clone, Copy)]
+pub(crate) struct Avx2([__m256d; 2]);
+
+/// One 512-bit vector (AVX-512F).
+#[derive(Clone, Copy)]
+pub(crate) struct Avx512(__m512d);
+
+fn is_f32<T: Real>() -> bool {
+    std::mem::size_of::<T>() == 4
 }
 
-/// v - s in every lane.
-#[inline(always)]
-unsafe fn minus(v: Lanes, s: __m256d) -> Lanes {
-    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
-    unsafe { [_mm256_sub_pd(v[0], s), _mm256_sub_pd(v[1], s)] }
-}
-
-#[inline(always)]
-unsafe fn squared(d: Lanes) -> Lanes {
-    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
-    unsafe { [_mm256_mul_pd(d[0], d[0]), _mm256_mul_pd(d[1], d[1])] }
-}
-
-/// (v - mu) * k in every lane.
-#[inline(always)]
-unsafe fn affine(v: Lanes, mu: __m256d, k: __m256d) -> Lanes {
-    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
-    unsafe {
-        [
-            _mm256_mul_pd(_mm256_sub_pd(v[0], mu), k),
-            _mm256_mul_pd(_mm256_sub_pd(v[1], mu), k),
-        ]
+impl Wide for Avx2 {
+    type Splat = __m256d;
+    type Mask = [__m256d; 2];
+    #[inline(always)]
+    unsafe fn zeros() -> Self {
+        // SAFETY: AVX2 code (the trait's contract).
+        unsafe { Avx2([_mm256_setzero_pd(); 2]) }
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f64) -> __m256d {
+        // SAFETY: as above.
+        unsafe { _mm256_set1_pd(v) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        // SAFETY: as above.
+        unsafe { Avx2([_mm256_add_pd(a.0[0], b.0[0]), _mm256_add_pd(a.0[1], b.0[1])]) }
+    }
+    #[inline(always)]
+    unsafe fn minus(v: Self, s: __m256d) -> Self {
+        // SAFETY: as above.
+        unsafe { Avx2([_mm256_sub_pd(v.0[0], s), _mm256_sub_pd(v.0[1], s)]) }
+    }
+    #[inline(always)]
+    unsafe fn squared(d: Self) -> Self {
+        // SAFETY: as above.
+        unsafe { Avx2([_mm256_mul_pd(d.0[0], d.0[0]), _mm256_mul_pd(d.0[1], d.0[1])]) }
+    }
+    #[inline(always)]
+    unsafe fn affine(v: Self, mu: __m256d, k: __m256d) -> Self {
+        // SAFETY: as above.
+        unsafe {
+            Avx2([
+                _mm256_mul_pd(_mm256_sub_pd(v.0[0], mu), k),
+                _mm256_mul_pd(_mm256_sub_pd(v.0[1], mu), k),
+            ])
+        }
+    }
+    #[inline(always)]
+    unsafe fn masked(t: Self, m: [__m256d; 2]) -> Self {
+        // SAFETY: as above.
+        unsafe { Avx2([_mm256_and_pd(t.0[0], m[0]), _mm256_and_pd(t.0[1], m[1])]) }
+    }
+    #[inline(always)]
+    unsafe fn lanes_below(rem: i64) -> [__m256d; 2] {
+        // SAFETY: as above.
+        unsafe {
+            let r = _mm256_set1_epi64x(rem);
+            [
+                _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_set_epi64x(3, 2, 1, 0))),
+                _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_set_epi64x(7, 6, 5, 4))),
+            ]
+        }
+    }
+    #[inline(always)]
+    unsafe fn blend(old: Self, new: Self, m: [__m256d; 2]) -> Self {
+        // SAFETY: as above.
+        unsafe {
+            Avx2([
+                _mm256_blendv_pd(old.0[0], new.0[0], m[0]),
+                _mm256_blendv_pd(old.0[1], new.0[1], m[1]),
+            ])
+        }
+    }
+    #[inline(always)]
+    unsafe fn load<T: Real>(p: *const T) -> Self {
+        // SAFETY: p valid for 8 reads (the trait's contract).
+        unsafe { Avx2(T::load8(p)) }
+    }
+    #[inline(always)]
+    unsafe fn store<T: Real>(p: *mut T, v: Self) {
+        // SAFETY: p valid for 8 writes (the trait's contract).
+        unsafe { T::store8(p, v.0) }
+    }
+    #[inline(always)]
+    unsafe fn halves(acc: Self) -> __m256d {
+        // SAFETY: as above.
+        unsafe { _mm256_add_pd(acc.0[0], acc.0[1]) }
     }
 }
 
-/// The lanes of `t` selected by `m`, +0.0 elsewhere.
-#[inline(always)]
-unsafe fn masked(t: Lanes, m: Lanes) -> Lanes {
-    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
-    unsafe { [_mm256_and_pd(t[0], m[0]), _mm256_and_pd(t[1], m[1])] }
-}
-
-/// Lanes selected when their index is below `rem`: all for rem >= 8, none for rem <= 0.
-#[inline(always)]
-unsafe fn lanes_below(rem: i64) -> Lanes {
-    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
-    unsafe {
-        let r = _mm256_set1_epi64x(rem);
-        [
-            _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_set_epi64x(3, 2, 1, 0))),
-            _mm256_castsi256_pd(_mm256_cmpgt_epi64(r, _mm256_set_epi64x(7, 6, 5, 4))),
-        ]
+impl Wide for Avx512 {
+    type Splat = __m512d;
+    type Mask = __mmask8;
+    #[inline(always)]
+    unsafe fn zeros() -> Self {
+        // SAFETY: AVX-512F code (the trait's contract).
+        unsafe { Avx512(_mm512_setzero_pd()) }
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f64) -> __m512d {
+        // SAFETY: as above.
+        unsafe { _mm512_set1_pd(v) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        // SAFETY: as above.
+        unsafe { Avx512(_mm512_add_pd(a.0, b.0)) }
+    }
+    #[inline(always)]
+    unsafe fn minus(v: Self, s: __m512d) -> Self {
+        // SAFETY: as above.
+        unsafe { Avx512(_mm512_sub_pd(v.0, s)) }
+    }
+    #[inline(always)]
+    unsafe fn squared(d: Self) -> Self {
+        // SAFETY: as above.
+        unsafe { Avx512(_mm512_mul_pd(d.0, d.0)) }
+    }
+    #[inline(always)]
+    unsafe fn affine(v: Self, mu: __m512d, k: __m512d) -> Self {
+        // SAFETY: as above.
+        unsafe { Avx512(_mm512_mul_pd(_mm512_sub_pd(v.0, mu), k)) }
+    }
+    #[inline(always)]
+    unsafe fn masked(t: Self, m: __mmask8) -> Self {
+        // SAFETY: as above.
+        unsafe { Avx512(_mm512_maskz_mov_pd(m, t.0)) }
+    }
+    #[inline(always)]
+    unsafe fn lanes_below(rem: i64) -> __mmask8 {
+        (((1u32 << rem.clamp(0, 8)) - 1) & 0xff) as __mmask8
+    }
+    #[inline(always)]
+    unsafe fn blend(old: Self, new: Self, m: __mmask8) -> Self {
+        // SAFETY: as above.
+        unsafe { Avx512(_mm512_mask_blend_pd(m, old.0, new.0)) }
+    }
+    #[inline(always)]
+    unsafe fn load<T: Real>(p: *const T) -> Self {
+        // SAFETY: p valid for 8 reads of T, which is f32 or f64 (the only `Real`s).
+        unsafe {
+            if is_f32::<T>() {
+                Avx512(_mm512_cvtps_pd(_mm256_loadu_ps(p as *const f32)))
+            } else {
+                Avx512(_mm512_loadu_pd(p as *const f64))
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn store<T: Real>(p: *mut T, v: Self) {
+        // SAFETY: p valid for 8 writes of T, which is f32 or f64. The f32 rounding is the
+        // current mode's (round to nearest even), as `from_f64`'s `as f32`.
+        unsafe {
+            if is_f32::<T>() {
+                _mm256_storeu_ps(p as *mut f32, _mm512_cvtpd_ps(v.0))
+            } else {
+                _mm512_storeu_pd(p as *mut f64, v.0)
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn halves(acc: Self) -> __m256d {
+        // SAFETY: as above.
+        unsafe {
+            _mm256_add_pd(
+                _mm512_castpd512_pd256(acc.0),
+                _mm512_extractf64x4_pd::<1>(acc.0),
+            )
+        }
     }
 }
 
 /// Overflow probe: adds w * 0 of the selected lanes to `found`, which stays 0 unless some
 /// value is inf or NaN (w * 0 is NaN exactly for those).
 #[inline(always)]
-unsafe fn probe_into(found: &mut __m256d, w: Lanes, m: Lanes) {
+unsafe fn probe_into<W: Wide>(found: &mut W, w: W, m: W::Mask) {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
     unsafe {
-        let z = _mm256_setzero_pd();
-        let t = masked([_mm256_mul_pd(w[0], z), _mm256_mul_pd(w[1], z)], m);
-        *found = _mm256_add_pd(*found, _mm256_add_pd(t[0], t[1]));
+        let z = W::splat(0.0);
+        // w * 0 as (w - 0) * 0
+        *found = W::add(*found, W::masked(W::affine(w, z, z), m));
     }
 }
 
 /// Store (v - mu) * k of the chunk of `x` at `i` to `out` and, with `probe`, probe the
 /// lanes `m` of what was stored (read back: the rounding to T is what may overflow).
 #[inline(always)]
-unsafe fn store_chunk<T: Real>(
+unsafe fn store_chunk<T: Real, W: Wide>(
     (x, out, i): (*const T, *mut T, usize),
-    (mu, k): (__m256d, __m256d),
+    (mu, k): (W::Splat, W::Splat),
     probe: bool,
-    m: Lanes,
-    found: &mut __m256d,
+    m: W::Mask,
+    found: &mut W,
 ) {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
     unsafe {
-        T::store8(out.add(i), affine(T::load8(x.add(i)), mu, k));
+        W::store(out.add(i), W::affine(W::load(x.add(i)), mu, k));
         if probe {
-            probe_into(found, T::load8(out.add(i)), m);
+            probe_into(found, W::load(out.add(i)), m);
         }
     }
 }
 
 /// True when no probed value was inf or NaN.
 #[inline(always)]
-unsafe fn all_finite(found: __m256d) -> bool {
+unsafe fn all_finite<W: Wide>(found: W) -> bool {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
-    unsafe { _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(found, _mm256_setzero_pd())) == 0b1111 }
+    unsafe {
+        let h = W::halves(found);
+        _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(h, _mm256_setzero_pd())) == 0b1111
+    }
 }
 
 /// `stats::lanes_sum` of eight lanes held as `h` = lanes 0-3 + lanes 4-7:
@@ -139,55 +291,48 @@ unsafe fn hsum4(h: [__m256d; 4]) -> __m256d {
     }
 }
 
-/// Lanes 0-3 + lanes 4-7 of eight accumulators (the input of `hsum`).
-#[inline(always)]
-unsafe fn halves(acc: Lanes) -> __m256d {
-    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
-    unsafe { _mm256_add_pd(acc[0], acc[1]) }
-}
-
 // Uniform groups of G values, G a multiple of 8 (no partial chunk).
 
 /// The accumulators of the shifted sum of the G values at `x`.
 #[inline(always)]
-unsafe fn shifted_acc<T: Real, const G: usize>(x: *const T, shift: f64) -> Lanes {
+unsafe fn shifted_acc<T: Real, W: Wide, const G: usize>(x: *const T, shift: f64) -> W {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
     unsafe {
-        let s = _mm256_set1_pd(shift);
-        acc_in(x, 0, G, |v| minus(v, s))
+        let s = W::splat(shift);
+        acc_in(x, 0, G, |v: W| W::minus(v, s))
     }
 }
 
 /// The accumulators of the squared deviations of the G values at `x`.
 #[inline(always)]
-unsafe fn sq_dev_acc<T: Real, const G: usize>(x: *const T, mean: f64) -> Lanes {
+unsafe fn sq_dev_acc<T: Real, W: Wide, const G: usize>(x: *const T, mean: f64) -> W {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
     unsafe {
-        let m = _mm256_set1_pd(mean);
-        acc_in(x, 0, G, |v| squared(minus(v, m)))
+        let m = W::splat(mean);
+        acc_in(x, 0, G, |v: W| W::squared(W::minus(v, m)))
     }
 }
 
 /// Sum of (x_i - shift) over the G elements at `x`; equals `stats::sum_shifted` (which adds
 /// its empty scalar remainder, 0.0, first).
 #[inline(always)]
-pub(crate) unsafe fn sum_shifted<T: Real, const G: usize>(x: *const T, shift: f64) -> f64 {
+pub(crate) unsafe fn sum_shifted<T: Real, W: Wide, const G: usize>(x: *const T, shift: f64) -> f64 {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
-    unsafe { 0.0 + hsum(halves(shifted_acc::<T, G>(x, shift))) }
+    unsafe { 0.0 + hsum(W::halves(shifted_acc::<T, W, G>(x, shift))) }
 }
 
 /// Sum of (x_i - mean)^2 over the G elements at `x`; equals `stats::sum_sq_dev`.
 #[inline(always)]
-pub(crate) unsafe fn sum_sq_dev<T: Real, const G: usize>(x: *const T, mean: f64) -> f64 {
+pub(crate) unsafe fn sum_sq_dev<T: Real, W: Wide, const G: usize>(x: *const T, mean: f64) -> f64 {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
-    unsafe { 0.0 + hsum(halves(sq_dev_acc::<T, G>(x, mean))) }
+    unsafe { 0.0 + hsum(W::halves(sq_dev_acc::<T, W, G>(x, mean))) }
 }
 
 /// Means (`x0 + sum_shifted / G`, x0 each group's first value) and, with `m2`, sums of
 /// squared deviations of the 8 consecutive groups of G values at `x`: the same results as
 /// the per-group functions, with the horizontal sums of four groups done together.
 #[inline(always)]
-pub(crate) unsafe fn moments8<T: Real, const G: usize>(
+pub(crate) unsafe fn moments8<T: Real, W: Wide, const G: usize>(
     x: *const T,
     mean: &mut [f64; 8],
     m2: Option<&mut [f64; 8]>,
@@ -202,7 +347,7 @@ pub(crate) unsafe fn moments8<T: Real, const G: usize>(
             for j in 0..4 {
                 let p = x.add((4 * q + j) * G);
                 x0[j] = (*p).to_f64();
-                h[j] = halves(shifted_acc::<T, G>(p, x0[j]));
+                h[j] = W::halves(shifted_acc::<T, W, G>(p, x0[j]));
             }
             let sums = _mm256_add_pd(zero, hsum4(h));
             let m = _mm256_add_pd(_mm256_loadu_pd(x0.as_ptr()), _mm256_div_pd(sums, size));
@@ -212,7 +357,10 @@ pub(crate) unsafe fn moments8<T: Real, const G: usize>(
         for q in 0..2 {
             let mut h = [zero; 4];
             for j in 0..4 {
-                h[j] = halves(sq_dev_acc::<T, G>(x.add((4 * q + j) * G), mean[4 * q + j]));
+                h[j] = W::halves(sq_dev_acc::<T, W, G>(
+                    x.add((4 * q + j) * G),
+                    mean[4 * q + j],
+                ));
             }
             _mm256_storeu_pd(m2.as_mut_ptr().add(4 * q), _mm256_add_pd(zero, hsum4(h)));
         }
@@ -227,19 +375,19 @@ pub(crate) unsafe fn moments8<T: Real, const G: usize>(
 /// The accumulators of `term` over the chunks of `x[a..b]`: full chunks, then the partial
 /// one masked (none when b - a is a multiple of 8, as for uniform groups).
 #[inline(always)]
-unsafe fn acc_in<T: Real>(x: *const T, a: usize, b: usize, term: impl Fn(Lanes) -> Lanes) -> Lanes {
+unsafe fn acc_in<T: Real, W: Wide>(x: *const T, a: usize, b: usize, term: impl Fn(W) -> W) -> W {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
     unsafe {
-        let mut acc = zeros();
+        let mut acc = W::zeros();
         let mut i = a;
         while i + 8 <= b {
-            acc = add(acc, term(T::load8(x.add(i))));
+            acc = W::add(acc, term(W::load(x.add(i))));
             i += 8;
         }
         if i < b {
-            acc = add(
+            acc = W::add(
                 acc,
-                masked(term(T::load8(x.add(i))), lanes_below((b - i) as i64)),
+                W::masked(term(W::load(x.add(i))), W::lanes_below((b - i) as i64)),
             );
         }
         acc
@@ -248,28 +396,38 @@ unsafe fn acc_in<T: Real>(x: *const T, a: usize, b: usize, term: impl Fn(Lanes) 
 
 /// Sum of `term` over the chunks of `x[a..b]` (`acc_in`, reduced).
 #[inline(always)]
-unsafe fn sum_in<T: Real>(x: *const T, a: usize, b: usize, term: impl Fn(Lanes) -> Lanes) -> f64 {
+unsafe fn sum_in<T: Real, W: Wide>(x: *const T, a: usize, b: usize, term: impl Fn(W) -> W) -> f64 {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
-    unsafe { hsum(halves(acc_in(x, a, b, term))) }
+    unsafe { hsum(W::halves(acc_in(x, a, b, term))) }
 }
 
 /// Sum of (x_i - shift) over `x[a..b]` (masked tail).
 #[inline(always)]
-pub(crate) unsafe fn sum_shifted_in<T: Real>(x: *const T, a: usize, b: usize, shift: f64) -> f64 {
+pub(crate) unsafe fn sum_shifted_in<T: Real, W: Wide>(
+    x: *const T,
+    a: usize,
+    b: usize,
+    shift: f64,
+) -> f64 {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
     unsafe {
-        let s = _mm256_set1_pd(shift);
-        sum_in(x, a, b, |v| minus(v, s))
+        let s = W::splat(shift);
+        sum_in(x, a, b, |v: W| W::minus(v, s))
     }
 }
 
 /// Sum of (x_i - mean)^2 over `x[a..b]` (masked tail).
 #[inline(always)]
-pub(crate) unsafe fn sum_sq_dev_in<T: Real>(x: *const T, a: usize, b: usize, mean: f64) -> f64 {
+pub(crate) unsafe fn sum_sq_dev_in<T: Real, W: Wide>(
+    x: *const T,
+    a: usize,
+    b: usize,
+    mean: f64,
+) -> f64 {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
     unsafe {
-        let m = _mm256_set1_pd(mean);
-        sum_in(x, a, b, |v| squared(minus(v, m)))
+        let m = W::splat(mean);
+        sum_in(x, a, b, |v: W| W::squared(W::minus(v, m)))
     }
 }
 
@@ -277,7 +435,7 @@ pub(crate) unsafe fn sum_sq_dev_in<T: Real>(x: *const T, a: usize, b: usize, mea
 /// values of `out` past `b`. With `probe`, false if a written value is not finite in T.
 /// Also the write of a uniform group (a = 0, b = G a multiple of 8: no partial chunk).
 #[inline(always)]
-pub(crate) unsafe fn write_affine_in<T: Real>(
+pub(crate) unsafe fn write_affine_in<T: Real, W: Wide>(
     x: *const T,
     out: *mut T,
     a: usize,
@@ -288,25 +446,19 @@ pub(crate) unsafe fn write_affine_in<T: Real>(
 ) -> bool {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
     unsafe {
-        let (m, kk) = (_mm256_set1_pd(mu), _mm256_set1_pd(k));
-        let (all, mut found) = (lanes_below(8), _mm256_setzero_pd());
+        let (m, kk) = (W::splat(mu), W::splat(k));
+        let (all, mut found) = (W::lanes_below(8), W::zeros());
         let mut i = a;
         while i + 8 <= b {
-            store_chunk((x, out, i), (m, kk), probe, all, &mut found);
+            store_chunk::<T, W>((x, out, i), (m, kk), probe, all, &mut found);
             i += 8;
         }
         if i < b {
-            let lanes = lanes_below((b - i) as i64);
-            let (old, new) = (T::load8(out.add(i)), affine(T::load8(x.add(i)), m, kk));
-            T::store8(
-                out.add(i),
-                [
-                    _mm256_blendv_pd(old[0], new[0], lanes[0]),
-                    _mm256_blendv_pd(old[1], new[1], lanes[1]),
-                ],
-            );
+            let lanes = W::lanes_below((b - i) as i64);
+            let (old, new) = (W::load(out.add(i)), W::affine(W::load(x.add(i)), m, kk));
+            W::store(out.add(i), W::blend(old, new, lanes));
             if probe {
-                probe_into(&mut found, T::load8(out.add(i)), lanes);
+                probe_into(&mut found, W::load(out.add(i)), lanes);
             }
         }
         all_finite(found)
@@ -324,30 +476,30 @@ pub(crate) unsafe fn write_affine_in<T: Real>(
 
 /// Sum of `term` over `chunks` chunks from `x[a]`, each masked to the lanes before `b`.
 #[inline(always)]
-unsafe fn sum_fixed<T: Real>(
+unsafe fn sum_fixed<T: Real, W: Wide>(
     x: *const T,
     a: usize,
     b: usize,
     chunks: usize,
-    term: impl Fn(Lanes) -> Lanes,
+    term: impl Fn(W) -> W,
 ) -> f64 {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
     unsafe {
-        let mut acc = zeros();
+        let mut acc = W::zeros();
         for c in 0..chunks {
             let i = a + 8 * c;
-            acc = add(
+            acc = W::add(
                 acc,
-                masked(term(T::load8(x.add(i))), lanes_below(b as i64 - i as i64)),
+                W::masked(term(W::load(x.add(i))), W::lanes_below(b as i64 - i as i64)),
             );
         }
-        hsum(halves(acc))
+        hsum(W::halves(acc))
     }
 }
 
 /// `sum_shifted_in` over `x[a..b]` as `chunks` masked chunks (reads `x[a..a + 8 chunks]`).
 #[inline(always)]
-pub(crate) unsafe fn sum_shifted_fixed<T: Real>(
+pub(crate) unsafe fn sum_shifted_fixed<T: Real, W: Wide>(
     x: *const T,
     a: usize,
     b: usize,
@@ -356,14 +508,14 @@ pub(crate) unsafe fn sum_shifted_fixed<T: Real>(
 ) -> f64 {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
     unsafe {
-        let s = _mm256_set1_pd(shift);
-        sum_fixed(x, a, b, chunks, |v| minus(v, s))
+        let s = W::splat(shift);
+        sum_fixed(x, a, b, chunks, |v: W| W::minus(v, s))
     }
 }
 
 /// `sum_sq_dev_in` over `x[a..b]` as `chunks` masked chunks.
 #[inline(always)]
-pub(crate) unsafe fn sum_sq_dev_fixed<T: Real>(
+pub(crate) unsafe fn sum_sq_dev_fixed<T: Real, W: Wide>(
     x: *const T,
     a: usize,
     b: usize,
@@ -372,8 +524,8 @@ pub(crate) unsafe fn sum_sq_dev_fixed<T: Real>(
 ) -> f64 {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
     unsafe {
-        let m = _mm256_set1_pd(mean);
-        sum_fixed(x, a, b, chunks, |v| squared(minus(v, m)))
+        let m = W::splat(mean);
+        sum_fixed(x, a, b, chunks, |v: W| W::squared(W::minus(v, m)))
     }
 }
 
@@ -381,7 +533,7 @@ pub(crate) unsafe fn sum_sq_dev_fixed<T: Real>(
 /// overwritten by the following groups). With `probe`, false if a value of `[a, b)` is not
 /// finite in T.
 #[inline(always)]
-pub(crate) unsafe fn write_affine_fixed<T: Real>(
+pub(crate) unsafe fn write_affine_fixed<T: Real, W: Wide>(
     x: *const T,
     out: *mut T,
     (a, b): (usize, usize),
@@ -392,15 +544,15 @@ pub(crate) unsafe fn write_affine_fixed<T: Real>(
 ) -> bool {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
     unsafe {
-        let (m, kk) = (_mm256_set1_pd(mu), _mm256_set1_pd(k));
-        let mut found = _mm256_setzero_pd();
+        let (m, kk) = (W::splat(mu), W::splat(k));
+        let mut found = W::zeros();
         for c in 0..chunks {
             let i = a + 8 * c;
-            store_chunk(
+            store_chunk::<T, W>(
                 (x, out, i),
                 (m, kk),
                 probe,
-                lanes_below(b as i64 - i as i64),
+                W::lanes_below(b as i64 - i as i64),
                 &mut found,
             );
         }
@@ -509,11 +661,23 @@ mod tests {
 
     #[target_feature(enable = "avx2")]
     unsafe fn check<T: Real + std::fmt::Debug, const G: usize>(x: &[T], probe: bool) {
+        // SAFETY: AVX2 is enabled here.
+        unsafe { check_with::<T, Avx2, G>(x, probe) }
+    }
+
+    #[target_feature(enable = "avx512f,avx2")]
+    unsafe fn check512<T: Real + std::fmt::Debug, const G: usize>(x: &[T], probe: bool) {
+        // SAFETY: AVX-512F is enabled here.
+        unsafe { check_with::<T, Avx512, G>(x, probe) }
+    }
+
+    #[inline(always)]
+    unsafe fn check_with<T: Real + std::fmt::Debug, W: Wide, const G: usize>(x: &[T], probe: bool) {
         // SAFETY: the caller upholds this function's contract (see its doc and the module's).
         unsafe {
             for b in x.chunks_exact(8 * G) {
                 let (mut mean, mut m2) = ([0.0; 8], [0.0; 8]);
-                moments8::<T, G>(b.as_ptr(), &mut mean, Some(&mut m2));
+                moments8::<T, W, G>(b.as_ptr(), &mut mean, Some(&mut m2));
                 for (j, g) in b.chunks_exact(G).enumerate() {
                     let x0 = g[0].to_f64();
                     let want = x0 + stats::sum_shifted(g, x0) / G as f64;
@@ -523,14 +687,15 @@ mod tests {
             }
             for g in x.chunks_exact(G) {
                 let x0 = g[0].to_f64();
-                let s = sum_shifted::<T, G>(g.as_ptr(), x0);
+                let s = sum_shifted::<T, W, G>(g.as_ptr(), x0);
                 assert_eq!(s.to_bits(), stats::sum_shifted(g, x0).to_bits());
                 let mean = x0 + s / G as f64;
-                let m2 = sum_sq_dev::<T, G>(g.as_ptr(), mean);
+                let m2 = sum_sq_dev::<T, W, G>(g.as_ptr(), mean);
                 assert_eq!(m2.to_bits(), stats::sum_sq_dev(g, mean).to_bits());
                 let k = 1.0 / (m2 / G as f64).sqrt();
                 let mut fast = vec![T::zero(); G];
-                let ok = write_affine_in(g.as_ptr(), fast.as_mut_ptr(), 0, G, mean, k, probe);
+                let ok =
+                    write_affine_in::<T, W>(g.as_ptr(), fast.as_mut_ptr(), 0, G, mean, k, probe);
                 let plain: Vec<T> = g
                     .iter()
                     .map(|v| T::from_f64((v.to_f64() - mean) * k))
@@ -599,21 +764,43 @@ mod tests {
                     check::<f32, 64>(&x32, probe);
                     check::<f64, 16>(&x64, probe);
                     check::<f64, 32>(&x64, probe);
+                    if std::arch::is_x86_feature_detected!("avx512f") {
+                        check512::<f32, 8>(&x32, probe);
+                        check512::<f32, 16>(&x32, probe);
+                        check512::<f32, 64>(&x32, probe);
+                        check512::<f64, 16>(&x64, probe);
+                        check512::<f64, 32>(&x64, probe);
+                    }
                 }
             }
         }
-        ragged_loops_match_kernel();
+        // SAFETY: AVX2 was detected (AVX-512F where the second runs).
+        unsafe {
+            ragged_loops_match_kernel::<Avx2>();
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                ragged_loops_match_kernel_512();
+            }
+        }
         let mut big = [3e38f32; 8];
         big[0] = -3e38;
         let mut out = [0f32; 8];
         // SAFETY: AVX2 was detected; 8 values each.
-        let ok = unsafe { write_affine_in(big.as_ptr(), out.as_mut_ptr(), 0, 8, 0.0, 2.0, true) };
+        let ok = unsafe {
+            write_affine_in::<f32, Avx2>(big.as_ptr(), out.as_mut_ptr(), 0, 8, 0.0, 2.0, true)
+        };
         assert!(!ok);
     }
 
     /// The masked ragged loops against `kernel`'s generic ones, bit for bit, every length 0..40
     /// at every start within a chunk, with NaN past the group to show the masking.
-    fn ragged_loops_match_kernel() {
+    #[target_feature(enable = "avx512f,avx2")]
+    unsafe fn ragged_loops_match_kernel_512() {
+        // SAFETY: AVX-512F is enabled here.
+        unsafe { ragged_loops_match_kernel::<Avx512>() }
+    }
+
+    #[inline(always)]
+    unsafe fn ragged_loops_match_kernel<W: Wide>() {
         let x: Vec<f32> = (0..64)
             .map(|i| {
                 if i >= 48 {
@@ -629,18 +816,18 @@ mod tests {
                 // SAFETY: AVX2 was detected; b + 8 <= 64 keeps the masked chunk inside x.
                 unsafe {
                     let (s, s_ref) = (
-                        sum_shifted_in(x.as_ptr(), a, b, shift),
+                        sum_shifted_in::<f32, W>(x.as_ptr(), a, b, shift),
                         crate::kernel::sum_shifted_in(&x, a, b, shift),
                     );
                     assert_eq!(s.to_bits(), s_ref.to_bits());
                     let mean = shift + s / (b - a).max(1) as f64;
-                    let q = sum_sq_dev_in(x.as_ptr(), a, b, mean);
+                    let q = sum_sq_dev_in::<f32, W>(x.as_ptr(), a, b, mean);
                     assert_eq!(
                         q.to_bits(),
                         crate::kernel::sum_sq_dev_in(&x, a, b, mean).to_bits()
                     );
                     let (mut fast, mut plain) = (vec![-7.0f32; 64], vec![-7.0f32; 64]);
-                    assert!(write_affine_in(
+                    assert!(write_affine_in::<f32, W>(
                         x.as_ptr(),
                         fast.as_mut_ptr(),
                         a,

@@ -624,3 +624,51 @@ fn raw_singletons_over_a_scaled_batch_std() {
         assert!((got[8] - 9.0 / 8f64.sqrt()).abs() < 1e-12, "{got:?}");
     }
 }
+
+/// Results are the same bits for every thread count 1..=8 (chunks claimed by whichever
+/// thread is free): contiguous layouts, group and batch scales, advantages and moments.
+#[test]
+fn thread_counts_give_identical_bits() {
+    let n = 3 * crate::parallel::SERIAL_BELOW + 64;
+    let mut s = 0x2545f4914f6cdd1du64;
+    let mut next = move |m: u64| {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s % m
+    };
+    let x: Vec<f32> = (0..n)
+        .map(|_| next(1 << 20) as f32 / 4096.0 - 100.0)
+        .collect();
+    let mut offsets = vec![0i64];
+    while (*offsets.last().unwrap() as usize) < n {
+        let size = next(40) as i64;
+        offsets.push((offsets.last().unwrap() + size).min(n as i64));
+    }
+    let layouts = [
+        Grouping::uniform(n, 8).unwrap(),
+        Grouping::uniform(n, 40).unwrap(),
+        Grouping::ragged(n, &offsets).unwrap(),
+    ];
+    for g in &layouts {
+        for (center, scale) in [
+            (Center::Mean, Scale::Group),
+            (Center::LeaveOneOut, Scale::Batch),
+            (Center::Mean, Scale::BatchResidual),
+        ] {
+            let p = |threads| Params {
+                center,
+                scale,
+                threads,
+                ..Params::default()
+            };
+            let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+            let one = bits(run(&x, g, &p(1)).unwrap());
+            let m1 = group_moments(&x, g, &p(1), None).unwrap();
+            for threads in 2..=8 {
+                assert_eq!(bits(run(&x, g, &p(threads)).unwrap()), one, "{threads}");
+                assert_eq!(group_moments(&x, g, &p(threads), None).unwrap(), m1);
+            }
+        }
+    }
+}

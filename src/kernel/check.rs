@@ -57,7 +57,7 @@ fn run_copy<T: Real>(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX-512F (asserted above).
         Isa::Avx512 => unsafe { write_batch_avx512(x, &mut out, g, range, p, Denom::ONE)? },
-        _ => write_batch_impl::<T, false>(x, &mut out, g, range, p, Denom::ONE)?,
+        _ => write_batch_impl::<T, false, super::NoLanes>(x, &mut out, g, range, p, Denom::ONE)?,
     }
     Ok(out)
 }

@@ -63,12 +63,12 @@ pub(crate) fn write_batch<T: Real>(
             return unsafe { write_batch_avx2(x, out, grouping, range, p, batch) };
         }
     }
-    write_batch_impl::<T, false>(x, out, grouping, range, p, batch)
+    write_batch_impl::<T, false, NoLanes>(x, out, grouping, range, p, batch)
 }
 
 /// The batch loop compiled with more vector instructions enabled (same code, same results).
 macro_rules! write_batch_with {
-    ($name:ident, $features:literal) => {
+    ($name:ident, $features:literal, $wide:ty) => {
         /// # Safety
         /// The CPU must have the target features of this copy.
         #[cfg(target_arch = "x86_64")]
@@ -81,18 +81,32 @@ macro_rules! write_batch_with {
             p: &Params,
             batch: Denom,
         ) -> Result<(), (usize, Fault)> {
-            write_batch_impl::<T, true>(x, out, grouping, range, p, batch)
+            write_batch_impl::<T, true, $wide>(x, out, grouping, range, p, batch)
         }
     };
 }
 
-write_batch_with!(write_batch_avx2, "avx2");
-write_batch_with!(write_batch_avx512, "avx512f");
+write_batch_with!(write_batch_avx2, "avx2", crate::simd::Avx2);
+// AVX-512F implies AVX2 (the `Avx512` loops use both).
+write_batch_with!(write_batch_avx512, "avx512f,avx2", crate::simd::Avx512);
+
+/// The lanes of the explicit vector loops (`simd::Wide`); a placeholder where there are none.
+#[cfg(target_arch = "x86_64")]
+pub(crate) use crate::simd::Wide as Lanes;
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) trait Lanes {}
+#[cfg(not(target_arch = "x86_64"))]
+impl Lanes for () {}
+/// The lanes type of the baseline copy (whose `AVX` is false: never used).
+#[cfg(target_arch = "x86_64")]
+pub(crate) type NoLanes = crate::simd::Avx2;
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) type NoLanes = ();
 
 /// The batch loop. `AVX` only in the copies compiled with AVX2 (or more) enabled: it selects
-/// the explicit vector loops of `simd`, whose instructions the CPU must then have.
+/// the explicit vector loops of `simd` on lanes `W`, whose instructions the CPU must then have.
 #[inline(always)]
-fn write_batch_impl<T: Real, const AVX: bool>(
+fn write_batch_impl<T: Real, const AVX: bool, W: Lanes>(
     x: &[T],
     out: &mut [T],
     grouping: &Grouping,
@@ -111,19 +125,19 @@ fn write_batch_impl<T: Real, const AVX: bool>(
             let os = out;
             let xs = &x[a..b];
             match *size {
-                2 => uniform::<T, 2, AVX>(xs, os, range.start, p, batch)?,
-                4 => uniform::<T, 4, AVX>(xs, os, range.start, p, batch)?,
-                8 => uniform::<T, 8, AVX>(xs, os, range.start, p, batch)?,
-                16 => uniform::<T, 16, AVX>(xs, os, range.start, p, batch)?,
-                32 => uniform::<T, 32, AVX>(xs, os, range.start, p, batch)?,
-                64 => uniform::<T, 64, AVX>(xs, os, range.start, p, batch)?,
+                2 => uniform::<T, 2, AVX, W>(xs, os, range.start, p, batch)?,
+                4 => uniform::<T, 4, AVX, W>(xs, os, range.start, p, batch)?,
+                8 => uniform::<T, 8, AVX, W>(xs, os, range.start, p, batch)?,
+                16 => uniform::<T, 16, AVX, W>(xs, os, range.start, p, batch)?,
+                32 => uniform::<T, 32, AVX, W>(xs, os, range.start, p, batch)?,
+                64 => uniform::<T, 64, AVX, W>(xs, os, range.start, p, batch)?,
                 g => {
                     for g0 in range.clone().step_by(BLOCK) {
                         let g1 = (g0 + BLOCK).min(range.end);
                         for (j, grp) in (g0..g1).enumerate() {
                             spans[j] = ((grp - range.start) * g, (grp - range.start + 1) * g);
                         }
-                        block::<T, AVX>(xs, os, &spans[..g1 - g0], g0, p, batch)?;
+                        block::<T, AVX, W>(xs, os, &spans[..g1 - g0], g0, p, batch)?;
                     }
                 }
             }
@@ -137,7 +151,7 @@ fn write_batch_impl<T: Real, const AVX: bool>(
                 for (j, g) in (g0..g1).enumerate() {
                     spans[j] = (offsets[g] - a, offsets[g + 1] - a);
                 }
-                block::<T, AVX>(xs, os, &spans[..g1 - g0], g0, p, batch)?;
+                block::<T, AVX, W>(xs, os, &spans[..g1 - g0], g0, p, batch)?;
             }
         }
     }

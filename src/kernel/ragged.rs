@@ -3,7 +3,7 @@
 
 use super::group::{finish_group, group_advantages, guarded};
 use super::write::{block_affine, cannot_overflow, sum_shifted_in, sum_sq_dev_in, write_affine_in};
-use super::BLOCK;
+use super::{Lanes, BLOCK};
 use crate::policy::{Center, Denom, Fault, NonFinite, Params, Scale};
 use crate::real::Real;
 #[cfg(target_arch = "x86_64")]
@@ -13,7 +13,7 @@ use crate::simd;
 /// of `out` (`x` and `out` cover the whole batch, so chunks may read past a group's end).
 /// `g0` is the index of the first group (for error reports).
 #[inline(always)]
-pub(super) fn block<T: Real, const AVX: bool>(
+pub(super) fn block<T: Real, const AVX: bool, W: Lanes>(
     x: &[T],
     out: &mut [T],
     spans: &[(usize, usize)],
@@ -57,13 +57,14 @@ pub(super) fn block<T: Real, const AVX: bool>(
             #[cfg(target_arch = "x86_64")]
             if fixed {
                 // SAFETY: AVX2 is enabled (AVX); reads end before x.len() (checked above).
-                sum[j] = unsafe { simd::sum_shifted_fixed(x.as_ptr(), a, b, x0[j], chunks) };
+                sum[j] =
+                    unsafe { simd::sum_shifted_fixed::<T, W>(x.as_ptr(), a, b, x0[j], chunks) };
                 continue;
             }
             #[cfg(target_arch = "x86_64")]
             if simd {
                 // SAFETY: AVX2 is enabled (AVX); reads end before x.len() (checked above).
-                sum[j] = unsafe { simd::sum_shifted_in(x.as_ptr(), a, b, x0[j]) };
+                sum[j] = unsafe { simd::sum_shifted_in::<T, W>(x.as_ptr(), a, b, x0[j]) };
                 continue;
             }
             sum[j] = sum_shifted_in(x, a, b, x0[j]);
@@ -82,13 +83,14 @@ pub(super) fn block<T: Real, const AVX: bool>(
             #[cfg(target_arch = "x86_64")]
             if fixed {
                 // SAFETY: as above.
-                m2[j] = unsafe { simd::sum_sq_dev_fixed(x.as_ptr(), a, b, mean[j], chunks) };
+                m2[j] =
+                    unsafe { simd::sum_sq_dev_fixed::<T, W>(x.as_ptr(), a, b, mean[j], chunks) };
                 continue;
             }
             #[cfg(target_arch = "x86_64")]
             if simd {
                 // SAFETY: as above.
-                m2[j] = unsafe { simd::sum_sq_dev_in(x.as_ptr(), a, b, mean[j]) };
+                m2[j] = unsafe { simd::sum_sq_dev_in::<T, W>(x.as_ptr(), a, b, mean[j]) };
                 continue;
             }
             m2[j] = sum_sq_dev_in(x, a, b, mean[j]);
@@ -113,13 +115,16 @@ pub(super) fn block<T: Real, const AVX: bool>(
             continue;
         }
         let mu = if centred { mean[j] } else { 0.0 };
-        let probe = !cannot_overflow::<T>(n[j], mean[j], mu, k[j], known);
+        // Centred on its own finite mean (|mean - mu| = 0), `cannot_overflow` reduces to a
+        // bound on n: checked first, without the products.
+        let proven = centred && known && cannot_overflow::<T>(n[j], 0.0, 0.0, 0.0, true);
+        let probe = !proven && !cannot_overflow::<T>(n[j], mean[j], mu, k[j], known);
         #[cfg(target_arch = "x86_64")]
         if fixed {
             // SAFETY: as above; the stores past b stay in the batch and are overwritten by
             // the following groups, written after this one; this thread owns the batch.
             if !unsafe {
-                simd::write_affine_fixed(
+                simd::write_affine_fixed::<T, W>(
                     x.as_ptr(),
                     out.as_mut_ptr(),
                     (a, b),
@@ -137,7 +142,7 @@ pub(super) fn block<T: Real, const AVX: bool>(
         if simd {
             // SAFETY: as above; out has x's length, and this thread owns it.
             if !unsafe {
-                simd::write_affine_in(x.as_ptr(), out.as_mut_ptr(), a, b, mu, k[j], probe)
+                simd::write_affine_in::<T, W>(x.as_ptr(), out.as_mut_ptr(), a, b, mu, k[j], probe)
             } {
                 return Err((g0 + j, Fault::Overflow));
             }

@@ -2,8 +2,8 @@
 //! loops unroll), `BLOCK` groups at a time.
 
 use super::group::{finish_group, group_advantages, guarded};
-use super::write::{block_affine, cannot_overflow, write_affine};
-use super::BLOCK;
+use super::write::{block_affine_uniform, cannot_overflow, write_affine};
+use super::{Lanes, BLOCK};
 use crate::policy::{Center, Denom, Fault, NonFinite, Params, Scale};
 use crate::real::Real;
 #[cfg(target_arch = "x86_64")]
@@ -13,7 +13,7 @@ use crate::stats::{sum_shifted, sum_sq_dev};
 /// Uniform groups of a constant size G (x.len() is a multiple of G). With `AVX` (only in
 /// code compiled with AVX2) and G a multiple of 8, the per-group loops are `simd`'s.
 #[inline(always)]
-pub(super) fn uniform<T: Real, const G: usize, const AVX: bool>(
+pub(super) fn uniform<T: Real, const G: usize, const AVX: bool, W: Lanes>(
     x: &[T],
     out: &mut [T],
     first_group: usize,
@@ -37,7 +37,7 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool>(
         }
         let mut mean = [0.0f64; BLOCK];
         let mut m2 = [0.0f64; BLOCK];
-        let simd = cfg!(target_arch = "x86_64") && AVX && G % 8 == 0;
+        let simd = cfg!(target_arch = "x86_64") && AVX && G.is_multiple_of(8);
         // Groups of four: one group per vector lane (`simd::moments4x8`).
         let fours = cfg!(target_arch = "x86_64") && AVX && G == 4;
         // A whole block takes the block-wide vector moments; a partial one, per-group loops.
@@ -50,7 +50,7 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool>(
                 if fours {
                     simd::moments4x8(xb.as_ptr(), &mut mean, m2)
                 } else {
-                    simd::moments8::<T, G>(xb.as_ptr(), &mut mean, m2)
+                    simd::moments8::<T, W, G>(xb.as_ptr(), &mut mean, m2)
                 }
             };
         }
@@ -61,7 +61,8 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool>(
                 #[cfg(target_arch = "x86_64")]
                 if simd {
                     // SAFETY: AVX2 is enabled (AVX), xs holds G values.
-                    mean[j] = x0 + unsafe { simd::sum_shifted::<T, G>(xs.as_ptr(), x0) } / G as f64;
+                    mean[j] =
+                        x0 + unsafe { simd::sum_shifted::<T, W, G>(xs.as_ptr(), x0) } / G as f64;
                     continue;
                 }
                 mean[j] = x0 + sum_shifted(xs, x0) / G as f64;
@@ -72,7 +73,7 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool>(
                     #[cfg(target_arch = "x86_64")]
                     if simd {
                         // SAFETY: as above.
-                        m2[j] = unsafe { simd::sum_sq_dev::<T, G>(xs.as_ptr(), mean[j]) };
+                        m2[j] = unsafe { simd::sum_sq_dev::<T, W, G>(xs.as_ptr(), mean[j]) };
                         continue;
                     }
                     m2[j] = sum_sq_dev(xs, mean[j]);
@@ -83,12 +84,15 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool>(
         // group here has G >= 2 rewards, so `group_affine` reduces to this unless a group is
         // unusual, and then the block takes the per-group route.
         let centred = p.center != Center::None;
-        let k = block_affine(&[G as f64; BLOCK], &m2, p, batch);
+        let k = block_affine_uniform(G as f64, &m2, p, batch);
         // Plain loops with `&` (not `Iterator::all`, which is compiled out of line here,
         // without the vector instructions, and branches per group).
+        // Over the whole block (lanes past `nb` count as usual), so that the loop is one
+        // vector pass; |v| < inf is `is_finite` (false for NaN).
         let mut usual = true;
-        for j in 0..nb {
-            usual &= mean[j].is_finite() & k[j].is_finite() & !guarded::<T>(G, mean[j], m2[j], p);
+        for j in 0..BLOCK {
+            let finite = (mean[j].abs() < f64::INFINITY) & (k[j].abs() < f64::INFINITY);
+            usual &= (j >= nb) | (finite & !guarded::<T>(G, mean[j], m2[j], p));
         }
         if !usual {
             for j in 0..nb {
@@ -99,28 +103,43 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool>(
             continue;
         }
         let known = p.scale == Scale::Group;
-        let mu: [f64; BLOCK] = if centred { mean } else { [0.0; BLOCK] };
+        // Each group's centre read from `mean` where it is used: a copy of the whole array
+        // here was a 64-byte load of values just stored in pieces (a store-forwarding stall).
+        let mu_of = |j: usize| if centred { mean[j] } else { 0.0 };
         #[cfg(target_arch = "x86_64")]
         if fours && whole {
             let mut safe = true;
             for j in 0..BLOCK {
-                safe &= cannot_overflow::<T>(G as f64, mean[j], mu[j], k[j], known);
+                safe &= cannot_overflow::<T>(G as f64, mean[j], mu_of(j), k[j], known);
             }
             if safe {
                 // SAFETY: AVX2 is enabled (AVX); xb and ob hold BLOCK groups of 4 values.
+                let mu: [f64; BLOCK] = std::array::from_fn(mu_of);
+                // SAFETY: as above.
                 unsafe { simd::write_affine4x8(xb.as_ptr(), ob.as_mut_ptr(), &mu, &k) };
                 continue;
             }
         }
+        // Centred on the group's own (finite) mean and scaled by its own (finite) std, no
+        // advantage can overflow: `cannot_overflow` holds for every group (|mean - mu| = 0).
+        let proven = centred && known && cannot_overflow::<T>(G as f64, 0.0, 0.0, 0.0, true);
         for j in 0..nb {
-            let mu = mu[j];
-            let probe = !cannot_overflow::<T>(G as f64, mean[j], mu, k[j], known);
+            let mu = mu_of(j);
+            let probe = !proven && !cannot_overflow::<T>(G as f64, mean[j], mu, k[j], known);
             let (xs, os) = (&xb[j * G..(j + 1) * G], &mut ob[j * G..(j + 1) * G]);
             #[cfg(target_arch = "x86_64")]
             if simd {
                 // SAFETY: as above; os holds G values.
                 if !unsafe {
-                    simd::write_affine_in(xs.as_ptr(), os.as_mut_ptr(), 0, G, mu, k[j], probe)
+                    simd::write_affine_in::<T, W>(
+                        xs.as_ptr(),
+                        os.as_mut_ptr(),
+                        0,
+                        G,
+                        mu,
+                        k[j],
+                        probe,
+                    )
                 } {
                     return Err((g0 + j, Fault::Overflow));
                 }

@@ -94,6 +94,35 @@ pub(super) fn block_affine(
     k
 }
 
+/// `block_affine` for groups of one size `g`: the per-group division of M2 by `g - ddof`
+/// becomes a multiplication where that count is a power of two (its reciprocal is exact, so
+/// the product rounds the same real number as the quotient: the same bits), which frees the
+/// divider for the division of the factor by the denominator.
+#[inline(always)]
+pub(super) fn block_affine_uniform(
+    g: f64,
+    m2: &[f64; BLOCK],
+    p: &Params,
+    batch: Denom,
+) -> [f64; BLOCK] {
+    let c = g - p.ddof as f64;
+    let power_of_two = (1.0..=1e300).contains(&c) && (c.to_bits() & ((1u64 << 52) - 1)) == 0;
+    if p.scale != Scale::Group || !power_of_two {
+        return block_affine(&[g; BLOCK], m2, p, batch);
+    }
+    let (inv, eps) = (1.0 / c, p.eps);
+    let factor = if p.center == Center::LeaveOneOut {
+        loo_factor(g)
+    } else {
+        1.0
+    };
+    let mut k = [0.0f64; BLOCK];
+    for j in 0..BLOCK {
+        k[j] = ratio(factor, (m2[j] * inv).sqrt() + eps);
+    }
+    k
+}
+
 /// Sum of (x_i - shift) over `x[a..b]`, eight lanes wide. A group's last partial chunk is
 /// read as a full chunk of `x` where `x` extends far enough (the next group's values), with
 /// the lanes past `b` masked out: ragged groups then need no scalar remainder loop.
@@ -185,4 +214,55 @@ pub(crate) fn write_affine_in<T: Real>(
         }
     }
     ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Scale;
+
+    /// The product with the exact reciprocal gives the bits of the quotient: every size and
+    /// ddof (powers of two and not), M2 from subnormal to huge, zero, inf and NaN.
+    #[test]
+    fn uniform_factors_equal_the_general_ones() {
+        let mut s = 0x9e3779b97f4a7c15u64;
+        let mut m2s = vec![
+            0.0,
+            f64::MIN_POSITIVE / 3.0,
+            5e-324,
+            1e300,
+            f64::MAX,
+            f64::INFINITY,
+            f64::NAN,
+        ];
+        for _ in 0..400 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            m2s.push(f64::from_bits(s >> 2));
+        }
+        for g in [2.0, 3.0, 4.0, 8.0, 15.0, 16.0, 17.0, 32.0, 64.0, 1024.0] {
+            for ddof in [0u32, 1] {
+                for center in [Center::Mean, Center::LeaveOneOut] {
+                    let p = Params {
+                        scale: Scale::Group,
+                        center,
+                        ddof,
+                        eps: if ddof == 0 { 0.0 } else { 1e-6 },
+                        ..Params::default()
+                    };
+                    for m2 in m2s.chunks_exact(BLOCK) {
+                        let m2: &[f64; BLOCK] = m2.try_into().unwrap();
+                        let a = block_affine_uniform(g, m2, &p, Denom::ONE);
+                        let b = block_affine(&[g; BLOCK], m2, &p, Denom::ONE);
+                        assert_eq!(
+                            a.map(f64::to_bits),
+                            b.map(f64::to_bits),
+                            "{g} {ddof} {m2:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
