@@ -25,7 +25,7 @@ use crate::real::Real;
 use crate::stats::squares_safe;
 
 fn check_shape(len: usize, k: usize, w: &[f64]) -> Result<usize, AdvError> {
-    if k == 0 || len % k != 0 {
+    if k == 0 || !len.is_multiple_of(k) {
         return Err(AdvError::BadParameter(format!(
             "a buffer of {len} values is not (N, K) with K = {k} >= 1"
         )));

@@ -11,7 +11,7 @@
 //! * `Zero` (OpenRLHF, `experience_maker.py:366-376, 403-409`): rewards and values are
 //!   multiplied by the mask first, and the scan runs over every token.
 
-use crate::parallel::{map_pieces, pool, resolve_threads, SERIAL_BELOW};
+use crate::parallel::{map_pieces, resolve_threads, SERIAL_BELOW};
 use crate::real::Real;
 use crate::token::Mask;
 use std::ops::Range;
@@ -245,15 +245,8 @@ pub fn gae<T: Real>(
         vec![work(ranges[0].clone(), adv, ret)]
     } else {
         let (pa, pr) = (split_pieces(adv, &cuts), split_pieces(ret, &cuts));
-        use rayon::prelude::*;
-        pool(threads).install(|| {
-            ranges
-                .into_par_iter()
-                .zip(pa)
-                .zip(pr)
-                .map(|((r, a), rt)| work(r, a, rt))
-                .collect()
-        })
+        let items: Vec<_> = ranges.into_iter().zip(pa).zip(pr).collect();
+        crate::parallel::map_owned(threads, items, |((r, a), rt)| work(r, a, rt))
     };
     first_error(errs)
 }
