@@ -14,6 +14,7 @@ pub mod labelled;
 pub mod parallel;
 pub mod policy;
 pub mod real;
+pub mod runs;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 pub mod stats;
@@ -260,13 +261,18 @@ mod python {
         first: Vec<usize>,
     ) -> PyResult<Labelled<'py>> {
         let g = py.detach(|| Grouping::from_factorized(codes, &first))?;
-        Ok((
-            wrap(g),
-            PyArray1::from_iter(py, first.into_iter().map(|i| i as i64)),
-        ))
+        Ok(with_first(py, g, first))
     }
 
-    /// Groups from int64 labels; also returns the first index of each group.
+    fn with_first<'py>(py: Python<'py>, g: Grouping, first: Vec<usize>) -> Labelled<'py> {
+        (
+            wrap(g),
+            PyArray1::from_iter(py, first.into_iter().map(|i| i as i64)),
+        )
+    }
+
+    /// Groups from int64 labels (runs of equal labels found first); also returns the first
+    /// index of each group.
     #[pyfunction]
     fn grouping_ids_int<'py>(
         py: Python<'py>,
@@ -274,12 +280,8 @@ mod python {
     ) -> PyResult<Labelled<'py>> {
         let ids = read(ids, "group_ids")?;
         let ids = ids.as_slice()?;
-        let (codes, first) = py.detach(|| match groups::factorize_dense(ids) {
-            Ok(Some(done)) => Ok(done),
-            Ok(None) => groups::factorize(ids.iter().copied(), ids.len()),
-            Err(e) => Err(e),
-        })?;
-        labelled(py, codes, first)
+        let (g, first) = py.detach(|| crate::runs::group_ints(ids, 0))?;
+        Ok(with_first(py, g, first))
     }
 
     /// Groups from fixed-width labels given as the rows of a uint8 matrix (numpy 'U'/'S').
@@ -302,8 +304,7 @@ mod python {
         labelled(py, codes, first)
     }
 
-    /// A str label as a hash key: Python's cached hash of the str, and its address, so that
-    /// the common case (the same str object repeated, as verl's uids) compares no bytes.
+    /// A str label as a hash key: Python's hash of the str, its address and its text.
     #[derive(Clone, Copy)]
     struct StrKey<'a> {
         hash: isize,
@@ -324,33 +325,81 @@ mod python {
         }
     }
 
-    /// Groups from a sequence of Python str labels. TypeError if any label is not a str.
+    type FoldMap<K> = std::collections::HashMap<K, u32, foldhash::fast::RandomState>;
+
+    /// Runs and group codes of `n` str labels (`item(i)` the i-th), for `runs::from_runs`.
+    /// By identity first: a run is a stretch of the same object (one pointer comparison per
+    /// label), and a run's object is looked up by its address; only an object not seen
+    /// before is hashed and compared by text, so that distinct str objects with equal text
+    /// are one group. TypeError for a label that is not exactly a str (subclasses may define
+    /// their own `__eq__` / `__hash__`): the caller then groups them as a Python dict does.
+    fn str_runs<'a, 'py: 'a>(
+        n: usize,
+        item: impl Fn(usize) -> &'a Bound<'py, PyAny>,
+    ) -> PyResult<(Vec<usize>, Vec<u32>)> {
+        let mut by_addr: FoldMap<usize> = FoldMap::default();
+        let mut by_text: FoldMap<StrKey<'a>> = FoldMap::default();
+        let (mut starts, mut run_codes) = (Vec::new(), Vec::new());
+        let mut prev = 0usize;
+        for i in 0..n {
+            let obj = item(i);
+            let addr = obj.as_ptr() as usize;
+            if addr == prev {
+                continue;
+            }
+            prev = addr;
+            let code = match by_addr.entry(addr) {
+                std::collections::hash_map::Entry::Occupied(e) => *e.get(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let next = by_text.len() as u32;
+                    *e.insert(*by_text.entry(str_key(i, obj)?).or_insert(next))
+                }
+            };
+            starts.push(i);
+            run_codes.push(code);
+        }
+        Ok((starts, run_codes))
+    }
+
+    fn str_key<'a, 'py>(i: usize, obj: &'a Bound<'py, PyAny>) -> PyResult<StrKey<'a>> {
+        if !obj.is_exact_instance_of::<PyString>() {
+            return Err(PyTypeError::new_err(format!(
+                "group_ids[{i}] is not a str (got {})",
+                obj.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            )));
+        }
+        let s = obj.cast::<PyString>()?;
+        Ok(StrKey {
+            hash: s.hash()?,
+            addr: s.as_ptr() as usize,
+            // A str with lone surrogates has no UTF-8 form: TypeError, so that the API
+            // falls back to hashing the Python objects (as the numpy backend does).
+            text: s.to_str().map_err(|_| {
+                PyTypeError::new_err(format!("group_ids[{i}] is a str that is not valid UTF-8"))
+            })?,
+        })
+    }
+
+    /// Groups from Python str labels: a 1-D object array (read in place) or any sequence.
+    /// TypeError if any label is not exactly a str (see `str_runs`).
     #[pyfunction]
     fn grouping_ids_str<'py>(py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Labelled<'py>> {
-        let items: Vec<Bound<'py, PyAny>> = ids.try_iter()?.collect::<PyResult<_>>()?;
-        let mut keys: Vec<StrKey<'_>> = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            let s = item.cast::<PyString>().map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "group_ids[{i}] is not a str (got {})",
-                    item.get_type()
-                        .name()
-                        .map(|n| n.to_string())
-                        .unwrap_or_default()
-                ))
-            })?;
-            keys.push(StrKey {
-                hash: s.hash()?,
-                addr: s.as_ptr() as usize,
-                // A str with lone surrogates has no UTF-8 form: TypeError, so that the API
-                // falls back to hashing the Python objects (as the numpy backend does).
-                text: s.to_str().map_err(|_| {
-                    PyTypeError::new_err(format!("group_ids[{i}] is a str that is not valid UTF-8"))
-                })?,
-            });
-        }
-        let (codes, first) = groups::factorize(keys.iter().copied(), keys.len())?;
-        labelled(py, codes, first)
+        let (n, (starts, run_codes)) = match ids.cast::<PyArray1<Py<PyAny>>>() {
+            Ok(arr) if arr.is_contiguous() => {
+                let arr = arr.readonly();
+                let items = arr.as_slice()?;
+                (items.len(), str_runs(items.len(), |i| items[i].bind(py))?)
+            }
+            _ => {
+                let items: Vec<Bound<'py, PyAny>> = ids.try_iter()?.collect::<PyResult<_>>()?;
+                (items.len(), str_runs(items.len(), |i| &items[i])?)
+            }
+        };
+        let (g, first) = py.detach(|| crate::runs::from_runs(n, &starts, &run_codes, 0))?;
+        Ok(with_first(py, g, first))
     }
 
     fn parse_params(

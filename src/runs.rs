@@ -1,0 +1,330 @@
+//! Labels in runs. Rollouts keep each prompt's responses together (`np.repeat`, verl's
+//! `DataProto.repeat`, whole blocks reordered by `balance_batch`), so labels arrive in runs of
+//! equal neighbours. The runs are found first (one streaming comparison of neighbours) and only
+//! the first label of each run is numbered; when every run brings a new label the layout is
+//! contiguous (offsets) and no per-reward code is written at all.
+//!
+//! The grouping is exactly that of numbering every label on its own (`groups::factorize`):
+//! codes in order of first appearance, a label that comes back in a later run joins its group.
+
+use crate::groups::{factorize, factorize_dense, Grouping, Labelled, LayoutError};
+use crate::hint::{prefetch, PREFETCH};
+use crate::parallel::{map_ranges, map_ranges_mut};
+use std::ops::Range;
+
+/// Mean run length (sampled) from which runs are found first; below it the labels are
+/// numbered one by one (fully shuffled rows), as before runs existed.
+pub const MIN_MEAN_RUN: usize = 3;
+/// The sample: this many windows of `WINDOW` neighbours, spread evenly over the input.
+const WINDOWS: usize = 16;
+const WINDOW: usize = 256;
+
+/// Whether `ids` looks like runs of mean length at least [`MIN_MEAN_RUN`], judged on a sample
+/// (all of it when small). Only the speed depends on the answer, never the grouping.
+pub fn looks_like_runs<K: PartialEq>(ids: &[K]) -> bool {
+    let n = ids.len();
+    let (mut pairs, mut breaks) = (0usize, 0usize);
+    let mut count = |w: &[K]| {
+        pairs += w.len().saturating_sub(1);
+        breaks += w.windows(2).filter(|p| p[0] != p[1]).count();
+    };
+    if n <= WINDOWS * WINDOW {
+        count(ids);
+    } else {
+        for t in 0..WINDOWS {
+            let a = (n - WINDOW) * t / (WINDOWS - 1);
+            count(&ids[a..a + WINDOW]);
+        }
+    }
+    // A run of length L has L - 1 equal pairs per break.
+    breaks * MIN_MEAN_RUN <= pairs
+}
+
+/// Start and label of every run of equal neighbours in `ids` (0 first, when not empty), in
+/// order; on `threads` workers (0: the default) for large inputs. The labels are taken in the
+/// same pass (read again later they would cost a second strided sweep over `ids`).
+pub fn runs<K: PartialEq + Copy + Sync + Send>(ids: &[K], threads: usize) -> (Vec<usize>, Vec<K>) {
+    let parts = map_ranges(ids.len(), threads, |r| {
+        let mut out = (Vec::new(), Vec::new());
+        runs_in(ids, r, &mut out);
+        out
+    });
+    if parts.len() == 1 {
+        return parts.into_iter().next().unwrap();
+    }
+    let (starts, heads): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+    (starts.concat(), heads.concat())
+}
+
+/// The runs of `ids` that start within `r` (`r.start` counts as one only when it differs from
+/// its left neighbour, or is 0). Blocks of 64 neighbours are compared into a bit mask first,
+/// so the compare loop is branch-free and only the (few) run starts cost a branch.
+fn runs_in<K: PartialEq + Copy>(ids: &[K], r: Range<usize>, out: &mut (Vec<usize>, Vec<K>)) {
+    let mut push = |i: usize| {
+        out.0.push(i);
+        out.1.push(ids[i]);
+    };
+    let mut i = r.start;
+    if i == 0 {
+        if r.end == 0 {
+            return;
+        }
+        push(0);
+        i = 1;
+    }
+    while i + 64 <= r.end {
+        let w: &[K; 65] = ids[i - 1..i + 64].try_into().unwrap();
+        let mut mask = 0u64;
+        for j in 0..64 {
+            mask |= ((w[j + 1] != w[j]) as u64) << j;
+        }
+        while mask != 0 {
+            push(i + mask.trailing_zeros() as usize);
+            mask &= mask - 1;
+        }
+        i += 64;
+    }
+    for i in i..r.end {
+        if ids[i] != ids[i - 1] {
+            push(i);
+        }
+    }
+}
+
+/// The layout of `n` rewards cut into runs starting at `starts` (increasing, `starts[0] == 0`)
+/// whose labels have the group codes `run_codes` (dense, numbered by first appearance over the
+/// runs; neighbouring runs may share a code), and the first index of each group.
+pub fn from_runs(
+    n: usize,
+    starts: &[usize],
+    run_codes: &[u32],
+    threads: usize,
+) -> Result<(Grouping, Vec<usize>), LayoutError> {
+    if n == 0 {
+        return Err(LayoutError::Empty);
+    }
+    if n > u32::MAX as usize {
+        return Err(LayoutError::TooManyRewards(n));
+    }
+    debug_assert_eq!(starts.len(), run_codes.len());
+    debug_assert_eq!(starts.first(), Some(&0));
+    // First appearance of each code: the start of its first run.
+    let mut first: Vec<usize> = Vec::new();
+    let mut contiguous = true;
+    for (j, (&s, &c)) in starts.iter().zip(run_codes).enumerate() {
+        if c as usize == first.len() {
+            first.push(s);
+        } else {
+            debug_assert!((c as usize) < first.len(), "codes by first appearance");
+            contiguous &= run_codes[j - 1] == c;
+        }
+    }
+    if contiguous {
+        let mut offsets = first.clone();
+        offsets.push(n);
+        return Ok((Grouping::Ragged { offsets }, first));
+    }
+    let end = |j: usize| starts.get(j + 1).copied().unwrap_or(n);
+    let mut sizes = vec![0u64; first.len()];
+    for (j, &c) in run_codes.iter().enumerate() {
+        sizes[c as usize] += (end(j) - starts[j]) as u64;
+    }
+    // Each reward's code: its run's, written in parallel element ranges.
+    let mut codes = vec![0u32; n];
+    map_ranges_mut(
+        n,
+        threads,
+        &mut codes,
+        |i| i,
+        |r, piece| {
+            let mut j = starts.partition_point(|&s| s <= r.start) - 1;
+            let mut i = r.start;
+            while i < r.end {
+                let stop = end(j).min(r.end);
+                piece[i - r.start..stop - r.start].fill(run_codes[j]);
+                i = stop;
+                j += 1;
+            }
+        },
+    );
+    let layout = Grouping::Labelled(Labelled::new(codes, sizes, first.clone()));
+    Ok((layout, first))
+}
+
+/// Groups from integer labels (numbered by first appearance) and the first index of each
+/// group: runs first when the labels come in runs, else every label numbered on its own.
+pub fn group_ints(ids: &[i64], threads: usize) -> Result<(Grouping, Vec<usize>), LayoutError> {
+    if ids.len() > u32::MAX as usize {
+        return Err(LayoutError::TooManyRewards(ids.len()));
+    }
+    if !looks_like_runs(ids) {
+        let (codes, first) = match factorize_dense(ids)? {
+            Some(done) => done,
+            None => factorize(ids.iter().copied(), ids.len())?,
+        };
+        return Ok((Grouping::from_factorized(codes, &first)?, first));
+    }
+    let (starts, heads) = runs(ids, threads);
+    from_runs(ids.len(), &starts, &number(&heads), threads)
+}
+
+/// Codes of `labels` by first appearance, in one serial pass: a direct table when their range
+/// is at most about twice their number, else a hash map. (Run heads: mostly distinct, and
+/// far fewer than the rewards, so one pass beats splitting them across threads.)
+fn number(labels: &[i64]) -> Vec<u32> {
+    const UNSEEN: u32 = u32::MAX;
+    let (Some(&lo), Some(&hi)) = (labels.iter().min(), labels.iter().max()) else {
+        return Vec::new();
+    };
+    let range = hi as i128 - lo as i128 + 1;
+    if range > (2 * labels.len() as i128).max(1 << 16) {
+        let mut map: std::collections::HashMap<i64, u32, foldhash::fast::RandomState> =
+            Default::default();
+        return labels
+            .iter()
+            .map(|&v| {
+                let next = map.len() as u32;
+                *map.entry(v).or_insert(next)
+            })
+            .collect();
+    }
+    let slot = |v: i64| v.wrapping_sub(lo) as u64 as usize;
+    let mut table = vec![UNSEEN; range as usize];
+    let mut next = 0u32;
+    let ahead = &labels[PREFETCH.min(labels.len())..];
+    let mut codes = Vec::with_capacity(labels.len());
+    for (i, &v) in labels.iter().enumerate() {
+        if let Some(&a) = ahead.get(i) {
+            prefetch(&table[slot(a)]);
+        }
+        let e = &mut table[slot(v)];
+        if *e == UNSEEN {
+            *e = next;
+            next += 1;
+        }
+        codes.push(*e);
+    }
+    codes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The reference: every label numbered on its own.
+    fn general(ids: &[i64]) -> (Grouping, Vec<usize>) {
+        let (codes, first) = factorize(ids.iter().copied(), ids.len()).unwrap();
+        (Grouping::from_factorized(codes, &first).unwrap(), first)
+    }
+
+    fn runs_path(ids: &[i64], threads: usize) -> (Grouping, Vec<usize>) {
+        let (starts, heads) = runs(ids, threads);
+        assert_eq!(heads, starts.iter().map(|&s| ids[s]).collect::<Vec<_>>());
+        from_runs(ids.len(), &starts, &number(&heads), threads).unwrap()
+    }
+
+    fn naive_starts(ids: &[i64]) -> Vec<usize> {
+        (0..ids.len())
+            .filter(|&i| i == 0 || ids[i] != ids[i - 1])
+            .collect()
+    }
+
+    /// Labels as runs of random lengths over a small alphabet: runs that come back later,
+    /// neighbouring runs, long and short runs, sizes around the 64-wide blocks.
+    fn runs_of_labels() -> impl Strategy<Value = Vec<i64>> {
+        prop::collection::vec((0i64..12, 1usize..80), 1..60).prop_map(|runs| {
+            runs.into_iter()
+                .flat_map(|(v, len)| std::iter::repeat_n(v, len))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn runs_group_exactly_as_labels_one_by_one(ids in runs_of_labels(), threads in 1usize..4) {
+            prop_assert_eq!(runs(&ids, threads).0, naive_starts(&ids));
+            prop_assert_eq!(runs_path(&ids, threads), general(&ids));
+            prop_assert_eq!(group_ints(&ids, threads).unwrap(), general(&ids));
+        }
+
+        #[test]
+        fn shuffled_labels_group_as_before(ids in prop::collection::vec(-5i64..5, 1..500)) {
+            prop_assert_eq!(runs_path(&ids, 2), general(&ids));
+            prop_assert_eq!(group_ints(&ids, 2).unwrap(), general(&ids));
+        }
+    }
+
+    /// Large inputs (parallel run search and code fill, ranges cut inside runs): blocks of 16
+    /// in shuffled order are contiguous (offsets); a block that comes back makes them labelled.
+    #[test]
+    fn large_blocks_and_repeats() {
+        let k = 40_000i64;
+        let order: Vec<i64> = (0..k).map(|b| (b * 7919) % k).collect();
+        let mut ids: Vec<i64> = order
+            .iter()
+            .flat_map(|&b| std::iter::repeat_n(b * 1_000_003, 16))
+            .collect();
+        assert!(looks_like_runs(&ids));
+        let (g, first) = group_ints(&ids, 2).unwrap();
+        assert!(matches!(g, Grouping::Ragged { .. }));
+        assert_eq!((g.clone(), first.clone()), general(&ids));
+        assert_eq!(first.len(), k as usize);
+        ids.extend(std::iter::repeat_n(order[5] * 1_000_003, 3));
+        ids.extend(std::iter::repeat_n(-1, 5));
+        let (g, first) = group_ints(&ids, 2).unwrap();
+        assert!(matches!(g, Grouping::Labelled(_)));
+        assert_eq!((g, first), general(&ids));
+        for threads in [1, 2, 3] {
+            assert_eq!(runs_path(&ids, threads), general(&ids));
+        }
+    }
+
+    #[test]
+    fn sample_tells_runs_from_shuffled_rows() {
+        let blocks: Vec<i64> = (0..100_000).map(|i| i / 16).collect();
+        assert!(looks_like_runs(&blocks));
+        let shuffled: Vec<i64> = (0..100_000).map(|i| (i * 7919) % 6250).collect();
+        assert!(!looks_like_runs(&shuffled));
+        assert!(looks_like_runs(&[1i64]));
+        assert!(looks_like_runs::<i64>(&[]));
+    }
+
+    #[test]
+    fn empty_and_single() {
+        assert_eq!(runs::<i64>(&[], 2), (vec![], vec![]));
+        assert!(matches!(from_runs(0, &[], &[], 1), Err(LayoutError::Empty)));
+        assert!(matches!(group_ints(&[], 1), Err(LayoutError::Empty)));
+        assert_eq!(group_ints(&[7], 1).unwrap(), general(&[7]));
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn timing() {
+        let k = 625_000usize;
+        let order: Vec<i64> = (0..k as i64).map(|b| (b * 7919) % k as i64).collect();
+        let ids: Vec<i64> = order
+            .iter()
+            .flat_map(|&b| std::iter::repeat_n(b, 16))
+            .collect();
+        for _ in 0..7 {
+            let t = std::time::Instant::now();
+            let (s, h) = runs(&ids, 2);
+            let a = t.elapsed();
+            let c = number(&h);
+            let b = t.elapsed();
+            let g = from_runs(ids.len(), &s, &c, 2).unwrap();
+            let d = t.elapsed();
+            let x: i64 = ids.iter().sum();
+            eprintln!(
+                "runs {a:?} number {b:?} from_runs {d:?}  sum {:?} {}",
+                t.elapsed() - d,
+                g.1.len() as i64 + x
+            );
+        }
+    }
+}
