@@ -304,64 +304,79 @@ mod python {
         labelled(py, codes, first)
     }
 
-    /// A str label as a hash key: Python's hash of the str, its address and its text.
-    #[derive(Clone, Copy)]
-    struct StrKey<'a> {
-        hash: isize,
-        addr: usize,
-        text: &'a str,
-    }
+    /// How many labels ahead `str_runs` prefetches an address map slot or an object.
+    const AHEAD: usize = 16;
 
-    impl PartialEq for StrKey<'_> {
-        fn eq(&self, other: &Self) -> bool {
-            self.addr == other.addr || (self.hash == other.hash && self.text == other.text)
-        }
-    }
-    impl Eq for StrKey<'_> {}
-
-    impl std::hash::Hash for StrKey<'_> {
-        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-            state.write_isize(self.hash);
-        }
-    }
-
-    type FoldMap<K> = std::collections::HashMap<K, u32, foldhash::fast::RandomState>;
-
-    /// Runs and group codes of `n` str labels (`item(i)` the i-th), for `runs::from_runs`.
-    /// By identity first: a run is a stretch of the same object (one pointer comparison per
-    /// label), and a run's object is looked up by its address; only an object not seen
-    /// before is hashed and compared by text, so that distinct str objects with equal text
-    /// are one group. TypeError for a label that is not exactly a str (subclasses may define
-    /// their own `__eq__` / `__hash__`): the caller then groups them as a Python dict does.
-    fn str_runs<'a, 'py: 'a>(
+    /// Group codes of `n` str labels (`item(i)` the i-th): with `runs`, one per run of the
+    /// same object (and the run starts, for `runs::from_runs`), else one per label (and the
+    /// first index of each group). By identity first: a run is a stretch of the same object
+    /// (one pointer comparison per label) and an object is looked up by its address, without
+    /// reading it. Then each object not seen before (in order of first appearance) is hashed
+    /// and compared by text, so that distinct str objects with equal text are one group.
+    /// TypeError for a label that is not exactly a str (subclasses may define their own
+    /// `__eq__` / `__hash__`): the caller then groups the labels as a Python dict does.
+    fn str_codes<'a, 'py: 'a>(
         n: usize,
         item: impl Fn(usize) -> &'a Bound<'py, PyAny>,
-    ) -> PyResult<(Vec<usize>, Vec<u32>)> {
-        let mut by_addr: FoldMap<usize> = FoldMap::default();
-        let mut by_text: FoldMap<StrKey<'a>> = FoldMap::default();
-        let (mut starts, mut run_codes) = (Vec::new(), Vec::new());
-        let mut prev = 0usize;
+        runs: bool,
+    ) -> PyResult<(Option<Vec<usize>>, Vec<u32>, Vec<usize>)> {
+        // 1. By address; the codes are provisional: the index of the object among the
+        // objects in order of first appearance (`fresh`).
+        let mut by_addr = crate::runs::AddrMap::default();
+        let mut fresh: Vec<usize> = Vec::new();
+        let (mut starts, mut codes) = (Vec::new(), Vec::with_capacity(if runs { 0 } else { n }));
+        let mut prev = (0usize, 0u32);
         for i in 0..n {
-            let obj = item(i);
-            let addr = obj.as_ptr() as usize;
-            if addr == prev {
+            let addr = item(i).as_ptr() as usize;
+            if addr == prev.0 {
+                if !runs {
+                    codes.push(prev.1);
+                }
                 continue;
             }
-            prev = addr;
-            let code = match by_addr.entry(addr) {
-                std::collections::hash_map::Entry::Occupied(e) => *e.get(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    let next = by_text.len() as u32;
-                    *e.insert(*by_text.entry(str_key(i, obj)?).or_insert(next))
-                }
-            };
-            starts.push(i);
-            run_codes.push(code);
+            if i + AHEAD < n {
+                by_addr.prefetch(item(i + AHEAD).as_ptr() as usize);
+            }
+            let code = by_addr
+                .get_or_insert(addr, || {
+                    fresh.push(i);
+                    Ok::<_, ()>(fresh.len() as u32 - 1)
+                })
+                .unwrap_or_default();
+            prev = (addr, code);
+            if runs {
+                starts.push(i);
+            }
+            codes.push(code);
         }
-        Ok((starts, run_codes))
+        // 2. The objects by value: type, hash and text of each (read ahead: the objects lie
+        // anywhere in memory), then numbered by hash, texts compared where hashes are equal.
+        let mut hashes = Vec::with_capacity(fresh.len());
+        let mut texts: Vec<&'a str> = Vec::with_capacity(fresh.len());
+        for (j, &i) in fresh.iter().enumerate() {
+            if let Some(&ahead) = fresh.get(j + AHEAD) {
+                crate::runs::prefetch_object(item(ahead).as_ptr() as usize);
+            }
+            let (hash, text) = str_key(i, item(i))?;
+            hashes.push(hash as u64);
+            texts.push(text);
+        }
+        let code_of =
+            crate::runs::number_by_hash(&hashes, |a, b| Ok::<_, PyErr>(texts[a] == texts[b]))?;
+        for c in codes.iter_mut() {
+            *c = code_of[*c as usize];
+        }
+        let mut first = Vec::new();
+        for (&i, &c) in fresh.iter().zip(&code_of) {
+            if c as usize == first.len() {
+                first.push(i);
+            }
+        }
+        Ok((runs.then_some(starts), codes, first))
     }
 
-    fn str_key<'a, 'py>(i: usize, obj: &'a Bound<'py, PyAny>) -> PyResult<StrKey<'a>> {
+    /// The hash and text of an exact str label; TypeError for any other label.
+    fn str_key<'a, 'py>(i: usize, obj: &'a Bound<'py, PyAny>) -> PyResult<(isize, &'a str)> {
         if !obj.is_exact_instance_of::<PyString>() {
             return Err(PyTypeError::new_err(format!(
                 "group_ids[{i}] is not a str (got {})",
@@ -372,33 +387,38 @@ mod python {
             )));
         }
         let s = obj.cast::<PyString>()?;
-        Ok(StrKey {
-            hash: s.hash()?,
-            addr: s.as_ptr() as usize,
-            // A str with lone surrogates has no UTF-8 form: TypeError, so that the API
-            // falls back to hashing the Python objects (as the numpy backend does).
-            text: s.to_str().map_err(|_| {
-                PyTypeError::new_err(format!("group_ids[{i}] is a str that is not valid UTF-8"))
-            })?,
-        })
+        // A str with lone surrogates has no UTF-8 form: TypeError, so that the API falls
+        // back to hashing the Python objects (as the numpy backend does).
+        let text = s.to_str().map_err(|_| {
+            PyTypeError::new_err(format!("group_ids[{i}] is a str that is not valid UTF-8"))
+        })?;
+        Ok((s.hash()?, text))
     }
 
     /// Groups from Python str labels: a 1-D object array (read in place) or any sequence.
     /// TypeError if any label is not exactly a str (see `str_runs`).
     #[pyfunction]
     fn grouping_ids_str<'py>(py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Labelled<'py>> {
-        let (n, (starts, run_codes)) = match ids.cast::<PyArray1<Py<PyAny>>>() {
+        let (n, (starts, codes, first)) = match ids.cast::<PyArray1<Py<PyAny>>>() {
             Ok(arr) if arr.is_contiguous() => {
                 let arr = arr.readonly();
                 let items = arr.as_slice()?;
-                (items.len(), str_runs(items.len(), |i| items[i].bind(py))?)
+                let runs = crate::runs::looks_like_runs_by(items.len(), |i| items[i].as_ptr());
+                (
+                    items.len(),
+                    str_codes(items.len(), |i| items[i].bind(py), runs)?,
+                )
             }
             _ => {
                 let items: Vec<Bound<'py, PyAny>> = ids.try_iter()?.collect::<PyResult<_>>()?;
-                (items.len(), str_runs(items.len(), |i| &items[i])?)
+                let runs = crate::runs::looks_like_runs_by(items.len(), |i| items[i].as_ptr());
+                (items.len(), str_codes(items.len(), |i| &items[i], runs)?)
             }
         };
-        let (g, first) = py.detach(|| crate::runs::from_runs(n, &starts, &run_codes, 0))?;
+        let (g, first) = py.detach(|| match starts {
+            Some(starts) => crate::runs::from_runs(n, &starts, &codes, 0),
+            None => Grouping::from_factorized(codes, &first).map(|g| (g, first)),
+        })?;
         Ok(with_first(py, g, first))
     }
 

@@ -22,18 +22,24 @@ const WINDOW: usize = 256;
 /// Whether `ids` looks like runs of mean length at least [`MIN_MEAN_RUN`], judged on a sample
 /// (all of it when small). Only the speed depends on the answer, never the grouping.
 pub fn looks_like_runs<K: PartialEq>(ids: &[K]) -> bool {
-    let n = ids.len();
+    looks_like_runs_by(ids.len(), |i| &ids[i])
+}
+
+/// [`looks_like_runs`] of the `n` labels `key(0)..key(n)`.
+pub fn looks_like_runs_by<K: PartialEq>(n: usize, key: impl Fn(usize) -> K) -> bool {
     let (mut pairs, mut breaks) = (0usize, 0usize);
-    let mut count = |w: &[K]| {
+    let mut count = |w: Range<usize>| {
         pairs += w.len().saturating_sub(1);
-        breaks += w.windows(2).filter(|p| p[0] != p[1]).count();
+        breaks += (w.start + 1..w.end)
+            .filter(|&i| key(i) != key(i - 1))
+            .count();
     };
     if n <= WINDOWS * WINDOW {
-        count(ids);
+        count(0..n);
     } else {
         for t in 0..WINDOWS {
             let a = (n - WINDOW) * t / (WINDOWS - 1);
-            count(&ids[a..a + WINDOW]);
+            count(a..a + WINDOW);
         }
     }
     // A run of length L has L - 1 equal pairs per break.
@@ -207,6 +213,143 @@ fn number(labels: &[i64]) -> Vec<u32> {
     codes
 }
 
+/// Group codes keyed by object address (labels resolved by identity): open addressing, linear
+/// probing, at most half full, 16 bytes an entry; slots can be prefetched ahead of the lookup,
+/// which a general hash map does not allow (rows in shuffled order miss the cache on almost
+/// every lookup once there are tens of thousands of labels).
+pub struct AddrMap {
+    slots: Vec<(usize, u32)>,
+    shift: u32,
+    len: usize,
+}
+
+impl Default for AddrMap {
+    fn default() -> Self {
+        AddrMap::with_bits(10)
+    }
+}
+
+impl AddrMap {
+    fn with_bits(bits: u32) -> Self {
+        AddrMap {
+            slots: vec![(0, 0); 1 << bits],
+            shift: 64 - bits,
+            len: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn slot(&self, addr: usize) -> usize {
+        ((addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    /// Ask for the cache line that a lookup of `addr` will read first.
+    #[inline(always)]
+    pub fn prefetch(&self, addr: usize) {
+        prefetch(&self.slots[self.slot(addr)]);
+    }
+
+    /// The code of `addr` (never 0), inserting `make()` when absent.
+    #[inline]
+    pub fn get_or_insert<E>(
+        &mut self,
+        addr: usize,
+        make: impl FnOnce() -> Result<u32, E>,
+    ) -> Result<u32, E> {
+        debug_assert_ne!(addr, 0);
+        let mask = self.slots.len() - 1;
+        let mut s = self.slot(addr);
+        loop {
+            let (k, v) = self.slots[s];
+            if k == addr {
+                return Ok(v);
+            }
+            if k == 0 {
+                break;
+            }
+            s = (s + 1) & mask;
+        }
+        let v = make()?;
+        self.slots[s] = (addr, v);
+        self.len += 1;
+        if 2 * self.len > self.slots.len() {
+            self.grow();
+        }
+        Ok(v)
+    }
+
+    fn grow(&mut self) {
+        let bits = 64 - self.shift + 1;
+        let old = std::mem::replace(self, AddrMap::with_bits(bits));
+        let mask = self.slots.len() - 1;
+        for (k, v) in old.slots.into_iter().filter(|e| e.0 != 0) {
+            let mut s = self.slot(k);
+            while self.slots[s].0 != 0 {
+                s = (s + 1) & mask;
+            }
+            self.slots[s] = (k, v);
+        }
+        self.len = old.len;
+    }
+}
+
+/// Codes (by first appearance) of `n` values given by their hashes, equal values being one
+/// code: `same(a, b)` compares values `a` and `b`, and is asked only when their hashes are
+/// equal. An open-addressing table of (hash, first value, code) sized once (at most half
+/// full) whose slots are prefetched ahead, since they are read at random.
+pub fn number_by_hash<E>(
+    hashes: &[u64],
+    mut same: impl FnMut(usize, usize) -> Result<bool, E>,
+) -> Result<Vec<u32>, E> {
+    let n = hashes.len();
+    let bits = (2 * n).max(2).next_power_of_two().trailing_zeros();
+    let mask = (1usize << bits) - 1;
+    let slot = |h: u64| ((h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize) & mask;
+    const EMPTY: u32 = u32::MAX;
+    // (hash, value index, code); value index EMPTY: a free slot.
+    let mut table: Vec<(u64, u32, u32)> = vec![(0, EMPTY, 0); mask + 1];
+    let mut codes = Vec::with_capacity(n);
+    let mut next = 0u32;
+    for (j, &h) in hashes.iter().enumerate() {
+        if let Some(&ahead) = hashes.get(j + PREFETCH_VALUES) {
+            prefetch(&table[slot(ahead)]);
+        }
+        let mut s = slot(h);
+        let code = loop {
+            let (th, tv, tc) = table[s];
+            if tv == EMPTY {
+                table[s] = (h, j as u32, next);
+                next += 1;
+                break next - 1;
+            }
+            if th == h && same(tv as usize, j)? {
+                break tc;
+            }
+            s = (s + 1) & mask;
+        };
+        codes.push(code);
+    }
+    Ok(codes)
+}
+
+/// How many values ahead `number_by_hash` prefetches a slot.
+const PREFETCH_VALUES: usize = 16;
+
+/// Ask for the first two cache lines of the object at `addr` (a short str: its header, hash
+/// and text). A hint only: never dereferenced, so any address is harmless.
+#[inline(always)]
+pub fn prefetch_object(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint; it never faults, whatever the address.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(addr as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(addr.wrapping_add(64) as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +431,44 @@ mod tests {
         assert!(!looks_like_runs(&shuffled));
         assert!(looks_like_runs(&[1i64]));
         assert!(looks_like_runs::<i64>(&[]));
+    }
+
+    proptest! {
+        /// Numbering by hash is numbering by value, whatever the hash collisions.
+        #[test]
+        fn number_by_hash_is_numbering_by_value(
+            values in prop::collection::vec(0u64..40, 0..300),
+            hash_bits in 0u32..7,
+        ) {
+            let hashes: Vec<u64> = values.iter().map(|v| v & ((1 << hash_bits) - 1)).collect();
+            let mut asked = 0;
+            let codes = number_by_hash(&hashes, |a, b| {
+                asked += 1;
+                prop_assert_eq!(hashes[a], hashes[b]);
+                Ok(values[a] == values[b])
+            })?;
+            let want: Vec<u32> = factorize(values.iter().copied(), values.len()).unwrap().0;
+            prop_assert_eq!(codes, want);
+            let _ = asked;
+        }
+    }
+
+    /// The address map returns what was inserted, across growth, with clustered keys.
+    #[test]
+    fn addr_map_is_a_map() {
+        let mut m = AddrMap::default();
+        let keys: Vec<usize> = (1..20_000usize)
+            .map(|i| i * 16 + (i % 3) * (1 << 40))
+            .collect();
+        for (j, &k) in keys.iter().enumerate() {
+            assert_eq!(m.get_or_insert(k, || Ok::<u32, ()>(j as u32)), Ok(j as u32));
+        }
+        for (j, &k) in keys.iter().enumerate().rev() {
+            m.prefetch(k);
+            assert_eq!(m.get_or_insert(k, || Err(())), Ok(j as u32));
+        }
+        assert_eq!(m.get_or_insert(8, || Err("absent")), Err("absent"));
+        assert_eq!(m.len, keys.len());
     }
 
     #[test]
