@@ -50,16 +50,23 @@ pub fn looks_like_runs_by<K: PartialEq>(n: usize, key: impl Fn(usize) -> K) -> b
 /// order; on `threads` workers (0: the default) for large inputs. The labels are taken in the
 /// same pass (read again later they would cost a second strided sweep over `ids`).
 pub fn runs<K: PartialEq + Copy + Sync + Send>(ids: &[K], threads: usize) -> (Vec<usize>, Vec<K>) {
-    let parts = map_ranges(ids.len(), threads, |r| {
-        let mut out = (Vec::new(), Vec::new());
+    // Room for runs of mean length MIN_MEAN_RUN, the first range's for all ranges (joined
+    // into it after): reserved pages that are never written are never faulted in, whereas
+    // growing or concatenating multi-megabyte vectors costs copies and page faults.
+    let n = ids.len();
+    let parts = map_ranges(n, threads, |r| {
+        let room = if r.start == 0 { n } else { r.len() } / MIN_MEAN_RUN + 64;
+        let mut out = (Vec::with_capacity(room), Vec::with_capacity(room));
         runs_in(ids, r, &mut out);
         out
     });
-    if parts.len() == 1 {
-        return parts.into_iter().next().unwrap();
+    let mut parts = parts.into_iter();
+    let (mut starts, mut heads) = parts.next().unwrap_or_default();
+    for (s, h) in parts {
+        starts.extend_from_slice(&s);
+        heads.extend_from_slice(&h);
     }
-    let (starts, heads): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
-    (starts.concat(), heads.concat())
+    (starts, heads)
 }
 
 /// The runs of `ids` that start within `r` (`r.start` counts as one only when it differs from
