@@ -307,6 +307,9 @@ mod python {
     /// How many labels ahead `str_runs` prefetches an address map slot or an object.
     const AHEAD: usize = 16;
 
+    /// Run starts (None: codes per label), group codes and first index of each group.
+    type StrCodes = (Option<Vec<usize>>, Vec<u32>, Vec<usize>);
+
     /// Group codes of `n` str labels (`item(i)` the i-th): with `runs`, one per run of the
     /// same object (and the run starts, for `runs::from_runs`), else one per label (and the
     /// first index of each group). By identity first: a run is a stretch of the same object
@@ -319,7 +322,7 @@ mod python {
         n: usize,
         item: impl Fn(usize) -> &'a Bound<'py, PyAny>,
         runs: bool,
-    ) -> PyResult<(Option<Vec<usize>>, Vec<u32>, Vec<usize>)> {
+    ) -> PyResult<StrCodes> {
         // 1. By address; the codes are provisional: the index of the object among the
         // objects in order of first appearance (`fresh`).
         let mut by_addr = crate::runs::AddrMap::default();

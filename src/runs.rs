@@ -486,33 +486,3 @@ mod tests {
         assert_eq!(group_ints(&[7], 1).unwrap(), general(&[7]));
     }
 }
-
-#[cfg(test)]
-mod timing {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn timing() {
-        let k = 625_000usize;
-        let order: Vec<i64> = (0..k as i64).map(|b| (b * 7919) % k as i64).collect();
-        let ids: Vec<i64> = order
-            .iter()
-            .flat_map(|&b| std::iter::repeat_n(b, 16))
-            .collect();
-        for _ in 0..7 {
-            let t = std::time::Instant::now();
-            let (s, h) = runs(&ids, 2);
-            let a = t.elapsed();
-            let c = number(&h);
-            let b = t.elapsed();
-            let g = from_runs(ids.len(), &s, &c, 2).unwrap();
-            let d = t.elapsed();
-            let x: i64 = ids.iter().sum();
-            eprintln!(
-                "runs {a:?} number {b:?} from_runs {d:?}  sum {:?} {}",
-                t.elapsed() - d,
-                g.1.len() as i64 + x
-            );
-        }
-    }
-}
