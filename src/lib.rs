@@ -15,6 +15,7 @@ pub mod labelled;
 pub mod parallel;
 pub mod policy;
 pub mod real;
+pub mod runs;
 pub mod scan;
 pub mod select;
 #[cfg(target_arch = "x86_64")]
@@ -265,13 +266,18 @@ mod python {
         first: Vec<usize>,
     ) -> PyResult<Labelled<'py>> {
         let g = py.detach(|| Grouping::from_factorized(codes, &first))?;
-        Ok((
-            wrap(g),
-            PyArray1::from_iter(py, first.into_iter().map(|i| i as i64)),
-        ))
+        Ok(with_first(py, g, first))
     }
 
-    /// Groups from int64 labels; also returns the first index of each group.
+    fn with_first<'py>(py: Python<'py>, g: Grouping, first: Vec<usize>) -> Labelled<'py> {
+        (
+            wrap(g),
+            PyArray1::from_iter(py, first.into_iter().map(|i| i as i64)),
+        )
+    }
+
+    /// Groups from int64 labels (runs of equal labels found first); also returns the first
+    /// index of each group.
     #[pyfunction]
     fn grouping_ids_int<'py>(
         py: Python<'py>,
@@ -279,12 +285,8 @@ mod python {
     ) -> PyResult<Labelled<'py>> {
         let ids = read(ids, "group_ids")?;
         let ids = ids.as_slice()?;
-        let (codes, first) = py.detach(|| match groups::factorize_dense(ids) {
-            Ok(Some(done)) => Ok(done),
-            Ok(None) => groups::factorize(ids.iter().copied(), ids.len()),
-            Err(e) => Err(e),
-        })?;
-        labelled(py, codes, first)
+        let (g, first) = py.detach(|| crate::runs::group_ints(ids, 0))?;
+        Ok(with_first(py, g, first))
     }
 
     /// Groups from fixed-width labels given as the rows of a uint8 matrix (numpy 'U'/'S').
@@ -307,55 +309,125 @@ mod python {
         labelled(py, codes, first)
     }
 
-    /// A str label as a hash key: Python's cached hash of the str, and its address, so that
-    /// the common case (the same str object repeated, as verl's uids) compares no bytes.
-    #[derive(Clone, Copy)]
-    struct StrKey<'a> {
-        hash: isize,
-        addr: usize,
-        text: &'a str,
-    }
+    /// How many labels ahead `str_runs` prefetches an address map slot or an object.
+    const AHEAD: usize = 16;
 
-    impl PartialEq for StrKey<'_> {
-        fn eq(&self, other: &Self) -> bool {
-            self.addr == other.addr || (self.hash == other.hash && self.text == other.text)
+    /// Run starts (None: codes per label), group codes and first index of each group.
+    type StrCodes = (Option<Vec<usize>>, Vec<u32>, Vec<usize>);
+
+    /// Group codes of `n` str labels (`item(i)` the i-th): with `runs`, one per run of the
+    /// same object (and the run starts, for `runs::from_runs`), else one per label (and the
+    /// first index of each group). By identity first: a run is a stretch of the same object
+    /// (one pointer comparison per label) and an object is looked up by its address, without
+    /// reading it. Then each object not seen before (in order of first appearance) is hashed
+    /// and compared by text, so that distinct str objects with equal text are one group.
+    /// TypeError for a label that is not exactly a str (subclasses may define their own
+    /// `__eq__` / `__hash__`): the caller then groups the labels as a Python dict does.
+    fn str_codes<'a, 'py: 'a>(
+        n: usize,
+        item: impl Fn(usize) -> &'a Bound<'py, PyAny>,
+        runs: bool,
+    ) -> PyResult<StrCodes> {
+        // 1. By address; the codes are provisional: the index of the object among the
+        // objects in order of first appearance (`fresh`).
+        let mut by_addr = crate::runs::AddrMap::default();
+        let mut fresh: Vec<usize> = Vec::new();
+        let (mut starts, mut codes) = (Vec::new(), Vec::with_capacity(if runs { 0 } else { n }));
+        let mut prev = (0usize, 0u32);
+        for i in 0..n {
+            let addr = item(i).as_ptr() as usize;
+            if addr == prev.0 {
+                if !runs {
+                    codes.push(prev.1);
+                }
+                continue;
+            }
+            if i + AHEAD < n {
+                by_addr.prefetch(item(i + AHEAD).as_ptr() as usize);
+            }
+            let code = by_addr
+                .get_or_insert(addr, || {
+                    fresh.push(i);
+                    Ok::<_, ()>(fresh.len() as u32 - 1)
+                })
+                .unwrap_or_default();
+            prev = (addr, code);
+            if runs {
+                starts.push(i);
+            }
+            codes.push(code);
         }
-    }
-    impl Eq for StrKey<'_> {}
-
-    impl std::hash::Hash for StrKey<'_> {
-        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-            state.write_isize(self.hash);
+        // 2. The objects by value: type, hash and text of each (read ahead: the objects lie
+        // anywhere in memory), then numbered by hash, texts compared where hashes are equal.
+        let mut hashes = Vec::with_capacity(fresh.len());
+        let mut texts: Vec<&'a str> = Vec::with_capacity(fresh.len());
+        for (j, &i) in fresh.iter().enumerate() {
+            if let Some(&ahead) = fresh.get(j + AHEAD) {
+                crate::runs::prefetch_object(item(ahead).as_ptr() as usize);
+            }
+            let (hash, text) = str_key(i, item(i))?;
+            hashes.push(hash as u64);
+            texts.push(text);
         }
+        let code_of =
+            crate::runs::number_by_hash(&hashes, |a, b| Ok::<_, PyErr>(texts[a] == texts[b]))?;
+        for c in codes.iter_mut() {
+            *c = code_of[*c as usize];
+        }
+        let mut first = Vec::new();
+        for (&i, &c) in fresh.iter().zip(&code_of) {
+            if c as usize == first.len() {
+                first.push(i);
+            }
+        }
+        Ok((runs.then_some(starts), codes, first))
     }
 
-    /// Groups from a sequence of Python str labels. TypeError if any label is not a str.
+    /// The hash and text of an exact str label; TypeError for any other label.
+    fn str_key<'a, 'py>(i: usize, obj: &'a Bound<'py, PyAny>) -> PyResult<(isize, &'a str)> {
+        if !obj.is_exact_instance_of::<PyString>() {
+            return Err(PyTypeError::new_err(format!(
+                "group_ids[{i}] is not a str (got {})",
+                obj.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            )));
+        }
+        let s = obj.cast::<PyString>()?;
+        // A str with lone surrogates has no UTF-8 form: TypeError, so that the API falls
+        // back to hashing the Python objects (as the numpy backend does).
+        let text = s.to_str().map_err(|_| {
+            PyTypeError::new_err(format!("group_ids[{i}] is a str that is not valid UTF-8"))
+        })?;
+        Ok((s.hash()?, text))
+    }
+
+    /// Groups from Python str labels: a 1-D object array (read in place) or any sequence.
+    /// TypeError if any label is not exactly a str (see `str_runs`).
     #[pyfunction]
     fn grouping_ids_str<'py>(py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Labelled<'py>> {
-        let items: Vec<Bound<'py, PyAny>> = ids.try_iter()?.collect::<PyResult<_>>()?;
-        let mut keys: Vec<StrKey<'_>> = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            let s = item.cast::<PyString>().map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "group_ids[{i}] is not a str (got {})",
-                    item.get_type()
-                        .name()
-                        .map(|n| n.to_string())
-                        .unwrap_or_default()
-                ))
-            })?;
-            keys.push(StrKey {
-                hash: s.hash()?,
-                addr: s.as_ptr() as usize,
-                // A str with lone surrogates has no UTF-8 form: TypeError, so that the API
-                // falls back to hashing the Python objects (as the numpy backend does).
-                text: s.to_str().map_err(|_| {
-                    PyTypeError::new_err(format!("group_ids[{i}] is a str that is not valid UTF-8"))
-                })?,
-            });
-        }
-        let (codes, first) = groups::factorize(keys.iter().copied(), keys.len())?;
-        labelled(py, codes, first)
+        let (n, (starts, codes, first)) = match ids.cast::<PyArray1<Py<PyAny>>>() {
+            Ok(arr) if arr.is_contiguous() => {
+                let arr = arr.readonly();
+                let items = arr.as_slice()?;
+                let runs = crate::runs::looks_like_runs_by(items.len(), |i| items[i].as_ptr());
+                (
+                    items.len(),
+                    str_codes(items.len(), |i| items[i].bind(py), runs)?,
+                )
+            }
+            _ => {
+                let items: Vec<Bound<'py, PyAny>> = ids.try_iter()?.collect::<PyResult<_>>()?;
+                let runs = crate::runs::looks_like_runs_by(items.len(), |i| items[i].as_ptr());
+                (items.len(), str_codes(items.len(), |i| &items[i], runs)?)
+            }
+        };
+        let (g, first) = py.detach(|| match starts {
+            Some(starts) => crate::runs::from_runs(n, &starts, &codes, 0),
+            None => Grouping::from_factorized(codes, &first).map(|g| (g, first)),
+        })?;
+        Ok(with_first(py, g, first))
     }
 
     fn parse_params(

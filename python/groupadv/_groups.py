@@ -89,7 +89,9 @@ def make_groups(n: int | None = None, group_size=None, *, offsets=None, group_id
       group g is ``rewards[offsets[g]:offsets[g+1]]`` (empty groups allowed). n defaults
       to ``offsets[-1]``.
     * ``group_ids``: one label per reward (ints or strings, any order), as verl's ``uid``.
-      Groups are numbered in order of first appearance.
+      Groups are numbered in order of first appearance. Runs of equal neighbours are found
+      first and only their first labels numbered; str objects are matched by identity, then
+      by text (equal text, one group); other objects as a Python dict matches them.
     """
     given = [k for k, v in (("group_size", group_size), ("offsets", offsets), ("group_ids", group_ids)) if v is not None]
     if len(given) != 1:
@@ -207,10 +209,12 @@ def _labelled(impl: ModuleType, ids_in: np.ndarray | list | tuple) -> tuple[Any,
         if kind != "O":
             raise TypeError(f"group_ids must be ints or strings, got dtype {ids_in.dtype}")
     try:
+        # Exact str labels (a list, or an object array read in place).
         return impl.grouping_ids_str(ids_in)
     except TypeError:
         pass
-    # Mixed or non-str hashable labels: number them by first appearance here.
+    # Mixed or non-str hashable labels (str subclasses on the native backend, which may define
+    # their own __eq__ / __hash__): number them by first appearance here, as a dict does.
     seen: dict = {}
     try:
         codes = np.fromiter((seen.setdefault(u, len(seen)) for u in ids_in), dtype=np.int64, count=len(ids_in))

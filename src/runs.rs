@@ -1,0 +1,488 @@
+//! Labels in runs. Rollouts keep each prompt's responses together (`np.repeat`, verl's
+//! `DataProto.repeat`, whole blocks reordered by `balance_batch`), so labels arrive in runs of
+//! equal neighbours. The runs are found first (one streaming comparison of neighbours) and only
+//! the first label of each run is numbered; when every run brings a new label the layout is
+//! contiguous (offsets) and no per-reward code is written at all.
+//!
+//! The grouping is exactly that of numbering every label on its own (`groups::factorize`):
+//! codes in order of first appearance, a label that comes back in a later run joins its group.
+
+use crate::groups::{factorize, factorize_dense, Grouping, Labelled, LayoutError};
+use crate::hint::{prefetch, PREFETCH};
+use crate::parallel::{map_ranges, map_ranges_mut};
+use std::ops::Range;
+
+/// Mean run length (sampled) from which runs are found first; below it the labels are
+/// numbered one by one (fully shuffled rows), as before runs existed.
+pub const MIN_MEAN_RUN: usize = 3;
+/// The sample: this many windows of `WINDOW` neighbours, spread evenly over the input.
+const WINDOWS: usize = 16;
+const WINDOW: usize = 256;
+
+/// Whether `ids` looks like runs of mean length at least [`MIN_MEAN_RUN`], judged on a sample
+/// (all of it when small). Only the speed depends on the answer, never the grouping.
+pub fn looks_like_runs<K: PartialEq>(ids: &[K]) -> bool {
+    looks_like_runs_by(ids.len(), |i| &ids[i])
+}
+
+/// [`looks_like_runs`] of the `n` labels `key(0)..key(n)`.
+pub fn looks_like_runs_by<K: PartialEq>(n: usize, key: impl Fn(usize) -> K) -> bool {
+    let (mut pairs, mut breaks) = (0usize, 0usize);
+    let mut count = |w: Range<usize>| {
+        pairs += w.len().saturating_sub(1);
+        breaks += (w.start + 1..w.end)
+            .filter(|&i| key(i) != key(i - 1))
+            .count();
+    };
+    if n <= WINDOWS * WINDOW {
+        count(0..n);
+    } else {
+        for t in 0..WINDOWS {
+            let a = (n - WINDOW) * t / (WINDOWS - 1);
+            count(a..a + WINDOW);
+        }
+    }
+    // A run of length L has L - 1 equal pairs per break.
+    breaks * MIN_MEAN_RUN <= pairs
+}
+
+/// Start and label of every run of equal neighbours in `ids` (0 first, when not empty), in
+/// order; on `threads` workers (0: the default) for large inputs. The labels are taken in the
+/// same pass (read again later they would cost a second strided sweep over `ids`).
+pub fn runs<K: PartialEq + Copy + Sync + Send>(ids: &[K], threads: usize) -> (Vec<usize>, Vec<K>) {
+    // Room for runs of mean length MIN_MEAN_RUN, the first range's for all ranges (joined
+    // into it after): reserved pages that are never written are never faulted in, whereas
+    // growing or concatenating multi-megabyte vectors costs copies and page faults.
+    let n = ids.len();
+    let parts = map_ranges(n, threads, |r| {
+        let room = if r.start == 0 { n } else { r.len() } / MIN_MEAN_RUN + 64;
+        let mut out = (Vec::with_capacity(room), Vec::with_capacity(room));
+        runs_in(ids, r, &mut out);
+        out
+    });
+    let mut parts = parts.into_iter();
+    let (mut starts, mut heads) = parts.next().unwrap_or_default();
+    for (s, h) in parts {
+        starts.extend_from_slice(&s);
+        heads.extend_from_slice(&h);
+    }
+    (starts, heads)
+}
+
+/// The runs of `ids` that start within `r` (`r.start` counts as one only when it differs from
+/// its left neighbour, or is 0). Blocks of 64 neighbours are compared into a bit mask first,
+/// so the compare loop is branch-free and only the (few) run starts cost a branch.
+fn runs_in<K: PartialEq + Copy>(ids: &[K], r: Range<usize>, out: &mut (Vec<usize>, Vec<K>)) {
+    let mut push = |i: usize| {
+        out.0.push(i);
+        out.1.push(ids[i]);
+    };
+    let mut i = r.start;
+    if i == 0 {
+        if r.end == 0 {
+            return;
+        }
+        push(0);
+        i = 1;
+    }
+    while i + 64 <= r.end {
+        let w: &[K; 65] = ids[i - 1..i + 64].try_into().unwrap();
+        let mut mask = 0u64;
+        for j in 0..64 {
+            mask |= ((w[j + 1] != w[j]) as u64) << j;
+        }
+        while mask != 0 {
+            push(i + mask.trailing_zeros() as usize);
+            mask &= mask - 1;
+        }
+        i += 64;
+    }
+    for i in i..r.end {
+        if ids[i] != ids[i - 1] {
+            push(i);
+        }
+    }
+}
+
+/// The layout of `n` rewards cut into runs starting at `starts` (increasing, `starts[0] == 0`)
+/// whose labels have the group codes `run_codes` (dense, numbered by first appearance over the
+/// runs; neighbouring runs may share a code), and the first index of each group.
+pub fn from_runs(
+    n: usize,
+    starts: &[usize],
+    run_codes: &[u32],
+    threads: usize,
+) -> Result<(Grouping, Vec<usize>), LayoutError> {
+    if n == 0 {
+        return Err(LayoutError::Empty);
+    }
+    if n > u32::MAX as usize {
+        return Err(LayoutError::TooManyRewards(n));
+    }
+    debug_assert_eq!(starts.len(), run_codes.len());
+    debug_assert_eq!(starts.first(), Some(&0));
+    // First appearance of each code: the start of its first run.
+    let mut first: Vec<usize> = Vec::new();
+    let mut contiguous = true;
+    for (j, (&s, &c)) in starts.iter().zip(run_codes).enumerate() {
+        if c as usize == first.len() {
+            first.push(s);
+        } else {
+            debug_assert!((c as usize) < first.len(), "codes by first appearance");
+            contiguous &= run_codes[j - 1] == c;
+        }
+    }
+    if contiguous {
+        let mut offsets = first.clone();
+        offsets.push(n);
+        return Ok((Grouping::Ragged { offsets }, first));
+    }
+    let end = |j: usize| starts.get(j + 1).copied().unwrap_or(n);
+    let mut sizes = vec![0u64; first.len()];
+    for (j, &c) in run_codes.iter().enumerate() {
+        sizes[c as usize] += (end(j) - starts[j]) as u64;
+    }
+    // Each reward's code: its run's, written in parallel element ranges.
+    let mut codes = vec![0u32; n];
+    map_ranges_mut(
+        n,
+        threads,
+        &mut codes,
+        |i| i,
+        |r, piece| {
+            let mut j = starts.partition_point(|&s| s <= r.start) - 1;
+            let mut i = r.start;
+            while i < r.end {
+                let stop = end(j).min(r.end);
+                piece[i - r.start..stop - r.start].fill(run_codes[j]);
+                i = stop;
+                j += 1;
+            }
+        },
+    );
+    let layout = Grouping::Labelled(Labelled::new(codes, sizes, first.clone()));
+    Ok((layout, first))
+}
+
+/// Groups from integer labels (numbered by first appearance) and the first index of each
+/// group: runs first when the labels come in runs, else every label numbered on its own.
+pub fn group_ints(ids: &[i64], threads: usize) -> Result<(Grouping, Vec<usize>), LayoutError> {
+    if ids.len() > u32::MAX as usize {
+        return Err(LayoutError::TooManyRewards(ids.len()));
+    }
+    if !looks_like_runs(ids) {
+        let (codes, first) = match factorize_dense(ids)? {
+            Some(done) => done,
+            None => factorize(ids.iter().copied(), ids.len())?,
+        };
+        return Ok((Grouping::from_factorized(codes, &first)?, first));
+    }
+    let (starts, heads) = runs(ids, threads);
+    from_runs(ids.len(), &starts, &number(&heads), threads)
+}
+
+/// Codes of `labels` by first appearance, in one serial pass: a direct table when their range
+/// is at most about twice their number, else a hash map. (Run heads: mostly distinct, and
+/// far fewer than the rewards, so one pass beats splitting them across threads.)
+fn number(labels: &[i64]) -> Vec<u32> {
+    const UNSEEN: u32 = u32::MAX;
+    let (Some(&lo), Some(&hi)) = (labels.iter().min(), labels.iter().max()) else {
+        return Vec::new();
+    };
+    let range = hi as i128 - lo as i128 + 1;
+    if range > (2 * labels.len() as i128).max(1 << 16) {
+        let mut map: std::collections::HashMap<i64, u32, foldhash::fast::RandomState> =
+            Default::default();
+        return labels
+            .iter()
+            .map(|&v| {
+                let next = map.len() as u32;
+                *map.entry(v).or_insert(next)
+            })
+            .collect();
+    }
+    let slot = |v: i64| v.wrapping_sub(lo) as u64 as usize;
+    let mut table = vec![UNSEEN; range as usize];
+    let mut next = 0u32;
+    let ahead = &labels[PREFETCH.min(labels.len())..];
+    let mut codes = Vec::with_capacity(labels.len());
+    for (i, &v) in labels.iter().enumerate() {
+        if let Some(&a) = ahead.get(i) {
+            prefetch(&table[slot(a)]);
+        }
+        let e = &mut table[slot(v)];
+        if *e == UNSEEN {
+            *e = next;
+            next += 1;
+        }
+        codes.push(*e);
+    }
+    codes
+}
+
+/// Group codes keyed by object address (labels resolved by identity): open addressing, linear
+/// probing, at most half full, 16 bytes an entry; slots can be prefetched ahead of the lookup,
+/// which a general hash map does not allow (rows in shuffled order miss the cache on almost
+/// every lookup once there are tens of thousands of labels).
+pub struct AddrMap {
+    slots: Vec<(usize, u32)>,
+    shift: u32,
+    len: usize,
+}
+
+impl Default for AddrMap {
+    fn default() -> Self {
+        AddrMap::with_bits(10)
+    }
+}
+
+impl AddrMap {
+    fn with_bits(bits: u32) -> Self {
+        AddrMap {
+            slots: vec![(0, 0); 1 << bits],
+            shift: 64 - bits,
+            len: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn slot(&self, addr: usize) -> usize {
+        ((addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    /// Ask for the cache line that a lookup of `addr` will read first.
+    #[inline(always)]
+    pub fn prefetch(&self, addr: usize) {
+        prefetch(&self.slots[self.slot(addr)]);
+    }
+
+    /// The code of `addr` (never 0), inserting `make()` when absent.
+    #[inline]
+    pub fn get_or_insert<E>(
+        &mut self,
+        addr: usize,
+        make: impl FnOnce() -> Result<u32, E>,
+    ) -> Result<u32, E> {
+        debug_assert_ne!(addr, 0);
+        let mask = self.slots.len() - 1;
+        let mut s = self.slot(addr);
+        loop {
+            let (k, v) = self.slots[s];
+            if k == addr {
+                return Ok(v);
+            }
+            if k == 0 {
+                break;
+            }
+            s = (s + 1) & mask;
+        }
+        let v = make()?;
+        self.slots[s] = (addr, v);
+        self.len += 1;
+        if 2 * self.len > self.slots.len() {
+            self.grow();
+        }
+        Ok(v)
+    }
+
+    fn grow(&mut self) {
+        let bits = 64 - self.shift + 1;
+        let old = std::mem::replace(self, AddrMap::with_bits(bits));
+        let mask = self.slots.len() - 1;
+        for (k, v) in old.slots.into_iter().filter(|e| e.0 != 0) {
+            let mut s = self.slot(k);
+            while self.slots[s].0 != 0 {
+                s = (s + 1) & mask;
+            }
+            self.slots[s] = (k, v);
+        }
+        self.len = old.len;
+    }
+}
+
+/// Codes (by first appearance) of `n` values given by their hashes, equal values being one
+/// code: `same(a, b)` compares values `a` and `b`, and is asked only when their hashes are
+/// equal. An open-addressing table of (hash, first value, code) sized once (at most half
+/// full) whose slots are prefetched ahead, since they are read at random.
+pub fn number_by_hash<E>(
+    hashes: &[u64],
+    mut same: impl FnMut(usize, usize) -> Result<bool, E>,
+) -> Result<Vec<u32>, E> {
+    let n = hashes.len();
+    let bits = (2 * n).max(2).next_power_of_two().trailing_zeros();
+    let mask = (1usize << bits) - 1;
+    let slot = |h: u64| ((h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize) & mask;
+    const EMPTY: u32 = u32::MAX;
+    // (hash, value index, code); value index EMPTY: a free slot.
+    let mut table: Vec<(u64, u32, u32)> = vec![(0, EMPTY, 0); mask + 1];
+    let mut codes = Vec::with_capacity(n);
+    let mut next = 0u32;
+    for (j, &h) in hashes.iter().enumerate() {
+        if let Some(&ahead) = hashes.get(j + PREFETCH_VALUES) {
+            prefetch(&table[slot(ahead)]);
+        }
+        let mut s = slot(h);
+        let code = loop {
+            let (th, tv, tc) = table[s];
+            if tv == EMPTY {
+                table[s] = (h, j as u32, next);
+                next += 1;
+                break next - 1;
+            }
+            if th == h && same(tv as usize, j)? {
+                break tc;
+            }
+            s = (s + 1) & mask;
+        };
+        codes.push(code);
+    }
+    Ok(codes)
+}
+
+/// How many values ahead `number_by_hash` prefetches a slot.
+const PREFETCH_VALUES: usize = 16;
+
+/// Ask for the first two cache lines of the object at `addr` (a short str: its header, hash
+/// and text). A hint only: never dereferenced, so any address is harmless.
+#[inline(always)]
+pub fn prefetch_object(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint; it never faults, whatever the address.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(addr as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(addr.wrapping_add(64) as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The reference: every label numbered on its own.
+    fn general(ids: &[i64]) -> (Grouping, Vec<usize>) {
+        let (codes, first) = factorize(ids.iter().copied(), ids.len()).unwrap();
+        (Grouping::from_factorized(codes, &first).unwrap(), first)
+    }
+
+    fn runs_path(ids: &[i64], threads: usize) -> (Grouping, Vec<usize>) {
+        let (starts, heads) = runs(ids, threads);
+        assert_eq!(heads, starts.iter().map(|&s| ids[s]).collect::<Vec<_>>());
+        from_runs(ids.len(), &starts, &number(&heads), threads).unwrap()
+    }
+
+    fn naive_starts(ids: &[i64]) -> Vec<usize> {
+        (0..ids.len())
+            .filter(|&i| i == 0 || ids[i] != ids[i - 1])
+            .collect()
+    }
+
+    /// Labels as runs of random lengths over a small alphabet: runs that come back later,
+    /// neighbouring runs, long and short runs, sizes around the 64-wide blocks.
+    fn runs_of_labels() -> impl Strategy<Value = Vec<i64>> {
+        prop::collection::vec((0i64..12, 1usize..80), 1..60).prop_map(|runs| {
+            runs.into_iter()
+                .flat_map(|(v, len)| std::iter::repeat_n(v, len))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn runs_group_exactly_as_labels_one_by_one(ids in runs_of_labels(), threads in 1usize..4) {
+            prop_assert_eq!(runs(&ids, threads).0, naive_starts(&ids));
+            prop_assert_eq!(runs_path(&ids, threads), general(&ids));
+            prop_assert_eq!(group_ints(&ids, threads).unwrap(), general(&ids));
+        }
+
+        #[test]
+        fn shuffled_labels_group_as_before(ids in prop::collection::vec(-5i64..5, 1..500)) {
+            prop_assert_eq!(runs_path(&ids, 2), general(&ids));
+            prop_assert_eq!(group_ints(&ids, 2).unwrap(), general(&ids));
+        }
+    }
+
+    /// Large inputs (parallel run search and code fill, ranges cut inside runs): blocks of 16
+    /// in shuffled order are contiguous (offsets); a block that comes back makes them labelled.
+    #[test]
+    fn large_blocks_and_repeats() {
+        let k = 40_000i64;
+        let order: Vec<i64> = (0..k).map(|b| (b * 7919) % k).collect();
+        let mut ids: Vec<i64> = order
+            .iter()
+            .flat_map(|&b| std::iter::repeat_n(b * 1_000_003, 16))
+            .collect();
+        assert!(looks_like_runs(&ids));
+        let (g, first) = group_ints(&ids, 2).unwrap();
+        assert!(matches!(g, Grouping::Ragged { .. }));
+        assert_eq!((g.clone(), first.clone()), general(&ids));
+        assert_eq!(first.len(), k as usize);
+        ids.extend(std::iter::repeat_n(order[5] * 1_000_003, 3));
+        ids.extend(std::iter::repeat_n(-1, 5));
+        let (g, first) = group_ints(&ids, 2).unwrap();
+        assert!(matches!(g, Grouping::Labelled(_)));
+        assert_eq!((g, first), general(&ids));
+        for threads in [1, 2, 3] {
+            assert_eq!(runs_path(&ids, threads), general(&ids));
+        }
+    }
+
+    #[test]
+    fn sample_tells_runs_from_shuffled_rows() {
+        let blocks: Vec<i64> = (0..100_000).map(|i| i / 16).collect();
+        assert!(looks_like_runs(&blocks));
+        let shuffled: Vec<i64> = (0..100_000).map(|i| (i * 7919) % 6250).collect();
+        assert!(!looks_like_runs(&shuffled));
+        assert!(looks_like_runs(&[1i64]));
+        assert!(looks_like_runs::<i64>(&[]));
+    }
+
+    proptest! {
+        /// Numbering by hash is numbering by value, whatever the hash collisions.
+        #[test]
+        fn number_by_hash_is_numbering_by_value(
+            values in prop::collection::vec(0u64..40, 0..300),
+            hash_bits in 0u32..7,
+        ) {
+            let hashes: Vec<u64> = values.iter().map(|v| v & ((1 << hash_bits) - 1)).collect();
+            let mut asked = 0;
+            let codes = number_by_hash(&hashes, |a, b| {
+                asked += 1;
+                prop_assert_eq!(hashes[a], hashes[b]);
+                Ok(values[a] == values[b])
+            })?;
+            let want: Vec<u32> = factorize(values.iter().copied(), values.len()).unwrap().0;
+            prop_assert_eq!(codes, want);
+            let _ = asked;
+        }
+    }
+
+    /// The address map returns what was inserted, across growth, with clustered keys.
+    #[test]
+    fn addr_map_is_a_map() {
+        let mut m = AddrMap::default();
+        let keys: Vec<usize> = (1..20_000usize)
+            .map(|i| i * 16 + (i % 3) * (1 << 40))
+            .collect();
+        for (j, &k) in keys.iter().enumerate() {
+            assert_eq!(m.get_or_insert(k, || Ok::<u32, ()>(j as u32)), Ok(j as u32));
+        }
+        for (j, &k) in keys.iter().enumerate().rev() {
+            m.prefetch(k);
+            assert_eq!(m.get_or_insert(k, || Err(())), Ok(j as u32));
+        }
+        assert_eq!(m.get_or_insert(8, || Err("absent")), Err("absent"));
+        assert_eq!(m.len, keys.len());
+    }
+
+    #[test]
+    fn empty_and_single() {
+        assert_eq!(runs::<i64>(&[], 2), (vec![], vec![]));
+        assert!(matches!(from_runs(0, &[], &[], 1), Err(LayoutError::Empty)));
+        assert!(matches!(group_ints(&[], 1), Err(LayoutError::Empty)));
+        assert_eq!(group_ints(&[7], 1).unwrap(), general(&[7]));
+    }
+}
