@@ -22,8 +22,8 @@ pub mod select;
 mod simd;
 pub mod stats;
 pub mod token;
-pub mod whiten;
 pub mod token_baseline;
+pub mod whiten;
 
 /// The bit-identity check of the compiled copies of the write pass (for tests).
 #[doc(hidden)]
