@@ -69,12 +69,98 @@ pub fn segment_sums<T: Real>(
     bad.into_iter().flatten().min().map_or(Ok(()), Err)
 }
 
-/// What a response mask holds: 0/1 flags (bool, uint8) or weights of the output's dtype.
+/// What a response mask holds: 0/1 flags (bool, uint8), wider integers read as the caller
+/// holds them (verl passes int64: no conversion pass), or weights of the output's dtype. Any
+/// nonzero integer selects its token.
 pub enum Mask<'a, T> {
     Flags(&'a [u8]),
+    /// 2-, 4- or 8-byte integers (signed ones viewed as unsigned: nonzero is the same).
+    Wide(Wide<'a>),
     Values(&'a [T]),
     /// Every token of every sequence counts (packed layouts).
     None,
+}
+
+/// An integer mask wider than a byte.
+#[derive(Clone, Copy)]
+pub enum Wide<'a> {
+    B2(&'a [u16]),
+    B4(&'a [u32]),
+    B8(&'a [u64]),
+}
+
+impl Wide<'_> {
+    #[inline(always)]
+    pub fn is_set(&self, i: usize) -> bool {
+        match self {
+            Wide::B2(m) => m[i] != 0,
+            Wide::B4(m) => m[i] != 0,
+            Wide::B8(m) => m[i] != 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Wide::B2(m) => m.len(),
+            Wide::B4(m) => m.len(),
+            Wide::B8(m) => m.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T: Real> Mask<'_, T> {
+    /// The weight of token `i`: 0/1 for flags, the value for weights, 1 without a mask.
+    #[inline(always)]
+    pub fn weight(&self, i: usize) -> f64 {
+        match self {
+            Mask::Flags(m) => (m[i] != 0) as u8 as f64,
+            Mask::Wide(w) => w.is_set(i) as u8 as f64,
+            Mask::Values(m) => m[i].to_f64(),
+            Mask::None => 1.0,
+        }
+    }
+
+    /// The number of tokens it covers (None: no mask).
+    pub fn len(&self) -> Option<usize> {
+        match self {
+            Mask::Flags(f) => Some(f.len()),
+            Mask::Wide(w) => Some(w.len()),
+            Mask::Values(v) => Some(v.len()),
+            Mask::None => None,
+        }
+    }
+
+    /// `dst[k] = a * mask[start + k]` (flags: `a` where set, else 0), one vectorisable loop
+    /// per mask kind.
+    #[inline]
+    pub fn fill_scaled(&self, dst: &mut [T], start: usize, a: T) {
+        let end = start + dst.len();
+        match self {
+            Mask::Flags(m) => select(dst, &m[start..end], a),
+            Mask::Wide(Wide::B2(m)) => select(dst, &m[start..end], a),
+            Mask::Wide(Wide::B4(m)) => select(dst, &m[start..end], a),
+            Mask::Wide(Wide::B8(m)) => select(dst, &m[start..end], a),
+            Mask::Values(m) => {
+                let af = a.to_f64();
+                for (d, &w) in dst.iter_mut().zip(&m[start..end]) {
+                    *d = T::from_f64(af * w.to_f64());
+                }
+            }
+            Mask::None => dst.fill(a),
+        }
+    }
+}
+
+#[inline(always)]
+fn select<T: Real, F: Copy + Default + PartialEq>(dst: &mut [T], flags: &[F], a: T) {
+    let zero = F::default();
+    for (d, &f) in dst.iter_mut().zip(flags) {
+        *d = if f != zero { a } else { T::zero() };
+    }
 }
 
 /// `out[row, t] = adv[row] * mask[row, t]` over `rows x width` (flags: adv where set, else 0).
@@ -94,22 +180,7 @@ pub fn broadcast_rows<T: Real>(
         |i| i * width,
         |r, o| {
             for (k, row) in r.clone().enumerate() {
-                let a = adv[row];
-                let dst = &mut o[k * width..(k + 1) * width];
-                match mask {
-                    Mask::Flags(m) => {
-                        for (d, &f) in dst.iter_mut().zip(&m[row * width..(row + 1) * width]) {
-                            *d = if f != 0 { a } else { T::zero() };
-                        }
-                    }
-                    Mask::Values(m) => {
-                        let af = a.to_f64();
-                        for (d, &w) in dst.iter_mut().zip(&m[row * width..(row + 1) * width]) {
-                            *d = T::from_f64(af * w.to_f64());
-                        }
-                    }
-                    Mask::None => dst.fill(a),
-                }
+                mask.fill_scaled(&mut o[k * width..(k + 1) * width], row * width, adv[row]);
             }
         },
     );
@@ -134,20 +205,7 @@ pub fn broadcast_segments<T: Real>(
             let start = offsets[r.start];
             for i in r {
                 let (a0, b0) = (offsets[i], offsets[i + 1]);
-                let dst = &mut o[a0 - start..b0 - start];
-                match mask {
-                    Mask::Flags(m) => {
-                        for (d, &f) in dst.iter_mut().zip(&m[a0..b0]) {
-                            *d = if f != 0 { adv[i] } else { T::zero() };
-                        }
-                    }
-                    Mask::Values(m) => {
-                        for (d, &w) in dst.iter_mut().zip(&m[a0..b0]) {
-                            *d = T::from_f64(adv[i].to_f64() * w.to_f64());
-                        }
-                    }
-                    Mask::None => dst.fill(adv[i]),
-                }
+                mask.fill_scaled(&mut o[a0 - start..b0 - start], a0, adv[i]);
             }
         },
     );

@@ -25,13 +25,20 @@ from ._inputs import aligned, check_out, out_array, rewards_array, threads_value
 
 
 def _mask_array(mask, shape, dtype) -> np.ndarray:
-    """The mask as uint8 flags (bool/int masks) or as values of the rewards' dtype (floats)."""
+    """The mask as the core reads it: bool and integer masks as unsigned flags of their own
+    width (the compiled core reads int64 as verl passes it, no conversion pass; the numpy
+    twin gets uint8 flags), float masks as values of the rewards' dtype. A nonzero integer
+    selects its token."""
     m = np.asarray(mask)
     if m.shape != shape:
         raise ValueError(f"response_mask has shape {m.shape}, expected {shape}")
     if m.dtype == np.bool_:
         return aligned(m).view(np.uint8)
     if m.dtype.kind in "iu":
+        if m.dtype.itemsize == 1:
+            return aligned(m).view(np.uint8)
+        if _backend.name == "native" and m.dtype.itemsize in (2, 4, 8):
+            return aligned(m).view(f"u{m.dtype.itemsize}")
         return aligned(m != 0).view(np.uint8)
     if m.dtype.kind == "f":
         return aligned(m, dtype)
