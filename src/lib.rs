@@ -1237,7 +1237,58 @@ mod python {
         })
     }
 
+    /// Each row's mask weight over `rows` rows (bool/integer flags, float64 weights, as
+    /// `with_mask` takes them), and for flags wider than a byte a uint8 copy of them into
+    /// `flags_out` in the same pass (reinforce_plus_plus_baseline's whitening statistics).
+    #[pyfunction]
+    #[pyo3(signature = (mask, rows, flags_out, num_threads))]
+    fn token_row_weights<'py>(
+        py: Python<'py>,
+        mask: &Bound<'py, PyAny>,
+        rows: usize,
+        flags_out: Option<&Bound<'py, PyAny>>,
+        num_threads: usize,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        guard(|| {
+            let threads = threads_arg(num_threads)?;
+            let n: usize = mask.getattr("size")?.extract()?;
+            if rows == 0 || n % rows != 0 {
+                return Err(value_error("the mask must hold rows x width entries"));
+            }
+            let width = n / rows;
+            let mut out = vec![0.0f64; rows];
+            let fl = match flags_out {
+                Some(f) => Some(
+                    f.cast::<numpy::PyArrayDyn<u8>>()
+                        .map_err(|_| PyTypeError::new_err("flags_out must be uint8"))?
+                        .clone(),
+                ),
+                None => None,
+            };
+            let mut fw = match &fl {
+                Some(f) => Some(write(f, "flags_out")?),
+                None => None,
+            };
+            let fs = match fw.as_mut() {
+                Some(w) => {
+                    let s = w.as_slice_mut()?;
+                    if s.len() != n {
+                        return Err(value_error("flags_out must have the mask's size"));
+                    }
+                    Some(s)
+                }
+                None => None,
+            };
+            with_mask::<f64, _>(Some(mask), n, |m| {
+                py.detach(|| token::row_weights(m, width, threads, &mut out, fs));
+                Ok(())
+            })?;
+            Ok(PyArray1::from_vec(py, out))
+        })
+    }
+
     fn register_tokens(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add_function(wrap_pyfunction!(token_row_weights, m)?)?;
         m.add_function(wrap_pyfunction!(token_scan, m)?)?;
         m.add_function(wrap_pyfunction!(token_scan_fused, m)?)?;
         m.add_function(wrap_pyfunction!(masked_whiten, m)?)?;

@@ -6,8 +6,24 @@
 //! writing the output once for the broadcast; the group advantages in between work on the
 //! `bs` scores only.
 
-use crate::parallel::map_ranges_mut;
+use crate::parallel::{map_pieces, resolve_threads, SERIAL_BELOW};
 use crate::real::Real;
+use std::ops::Range;
+
+/// `0..rows` cut into about equal ranges, one per thread, or one in all when the `tokens`
+/// they cover are few: a token pass costs by its tokens, not its rows (`parallel`'s
+/// `map_ranges_mut` judges by the count it cuts, and a batch of 16384 rows is below it).
+fn row_ranges(rows: usize, tokens: usize, threads: usize) -> (usize, Vec<Range<usize>>) {
+    let threads = resolve_threads(threads);
+    if threads <= 1 || tokens < SERIAL_BELOW || rows < 2 {
+        return (threads, std::iter::once(0..rows).collect());
+    }
+    let k = threads.min(rows);
+    (
+        threads,
+        (0..k).map(|t| rows * t / k..rows * (t + 1) / k).collect(),
+    )
+}
 
 /// The sum of one sequence's token rewards, accumulated in f64 and stored as `T`; `false`
 /// when finite rewards sum beyond `T`'s range (an overflow, not a non-finite reward).
@@ -32,9 +48,10 @@ pub fn row_sums<T: Real>(
         rows * width,
         "tokens must hold rows x width values"
     );
-    let bad = map_ranges_mut(
-        rows,
+    let (threads, ranges) = row_ranges(rows, tokens.len(), threads);
+    let bad = map_pieces(
         threads,
+        ranges,
         out,
         |i| i,
         |r, o| {
@@ -55,9 +72,10 @@ pub fn segment_sums<T: Real>(
     out: &mut [T],
 ) -> Result<(), usize> {
     assert_eq!(offsets.len(), out.len() + 1);
-    let bad = map_ranges_mut(
-        out.len(),
+    let (threads, ranges) = row_ranges(out.len(), tokens.len(), threads);
+    let bad = map_pieces(
         threads,
+        ranges,
         out,
         |i| i,
         |r, o| {
@@ -173,9 +191,10 @@ pub fn broadcast_rows<T: Real>(
 ) {
     let rows = adv.len();
     assert_eq!(out.len(), rows * width, "out must hold rows x width values");
-    map_ranges_mut(
-        rows,
+    let (threads, ranges) = row_ranges(rows, out.len(), threads);
+    map_pieces(
         threads,
+        ranges,
         out,
         |i| i * width,
         |r, o| {
@@ -196,9 +215,10 @@ pub fn broadcast_segments<T: Real>(
 ) {
     assert_eq!(offsets.len(), adv.len() + 1);
     let base = offsets[0];
-    map_ranges_mut(
-        adv.len(),
+    let (threads, ranges) = row_ranges(adv.len(), out.len(), threads);
+    map_pieces(
         threads,
+        ranges,
         out,
         |i| offsets[i] - base,
         |r, o| {
@@ -209,6 +229,68 @@ pub fn broadcast_segments<T: Real>(
             }
         },
     );
+}
+
+/// Each row's mask weight (its number of set flags, or the sum of its float weights) over
+/// `rows x width`; for integer masks wider than a byte also a uint8 copy of the flags, written
+/// in the same pass (`flags`), so that a later pass reads one byte a token instead of eight.
+pub fn row_weights<T: Real>(
+    mask: &Mask<'_, T>,
+    width: usize,
+    threads: usize,
+    out: &mut [f64],
+    flags: Option<&mut [u8]>,
+) {
+    let rows = out.len();
+    let (threads, ranges) = row_ranges(rows, rows * width, threads);
+    let count = |row: usize, fl: Option<&mut [u8]>| -> f64 {
+        let r = row * width..(row + 1) * width;
+        match (mask, fl) {
+            (Mask::Wide(w), Some(fl)) => {
+                let mut c = 0usize;
+                for (f, i) in fl.iter_mut().zip(r) {
+                    let set = w.is_set(i);
+                    *f = set as u8;
+                    c += set as usize;
+                }
+                c as f64
+            }
+            (Mask::Flags(m), _) => m[r].iter().filter(|&&f| f != 0).count() as f64,
+            _ => r.map(|i| mask.weight(i)).sum(),
+        }
+    };
+    let per: Vec<Vec<f64>> = match flags {
+        Some(fl) => {
+            assert_eq!(fl.len(), rows * width);
+            map_pieces(
+                threads,
+                ranges,
+                fl,
+                |i| i * width,
+                |rs, fl| {
+                    let start = rs.start;
+                    rs.map(|row| {
+                        let k = row - start;
+                        count(row, Some(&mut fl[k * width..(k + 1) * width]))
+                    })
+                    .collect()
+                },
+            )
+        }
+        None => {
+            let mut none: [u8; 0] = [];
+            map_pieces(
+                threads,
+                ranges,
+                &mut none[..],
+                |_| 0,
+                |rs, _| rs.map(|row| count(row, None)).collect(),
+            )
+        }
+    };
+    for (o, w) in out.iter_mut().zip(per.into_iter().flatten()) {
+        *o = w;
+    }
 }
 
 #[cfg(test)]

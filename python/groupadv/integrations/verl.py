@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from ..returns import _fused_native, discounted_returns, gae, masked_whiten
-from ..tokens import token_advantages
+from ..tokens import _whitened_advantages_native, token_advantages
 
 
 def _out_dtype(token_level_rewards, response_mask, floor=None):
@@ -188,6 +188,12 @@ def compute_reinforce_plus_plus_baseline_outcome_advantage(token_level_rewards, 
     dtype = _out_dtype(token_level_rewards, response_mask)
     if token_level_rewards.shape[0] == 0:
         raise ValueError("reinforce_plus_plus_baseline needs a non-empty batch (verl's masked_whiten raises too)")
+    if nan == "raise":  # the statistics from the bs scores and row counts: no tiled intermediate
+        fused = _whitened_advantages_native(_wide(token_level_rewards, token_level_rewards.dtype), response_mask,
+                                            index, preset="verl", center="mean", scale="none", nan=nan)
+        if fused is not None:
+            adv = fused.to(dtype)
+            return adv, adv
     mask = response_mask
     if mask.is_floating_point() and mask.dtype != _wide(mask, mask.dtype).dtype:
         mask = mask.float()
