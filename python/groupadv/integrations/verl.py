@@ -209,7 +209,8 @@ def compute_remax_outcome_advantage(token_level_rewards, reward_baselines, respo
     """verl's ``remax`` (``core_algos.py:734-767``): ``returns`` = reverse cumulative sum of
     the masked token rewards (``(r * mask).flip(-1).cumsum(-1).flip(-1)``: every token, masked
     or not, gets the sum of the masked rewards from it on), ``advantages = returns -
-    reward_baselines[:, None] * mask``. Returns ``(advantages, returns)`` in verl's dtypes."""
+    reward_baselines[:, None] * mask``. Returns ``(advantages, returns)`` in verl's dtypes. An
+    integer mask selects its tokens (any nonzero counts as 1; verl's masks are 0/1)."""
     import torch
 
     if reward_baselines is None:
@@ -237,7 +238,9 @@ def compute_remax_outcome_advantage(token_level_rewards, reward_baselines, respo
         if fused is not None:
             return fused[1].to(adt), fused[0].to(rdt)
     ret = discounted_returns(r, response_mask, 1.0, unmasked="zero", nan=nan)
-    base = reward_baselines.to(ret.dtype).unsqueeze(-1) * response_mask
+    # an integer mask selects (nonzero = 1), as in every groupadv token pass and the fused scan
+    sel = response_mask if response_mask.is_floating_point() else response_mask != 0
+    base = reward_baselines.to(ret.dtype).unsqueeze(-1) * sel
     adv = ret - base
     return adv.to(adt), ret.to(rdt)
 
