@@ -15,7 +15,8 @@ use crate::parallel::{pool, resolve_threads, SERIAL_BELOW};
 use crate::real::Real;
 use crate::stats::Moments;
 use crate::token::Mask;
-use crate::whiten::slice_moments;
+use crate::token::Weights;
+use crate::whiten::slice_moments_w;
 use std::ops::Range;
 
 /// The masked moments of a scan's outputs, for a whitening that follows it (each response's
@@ -69,11 +70,6 @@ pub struct ScanParams {
     /// Report non-finite inputs and overflows (else they propagate as in the peers).
     pub check: bool,
     pub threads: usize,
-}
-
-#[inline(always)]
-fn weight<T: Real>(mask: &Mask<'_, T>, i: usize) -> f64 {
-    mask.weight(i)
 }
 
 /// Consecutive ranges of responses with about equal numbers of tokens, one per thread (one
@@ -148,7 +144,6 @@ pub fn returns_fused<T: Real>(
 ) -> Result<Option<ScanMoments>, ScanError> {
     assert_eq!(rewards.len(), out.len());
     let threads = resolve_threads(p.threads);
-    let g = p.gamma;
     let (baselines, adv) = match minus {
         Some((b, a)) => {
             assert!(b.len() + 1 == offsets.len() && a.len() == out.len());
@@ -156,7 +151,29 @@ pub fn returns_fused<T: Real>(
         }
         None => (None, None),
     };
-    let results = over_rows(offsets, threads, out, adv, |rows, o, mut adv| {
+    let results = crate::with_weights!(mask, w => returns_rows(rewards, &w, offsets, p, threads, out, baselines, adv, stats));
+    finish(results, stats)
+}
+
+/// The rows of [`returns_fused`], compiled for one mask kind.
+#[allow(clippy::too_many_arguments)]
+fn returns_rows<T: Real, W: Weights>(
+    rewards: &[T],
+    w: &W,
+    offsets: &[usize],
+    p: &ScanParams,
+    threads: usize,
+    out: &mut [T],
+    baselines: Option<&[T]>,
+    adv: Option<&mut [T]>,
+    stats: bool,
+) -> Vec<(Option<ScanError>, Vec<ScanMoments>)> {
+    let g = p.gamma;
+    // 0/1 weights (flags, no mask) with checked inputs: a select carries the running value
+    // (equal to the blend, up to the sign of a zero; unchecked non-finite inputs keep the
+    // blend, whose NaN spreads as the peers')
+    let select = W::BINARY && p.check;
+    over_rows(offsets, threads, out, adv, |rows, o, mut adv| {
         let start = offsets[rows.start];
         let mut moments = Vec::new();
         for row in rows {
@@ -165,12 +182,22 @@ pub fn returns_fused<T: Real>(
             let mut run = 0.0f64;
             let mut finite = true;
             for i in seg.clone().rev() {
-                let m = weight(mask, i);
+                let m = w.at(i);
                 let r = rewards[i].to_f64();
                 let v = match p.unmasked {
                     Unmasked::Skip => {
                         let new = r + g * run;
-                        run = new * m + run * (1.0 - m);
+                        run = if select {
+                            // 0/1 flags, inputs checked: the carried value without the
+                            // weighted blend's two roundings on the critical path
+                            if m != 0.0 {
+                                new
+                            } else {
+                                run
+                            }
+                        } else {
+                            new * m + run * (1.0 - m)
+                        };
                         new * m
                     }
                     Unmasked::Zero => {
@@ -191,12 +218,11 @@ pub fn returns_fused<T: Real>(
             }
             if stats {
                 let local = seg.start - start..seg.end - start;
-                moments.push(slice_moments(&o[local], mask, seg.start));
+                moments.push(slice_moments_w(&o[local], w, seg.start));
             }
         }
         (None, moments)
-    });
-    finish(results, stats)
+    })
 }
 
 /// The first error of the pieces, else the merged moments (when asked for).
@@ -310,6 +336,24 @@ pub fn gae_fused<T: Real>(
     let n = rewards.len();
     assert!(values.len() == n && adv.len() == n && ret.len() == n);
     let threads = resolve_threads(p.threads);
+    let results = crate::with_weights!(mask, w => gae_rows(rewards, values, &w, offsets, p, threads, adv, ret, stats));
+    finish(results, stats)
+}
+
+/// The rows of [`gae_fused`], compiled for one mask kind.
+#[allow(clippy::too_many_arguments)]
+fn gae_rows<T: Real, W: Weights>(
+    rewards: &[T],
+    values: &[T],
+    w: &W,
+    offsets: &[usize],
+    p: &ScanParams,
+    threads: usize,
+    adv: &mut [T],
+    ret: &mut [T],
+    stats: bool,
+) -> Vec<(Option<ScanError>, Vec<ScanMoments>)> {
+    let select = W::BINARY && p.check; // as in `returns_rows`
     let work = |rows: Range<usize>, a: &mut [T], rt: Option<&mut [T]>| {
         let rt = rt.expect("gae writes two outputs");
         let start = offsets[rows.start];
@@ -320,14 +364,20 @@ pub fn gae_fused<T: Real>(
             let (mut next_v, mut last) = (0.0f64, 0.0f64);
             let mut finite = true;
             for i in seg.clone().rev() {
-                let m = weight(mask, i);
+                let m = w.at(i);
                 let (r, v) = (rewards[i].to_f64(), values[i].to_f64());
                 let (av, rv) = match p.unmasked {
                     Unmasked::Skip => {
                         let delta = r + g * next_v - v;
                         let new = delta + gl * last;
-                        next_v = v * m + (1.0 - m) * next_v;
-                        last = new * m + (1.0 - m) * last;
+                        if select {
+                            if m != 0.0 {
+                                (next_v, last) = (v, new);
+                            }
+                        } else {
+                            next_v = v * m + (1.0 - m) * next_v;
+                            last = new * m + (1.0 - m) * last;
+                        }
                         (last, last + v)
                     }
                     Unmasked::Zero => {
@@ -347,12 +397,12 @@ pub fn gae_fused<T: Real>(
             }
             if stats {
                 let local = seg.start - start..seg.end - start;
-                moments.push(slice_moments(&a[local], mask, seg.start));
+                moments.push(slice_moments_w(&a[local], w, seg.start));
             }
         }
         (None, moments)
     };
-    finish(over_rows(offsets, threads, adv, Some(ret), work), stats)
+    over_rows(offsets, threads, adv, Some(ret), work)
 }
 
 #[cfg(test)]
@@ -475,5 +525,64 @@ mod tests {
             &mut o,
         );
         assert_eq!(e, Err(ScanError::Overflow { row: 0 }));
+    }
+
+    #[test]
+    fn fused_passes_equal_the_separate_ones() {
+        use crate::whiten::{masked_moments, WhitenParams};
+        let (rows, width) = (300usize, 500usize);
+        let n = rows * width;
+        let r: Vec<f32> = (0..n).map(|i| ((i * 13) % 17) as f32 * 0.1 - 0.8).collect();
+        let v: Vec<f32> = (0..n).map(|i| ((i * 7) % 11) as f32 * 0.05).collect();
+        let m: Vec<u64> = (0..n)
+            .map(|i| (i % width < 50 + (i / width) % 400) as u64)
+            .collect();
+        let mask = Mask::Wide(crate::token::Wide::B8(&m));
+        let offs: Vec<usize> = (0..=rows).map(|i| i * width).collect();
+        for threads in [1, 3] {
+            let p = params(0.99, 0.95, Unmasked::Skip, threads);
+            let (mut a, mut rt, mut a2, mut rt2) =
+                (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+            gae(&r, &v, &mask, &offs, &p, &mut a, &mut rt).unwrap();
+            let st = gae_fused(&r, &v, &mask, &offs, &p, &mut a2, &mut rt2, true)
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!((&a, &rt), (&a2, &rt2));
+            let whole = masked_moments(&a, &mask, 1).unwrap();
+            assert_eq!(st.count, whole.count);
+            assert!((st.mean - whole.mean).abs() < 1e-12);
+            assert!((st.m2 / whole.m2 - 1.0).abs() < 1e-12);
+            // the gathered statistics do not depend on the thread count
+            let st1 = gae_fused(
+                &r,
+                &v,
+                &mask,
+                &offs,
+                &params(0.99, 0.95, Unmasked::Skip, 1),
+                &mut a2,
+                &mut rt2,
+                true,
+            )
+            .unwrap();
+            assert_eq!(st1, Some(Ok(st)));
+            let _ = WhitenParams::default();
+            // remax: returns and `ret - b * m` in one pass
+            let b: Vec<f32> = (0..rows).map(|i| i as f32 * 0.01 - 1.0).collect();
+            let pz = params(1.0, 1.0, Unmasked::Zero, threads);
+            let (mut ret, mut adv) = (vec![0.0f32; n], vec![0.0f32; n]);
+            returns_fused(&r, &mask, &offs, &pz, &mut ret, Some((&b, &mut adv)), false).unwrap();
+            let mut want = vec![0.0f32; n];
+            discounted_returns(&r, &mask, &offs, &pz, &mut want).unwrap();
+            assert_eq!(ret, want);
+            for i in 0..n {
+                let base = if m[i] != 0 {
+                    b[i / width]
+                } else {
+                    0.0 * b[i / width]
+                };
+                assert_eq!(adv[i], ret[i] - base);
+            }
+        }
     }
 }

@@ -173,6 +173,79 @@ impl<T: Real> Mask<'_, T> {
     }
 }
 
+/// A mask's weight of token `i`, one implementation per mask kind: a pass written over
+/// `W: Weights` is compiled once per kind, with no per-token dispatch (see [`with_weights`]).
+pub trait Weights: Sync {
+    /// Every weight is 0 or 1.
+    const BINARY: bool;
+    fn at(&self, i: usize) -> f64;
+}
+
+/// Every token counts.
+pub struct NoMask;
+/// 0/nonzero flags of any integer width.
+pub struct FlagsOf<'a, F>(pub &'a [F]);
+/// Weights of the values' dtype.
+pub struct ValuesOf<'a, T>(pub &'a [T]);
+
+impl Weights for NoMask {
+    const BINARY: bool = true;
+    #[inline(always)]
+    fn at(&self, _: usize) -> f64 {
+        1.0
+    }
+}
+
+impl<F: Copy + Default + PartialEq + Sync> Weights for FlagsOf<'_, F> {
+    const BINARY: bool = true;
+    #[inline(always)]
+    fn at(&self, i: usize) -> f64 {
+        (self.0[i] != F::default()) as u8 as f64
+    }
+}
+
+impl<T: Real> Weights for ValuesOf<'_, T> {
+    const BINARY: bool = false;
+    #[inline(always)]
+    fn at(&self, i: usize) -> f64 {
+        self.0[i].to_f64()
+    }
+}
+
+/// `$body` with `$w` bound to the [`Weights`] of the `&Mask` `$mask`: one compiled copy of
+/// `$body` per mask kind.
+#[macro_export]
+macro_rules! with_weights {
+    ($mask:expr, $w:ident => $body:expr) => {
+        match $mask {
+            $crate::token::Mask::Flags(m) => {
+                let $w = $crate::token::FlagsOf(*m);
+                $body
+            }
+            $crate::token::Mask::Wide($crate::token::Wide::B2(m)) => {
+                let $w = $crate::token::FlagsOf(*m);
+                $body
+            }
+            $crate::token::Mask::Wide($crate::token::Wide::B4(m)) => {
+                let $w = $crate::token::FlagsOf(*m);
+                $body
+            }
+            $crate::token::Mask::Wide($crate::token::Wide::B8(m)) => {
+                let $w = $crate::token::FlagsOf(*m);
+                $body
+            }
+            $crate::token::Mask::Values(m) => {
+                let $w = $crate::token::ValuesOf(*m);
+                $body
+            }
+            $crate::token::Mask::None => {
+                let $w = $crate::token::NoMask;
+                $body
+            }
+        }
+    };
+}
+
 #[inline(always)]
 fn select<T: Real, F: Copy + Default + PartialEq>(dst: &mut [T], flags: &[F], a: T) {
     let zero = F::default();
@@ -354,5 +427,38 @@ mod tests {
         broadcast_rows(&a, &Mask::Flags(&mask), width, 1, &mut o1);
         broadcast_rows(&a, &Mask::Flags(&mask), width, 2, &mut o2);
         assert_eq!(o1, o2);
+    }
+
+    #[test]
+    fn wide_integer_masks_select_as_flags() {
+        let adv = [2.0f32, -1.0];
+        let f: Vec<u8> = vec![1, 1, 0, 1, 0, 0];
+        let w8: Vec<u64> = f.iter().map(|&x| x as u64 * 7).collect();
+        let w4: Vec<u32> = f.iter().map(|&x| x as u32).collect();
+        let w2: Vec<u16> = f.iter().map(|&x| x as u16 * 300).collect();
+        let mut want = [9.0f32; 6];
+        broadcast_rows(&adv, &Mask::Flags(&f), 3, 1, &mut want);
+        for m in [
+            Mask::Wide(Wide::B8(&w8)),
+            Mask::Wide(Wide::B4(&w4)),
+            Mask::Wide(Wide::B2(&w2)),
+        ] {
+            let mut out = [9.0f32; 6];
+            broadcast_rows(&adv, &m, 3, 1, &mut out);
+            assert_eq!(out, want);
+            let (mut c, mut fl) = ([0.0f64; 2], [9u8; 6]);
+            row_weights(&m, 3, 1, &mut c, Some(&mut fl));
+            assert_eq!(c, [2.0, 1.0]);
+            assert_eq!(fl.to_vec(), f);
+        }
+        let mut c = [0.0f64; 2];
+        row_weights::<f64>(
+            &Mask::Values(&[0.5, 1.0, 0.0, 0.25, 0.0, 0.0]),
+            3,
+            1,
+            &mut c,
+            None,
+        );
+        assert_eq!(c, [1.5, 0.25]);
     }
 }

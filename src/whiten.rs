@@ -10,7 +10,7 @@
 use crate::parallel::{map_on, map_pieces, resolve_threads, SERIAL_BELOW};
 use crate::real::Real;
 use crate::stats::Moments;
-use crate::token::Mask;
+use crate::token::{Mask, Weights, Wide};
 use std::ops::Range;
 
 /// Elements per statistics chunk: small enough that the second (squared deviations) pass over
@@ -86,11 +86,6 @@ impl std::fmt::Display for WhitenError {
 
 impl std::error::Error for WhitenError {}
 
-#[inline(always)]
-fn weight<T: Real>(mask: &Mask<'_, T>, i: usize) -> f64 {
-    mask.weight(i)
-}
-
 /// Moments of the masked values of `x[r]` (weights: the mask), or the first non-finite one.
 fn chunk_moments<T: Real>(
     x: &[T],
@@ -108,9 +103,19 @@ pub fn slice_moments<T: Real>(
     mask: &Mask<'_, T>,
     start: usize,
 ) -> Result<Moments, (usize, f64)> {
+    crate::with_weights!(mask, w => slice_moments_w(xs, &w, start))
+}
+
+/// [`slice_moments`] compiled for one mask kind.
+#[inline]
+pub fn slice_moments_w<T: Real, W: Weights>(
+    xs: &[T],
+    mask: &W,
+    start: usize,
+) -> Result<Moments, (usize, f64)> {
     let (mut count, mut sum, mut x0) = (0.0f64, 0.0f64, None);
     for (k, x) in xs.iter().enumerate() {
-        let w = weight(mask, start + k);
+        let w = mask.at(start + k);
         if w == 0.0 {
             continue;
         }
@@ -129,7 +134,7 @@ pub fn slice_moments<T: Real>(
     let mean = if sum == 0.0 { x0 } else { x0 + sum / count };
     let mut m2 = 0.0f64;
     for (k, x) in xs.iter().enumerate() {
-        let w = weight(mask, start + k);
+        let w = mask.at(start + k);
         if w != 0.0 {
             let d = x.to_f64() - mean;
             m2 += w * d * d;
@@ -296,24 +301,10 @@ pub fn write_affine<T: Real>(
         |r, o| {
             let xs = &x[r.clone()];
             match (apply_mask, mask) {
-                (true, Mask::Flags(m)) => {
-                    for ((d, &v), &f) in o.iter_mut().zip(xs).zip(&m[r]) {
-                        *d = if f != 0 {
-                            T::from_f64((v.to_f64() - mean) * k + back)
-                        } else {
-                            T::zero()
-                        };
-                    }
-                }
-                (true, Mask::Wide(w)) => {
-                    for ((d, &v), i) in o.iter_mut().zip(xs).zip(r) {
-                        *d = if w.is_set(i) {
-                            T::from_f64((v.to_f64() - mean) * k + back)
-                        } else {
-                            T::zero()
-                        };
-                    }
-                }
+                (true, Mask::Flags(m)) => affine_flags(o, xs, &m[r], mean, k, back),
+                (true, Mask::Wide(Wide::B2(m))) => affine_flags(o, xs, &m[r], mean, k, back),
+                (true, Mask::Wide(Wide::B4(m))) => affine_flags(o, xs, &m[r], mean, k, back),
+                (true, Mask::Wide(Wide::B8(m))) => affine_flags(o, xs, &m[r], mean, k, back),
                 (true, Mask::Values(m)) => {
                     for ((d, &v), &w) in o.iter_mut().zip(xs).zip(&m[r]) {
                         *d = T::from_f64(((v.to_f64() - mean) * k + back) * w.to_f64());
@@ -327,6 +318,26 @@ pub fn write_affine<T: Real>(
             }
         },
     );
+}
+
+/// `o = (xs - mean) * k + back` where the flag is set, else 0: one loop per flag width.
+#[inline]
+fn affine_flags<T: Real, F: Copy + Default + PartialEq>(
+    o: &mut [T],
+    xs: &[T],
+    flags: &[F],
+    mean: f64,
+    k: f64,
+    back: f64,
+) {
+    let zero = F::default();
+    for ((d, &v), &f) in o.iter_mut().zip(xs).zip(flags) {
+        *d = if f != zero {
+            T::from_f64((v.to_f64() - mean) * k + back)
+        } else {
+            T::zero()
+        };
+    }
 }
 
 #[cfg(test)]
