@@ -142,16 +142,6 @@ impl<T: Real> Mask<'_, T> {
         }
     }
 
-    /// The number of tokens it covers (None: no mask).
-    pub fn len(&self) -> Option<usize> {
-        match self {
-            Mask::Flags(f) => Some(f.len()),
-            Mask::Wide(w) => Some(w.len()),
-            Mask::Values(v) => Some(v.len()),
-            Mask::None => None,
-        }
-    }
-
     /// `dst[k] = a * mask[start + k]` (flags: `a` where set, else 0), one vectorisable loop
     /// per mask kind.
     #[inline]
