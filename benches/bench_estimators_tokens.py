@@ -8,8 +8,12 @@ timed against
   single-threaded copy, the floor used by benches/bench.py);
 * verl's own function (``verl.trainer.ppo.core_algos``, when verl is importable).
 
+Repetitions are interleaved (each round times every estimator and its copy once) and the
+medians reported, so that a machine whose load changes during the run biases no estimator.
+
     python benches/bench_estimators_tokens.py               # verl's size: bs=16384, L=2048
     python benches/bench_estimators_tokens.py --bs 256 --L 256 --repeat 2   # a quick check
+    python benches/bench_estimators_tokens.py --only grpo,rloo --no-verl    # some of them
 
 Targets (issue 12): within 1.25x of the copy; GAE and discounted returns >= 20x faster than
 verl's torch loop over tokens. Times taken on a shared machine are noise: measure quietly.
@@ -18,6 +22,7 @@ verl's torch loop over tokens. Times taken on a shared machine are noise: measur
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from types import SimpleNamespace
 
@@ -28,14 +33,21 @@ import groupadv as ga
 from groupadv.integrations import verl as ours
 
 
-def best(fn, repeat: int) -> float:
-    fn()  # warm (allocations, pools)
-    times = []
+def once(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def interleaved(fns: dict, repeat: int) -> dict:
+    """Median seconds of each function, timed in rounds that run every function once."""
+    for fn in fns.values():
+        fn()  # warm (allocations, pools)
+    times: dict = {k: [] for k in fns}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for k, fn in fns.items():
+            times[k].append(once(fn))
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def inputs(bs: int, L: int, seed: int = 0):
@@ -69,7 +81,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bs", type=int, default=16384)
     ap.add_argument("--L", type=int, default=2048)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--only", default="", help="comma-separated substrings of the estimators to run")
     ap.add_argument("--no-verl", action="store_true", help="skip verl's functions (they take minutes at full size)")
     args = ap.parse_args()
     t, v, m, uids, base = inputs(args.bs, args.L)
@@ -82,6 +95,14 @@ def main() -> None:
         verl = None
     # name: (groupadv call, inputs read, outputs written, verl call)
     cases = {
+        "verl grpo": (lambda: ours.compute_grpo_outcome_advantage(t, m, uids), [t, m], 1,
+                      verl and (lambda: verl["grpo"](t, m, uids))),
+        "verl grpo_vectorized": (lambda: ours.compute_grpo_vectorized_outcome_advantage(t, m, uids), [t, m], 1,
+                                 verl and (lambda: verl["grpo_vectorized"](t, m, uids))),
+        "verl rloo": (lambda: ours.compute_rloo_outcome_advantage(t, m, uids), [t, m], 1,
+                      verl and (lambda: verl["rloo"](t, m, uids))),
+        "verl rloo_vectorized": (lambda: ours.compute_rloo_vectorized_outcome_advantage(t, m, uids), [t, m], 1,
+                                 verl and (lambda: verl["rloo_vectorized"](t, m, uids))),
         "masked_whiten": (lambda: ga.masked_whiten(t, m), [t, m], 1, None),
         "discounted_returns": (lambda: ga.discounted_returns(t, m, 0.99), [t, m], 1, None),
         "gae (scan only)": (lambda: ga.gae(t, v, m, 0.99, 0.95), [t, v, m], 2, None),
@@ -96,14 +117,22 @@ def main() -> None:
         "verl remax": (lambda: ours.compute_remax_outcome_advantage(t, base, m), [t, m, base], 2,
                        verl and (lambda: verl["remax"](t, base, m))),
     }
-    print(f"bs={args.bs} L={args.L} float32, int64 mask, {ga.get_num_threads()} threads, backend {ga.backend()}")
+    if args.only:
+        keys = [k.strip() for k in args.only.split(",") if k.strip()]
+        cases = {n: c for n, c in cases.items() if any(k in n for k in keys)}
+    print(f"bs={args.bs} L={args.L} float32, int64 mask, {ga.get_num_threads()} threads, backend {ga.backend()}, "
+          f"median of {args.repeat} interleaved rounds")
+    fns = {}
+    for name, (fn, reads, writes, _) in cases.items():
+        fns[name] = fn
+        fns[name + " copy"] = copy_of(reads, writes, t)
+    med = interleaved(fns, args.repeat)
     print(f"{'estimator':36s} {'groupadv s':>11s} {'copy s':>9s} {'x copy':>7s} {'verl s':>9s} {'verl/ours':>9s}")
-    for name, (fn, reads, writes, vfn) in cases.items():
-        ours_s = best(fn, args.repeat)
-        copy_s = best(copy_of(reads, writes, t), args.repeat)
+    for name, (_, _, _, vfn) in cases.items():
+        ours_s, copy_s = med[name], med[name + " copy"]
         line = f"{name:36s} {ours_s:11.4f} {copy_s:9.4f} {ours_s / copy_s:7.2f}"
         if vfn:
-            verl_s = best(vfn, 1)
+            verl_s = once(vfn)
             line += f" {verl_s:9.4f} {verl_s / ours_s:9.1f}"
         print(line, flush=True)
 

@@ -821,38 +821,25 @@ mod python {
         let num_threads = threads_arg(num_threads)?;
         let adv = read(adv, "advantages")?;
         let a = adv.as_slice()?;
-        let (flags, values);
-        let m = match mask {
-            None => token::Mask::None,
-            Some(m) => {
-                if let Ok(f) = m.cast::<numpy::PyArrayDyn<u8>>() {
-                    flags = read(f, "response_mask")?;
-                    token::Mask::Flags(flags.as_slice()?)
-                } else if let Ok(v) = m.cast::<numpy::PyArrayDyn<T>>() {
-                    values = read(v, "response_mask")?;
-                    token::Mask::Values(values.as_slice()?)
-                } else {
-                    return Err(PyTypeError::new_err(
-                        "the mask must be uint8 flags or of the rewards' dtype",
-                    ));
-                }
-            }
-        };
         let out = out
             .cast::<numpy::PyArrayDyn<T>>()
             .map_err(|_| PyTypeError::new_err("out must have the rewards' dtype"))?;
         let mut o = write(out, "out")?;
         let os = o.as_slice_mut()?;
-        let mask_len = match &m {
-            token::Mask::Flags(f) => Some(f.len()),
-            token::Mask::Values(v) => Some(v.len()),
-            token::Mask::None => None,
-        };
-        if mask_len.is_some_and(|l| l != os.len()) {
-            return Err(value_error(
-                "the response mask and the output differ in size",
-            ));
-        }
+        let n = os.len();
+        with_mask::<T, _>(mask, n, |m| {
+            broadcast_layout(py, a, m, offsets, os, num_threads)
+        })
+    }
+
+    fn broadcast_layout<T: Real + Element>(
+        py: Python<'_>,
+        a: &[T],
+        m: &token::Mask<'_, T>,
+        offsets: Option<Bound<'_, PyArray1<i64>>>,
+        os: &mut [T],
+        num_threads: usize,
+    ) -> PyResult<()> {
         match offsets {
             Some(offsets) => {
                 let offs = token_offsets(read(&offsets, "offsets")?.as_slice()?, os.len())?;
@@ -861,14 +848,14 @@ mod python {
                         "offsets must have one more entry than there are sequences",
                     ));
                 }
-                py.detach(|| token::broadcast_segments(a, &offs, &m, num_threads, os));
+                py.detach(|| token::broadcast_segments(a, &offs, m, num_threads, os));
             }
             None => {
-                if a.is_empty() || os.len() % a.len() != 0 {
+                if a.is_empty() || !os.len().is_multiple_of(a.len()) {
                     return Err(value_error("out must hold one row per sequence"));
                 }
                 let width = os.len() / a.len();
-                py.detach(|| token::broadcast_rows(a, &m, width, num_threads, os));
+                py.detach(|| token::broadcast_rows(a, m, width, num_threads, os));
             }
         }
         Ok(())
@@ -945,9 +932,25 @@ mod python {
                     let s = r.as_slice()?;
                     check(s.len())?;
                     f(&token::Mask::Values(s))
+                } else if let Ok(a) = m.cast::<numpy::PyArrayDyn<u64>>() {
+                    // int64 as verl passes it (viewed as uint64): read in the pass, not converted
+                    let r = read(a, "response_mask")?;
+                    let s = r.as_slice()?;
+                    check(s.len())?;
+                    f(&token::Mask::Wide(token::Wide::B8(s)))
+                } else if let Ok(a) = m.cast::<numpy::PyArrayDyn<u32>>() {
+                    let r = read(a, "response_mask")?;
+                    let s = r.as_slice()?;
+                    check(s.len())?;
+                    f(&token::Mask::Wide(token::Wide::B4(s)))
+                } else if let Ok(a) = m.cast::<numpy::PyArrayDyn<u16>>() {
+                    let r = read(a, "response_mask")?;
+                    let s = r.as_slice()?;
+                    check(s.len())?;
+                    f(&token::Mask::Wide(token::Wide::B2(s)))
                 } else {
                     Err(PyTypeError::new_err(
-                        "the mask must be uint8 flags or of the values' dtype",
+                        "the mask must be unsigned integer flags (uint8/16/32/64) or of the values' dtype",
                     ))
                 }
             }
@@ -1168,8 +1171,201 @@ mod python {
         })
     }
 
+    /// A fused pass's failure, turned into a Python error once the GIL is back.
+    enum FusedError {
+        Scan(crate::scan::ScanError),
+        Whiten(crate::whiten::WhitenError),
+    }
+
+    impl From<FusedError> for PyErr {
+        fn from(e: FusedError) -> PyErr {
+            match e {
+                FusedError::Scan(e) => e.into(),
+                FusedError::Whiten(e) => e.into(),
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fused_typed<T: Real + Element>(
+        py: Python<'_>,
+        mode: &str,
+        rewards: &Bound<'_, numpy::PyArrayDyn<T>>,
+        values: Option<&Bound<'_, PyAny>>,
+        baselines: Option<&Bound<'_, PyAny>>,
+        mask: Option<&Bound<'_, PyAny>>,
+        out: &Bound<'_, PyAny>,
+        out2: &Bound<'_, PyAny>,
+        p: crate::scan::ScanParams,
+    ) -> PyResult<()> {
+        use crate::whiten::{affine_from, affine_in_place, write_affine, WhitenParams};
+        let r = read(rewards, "token_level_rewards")?;
+        let offs = scan_offsets(r.shape(), None)?;
+        let rs = r.as_slice()?;
+        let n = rs.len();
+        let typed = |a, what| typed_like::<T>(a, what, n);
+        let out = typed(out, "out")?;
+        let mut o = write(&out, "out")?;
+        let os = o.as_slice_mut()?;
+        let out2 = typed(out2, "out2")?;
+        let mut o2 = write(&out2, "out2")?;
+        let os2 = o2.as_slice_mut()?;
+        let threads = crate::parallel::resolve_threads(p.threads);
+        // verl's masked_whiten: unbiased variance, rsqrt(var + 1e-8)
+        let wp = WhitenParams {
+            threads,
+            apply_mask: mode == "returns_whiten",
+            ..Default::default()
+        };
+        let missing = |what: &str| value_error(format!("{mode} needs {what}"));
+        with_mask::<T, _>(mask, n, |m| match mode {
+            "gae_whiten" => {
+                let v = typed(values.ok_or_else(|| missing("values"))?, "values")?;
+                let vr = read(&v, "values")?;
+                let vs = vr.as_slice()?;
+                Ok(py.detach(|| {
+                    let stats = crate::scan::gae_fused(rs, vs, m, &offs, &p, os, os2, true)
+                        .map_err(FusedError::Scan)?;
+                    let stats = stats.unwrap_or(Ok(crate::stats::Moments::EMPTY));
+                    let (mean, k) = affine_from(stats, &wp).map_err(FusedError::Whiten)?;
+                    affine_in_place(os, mean, k, 0.0, threads);
+                    Ok::<(), FusedError>(())
+                })?)
+            }
+            "returns_whiten" => Ok(py.detach(|| {
+                let stats = crate::scan::returns_fused(rs, m, &offs, &p, os, None, true)
+                    .map_err(FusedError::Scan)?;
+                let stats = stats.unwrap_or(Ok(crate::stats::Moments::EMPTY));
+                let (mean, k) = affine_from(stats, &wp).map_err(FusedError::Whiten)?;
+                write_affine(os, m, mean, k, 0.0, true, threads, os2);
+                Ok::<(), FusedError>(())
+            })?),
+            "returns_minus" => {
+                let b = baselines
+                    .ok_or_else(|| missing("baselines"))?
+                    .cast::<PyArray1<T>>()
+                    .map_err(|_| PyTypeError::new_err("baselines must have the rewards' dtype"))?
+                    .clone();
+                let br = read(&b, "baselines")?;
+                let bs = br.as_slice()?;
+                if bs.len() + 1 != offs.len() {
+                    return Err(value_error("baselines must hold one value per response"));
+                }
+                Ok(py.detach(|| {
+                    crate::scan::returns_fused(rs, m, &offs, &p, os, Some((bs, os2)), false)
+                        .map(|_| ())
+                        .map_err(FusedError::Scan)
+                })?)
+            }
+            _ => Err(value_error(format!("unknown fused token pass {mode:?}"))),
+        })
+    }
+
+    /// verl's token estimators in one scan over (bs, L) rows (plus one write where they
+    /// whiten), inputs checked: "gae_whiten": GAE advantages into `out`, whitened over the
+    /// mask in place, returns into `out2`; "returns_whiten": discounted returns into `out`,
+    /// `whiten(out) * mask` into `out2`; "returns_minus": returns into `out`,
+    /// `out - baselines[row] * mask` into `out2`.
+    #[pyfunction]
+    #[pyo3(signature = (mode, rewards, values, baselines, mask, out, out2, gamma, lam, unmasked_zero, num_threads))]
+    #[allow(clippy::too_many_arguments)]
+    fn token_scan_fused(
+        py: Python<'_>,
+        mode: &str,
+        rewards: &Bound<'_, PyAny>,
+        values: Option<&Bound<'_, PyAny>>,
+        baselines: Option<&Bound<'_, PyAny>>,
+        mask: Option<&Bound<'_, PyAny>>,
+        out: &Bound<'_, PyAny>,
+        out2: &Bound<'_, PyAny>,
+        gamma: f64,
+        lam: f64,
+        unmasked_zero: bool,
+        num_threads: usize,
+    ) -> PyResult<()> {
+        guard(|| {
+            for (name, v) in [("gamma", gamma), ("lam", lam)] {
+                if !v.is_finite() {
+                    return Err(value_error(format!("{name} must be finite, got {v}")));
+                }
+            }
+            let p = crate::scan::ScanParams {
+                gamma,
+                lam,
+                unmasked: if unmasked_zero {
+                    crate::scan::Unmasked::Zero
+                } else {
+                    crate::scan::Unmasked::Skip
+                },
+                check: true,
+                threads: threads_arg(num_threads)?,
+            };
+            if let Ok(r) = rewards.cast::<numpy::PyArrayDyn<f32>>() {
+                fused_typed(py, mode, r, values, baselines, mask, out, out2, p)
+            } else if let Ok(r) = rewards.cast::<numpy::PyArrayDyn<f64>>() {
+                fused_typed(py, mode, r, values, baselines, mask, out, out2, p)
+            } else {
+                Err(PyTypeError::new_err(
+                    "token rewards must be a float32/float64 array",
+                ))
+            }
+        })
+    }
+
+    /// Each row's mask weight over `rows` rows (bool/integer flags, float64 weights, as
+    /// `with_mask` takes them), and for flags wider than a byte a uint8 copy of them into
+    /// `flags_out` in the same pass (reinforce_plus_plus_baseline's whitening statistics).
+    #[pyfunction]
+    #[pyo3(signature = (mask, rows, flags_out, num_threads))]
+    fn token_row_weights<'py>(
+        py: Python<'py>,
+        mask: &Bound<'py, PyAny>,
+        rows: usize,
+        flags_out: Option<&Bound<'py, PyAny>>,
+        num_threads: usize,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        guard(|| {
+            let threads = threads_arg(num_threads)?;
+            let n: usize = mask.getattr("size")?.extract()?;
+            if rows == 0 || !n.is_multiple_of(rows) {
+                return Err(value_error("the mask must hold rows x width entries"));
+            }
+            let width = n / rows;
+            let mut out = vec![0.0f64; rows];
+            let fl = match flags_out {
+                Some(f) => Some(
+                    f.cast::<numpy::PyArrayDyn<u8>>()
+                        .map_err(|_| PyTypeError::new_err("flags_out must be uint8"))?
+                        .clone(),
+                ),
+                None => None,
+            };
+            let mut fw = match &fl {
+                Some(f) => Some(write(f, "flags_out")?),
+                None => None,
+            };
+            let fs = match fw.as_mut() {
+                Some(w) => {
+                    let s = w.as_slice_mut()?;
+                    if s.len() != n {
+                        return Err(value_error("flags_out must have the mask's size"));
+                    }
+                    Some(s)
+                }
+                None => None,
+            };
+            with_mask::<f64, _>(Some(mask), n, |m| {
+                py.detach(|| token::row_weights(m, width, threads, &mut out, fs));
+                Ok(())
+            })?;
+            Ok(PyArray1::from_vec(py, out))
+        })
+    }
+
     fn register_tokens(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add_function(wrap_pyfunction!(token_row_weights, m)?)?;
         m.add_function(wrap_pyfunction!(token_scan, m)?)?;
+        m.add_function(wrap_pyfunction!(token_scan_fused, m)?)?;
         m.add_function(wrap_pyfunction!(masked_whiten, m)?)?;
         Ok(())
     }

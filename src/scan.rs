@@ -11,10 +11,18 @@
 //! * `Zero` (OpenRLHF, `experience_maker.py:366-376, 403-409`): rewards and values are
 //!   multiplied by the mask first, and the scan runs over every token.
 
-use crate::parallel::{map_pieces, resolve_threads, SERIAL_BELOW};
+use crate::parallel::{resolve_threads, SERIAL_BELOW};
 use crate::real::Real;
+use crate::stats::Moments;
 use crate::token::Mask;
+use crate::token::Weights;
+use crate::whiten::slice_moments_w;
 use std::ops::Range;
+
+/// The masked moments of a scan's outputs, for a whitening that follows it (each response's
+/// moments taken while it is in cache, merged in response order), or the first non-finite
+/// masked output `(flat index, value)`.
+pub type ScanMoments = Result<Moments, (usize, f64)>;
 
 /// What a token outside the response mask does in a scan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,15 +70,6 @@ pub struct ScanParams {
     /// Report non-finite inputs and overflows (else they propagate as in the peers).
     pub check: bool,
     pub threads: usize,
-}
-
-#[inline(always)]
-fn weight<T: Real>(mask: &Mask<'_, T>, i: usize) -> f64 {
-    match mask {
-        Mask::Flags(m) => (m[i] != 0) as u8 as f64,
-        Mask::Values(m) => m[i].to_f64(),
-        Mask::None => 1.0,
-    }
 }
 
 /// Consecutive ranges of responses with about equal numbers of tokens, one per thread (one
@@ -127,47 +126,163 @@ pub fn discounted_returns<T: Real>(
     p: &ScanParams,
     out: &mut [T],
 ) -> Result<(), ScanError> {
+    returns_fused(rewards, mask, offsets, p, out, None, false).map(|_| ())
+}
+
+/// Discounted returns into `out` in one pass that may also write `minus = (baselines, adv)`:
+/// `adv[i] = ret[i] - baselines[row] * mask[i]`, each product and difference rounded to `T`
+/// as torch computes it in `T` (verl remax), and with `stats` return the masked moments of
+/// the returns (the statistics of a whitening that follows).
+pub fn returns_fused<T: Real>(
+    rewards: &[T],
+    mask: &Mask<'_, T>,
+    offsets: &[usize],
+    p: &ScanParams,
+    out: &mut [T],
+    minus: Option<(&[T], &mut [T])>,
+    stats: bool,
+) -> Result<Option<ScanMoments>, ScanError> {
     assert_eq!(rewards.len(), out.len());
     let threads = resolve_threads(p.threads);
-    let base = offsets[0];
+    let (baselines, adv) = match minus {
+        Some((b, a)) => {
+            assert!(b.len() + 1 == offsets.len() && a.len() == out.len());
+            (Some(b), Some(a))
+        }
+        None => (None, None),
+    };
+    let results = crate::with_weights!(mask, w => returns_rows(rewards, &w, offsets, p, threads, out, baselines, adv, stats));
+    finish(results, stats)
+}
+
+/// The rows of [`returns_fused`], compiled for one mask kind.
+#[allow(clippy::too_many_arguments)]
+fn returns_rows<T: Real, W: Weights>(
+    rewards: &[T],
+    w: &W,
+    offsets: &[usize],
+    p: &ScanParams,
+    threads: usize,
+    out: &mut [T],
+    baselines: Option<&[T]>,
+    adv: Option<&mut [T]>,
+    stats: bool,
+) -> Vec<(Option<ScanError>, Vec<ScanMoments>)> {
     let g = p.gamma;
-    let errs = map_pieces(
-        threads,
-        row_ranges(offsets, threads),
-        out,
-        |r| offsets[r] - base,
-        |rows, o| {
-            let start = offsets[rows.start];
-            for row in rows {
-                let seg = offsets[row]..offsets[row + 1];
-                let mut run = 0.0f64;
-                let mut finite = true;
-                for i in seg.clone().rev() {
-                    let m = weight(mask, i);
-                    let r = rewards[i].to_f64();
-                    let v = match p.unmasked {
-                        Unmasked::Skip => {
-                            let new = r + g * run;
-                            run = new * m + run * (1.0 - m);
-                            new * m
-                        }
-                        Unmasked::Zero => {
-                            run = r * m + g * run;
-                            run
-                        }
-                    };
-                    let t = T::from_f64(v);
-                    finite &= t.to_f64().is_finite();
-                    o[i - start] = t;
-                }
-                if p.check && !finite {
-                    return Some(row_fault(rewards, None, seg, row));
+    // 0/1 weights (flags, no mask) with checked inputs: a select carries the running value
+    // (equal to the blend, up to the sign of a zero; unchecked non-finite inputs keep the
+    // blend, whose NaN spreads as the peers')
+    let select = W::BINARY && p.check;
+    over_rows(offsets, threads, out, adv, |rows, o, mut adv| {
+        let start = offsets[rows.start];
+        let mut moments = Vec::new();
+        for row in rows {
+            let seg = offsets[row]..offsets[row + 1];
+            let b = baselines.map_or(0.0, |b| b[row].to_f64());
+            let mut run = 0.0f64;
+            let mut finite = true;
+            for i in seg.clone().rev() {
+                let m = w.at(i);
+                let r = rewards[i].to_f64();
+                let v = match p.unmasked {
+                    Unmasked::Skip => {
+                        let new = r + g * run;
+                        run = if select {
+                            // 0/1 flags, inputs checked: the carried value without the
+                            // weighted blend's two roundings on the critical path
+                            if m != 0.0 {
+                                new
+                            } else {
+                                run
+                            }
+                        } else {
+                            new * m + run * (1.0 - m)
+                        };
+                        new * m
+                    }
+                    Unmasked::Zero => {
+                        run = r * m + g * run;
+                        run
+                    }
+                };
+                let t = T::from_f64(v);
+                finite &= t.to_f64().is_finite();
+                o[i - start] = t;
+                if let Some(a) = adv.as_deref_mut() {
+                    let base = T::from_f64(b * m).to_f64();
+                    a[i - start] = T::from_f64(t.to_f64() - base);
                 }
             }
-            None
-        },
-    );
-    first_error(errs)
+            if p.check && !finite {
+                return (Some(row_fault(rewards, None, seg, row)), moments);
+            }
+            if stats {
+                let local = seg.start - start..seg.end - start;
+                moments.push(slice_moments_w(&o[local], w, seg.start));
+            }
+        }
+        (None, moments)
+    })
+}
+
+/// The first error of the pieces, else the merged moments (when asked for).
+fn finish(
+    results: Vec<(Option<ScanError>, Vec<ScanMoments>)>,
+    stats: bool,
+) -> Result<Option<ScanMoments>, ScanError> {
+    let mut rows = Vec::with_capacity(results.len());
+    let mut errs = Vec::with_capacity(results.len());
+    for (e, m) in results {
+        errs.push(e);
+        rows.push(m);
+    }
+    first_error(errs)?;
+    if !stats {
+        return Ok(None);
+    }
+    // merged in response order: the statistics do not depend on the thread count
+    let mut acc = Moments::EMPTY;
+    for m in rows.into_iter().flatten() {
+        match m {
+            Ok(m) => acc = acc.merge(m),
+            Err(e) => return Ok(Some(Err(e))),
+        }
+    }
+    Ok(Some(Ok(acc)))
+}
+
+/// Run `work(responses, a, b)` over consecutive pieces of responses with about equal token
+/// counts, `a` and `b` (when given) cut at the same responses, one piece per thread;
+/// results in order.
+fn over_rows<T: Send, R: Send>(
+    offsets: &[usize],
+    threads: usize,
+    a: &mut [T],
+    b: Option<&mut [T]>,
+    work: impl Fn(Range<usize>, &mut [T], Option<&mut [T]>) -> R + Sync + Send,
+) -> Vec<R> {
+    let ranges = row_ranges(offsets, threads);
+    let base = offsets[0];
+    let cuts: Vec<usize> = ranges
+        .iter()
+        .map(|r| offsets[r.start] - base)
+        .chain(std::iter::once(offsets[offsets.len() - 1] - base))
+        .collect();
+    let pa = split_pieces(a, &cuts);
+    let pb: Vec<Option<&mut [T]>> = match b {
+        Some(b) => split_pieces(b, &cuts).into_iter().map(Some).collect(),
+        None => (0..ranges.len()).map(|_| None).collect(),
+    };
+    if ranges.len() == 1 {
+        return ranges
+            .into_iter()
+            .zip(pa)
+            .zip(pb)
+            .map(|((r, a), b)| work(r, a, b))
+            .collect();
+    }
+    let items: Vec<_> = ranges.into_iter().zip(pa).zip(pb).collect();
+    crate::parallel::map_owned(threads, items, |((r, a), b)| work(r, a, b))
 }
 
 /// `out[cuts[k]..cuts[k + 1]]` as separate mutable pieces.
@@ -195,32 +310,67 @@ pub fn gae<T: Real>(
     adv: &mut [T],
     ret: &mut [T],
 ) -> Result<(), ScanError> {
+    gae_fused(rewards, values, mask, offsets, p, adv, ret, false).map(|_| ())
+}
+
+/// As [`gae`], with `stats` also returning the masked moments of the advantages (for verl's
+/// whitening of them), gathered in the same pass.
+#[allow(clippy::too_many_arguments)]
+pub fn gae_fused<T: Real>(
+    rewards: &[T],
+    values: &[T],
+    mask: &Mask<'_, T>,
+    offsets: &[usize],
+    p: &ScanParams,
+    adv: &mut [T],
+    ret: &mut [T],
+    stats: bool,
+) -> Result<Option<ScanMoments>, ScanError> {
     let n = rewards.len();
     assert!(values.len() == n && adv.len() == n && ret.len() == n);
     let threads = resolve_threads(p.threads);
-    let ranges = row_ranges(offsets, threads);
-    let base = offsets[0];
-    let cuts: Vec<usize> = ranges
-        .iter()
-        .map(|r| offsets[r.start] - base)
-        .chain(std::iter::once(offsets[offsets.len() - 1] - base))
-        .collect();
-    let work = |rows: Range<usize>, a: &mut [T], rt: &mut [T]| -> Option<ScanError> {
+    let results = crate::with_weights!(mask, w => gae_rows(rewards, values, &w, offsets, p, threads, adv, ret, stats));
+    finish(results, stats)
+}
+
+/// The rows of [`gae_fused`], compiled for one mask kind.
+#[allow(clippy::too_many_arguments)]
+fn gae_rows<T: Real, W: Weights>(
+    rewards: &[T],
+    values: &[T],
+    w: &W,
+    offsets: &[usize],
+    p: &ScanParams,
+    threads: usize,
+    adv: &mut [T],
+    ret: &mut [T],
+    stats: bool,
+) -> Vec<(Option<ScanError>, Vec<ScanMoments>)> {
+    let select = W::BINARY && p.check; // as in `returns_rows`
+    let work = |rows: Range<usize>, a: &mut [T], rt: Option<&mut [T]>| {
+        let rt = rt.expect("gae writes two outputs");
         let start = offsets[rows.start];
         let (g, gl) = (p.gamma, p.gamma * p.lam);
+        let mut moments = Vec::new();
         for row in rows {
             let seg = offsets[row]..offsets[row + 1];
             let (mut next_v, mut last) = (0.0f64, 0.0f64);
             let mut finite = true;
             for i in seg.clone().rev() {
-                let m = weight(mask, i);
+                let m = w.at(i);
                 let (r, v) = (rewards[i].to_f64(), values[i].to_f64());
                 let (av, rv) = match p.unmasked {
                     Unmasked::Skip => {
                         let delta = r + g * next_v - v;
                         let new = delta + gl * last;
-                        next_v = v * m + (1.0 - m) * next_v;
-                        last = new * m + (1.0 - m) * last;
+                        if select {
+                            if m != 0.0 {
+                                (next_v, last) = (v, new);
+                            }
+                        } else {
+                            next_v = v * m + (1.0 - m) * next_v;
+                            last = new * m + (1.0 - m) * last;
+                        }
                         (last, last + v)
                     }
                     Unmasked::Zero => {
@@ -236,19 +386,16 @@ pub fn gae<T: Real>(
                 rt[i - start] = tr;
             }
             if p.check && !finite {
-                return Some(row_fault(rewards, Some(values), seg, row));
+                return (Some(row_fault(rewards, Some(values), seg, row)), moments);
+            }
+            if stats {
+                let local = seg.start - start..seg.end - start;
+                moments.push(slice_moments_w(&a[local], w, seg.start));
             }
         }
-        None
+        (None, moments)
     };
-    let errs: Vec<Option<ScanError>> = if ranges.len() == 1 {
-        vec![work(ranges[0].clone(), adv, ret)]
-    } else {
-        let (pa, pr) = (split_pieces(adv, &cuts), split_pieces(ret, &cuts));
-        let items: Vec<_> = ranges.into_iter().zip(pa).zip(pr).collect();
-        crate::parallel::map_owned(threads, items, |((r, a), rt)| work(r, a, rt))
-    };
-    first_error(errs)
+    over_rows(offsets, threads, adv, Some(ret), work)
 }
 
 #[cfg(test)]
@@ -371,5 +518,64 @@ mod tests {
             &mut o,
         );
         assert_eq!(e, Err(ScanError::Overflow { row: 0 }));
+    }
+
+    #[test]
+    fn fused_passes_equal_the_separate_ones() {
+        use crate::whiten::{masked_moments, WhitenParams};
+        let (rows, width) = (300usize, 500usize);
+        let n = rows * width;
+        let r: Vec<f32> = (0..n).map(|i| ((i * 13) % 17) as f32 * 0.1 - 0.8).collect();
+        let v: Vec<f32> = (0..n).map(|i| ((i * 7) % 11) as f32 * 0.05).collect();
+        let m: Vec<u64> = (0..n)
+            .map(|i| (i % width < 50 + (i / width) % 400) as u64)
+            .collect();
+        let mask = Mask::Wide(crate::token::Wide::B8(&m));
+        let offs: Vec<usize> = (0..=rows).map(|i| i * width).collect();
+        for threads in [1, 3] {
+            let p = params(0.99, 0.95, Unmasked::Skip, threads);
+            let (mut a, mut rt, mut a2, mut rt2) =
+                (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+            gae(&r, &v, &mask, &offs, &p, &mut a, &mut rt).unwrap();
+            let st = gae_fused(&r, &v, &mask, &offs, &p, &mut a2, &mut rt2, true)
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!((&a, &rt), (&a2, &rt2));
+            let whole = masked_moments(&a, &mask, 1).unwrap();
+            assert_eq!(st.count, whole.count);
+            assert!((st.mean - whole.mean).abs() < 1e-12);
+            assert!((st.m2 / whole.m2 - 1.0).abs() < 1e-12);
+            // the gathered statistics do not depend on the thread count
+            let st1 = gae_fused(
+                &r,
+                &v,
+                &mask,
+                &offs,
+                &params(0.99, 0.95, Unmasked::Skip, 1),
+                &mut a2,
+                &mut rt2,
+                true,
+            )
+            .unwrap();
+            assert_eq!(st1, Some(Ok(st)));
+            let _ = WhitenParams::default();
+            // remax: returns and `ret - b * m` in one pass
+            let b: Vec<f32> = (0..rows).map(|i| i as f32 * 0.01 - 1.0).collect();
+            let pz = params(1.0, 1.0, Unmasked::Zero, threads);
+            let (mut ret, mut adv) = (vec![0.0f32; n], vec![0.0f32; n]);
+            returns_fused(&r, &mask, &offs, &pz, &mut ret, Some((&b, &mut adv)), false).unwrap();
+            let mut want = vec![0.0f32; n];
+            discounted_returns(&r, &mask, &offs, &pz, &mut want).unwrap();
+            assert_eq!(ret, want);
+            for i in 0..n {
+                let base = if m[i] != 0 {
+                    b[i / width]
+                } else {
+                    0.0 * b[i / width]
+                };
+                assert_eq!(adv[i], ret[i] - base);
+            }
+        }
     }
 }

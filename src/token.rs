@@ -6,8 +6,24 @@
 //! writing the output once for the broadcast; the group advantages in between work on the
 //! `bs` scores only.
 
-use crate::parallel::map_ranges_mut;
+use crate::parallel::{map_pieces, resolve_threads, SERIAL_BELOW};
 use crate::real::Real;
+use std::ops::Range;
+
+/// `0..rows` cut into about equal ranges, one per thread, or one in all when the `tokens`
+/// they cover are few: a token pass costs by its tokens, not its rows (`parallel`'s
+/// `map_ranges_mut` judges by the count it cuts, and a batch of 16384 rows is below it).
+fn row_ranges(rows: usize, tokens: usize, threads: usize) -> (usize, Vec<Range<usize>>) {
+    let threads = resolve_threads(threads);
+    if threads <= 1 || tokens < SERIAL_BELOW || rows < 2 {
+        return (threads, std::iter::once(0..rows).collect());
+    }
+    let k = threads.min(rows);
+    (
+        threads,
+        (0..k).map(|t| rows * t / k..rows * (t + 1) / k).collect(),
+    )
+}
 
 /// The sum of one sequence's token rewards, accumulated in f64 and stored as `T`; `false`
 /// when finite rewards sum beyond `T`'s range (an overflow, not a non-finite reward).
@@ -32,9 +48,10 @@ pub fn row_sums<T: Real>(
         rows * width,
         "tokens must hold rows x width values"
     );
-    let bad = map_ranges_mut(
-        rows,
+    let (threads, ranges) = row_ranges(rows, tokens.len(), threads);
+    let bad = map_pieces(
         threads,
+        ranges,
         out,
         |i| i,
         |r, o| {
@@ -55,9 +72,10 @@ pub fn segment_sums<T: Real>(
     out: &mut [T],
 ) -> Result<(), usize> {
     assert_eq!(offsets.len(), out.len() + 1);
-    let bad = map_ranges_mut(
-        out.len(),
+    let (threads, ranges) = row_ranges(out.len(), tokens.len(), threads);
+    let bad = map_pieces(
         threads,
+        ranges,
         out,
         |i| i,
         |r, o| {
@@ -69,12 +87,161 @@ pub fn segment_sums<T: Real>(
     bad.into_iter().flatten().min().map_or(Ok(()), Err)
 }
 
-/// What a response mask holds: 0/1 flags (bool, uint8) or weights of the output's dtype.
+/// What a response mask holds: 0/1 flags (bool, uint8), wider integers read as the caller
+/// holds them (verl passes int64: no conversion pass), or weights of the output's dtype. Any
+/// nonzero integer selects its token.
 pub enum Mask<'a, T> {
     Flags(&'a [u8]),
+    /// 2-, 4- or 8-byte integers (signed ones viewed as unsigned: nonzero is the same).
+    Wide(Wide<'a>),
     Values(&'a [T]),
     /// Every token of every sequence counts (packed layouts).
     None,
+}
+
+/// An integer mask wider than a byte.
+#[derive(Clone, Copy)]
+pub enum Wide<'a> {
+    B2(&'a [u16]),
+    B4(&'a [u32]),
+    B8(&'a [u64]),
+}
+
+impl Wide<'_> {
+    #[inline(always)]
+    pub fn is_set(&self, i: usize) -> bool {
+        match self {
+            Wide::B2(m) => m[i] != 0,
+            Wide::B4(m) => m[i] != 0,
+            Wide::B8(m) => m[i] != 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Wide::B2(m) => m.len(),
+            Wide::B4(m) => m.len(),
+            Wide::B8(m) => m.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T: Real> Mask<'_, T> {
+    /// The weight of token `i`: 0/1 for flags, the value for weights, 1 without a mask.
+    #[inline(always)]
+    pub fn weight(&self, i: usize) -> f64 {
+        match self {
+            Mask::Flags(m) => (m[i] != 0) as u8 as f64,
+            Mask::Wide(w) => w.is_set(i) as u8 as f64,
+            Mask::Values(m) => m[i].to_f64(),
+            Mask::None => 1.0,
+        }
+    }
+
+    /// `dst[k] = a * mask[start + k]` (flags: `a` where set, else 0), one vectorisable loop
+    /// per mask kind.
+    #[inline]
+    pub fn fill_scaled(&self, dst: &mut [T], start: usize, a: T) {
+        let end = start + dst.len();
+        match self {
+            Mask::Flags(m) => select(dst, &m[start..end], a),
+            Mask::Wide(Wide::B2(m)) => select(dst, &m[start..end], a),
+            Mask::Wide(Wide::B4(m)) => select(dst, &m[start..end], a),
+            Mask::Wide(Wide::B8(m)) => select(dst, &m[start..end], a),
+            Mask::Values(m) => {
+                let af = a.to_f64();
+                for (d, &w) in dst.iter_mut().zip(&m[start..end]) {
+                    *d = T::from_f64(af * w.to_f64());
+                }
+            }
+            Mask::None => dst.fill(a),
+        }
+    }
+}
+
+/// A mask's weight of token `i`, one implementation per mask kind: a pass written over
+/// `W: Weights` is compiled once per kind, with no per-token dispatch (see [`with_weights`]).
+pub trait Weights: Sync {
+    /// Every weight is 0 or 1.
+    const BINARY: bool;
+    fn at(&self, i: usize) -> f64;
+}
+
+/// Every token counts.
+pub struct NoMask;
+/// 0/nonzero flags of any integer width.
+pub struct FlagsOf<'a, F>(pub &'a [F]);
+/// Weights of the values' dtype.
+pub struct ValuesOf<'a, T>(pub &'a [T]);
+
+impl Weights for NoMask {
+    const BINARY: bool = true;
+    #[inline(always)]
+    fn at(&self, _: usize) -> f64 {
+        1.0
+    }
+}
+
+impl<F: Copy + Default + PartialEq + Sync> Weights for FlagsOf<'_, F> {
+    const BINARY: bool = true;
+    #[inline(always)]
+    fn at(&self, i: usize) -> f64 {
+        (self.0[i] != F::default()) as u8 as f64
+    }
+}
+
+impl<T: Real> Weights for ValuesOf<'_, T> {
+    const BINARY: bool = false;
+    #[inline(always)]
+    fn at(&self, i: usize) -> f64 {
+        self.0[i].to_f64()
+    }
+}
+
+/// `$body` with `$w` bound to the [`Weights`] of the `&Mask` `$mask`: one compiled copy of
+/// `$body` per mask kind.
+#[macro_export]
+macro_rules! with_weights {
+    ($mask:expr, $w:ident => $body:expr) => {
+        match $mask {
+            $crate::token::Mask::Flags(m) => {
+                let $w = $crate::token::FlagsOf(*m);
+                $body
+            }
+            $crate::token::Mask::Wide($crate::token::Wide::B2(m)) => {
+                let $w = $crate::token::FlagsOf(*m);
+                $body
+            }
+            $crate::token::Mask::Wide($crate::token::Wide::B4(m)) => {
+                let $w = $crate::token::FlagsOf(*m);
+                $body
+            }
+            $crate::token::Mask::Wide($crate::token::Wide::B8(m)) => {
+                let $w = $crate::token::FlagsOf(*m);
+                $body
+            }
+            $crate::token::Mask::Values(m) => {
+                let $w = $crate::token::ValuesOf(*m);
+                $body
+            }
+            $crate::token::Mask::None => {
+                let $w = $crate::token::NoMask;
+                $body
+            }
+        }
+    };
+}
+
+#[inline(always)]
+fn select<T: Real, F: Copy + Default + PartialEq>(dst: &mut [T], flags: &[F], a: T) {
+    let zero = F::default();
+    for (d, &f) in dst.iter_mut().zip(flags) {
+        *d = if f != zero { a } else { T::zero() };
+    }
 }
 
 /// `out[row, t] = adv[row] * mask[row, t]` over `rows x width` (flags: adv where set, else 0).
@@ -87,29 +254,15 @@ pub fn broadcast_rows<T: Real>(
 ) {
     let rows = adv.len();
     assert_eq!(out.len(), rows * width, "out must hold rows x width values");
-    map_ranges_mut(
-        rows,
+    let (threads, ranges) = row_ranges(rows, out.len(), threads);
+    map_pieces(
         threads,
+        ranges,
         out,
         |i| i * width,
         |r, o| {
             for (k, row) in r.clone().enumerate() {
-                let a = adv[row];
-                let dst = &mut o[k * width..(k + 1) * width];
-                match mask {
-                    Mask::Flags(m) => {
-                        for (d, &f) in dst.iter_mut().zip(&m[row * width..(row + 1) * width]) {
-                            *d = if f != 0 { a } else { T::zero() };
-                        }
-                    }
-                    Mask::Values(m) => {
-                        let af = a.to_f64();
-                        for (d, &w) in dst.iter_mut().zip(&m[row * width..(row + 1) * width]) {
-                            *d = T::from_f64(af * w.to_f64());
-                        }
-                    }
-                    Mask::None => dst.fill(a),
-                }
+                mask.fill_scaled(&mut o[k * width..(k + 1) * width], row * width, adv[row]);
             }
         },
     );
@@ -125,32 +278,82 @@ pub fn broadcast_segments<T: Real>(
 ) {
     assert_eq!(offsets.len(), adv.len() + 1);
     let base = offsets[0];
-    map_ranges_mut(
-        adv.len(),
+    let (threads, ranges) = row_ranges(adv.len(), out.len(), threads);
+    map_pieces(
         threads,
+        ranges,
         out,
         |i| offsets[i] - base,
         |r, o| {
             let start = offsets[r.start];
             for i in r {
                 let (a0, b0) = (offsets[i], offsets[i + 1]);
-                let dst = &mut o[a0 - start..b0 - start];
-                match mask {
-                    Mask::Flags(m) => {
-                        for (d, &f) in dst.iter_mut().zip(&m[a0..b0]) {
-                            *d = if f != 0 { adv[i] } else { T::zero() };
-                        }
-                    }
-                    Mask::Values(m) => {
-                        for (d, &w) in dst.iter_mut().zip(&m[a0..b0]) {
-                            *d = T::from_f64(adv[i].to_f64() * w.to_f64());
-                        }
-                    }
-                    Mask::None => dst.fill(adv[i]),
-                }
+                mask.fill_scaled(&mut o[a0 - start..b0 - start], a0, adv[i]);
             }
         },
     );
+}
+
+/// Each row's mask weight (its number of set flags, or the sum of its float weights) over
+/// `rows x width`; for integer masks wider than a byte also a uint8 copy of the flags, written
+/// in the same pass (`flags`), so that a later pass reads one byte a token instead of eight.
+pub fn row_weights<T: Real>(
+    mask: &Mask<'_, T>,
+    width: usize,
+    threads: usize,
+    out: &mut [f64],
+    flags: Option<&mut [u8]>,
+) {
+    let rows = out.len();
+    let (threads, ranges) = row_ranges(rows, rows * width, threads);
+    let count = |row: usize, fl: Option<&mut [u8]>| -> f64 {
+        let r = row * width..(row + 1) * width;
+        match (mask, fl) {
+            (Mask::Wide(w), Some(fl)) => {
+                let mut c = 0usize;
+                for (f, i) in fl.iter_mut().zip(r) {
+                    let set = w.is_set(i);
+                    *f = set as u8;
+                    c += set as usize;
+                }
+                c as f64
+            }
+            (Mask::Flags(m), _) => m[r].iter().filter(|&&f| f != 0).count() as f64,
+            _ => r.map(|i| mask.weight(i)).sum(),
+        }
+    };
+    let per: Vec<Vec<f64>> = match flags {
+        Some(fl) => {
+            assert_eq!(fl.len(), rows * width);
+            map_pieces(
+                threads,
+                ranges,
+                fl,
+                |i| i * width,
+                |rs, fl| {
+                    let start = rs.start;
+                    rs.map(|row| {
+                        let k = row - start;
+                        count(row, Some(&mut fl[k * width..(k + 1) * width]))
+                    })
+                    .collect()
+                },
+            )
+        }
+        None => {
+            let mut none: [u8; 0] = [];
+            map_pieces(
+                threads,
+                ranges,
+                &mut none[..],
+                |_| 0,
+                |rs, _| rs.map(|row| count(row, None)).collect(),
+            )
+        }
+    };
+    for (o, w) in out.iter_mut().zip(per.into_iter().flatten()) {
+        *o = w;
+    }
 }
 
 #[cfg(test)]
@@ -214,5 +417,38 @@ mod tests {
         broadcast_rows(&a, &Mask::Flags(&mask), width, 1, &mut o1);
         broadcast_rows(&a, &Mask::Flags(&mask), width, 2, &mut o2);
         assert_eq!(o1, o2);
+    }
+
+    #[test]
+    fn wide_integer_masks_select_as_flags() {
+        let adv = [2.0f32, -1.0];
+        let f: Vec<u8> = vec![1, 1, 0, 1, 0, 0];
+        let w8: Vec<u64> = f.iter().map(|&x| x as u64 * 7).collect();
+        let w4: Vec<u32> = f.iter().map(|&x| x as u32).collect();
+        let w2: Vec<u16> = f.iter().map(|&x| x as u16 * 300).collect();
+        let mut want = [9.0f32; 6];
+        broadcast_rows(&adv, &Mask::Flags(&f), 3, 1, &mut want);
+        for m in [
+            Mask::Wide(Wide::B8(&w8)),
+            Mask::Wide(Wide::B4(&w4)),
+            Mask::Wide(Wide::B2(&w2)),
+        ] {
+            let mut out = [9.0f32; 6];
+            broadcast_rows(&adv, &m, 3, 1, &mut out);
+            assert_eq!(out, want);
+            let (mut c, mut fl) = ([0.0f64; 2], [9u8; 6]);
+            row_weights(&m, 3, 1, &mut c, Some(&mut fl));
+            assert_eq!(c, [2.0, 1.0]);
+            assert_eq!(fl.to_vec(), f);
+        }
+        let mut c = [0.0f64; 2];
+        row_weights::<f64>(
+            &Mask::Values(&[0.5, 1.0, 0.0, 0.25, 0.0, 0.0]),
+            3,
+            1,
+            &mut c,
+            None,
+        );
+        assert_eq!(c, [1.5, 0.25]);
     }
 }

@@ -10,7 +10,7 @@
 use crate::parallel::{map_on, map_pieces, resolve_threads, SERIAL_BELOW};
 use crate::real::Real;
 use crate::stats::Moments;
-use crate::token::Mask;
+use crate::token::{Mask, Weights, Wide};
 use std::ops::Range;
 
 /// Elements per statistics chunk: small enough that the second (squared deviations) pass over
@@ -86,30 +86,42 @@ impl std::fmt::Display for WhitenError {
 
 impl std::error::Error for WhitenError {}
 
-#[inline(always)]
-fn weight<T: Real>(mask: &Mask<'_, T>, i: usize) -> f64 {
-    match mask {
-        Mask::Flags(m) => (m[i] != 0) as u8 as f64,
-        Mask::Values(m) => m[i].to_f64(),
-        Mask::None => 1.0,
-    }
-}
-
 /// Moments of the masked values of `x[r]` (weights: the mask), or the first non-finite one.
 fn chunk_moments<T: Real>(
     x: &[T],
     mask: &Mask<'_, T>,
     r: Range<usize>,
 ) -> Result<Moments, (usize, f64)> {
+    slice_moments(&x[r.clone()], mask, r.start)
+}
+
+/// Moments of the masked values of `xs`, whose first value is token `start` of the mask
+/// (a response a scan has just written, still in cache), or the first non-finite one `(flat
+/// index, value)`.
+pub fn slice_moments<T: Real>(
+    xs: &[T],
+    mask: &Mask<'_, T>,
+    start: usize,
+) -> Result<Moments, (usize, f64)> {
+    crate::with_weights!(mask, w => slice_moments_w(xs, &w, start))
+}
+
+/// [`slice_moments`] compiled for one mask kind.
+#[inline]
+pub fn slice_moments_w<T: Real, W: Weights>(
+    xs: &[T],
+    mask: &W,
+    start: usize,
+) -> Result<Moments, (usize, f64)> {
     let (mut count, mut sum, mut x0) = (0.0f64, 0.0f64, None);
-    for i in r.clone() {
-        let w = weight(mask, i);
+    for (k, x) in xs.iter().enumerate() {
+        let w = mask.at(start + k);
         if w == 0.0 {
             continue;
         }
-        let v = x[i].to_f64();
+        let v = x.to_f64();
         if !v.is_finite() {
-            return Err((i, v));
+            return Err((start + k, v));
         }
         let s = *x0.get_or_insert(v);
         count += w;
@@ -121,10 +133,10 @@ fn chunk_moments<T: Real>(
     // Relative to the first value: all-equal values give exactly that mean and M2 = 0.
     let mean = if sum == 0.0 { x0 } else { x0 + sum / count };
     let mut m2 = 0.0f64;
-    for i in r {
-        let w = weight(mask, i);
+    for (k, x) in xs.iter().enumerate() {
+        let w = mask.at(start + k);
         if w != 0.0 {
-            let d = x[i].to_f64() - mean;
+            let d = x.to_f64() - mean;
             m2 += w * d * d;
         }
     }
@@ -134,6 +146,46 @@ fn chunk_moments<T: Real>(
         m2,
         scale: 1.0,
     })
+}
+
+/// The (mean, multiplier) of a whitening from moments a pass gathered (`Err`: its first
+/// non-finite masked value, NaN everywhere under `propagate`).
+pub fn affine_from(
+    stats: Result<Moments, (usize, f64)>,
+    p: &WhitenParams,
+) -> Result<(f64, f64), WhitenError> {
+    match stats {
+        Err(_) if p.propagate => Ok((f64::NAN, f64::NAN)),
+        Err((index, value)) => Err(WhitenError::NonFinite { index, value }),
+        Ok(m) => whiten_affine(&m, p),
+    }
+}
+
+/// `x[i] = (x[i] - mean) * k + back` in place, in parallel over element ranges (a whitening
+/// without the mask, over values a scan has just written).
+pub fn affine_in_place<T: Real>(x: &mut [T], mean: f64, k: f64, back: f64, threads: usize) {
+    let n = x.len();
+    map_pieces(
+        threads,
+        element_ranges(n, threads),
+        x,
+        |i| i,
+        |_, o| {
+            for d in o.iter_mut() {
+                *d = T::from_f64((d.to_f64() - mean) * k + back);
+            }
+        },
+    );
+}
+
+fn element_ranges(n: usize, threads: usize) -> Vec<Range<usize>> {
+    if threads <= 1 || n < SERIAL_BELOW {
+        std::iter::once(0..n).collect()
+    } else {
+        (0..threads)
+            .map(|t| n * t / threads..n * (t + 1) / threads)
+            .collect()
+    }
 }
 
 /// Chunk indices `0..n_chunks` cut into about equal ranges, one per thread (one in all for
@@ -241,31 +293,18 @@ pub fn write_affine<T: Real>(
     threads: usize,
     out: &mut [T],
 ) {
-    let n = x.len();
-    let ranges = if threads <= 1 || n < SERIAL_BELOW {
-        std::iter::once(0..n).collect()
-    } else {
-        (0..threads)
-            .map(|t| n * t / threads..n * (t + 1) / threads)
-            .collect()
-    };
     map_pieces(
         threads,
-        ranges,
+        element_ranges(x.len(), threads),
         out,
         |i| i,
         |r, o| {
             let xs = &x[r.clone()];
             match (apply_mask, mask) {
-                (true, Mask::Flags(m)) => {
-                    for ((d, &v), &f) in o.iter_mut().zip(xs).zip(&m[r]) {
-                        *d = if f != 0 {
-                            T::from_f64((v.to_f64() - mean) * k + back)
-                        } else {
-                            T::zero()
-                        };
-                    }
-                }
+                (true, Mask::Flags(m)) => affine_flags(o, xs, &m[r], mean, k, back),
+                (true, Mask::Wide(Wide::B2(m))) => affine_flags(o, xs, &m[r], mean, k, back),
+                (true, Mask::Wide(Wide::B4(m))) => affine_flags(o, xs, &m[r], mean, k, back),
+                (true, Mask::Wide(Wide::B8(m))) => affine_flags(o, xs, &m[r], mean, k, back),
                 (true, Mask::Values(m)) => {
                     for ((d, &v), &w) in o.iter_mut().zip(xs).zip(&m[r]) {
                         *d = T::from_f64(((v.to_f64() - mean) * k + back) * w.to_f64());
@@ -279,6 +318,26 @@ pub fn write_affine<T: Real>(
             }
         },
     );
+}
+
+/// `o = (xs - mean) * k + back` where the flag is set, else 0: one loop per flag width.
+#[inline]
+fn affine_flags<T: Real, F: Copy + Default + PartialEq>(
+    o: &mut [T],
+    xs: &[T],
+    flags: &[F],
+    mean: f64,
+    k: f64,
+    back: f64,
+) {
+    let zero = F::default();
+    for ((d, &v), &f) in o.iter_mut().zip(xs).zip(flags) {
+        *d = if f != zero {
+            T::from_f64((v.to_f64() - mean) * k + back)
+        } else {
+            T::zero()
+        };
+    }
 }
 
 #[cfg(test)]

@@ -82,12 +82,17 @@ def _after_fork_in_child() -> None: ...
 def _grouping_restore(kind: str, n: int, data: object) -> Grouping: ...
 def _pool_cache() -> tuple[int, int]: ...
 def _panic_for_test() -> None: ...
+# bool/int8 masks as uint8, wider integer masks as the unsigned integers of their width (int64
+# from verl read as uint64, no conversion pass; any nonzero selects), float masks as weights
+_Mask = npt.NDArray[np.uint8] | npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64] \
+    | npt.NDArray[np.floating]
+
 def token_scores(
     tokens: npt.NDArray[np.floating], offsets: npt.NDArray[np.int64] | None, num_threads: int
 ) -> npt.NDArray[np.floating]: ...
 def broadcast_tokens(
     adv: npt.NDArray[np.floating],
-    mask: npt.NDArray[np.uint8] | npt.NDArray[np.floating] | None,
+    mask: _Mask | None,
     offsets: npt.NDArray[np.int64] | None,
     out: npt.NDArray[np.floating],
     num_threads: int,
@@ -96,7 +101,7 @@ def broadcast_tokens(
 # ---- tokens (issue 12): masked whitening ----
 def masked_whiten(
     values: npt.NDArray[np.floating],
-    mask: npt.NDArray[np.uint8] | npt.NDArray[np.floating] | None,
+    mask: _Mask | None,
     out: npt.NDArray[np.floating],
     shift_mean: bool,
     scale: bool,
@@ -114,7 +119,7 @@ def masked_whiten(
 def token_scan(
     rewards: npt.NDArray[np.floating],
     values: npt.NDArray[np.floating] | None,
-    mask: npt.NDArray[np.uint8] | npt.NDArray[np.floating] | None,
+    mask: _Mask | None,
     offsets: npt.NDArray[np.int64] | None,
     out: npt.NDArray[np.floating],
     returns_out: npt.NDArray[np.floating] | None,
@@ -126,6 +131,27 @@ def token_scan(
 ) -> None:
     """Discounted returns (values None) or GAE (values and returns_out) of each response: rows
     of a 2-D array or segments by offsets; f64 inside, written in the rewards' dtype."""
+def token_scan_fused(
+    mode: str,
+    rewards: npt.NDArray[np.floating],
+    values: npt.NDArray[np.floating] | None,
+    baselines: npt.NDArray[np.floating] | None,
+    mask: _Mask | None,
+    out: npt.NDArray[np.floating],
+    out2: npt.NDArray[np.floating],
+    gamma: float,
+    lam: float,
+    unmasked_zero: bool,
+    num_threads: int,
+) -> None:
+    """verl's token estimators in one scan over (bs, L) rows, inputs checked: "gae_whiten"
+    (GAE into out, whitened over the mask in place; returns into out2), "returns_whiten"
+    (returns into out, whiten(out) * mask into out2), "returns_minus" (returns into out,
+    out - baselines[row] * mask into out2)."""
+def token_row_weights(
+    mask: _Mask, rows: int, flags_out: npt.NDArray[np.uint8] | None, num_threads: int
+) -> npt.NDArray[np.float64]:
+    """Each row's mask weight; a uint8 copy of wider integer flags into flags_out in the same pass."""
 # ---- issue 12, group-level estimators (engineer "groups"): src/select.rs, src/components.rs ----
 
 def passk_advantages(

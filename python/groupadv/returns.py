@@ -15,6 +15,7 @@ import numpy as np
 from . import _backend, _scan_twins, _torch
 from ._inputs import aligned, check_out, out_array, rewards_array, threads_value
 from .errors import NonFiniteRewardError
+from .tokens import _mask_array as _token_mask
 
 _NAN = ("raise", "propagate")
 _EPS_RULES = ("add", "clamp")
@@ -31,19 +32,8 @@ def _values_array(values, name: str) -> np.ndarray:
 
 
 def _mask_array(mask, shape, dtype) -> np.ndarray | None:
-    """uint8 flags (bool/int masks) or weights of the values' dtype (float masks)."""
-    if mask is None:
-        return None
-    m = np.asarray(mask)
-    if m.shape != shape:
-        raise ValueError(f"response_mask has shape {m.shape}, expected {shape}")
-    if m.dtype == np.bool_:
-        return aligned(m).view(np.uint8)
-    if m.dtype.kind in "iu":
-        return aligned(m != 0).view(np.uint8)
-    if m.dtype.kind == "f":
-        return aligned(m, dtype)
-    raise TypeError(f"response_mask must be bool, integer or float, got dtype {m.dtype}")
+    """The mask as the core reads it (:func:`groupadv.tokens._mask_array`), None for none."""
+    return None if mask is None else _token_mask(mask, shape, dtype)
 
 
 def _choice(value, name: str, allowed) -> str:
@@ -316,3 +306,40 @@ def gae(token_level_rewards, values, response_mask=None, gamma: float = 1.0, lam
     if values is None:
         raise TypeError("gae needs values (the critic's value of each token)")
     return _scan(token_level_rewards, values, response_mask, gamma, lam, lengths, unmasked, nan, num_threads)
+
+
+def _fused_native(mode: str, rewards, values, baselines, mask, gamma: float, lam: float = 1.0, zero: bool = False):
+    """verl's ``gae`` / ``reinforce_plus_plus`` / ``remax`` token passes fused in the compiled
+    core (``token_scan_fused``: one scan that also gathers the whitening statistics or
+    subtracts the baseline, plus one write where they whiten), inputs checked as
+    ``nan="raise"``. ``(out, out2)`` as CPU tensors of the rewards' dtype, or None where the
+    core does not take these inputs as they are (numpy backend, device tensors, half dtypes,
+    a float mask of another dtype, an empty batch, odd shapes): the caller then composes the
+    public passes (:func:`gae`, :func:`discounted_returns`, :func:`masked_whiten`), which
+    give the same results."""
+    import torch
+
+    if _backend.name != "native" or not _torch.is_tensor(rewards) or _torch.on_device(rewards):
+        return None
+    if rewards.ndim != 2 or rewards.shape[0] == 0 or rewards.dtype not in (torch.float32, torch.float64):
+        return None
+    for t in (values, mask):
+        if t is not None and (not _torch.is_tensor(t) or tuple(t.shape) != tuple(rewards.shape)):
+            return None
+    if values is not None and values.dtype != rewards.dtype:
+        return None
+    if mask is None or (mask.is_floating_point() and mask.dtype != rewards.dtype) or mask.is_complex():
+        return None
+    if baselines is not None and (baselines.ndim != 1 or baselines.shape[0] != rewards.shape[0]):
+        return None
+    as_np = _torch.numpy_if_tensor
+    r = _values_array(as_np(rewards), "token_level_rewards")
+    v = None if values is None else aligned(as_np(values))
+    b = None if baselines is None else aligned(as_np(baselines.to(rewards.dtype)))
+    m = _mask_array(as_np(mask), r.shape, r.dtype)
+    out, out2 = np.empty_like(r), np.empty_like(r)
+    try:
+        _backend.impl.token_scan_fused(mode, r, v, b, m, out, out2, float(gamma), float(lam), zero, threads_value(None))
+    except NonFiniteRewardError as e:
+        raise _named(e, r.shape, "rewards") from None
+    return torch.from_numpy(out), torch.from_numpy(out2)

@@ -25,13 +25,20 @@ from ._inputs import aligned, check_out, out_array, rewards_array, threads_value
 
 
 def _mask_array(mask, shape, dtype) -> np.ndarray:
-    """The mask as uint8 flags (bool/int masks) or as values of the rewards' dtype (floats)."""
+    """The mask as the core reads it: bool and integer masks as unsigned flags of their own
+    width (the compiled core reads int64 as verl passes it, no conversion pass; the numpy
+    twin gets uint8 flags), float masks as values of the rewards' dtype. A nonzero integer
+    selects its token."""
     m = np.asarray(mask)
     if m.shape != shape:
         raise ValueError(f"response_mask has shape {m.shape}, expected {shape}")
     if m.dtype == np.bool_:
         return aligned(m).view(np.uint8)
     if m.dtype.kind in "iu":
+        if m.dtype.itemsize == 1:
+            return aligned(m).view(np.uint8)
+        if _backend.name == "native" and m.dtype.itemsize in (2, 4, 8):
+            return aligned(m).view(f"u{m.dtype.itemsize}")
         return aligned(m != 0).view(np.uint8)
     if m.dtype.kind == "f":
         return aligned(m, dtype)
@@ -140,3 +147,39 @@ def _torch_tokens(tokens, mask, group_size, offsets, group_ids, groups, out, kwa
         out.copy_(res)
         return out
     return res.contiguous()
+
+
+def _whitened_advantages_native(token_level_rewards, response_mask, group_ids, **kwargs):
+    """``masked_whiten(A(score) tiled over the mask) * mask`` (verl's
+    ``reinforce_plus_plus_baseline``) from the scores, without the tiled intermediate: the
+    masked tokens' mean and variance are those of the bs advantages weighted by their rows'
+    mask counts (the core's weighted masked whitening on bs values, so every rule is the
+    same), then one broadcast of the whitened advantages. Three token passes: the score sums,
+    the mask counts (which also copy a wide integer mask into uint8 flags for the last pass),
+    the broadcast. A CPU tensor in the rewards' dtype, or None where the compiled core does
+    not take these inputs as they are (numpy backend, device tensors, a float mask, half
+    dtypes): the caller composes :func:`token_advantages` and :func:`groupadv.masked_whiten`."""
+    import torch
+
+    t, mask = token_level_rewards, response_mask
+    if _backend.name != "native" or not _torch.is_tensor(t) or _torch.on_device(t) or not _torch.is_tensor(mask):
+        return None
+    if t.ndim != 2 or t.shape[0] == 0 or t.dtype not in (torch.float32, torch.float64):
+        return None
+    if tuple(mask.shape) != tuple(t.shape) or mask.is_floating_point() or mask.is_complex():
+        return None
+    as_np = _torch.numpy_if_tensor
+    tokens = _token_array(as_np(t), 2)
+    m = _mask_array(as_np(mask), tokens.shape, tokens.dtype)
+    threads = threads_value(None)
+    scores = _backend.impl.token_scores(tokens, None, threads)
+    adv = advantages(scores, group_ids=as_np(group_ids), **kwargs)
+    flags = None if m.dtype == np.uint8 else np.empty(tokens.shape, np.uint8)
+    counts = _backend.impl.token_row_weights(m, tokens.shape[0], flags, threads)
+    a = np.asarray(adv, dtype=np.float64)
+    mean, k = _backend.impl.masked_whiten(a, counts, np.empty_like(a), True, True, True, 1e-8, False, False, False,
+                                          threads)
+    whitened = ((a - mean) * k + 0.0).astype(tokens.dtype)  # as the core's write: (x - mean) * k + 0
+    out = np.empty_like(tokens)
+    _backend.impl.broadcast_tokens(whitened, m if flags is None else flags, None, out, threads)
+    return torch.from_numpy(out)

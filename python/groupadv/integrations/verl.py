@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Optional
 
-from ..returns import discounted_returns, gae, masked_whiten
-from ..tokens import token_advantages
+from ..returns import _fused_native, discounted_returns, gae, masked_whiten
+from ..tokens import _whitened_advantages_native, token_advantages
 
 
 def _out_dtype(token_level_rewards, response_mask, floor=None):
@@ -115,14 +115,6 @@ def _wide(t, dtype):
     return t if t.dtype == want else t.to(want)
 
 
-def _flags(mask):
-    """An integer mask as bool once (both token passes then read it without converting it
-    again); float masks stay weights."""
-    import torch
-
-    return mask if mask.is_floating_point() or mask.dtype == torch.bool else mask != 0
-
-
 def _float(x) -> float:
     return float(x.item()) if hasattr(x, "item") else float(x)
 
@@ -145,7 +137,11 @@ def compute_gae_advantage_return(token_level_rewards, values, response_mask, gam
     if response_mask.is_floating_point():
         dtype = torch.promote_types(dtype, response_mask.dtype)
     r, v = _wide(token_level_rewards, dtype), _wide(values, dtype)
-    mask = _flags(response_mask)
+    mask = response_mask  # any integer dtype: the core reads it as it is
+    if nan == "raise":  # one scan gathering the whitening statistics, one in-place whitening
+        fused = _fused_native("gae_whiten", r, v, None, mask, _float(gamma), _float(lam))
+        if fused is not None:
+            return fused[0].to(dtype), fused[1].to(dtype)
     adv, ret = gae(r, v, mask, _float(gamma), _float(lam), nan=nan)
     adv = masked_whiten(adv, mask, nan=nan)
     return adv.to(dtype), ret.to(dtype)
@@ -164,7 +160,11 @@ def compute_reinforce_plus_plus_outcome_advantage(token_level_rewards, response_
         raise ValueError("reinforce_plus_plus needs config (config.gamma), as verl's does")
     rdt = token_level_rewards.dtype
     adt = torch.promote_types(rdt, response_mask.dtype) if response_mask.is_floating_point() else rdt
-    mask = response_mask if nan == "propagate" else _flags(response_mask)
+    mask = response_mask
+    if nan == "raise":  # one scan gathering the whitening statistics, one write of the advantages
+        fused = _fused_native("returns_whiten", _wide(token_level_rewards, rdt), None, None, mask, _float(config.gamma))
+        if fused is not None:
+            return fused[1].to(adt), fused[0].to(rdt)
     ret = discounted_returns(_wide(token_level_rewards, rdt), mask, _float(config.gamma), nan=nan)
     adv = _whiten_masked(ret, mask, nan)
     return adv.to(adt), ret.to(rdt)
@@ -188,6 +188,12 @@ def compute_reinforce_plus_plus_baseline_outcome_advantage(token_level_rewards, 
     dtype = _out_dtype(token_level_rewards, response_mask)
     if token_level_rewards.shape[0] == 0:
         raise ValueError("reinforce_plus_plus_baseline needs a non-empty batch (verl's masked_whiten raises too)")
+    if nan == "raise":  # the statistics from the bs scores and row counts: no tiled intermediate
+        fused = _whitened_advantages_native(_wide(token_level_rewards, token_level_rewards.dtype), response_mask,
+                                            index, preset="verl", center="mean", scale="none", nan=nan)
+        if fused is not None:
+            adv = fused.to(dtype)
+            return adv, adv
     mask = response_mask
     if mask.is_floating_point() and mask.dtype != _wide(mask, mask.dtype).dtype:
         mask = mask.float()
@@ -203,7 +209,8 @@ def compute_remax_outcome_advantage(token_level_rewards, reward_baselines, respo
     """verl's ``remax`` (``core_algos.py:734-767``): ``returns`` = reverse cumulative sum of
     the masked token rewards (``(r * mask).flip(-1).cumsum(-1).flip(-1)``: every token, masked
     or not, gets the sum of the masked rewards from it on), ``advantages = returns -
-    reward_baselines[:, None] * mask``. Returns ``(advantages, returns)`` in verl's dtypes."""
+    reward_baselines[:, None] * mask``. Returns ``(advantages, returns)`` in verl's dtypes. An
+    integer mask selects its tokens (any nonzero counts as 1; verl's masks are 0/1)."""
     import torch
 
     if reward_baselines is None:
@@ -225,8 +232,15 @@ def compute_remax_outcome_advantage(token_level_rewards, reward_baselines, respo
     if token_level_rewards.shape[0] == 0:
         ret = token_level_rewards.new_zeros(token_level_rewards.shape, dtype=rdt)
         return ret.to(adt), ret
-    ret = discounted_returns(_wide(token_level_rewards, rdt), response_mask, 1.0, unmasked="zero", nan=nan)
-    base = reward_baselines.to(ret.dtype).unsqueeze(-1) * response_mask
+    r = _wide(token_level_rewards, rdt)
+    if nan == "raise":  # the baseline subtracted inside the scan: each output written once
+        fused = _fused_native("returns_minus", r, None, reward_baselines, response_mask, 1.0, zero=True)
+        if fused is not None:
+            return fused[1].to(adt), fused[0].to(rdt)
+    ret = discounted_returns(r, response_mask, 1.0, unmasked="zero", nan=nan)
+    # an integer mask selects (nonzero = 1), as in every groupadv token pass and the fused scan
+    sel = response_mask if response_mask.is_floating_point() else response_mask != 0
+    base = reward_baselines.to(ret.dtype).unsqueeze(-1) * sel
     adv = ret - base
     return adv.to(adt), ret.to(rdt)
 def _otb(token_level_rewards, response_mask, index, old_log_probs, sum_pi_squared, rollout_is_weights,
