@@ -79,6 +79,9 @@ class Groups:
         return f"Groups(kind={self.kind!r}, n={self.n}, n_groups={self.n_groups})"
 
 
+_UNIFORM: dict = {}  # (backend, n, group_size) -> Groups
+
+
 def make_groups(n: int | None = None, group_size=None, *, offsets=None, group_ids=None) -> Groups:
     """Resolve a group layout once.
 
@@ -115,7 +118,15 @@ def make_groups(n: int | None = None, group_size=None, *, offsets=None, group_id
                 f"group_size={size} does not divide the number of rewards ({n}); "
                 "group_size must be a positive divisor of len(rewards)"
             )
-        return Groups(impl.grouping_uniform(n, size), _backend.name)
+        # A uniform layout is immutable and a function of (backend, n, size): the last few are
+        # kept, so that small calls repeated with group_size= do not rebuild it (µs per call).
+        key = (_backend.name, n, size)
+        g = _UNIFORM.get(key)
+        if g is None:
+            if len(_UNIFORM) >= 32:
+                _UNIFORM.clear()
+            g = _UNIFORM[key] = Groups(impl.grouping_uniform(n, size), _backend.name)
+        return g
     if offsets is not None:
         offs = _offsets_array(offsets)
         if n is None:
