@@ -1123,6 +1123,32 @@ mod python {
         })
     }
 
+    /// The scan parameters of both scan bindings (gamma and lam finite, the thread count).
+    fn scan_params(
+        gamma: f64,
+        lam: f64,
+        unmasked_zero: bool,
+        check: bool,
+        num_threads: usize,
+    ) -> PyResult<crate::scan::ScanParams> {
+        for (name, v) in [("gamma", gamma), ("lam", lam)] {
+            if !v.is_finite() {
+                return Err(value_error(format!("{name} must be finite, got {v}")));
+            }
+        }
+        Ok(crate::scan::ScanParams {
+            gamma,
+            lam,
+            unmasked: if unmasked_zero {
+                crate::scan::Unmasked::Zero
+            } else {
+                crate::scan::Unmasked::Skip
+            },
+            check,
+            threads: threads_arg(num_threads)?,
+        })
+    }
+
     /// Discounted returns (values None) or GAE (values and `returns_out` given) of each
     /// response: rows of a 2-D float32/float64 array, or segments of a 1-D one by `offsets`.
     #[pyfunction]
@@ -1143,22 +1169,7 @@ mod python {
         num_threads: usize,
     ) -> PyResult<()> {
         guard(|| {
-            for (name, v) in [("gamma", gamma), ("lam", lam)] {
-                if !v.is_finite() {
-                    return Err(value_error(format!("{name} must be finite, got {v}")));
-                }
-            }
-            let p = crate::scan::ScanParams {
-                gamma,
-                lam,
-                unmasked: if unmasked_zero {
-                    crate::scan::Unmasked::Zero
-                } else {
-                    crate::scan::Unmasked::Skip
-                },
-                check,
-                threads: threads_arg(num_threads)?,
-            };
+            let p = scan_params(gamma, lam, unmasked_zero, check, num_threads)?;
             if let Ok(r) = rewards.cast::<numpy::PyArrayDyn<f32>>() {
                 scan_typed(py, r, values, mask, offsets.as_ref(), out, returns_out, p)
             } else if let Ok(r) = rewards.cast::<numpy::PyArrayDyn<f64>>() {
@@ -1284,22 +1295,7 @@ mod python {
         num_threads: usize,
     ) -> PyResult<()> {
         guard(|| {
-            for (name, v) in [("gamma", gamma), ("lam", lam)] {
-                if !v.is_finite() {
-                    return Err(value_error(format!("{name} must be finite, got {v}")));
-                }
-            }
-            let p = crate::scan::ScanParams {
-                gamma,
-                lam,
-                unmasked: if unmasked_zero {
-                    crate::scan::Unmasked::Zero
-                } else {
-                    crate::scan::Unmasked::Skip
-                },
-                check: true,
-                threads: threads_arg(num_threads)?,
-            };
+            let p = scan_params(gamma, lam, unmasked_zero, true, num_threads)?;
             if let Ok(r) = rewards.cast::<numpy::PyArrayDyn<f32>>() {
                 fused_typed(py, mode, r, values, baselines, mask, out, out2, p)
             } else if let Ok(r) = rewards.cast::<numpy::PyArrayDyn<f64>>() {

@@ -158,6 +158,37 @@ def _scan_fault(xp_rewards, xp_values, out_rows_bad: int, width: int, to_float):
                                   index=row)
 
 
+def _scan_rows(r, v, m, a, ret, zeros, gamma: float, lam: float, zero: bool) -> None:
+    """The reverse scan of ``scan.rs`` over the columns of float64 (bs, L) arrays, written once
+    for both twins (numpy arrays or torch tensors: the same arithmetic, in the same order).
+    ``zero``: a token outside the mask discounts with a zero reward and value (OpenRLHF);
+    else it is skipped, its running value carried (verl). Fills ``a`` (and ``ret`` for GAE)."""
+    run, nv, last = zeros, zeros, zeros
+    gl = gamma * lam
+    for t in range(r.shape[1] - 1, -1, -1):
+        mt, rt = m[:, t], r[:, t]
+        if v is None:
+            if zero:
+                run = rt * mt + gamma * run
+                a[:, t] = run
+            else:
+                new = rt + gamma * run
+                run = new * mt + run * (1.0 - mt)
+                a[:, t] = new * mt
+        else:
+            vt = v[:, t]
+            if zero:
+                vm = vt * mt
+                last = rt * mt + gamma * nv - vm + gl * last
+                nv = vm
+                a[:, t], ret[:, t] = last, last + vm
+            else:
+                new = rt + gamma * nv - vt + gl * last
+                nv = vt * mt + (1.0 - mt) * nv
+                last = new * mt + (1.0 - mt) * last
+                a[:, t], ret[:, t] = last, last + vt
+
+
 def np_scan(rewards: np.ndarray, values, mask, *, gamma: float, lam: float, zero: bool, check: bool):
     """Discounted returns (values None) or (advantages, returns) of GAE over the rows of 2-D
     ``rewards``, float64 inside, in the rewards' dtype out: the numpy twin of ``scan.rs``."""
@@ -170,31 +201,8 @@ def np_scan(rewards: np.ndarray, values, mask, *, gamma: float, lam: float, zero
     v = None if values is None else values.astype(np.float64)
     a = np.empty_like(r)
     ret = None if v is None else np.empty_like(r)
-    run, nv, last = np.zeros(bs), np.zeros(bs), np.zeros(bs)
-    gl = gamma * lam
     with np.errstate(invalid="ignore", over="ignore"):
-        for t in range(L - 1, -1, -1):
-            mt, rt = m[:, t], r[:, t]
-            if v is None:
-                if zero:
-                    run = rt * mt + gamma * run
-                    a[:, t] = run
-                else:
-                    new = rt + gamma * run
-                    run = new * mt + run * (1.0 - mt)
-                    a[:, t] = new * mt
-            else:
-                vt = v[:, t]
-                if zero:
-                    vm = vt * mt
-                    last = rt * mt + gamma * nv - vm + gl * last
-                    nv = vm
-                    a[:, t], ret[:, t] = last, last + vm  # type: ignore[index]
-                else:
-                    new = rt + gamma * nv - vt + gl * last
-                    nv = vt * mt + (1.0 - mt) * nv
-                    last = new * mt + (1.0 - mt) * last
-                    a[:, t], ret[:, t] = last, last + vt  # type: ignore[index]
+        _scan_rows(r, v, m, a, ret, np.zeros(bs), gamma, lam, zero)
         outs = [a] if ret is None else [a, ret]
         outs = [o.astype(rewards.dtype) for o in outs]
     if check:
@@ -216,31 +224,7 @@ def torch_scan(rewards, values, mask, *, gamma: float, lam: float, zero: bool, c
     v = None if values is None else values.detach().double()
     a = torch.empty_like(r)
     ret = None if v is None else torch.empty_like(r)
-    run = torch.zeros(bs, dtype=torch.float64, device=r.device)
-    nv, last = run.clone(), run.clone()
-    gl = gamma * lam
-    for t in range(L - 1, -1, -1):
-        mt, rt = m[:, t], r[:, t]
-        if v is None:
-            if zero:
-                run = rt * mt + gamma * run
-                a[:, t] = run
-            else:
-                new = rt + gamma * run
-                run = new * mt + run * (1.0 - mt)
-                a[:, t] = new * mt
-        else:
-            vt = v[:, t]
-            if zero:
-                vm = vt * mt
-                last = rt * mt + gamma * nv - vm + gl * last
-                nv = vm
-                a[:, t], ret[:, t] = last, last + vm  # type: ignore[index]
-            else:
-                new = rt + gamma * nv - vt + gl * last
-                nv = vt * mt + (1.0 - mt) * nv
-                last = new * mt + (1.0 - mt) * last
-                a[:, t], ret[:, t] = last, last + vt  # type: ignore[index]
+    _scan_rows(r, v, m, a, ret, torch.zeros(bs, dtype=torch.float64, device=r.device), gamma, lam, zero)
     outs = [a] if ret is None else [a, ret]
     want = rewards.dtype if rewards.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) \
         else torch.float64
