@@ -270,18 +270,7 @@ def trl_multi_reward(rewards_per_func, reward_weights, num_generations, aggregat
     snapshot), GRPOTrainer._generate_and_score_completions, transcribed (device and logging
     left out); nanstd: trl/trainer/utils.py 857-884."""
 
-    def nanstd(tensor, dim=None, keepdim=False):
-        mean = torch.nanmean(tensor, dim=dim, keepdim=True)
-        variance = torch.nanmean((tensor - mean) ** 2, dim=dim, keepdim=True)
-        count = torch.sum(~torch.isnan(tensor), dim=dim, keepdim=True)
-        correction = count / (count - 1)
-        correction = torch.where(count > 1, correction, torch.full_like(correction, float("nan")))
-        variance *= correction
-        std = torch.sqrt(variance)
-        if keepdim:
-            return std
-        return std.squeeze(dim) if dim is not None else std.squeeze()
-
+    # nanstd: the module-level transcription above (the same function in both TRL versions)
     unscorable_mask = torch.isnan(rewards_per_func).all(dim=1)
     if aggregation == "sum_then_normalize":
         rewards = (rewards_per_func * reward_weights.unsqueeze(0)).nansum(dim=1)
