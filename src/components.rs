@@ -269,10 +269,34 @@ impl Sweep {
     }
 
     // Indexed loops (K is small): no iterator adaptors left to the inliner in the hot loop.
+    // The usual K (1..=8) get a copy with K known at compile time: the per-component state
+    // lives in registers and the inner loops unroll (the same operations in the same order,
+    // so the same bits as the general copy).
     fn run<T: Real>(&mut self, xs: &[T], k: usize, w: &[f64], p: &Params, out: &mut [T]) -> bool {
         if xs.is_empty() {
             return true;
         }
+        match k {
+            1 => run_fixed::<T, 1>(xs, w, p, out),
+            2 => run_fixed::<T, 2>(xs, w, p, out),
+            3 => run_fixed::<T, 3>(xs, w, p, out),
+            4 => run_fixed::<T, 4>(xs, w, p, out),
+            5 => run_fixed::<T, 5>(xs, w, p, out),
+            6 => run_fixed::<T, 6>(xs, w, p, out),
+            7 => run_fixed::<T, 7>(xs, w, p, out),
+            8 => run_fixed::<T, 8>(xs, w, p, out),
+            _ => self.run_any(xs, k, w, p, out),
+        }
+    }
+
+    fn run_any<T: Real>(
+        &mut self,
+        xs: &[T],
+        k: usize,
+        w: &[f64],
+        p: &Params,
+        out: &mut [T],
+    ) -> bool {
         let rows = xs.len() / k;
         let n = rows as f64;
         let (x0, s, m2) = (&mut self.x0[..k], &mut self.s[..k], &mut self.m2[..k]);
@@ -325,6 +349,59 @@ impl Sweep {
         }
         true
     }
+}
+
+/// `Sweep::run_any` with K a constant (`xs` not empty): the same sweeps, the same order.
+#[inline(always)]
+fn run_fixed<T: Real, const K: usize>(xs: &[T], w: &[f64], p: &Params, out: &mut [T]) -> bool {
+    let (rows, _) = xs.as_chunks::<K>();
+    let n = rows.len() as f64;
+    let mut x0 = [0.0f64; K];
+    let mut s = [0.0f64; K];
+    let mut m2 = [0.0f64; K];
+    for c in 0..K {
+        x0[c] = rows[0][c].to_f64();
+    }
+    for row in rows {
+        for c in 0..K {
+            s[c] += row[c].to_f64() - x0[c];
+        }
+    }
+    for c in 0..K {
+        s[c] = x0[c] + s[c] / n; // the mean
+    }
+    for row in rows {
+        for c in 0..K {
+            let d = row[c].to_f64() - s[c];
+            m2[c] += d * d;
+        }
+    }
+    let (mut mu, mut f) = ([0.0f64; K], [0.0f64; K]);
+    for c in 0..K {
+        let (mean, m2) = (s[c], m2[c]);
+        if !mean.is_finite() || (p.scale == Scale::Group && !squares_safe::<T>(mean, m2)) {
+            return false;
+        }
+        match group_affine(n, mean, || (m2, 1.0), || false, p, Denom::ONE) {
+            Ok(a) if a.plain() => {
+                mu[c] = a.mu;
+                f[c] = w[c] * a.k;
+            }
+            _ => return false,
+        }
+    }
+    for (row, o) in rows.iter().zip(out.iter_mut()) {
+        let mut a = 0.0f64;
+        for c in 0..K {
+            a += (row[c].to_f64() - mu[c]) * f[c];
+        }
+        let t = T::from_f64(a);
+        if !t.to_f64().is_finite() {
+            return false; // the general path reports the overflow
+        }
+        *o = t;
+    }
+    true
 }
 
 /// Is this scale one a per-component normalisation accepts?
