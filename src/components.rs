@@ -70,6 +70,23 @@ pub fn weighted_row_sums<T: Real, O: Real>(
         out,
         |i| i,
         |rows, o| {
+            // The usual K with every value finite and every sum in range: one tight pass
+            // with K known at compile time (the same sums); else the general loop below
+            // (which overwrites it and applies the rules for non-finite values).
+            let xs = &x[rows.start * k..rows.end * k];
+            if match k {
+                1 => finite_row_sums::<T, O, 1>(xs, w, o),
+                2 => finite_row_sums::<T, O, 2>(xs, w, o),
+                3 => finite_row_sums::<T, O, 3>(xs, w, o),
+                4 => finite_row_sums::<T, O, 4>(xs, w, o),
+                5 => finite_row_sums::<T, O, 5>(xs, w, o),
+                6 => finite_row_sums::<T, O, 6>(xs, w, o),
+                7 => finite_row_sums::<T, O, 7>(xs, w, o),
+                8 => finite_row_sums::<T, O, 8>(xs, w, o),
+                _ => false,
+            } {
+                return Ok(());
+            }
             for (o, i) in o.iter_mut().zip(rows) {
                 let row = &x[i * k..(i + 1) * k];
                 let (mut s, mut valid) = (0.0f64, false);
@@ -99,6 +116,28 @@ pub fn weighted_row_sums<T: Real, O: Real>(
         },
     );
     parts.into_iter().collect()
+}
+
+/// `out[i] = sum_k w[k] * x[i, k]` as `weighted_row_sums` (the same order) for K values a
+/// row; false at the first row with a non-finite value or sum (the caller redoes it all).
+fn finite_row_sums<T: Real, O: Real, const K: usize>(xs: &[T], w: &[f64], out: &mut [O]) -> bool {
+    let Ok(w) = <&[f64; K]>::try_from(w) else {
+        return false;
+    };
+    let (rows, _) = xs.as_chunks::<K>();
+    for (row, o) in rows.iter().zip(out.iter_mut()) {
+        let mut s = 0.0f64;
+        for c in 0..K {
+            s += w[c] * row[c].to_f64();
+        }
+        // NaN or inf in the row makes the sum non-finite (the weights are finite).
+        let t = O::from_f64(s);
+        if !t.to_f64().is_finite() {
+            return false;
+        }
+        *o = t;
+    }
+    true
 }
 
 /// `out[i] = sum_k w[k] * A_k(x[i, k])` with `A_k` the group advantage of component k under
@@ -443,6 +482,15 @@ mod tests {
             Err(AdvError::NonFinite { index: 1, .. })
         ));
         assert!(weighted_row_sums(&x, 4, &w, &mut out, NonFinite::Omit, 1).is_err());
+        // The fast K path hands a row with inf, or a sum out of f32's range, to the general rules.
+        let y = [1.0f32, 2.0, f32::INFINITY, 1.0, 3e38, 3e38];
+        let mut o32 = [0.0f32; 3];
+        let r = weighted_row_sums(&y[..4], 2, &[1.0, 1.0], &mut o32[..2], NonFinite::Omit, 1);
+        assert!(r.is_ok() && o32[..2] == [3.0, 1.0], "{r:?} {o32:?}");
+        assert!(matches!(
+            weighted_row_sums(&y, 2, &[1.0, 1.0], &mut o32, NonFinite::Omit, 1),
+            Err(AdvError::BadParameter(_))
+        ));
     }
 
     #[test]
