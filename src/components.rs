@@ -70,6 +70,23 @@ pub fn weighted_row_sums<T: Real, O: Real>(
         out,
         |i| i,
         |rows, o| {
+            // The usual K with every value finite and every sum in range: one tight pass
+            // with K known at compile time (the same sums); else the general loop below
+            // (which overwrites it and applies the rules for non-finite values).
+            let xs = &x[rows.start * k..rows.end * k];
+            if match k {
+                1 => finite_row_sums::<T, O, 1>(xs, w, o),
+                2 => finite_row_sums::<T, O, 2>(xs, w, o),
+                3 => finite_row_sums::<T, O, 3>(xs, w, o),
+                4 => finite_row_sums::<T, O, 4>(xs, w, o),
+                5 => finite_row_sums::<T, O, 5>(xs, w, o),
+                6 => finite_row_sums::<T, O, 6>(xs, w, o),
+                7 => finite_row_sums::<T, O, 7>(xs, w, o),
+                8 => finite_row_sums::<T, O, 8>(xs, w, o),
+                _ => false,
+            } {
+                return Ok(());
+            }
             for (o, i) in o.iter_mut().zip(rows) {
                 let row = &x[i * k..(i + 1) * k];
                 let (mut s, mut valid) = (0.0f64, false);
@@ -99,6 +116,28 @@ pub fn weighted_row_sums<T: Real, O: Real>(
         },
     );
     parts.into_iter().collect()
+}
+
+/// `out[i] = sum_k w[k] * x[i, k]` as `weighted_row_sums` (the same order) for K values a
+/// row; false at the first row with a non-finite value or sum (the caller redoes it all).
+fn finite_row_sums<T: Real, O: Real, const K: usize>(xs: &[T], w: &[f64], out: &mut [O]) -> bool {
+    let Ok(w) = <&[f64; K]>::try_from(w) else {
+        return false;
+    };
+    let (rows, _) = xs.as_chunks::<K>();
+    for (row, o) in rows.iter().zip(out.iter_mut()) {
+        let mut s = 0.0f64;
+        for c in 0..K {
+            s += w[c] * row[c].to_f64();
+        }
+        // NaN or inf in the row makes the sum non-finite (the weights are finite).
+        let t = O::from_f64(s);
+        if !t.to_f64().is_finite() {
+            return false;
+        }
+        *o = t;
+    }
+    true
 }
 
 /// `out[i] = sum_k w[k] * A_k(x[i, k])` with `A_k` the group advantage of component k under
@@ -269,10 +308,34 @@ impl Sweep {
     }
 
     // Indexed loops (K is small): no iterator adaptors left to the inliner in the hot loop.
+    // The usual K (1..=8) get a copy with K known at compile time: the per-component state
+    // lives in registers and the inner loops unroll (the same operations in the same order,
+    // so the same bits as the general copy).
     fn run<T: Real>(&mut self, xs: &[T], k: usize, w: &[f64], p: &Params, out: &mut [T]) -> bool {
         if xs.is_empty() {
             return true;
         }
+        match k {
+            1 => run_fixed::<T, 1>(xs, w, p, out),
+            2 => run_fixed::<T, 2>(xs, w, p, out),
+            3 => run_fixed::<T, 3>(xs, w, p, out),
+            4 => run_fixed::<T, 4>(xs, w, p, out),
+            5 => run_fixed::<T, 5>(xs, w, p, out),
+            6 => run_fixed::<T, 6>(xs, w, p, out),
+            7 => run_fixed::<T, 7>(xs, w, p, out),
+            8 => run_fixed::<T, 8>(xs, w, p, out),
+            _ => self.run_any(xs, k, w, p, out),
+        }
+    }
+
+    fn run_any<T: Real>(
+        &mut self,
+        xs: &[T],
+        k: usize,
+        w: &[f64],
+        p: &Params,
+        out: &mut [T],
+    ) -> bool {
         let rows = xs.len() / k;
         let n = rows as f64;
         let (x0, s, m2) = (&mut self.x0[..k], &mut self.s[..k], &mut self.m2[..k]);
@@ -327,6 +390,59 @@ impl Sweep {
     }
 }
 
+/// `Sweep::run_any` with K a constant (`xs` not empty): the same sweeps, the same order.
+#[inline(always)]
+fn run_fixed<T: Real, const K: usize>(xs: &[T], w: &[f64], p: &Params, out: &mut [T]) -> bool {
+    let (rows, _) = xs.as_chunks::<K>();
+    let n = rows.len() as f64;
+    let mut x0 = [0.0f64; K];
+    let mut s = [0.0f64; K];
+    let mut m2 = [0.0f64; K];
+    for c in 0..K {
+        x0[c] = rows[0][c].to_f64();
+    }
+    for row in rows {
+        for c in 0..K {
+            s[c] += row[c].to_f64() - x0[c];
+        }
+    }
+    for c in 0..K {
+        s[c] = x0[c] + s[c] / n; // the mean
+    }
+    for row in rows {
+        for c in 0..K {
+            let d = row[c].to_f64() - s[c];
+            m2[c] += d * d;
+        }
+    }
+    let (mut mu, mut f) = ([0.0f64; K], [0.0f64; K]);
+    for c in 0..K {
+        let (mean, m2) = (s[c], m2[c]);
+        if !mean.is_finite() || (p.scale == Scale::Group && !squares_safe::<T>(mean, m2)) {
+            return false;
+        }
+        match group_affine(n, mean, || (m2, 1.0), || false, p, Denom::ONE) {
+            Ok(a) if a.plain() => {
+                mu[c] = a.mu;
+                f[c] = w[c] * a.k;
+            }
+            _ => return false,
+        }
+    }
+    for (row, o) in rows.iter().zip(out.iter_mut()) {
+        let mut a = 0.0f64;
+        for c in 0..K {
+            a += (row[c].to_f64() - mu[c]) * f[c];
+        }
+        let t = T::from_f64(a);
+        if !t.to_f64().is_finite() {
+            return false; // the general path reports the overflow
+        }
+        *o = t;
+    }
+    true
+}
+
 /// Is this scale one a per-component normalisation accepts?
 pub fn component_scale(s: Scale) -> bool {
     matches!(s, Scale::Group | Scale::None)
@@ -366,6 +482,15 @@ mod tests {
             Err(AdvError::NonFinite { index: 1, .. })
         ));
         assert!(weighted_row_sums(&x, 4, &w, &mut out, NonFinite::Omit, 1).is_err());
+        // The fast K path hands a row with inf, or a sum out of f32's range, to the general rules.
+        let y = [1.0f32, 2.0, f32::INFINITY, 1.0, 3e38, 3e38];
+        let mut o32 = [0.0f32; 3];
+        let r = weighted_row_sums(&y[..4], 2, &[1.0, 1.0], &mut o32[..2], NonFinite::Omit, 1);
+        assert!(r.is_ok() && o32[..2] == [3.0, 1.0], "{r:?} {o32:?}");
+        assert!(matches!(
+            weighted_row_sums(&y, 2, &[1.0, 1.0], &mut o32, NonFinite::Omit, 1),
+            Err(AdvError::BadParameter(_))
+        ));
     }
 
     #[test]
