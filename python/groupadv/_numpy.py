@@ -974,9 +974,9 @@ def token_scores(tokens, offsets, num_threads):
         out = np.zeros(len(offs) - 1)
         sizes = np.diff(offs)
         ne = np.flatnonzero(sizes > 0)
-        if ne.size:
-            out[ne] = np.add.reduceat(tokens, offs[:-1][ne], dtype=np.float64)
-        with np.errstate(over="ignore"):
+        with np.errstate(over="ignore"):  # an overflowing sum is the overflow error below
+            if ne.size:
+                out[ne] = np.add.reduceat(tokens, offs[:-1][ne], dtype=np.float64)
             scores = out.astype(tokens.dtype)
         return _checked_scores(scores, lambda i: tokens[offs[i]:offs[i + 1]])
     raise TypeError("token rewards must be a float32/float64 array: 2-D, or 1-D with offsets")
