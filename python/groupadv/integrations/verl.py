@@ -32,21 +32,35 @@ def _out_dtype(token_level_rewards, response_mask, floor=None):
     return torch.promote_types(scores, response_mask.dtype)
 
 
+def _empty(token_level_rewards, dtype):
+    """verl's result for an empty batch: an empty tensor of the output dtype, twice."""
+    adv = token_level_rewards.new_zeros(token_level_rewards.shape, dtype=dtype)
+    return adv, adv
+
+
+def _core_inputs(rewards, mask, nan):
+    """The token rewards and mask as the core reads them: bf16/fp16 rewards (numpy has no bf16)
+    as float32 copies, the result cast back by the caller; a bf16/fp16 mask, and an integer
+    mask under nan="propagate", as float32 (verl multiplies by the mask: a NaN score stays NaN
+    on masked tokens)."""
+    import torch
+
+    low = (torch.bfloat16, torch.float16)
+    if rewards.dtype in low:
+        rewards = rewards.float()
+    if mask.dtype in low or (nan == "propagate" and not mask.is_floating_point()):
+        mask = mask.float()
+    return rewards, mask
+
+
 def _outcome(token_level_rewards, response_mask, index, *, floor=None, **kwargs):
     """Group-relative advantages of the summed token rewards, broadcast over the mask, in
     verl's output dtype; an empty batch gives an empty tensor as verl does."""
-    import torch
 
     dtype = _out_dtype(token_level_rewards, response_mask, floor)
     if token_level_rewards.shape[0] == 0:
-        adv = token_level_rewards.new_zeros(token_level_rewards.shape, dtype=dtype)
-        return adv, adv
-    rewards, mask = token_level_rewards, response_mask
-    low = (torch.bfloat16, torch.float16)
-    if rewards.dtype in low:  # numpy has no bf16: compute from float32 copies, cast back
-        rewards = rewards.float()
-    if mask.dtype in low or (kwargs.get("nan") == "propagate" and not mask.is_floating_point()):
-        mask = mask.float()  # verl multiplies by the mask: a NaN score stays NaN on masked tokens
+        return _empty(token_level_rewards, dtype)
+    rewards, mask = _core_inputs(token_level_rewards, response_mask, kwargs.get("nan"))
     adv = token_advantages(rewards, mask, group_ids=index, preset="verl", **kwargs)
     adv = adv.to(dtype)
     return adv, adv
@@ -352,19 +366,13 @@ def _per_response(token_level_rewards, response_mask, advantages_of, dtype, nan,
     """``advantages_of(scores)`` of the summed token rewards (or of the given per-response
     ``scores``), broadcast over the mask, in ``dtype``: scores summed in float64 by the core (float32 for bf16/fp16 rewards, whose
     tensors numpy lacks), the broadcast in the core; CUDA tensors with torch on the device."""
-    import torch
 
     from .. import _backend, _torch
     from .. import tokens as tok
 
     if token_level_rewards.shape[0] == 0:
-        adv = token_level_rewards.new_zeros(token_level_rewards.shape, dtype=dtype)
-        return adv, adv
-    rewards, mask = token_level_rewards.detach(), response_mask.detach()
-    if rewards.dtype in (torch.bfloat16, torch.float16):
-        rewards = rewards.float()
-    if mask.dtype in (torch.bfloat16, torch.float16) or (nan == "propagate" and not mask.is_floating_point()):
-        mask = mask.float()  # verl multiplies by the mask: a NaN score stays NaN on masked tokens
+        return _empty(token_level_rewards, dtype)
+    rewards, mask = _core_inputs(token_level_rewards.detach(), response_mask.detach(), nan)
     if _torch.on_device(rewards):
         adv = advantages_of(rewards.double().sum(dim=-1) if scores is None else scores)
         m = mask if mask.is_floating_point() else (mask != 0)
