@@ -19,6 +19,7 @@ exactly its value). The error messages are the core's, so both backends agree to
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import threading
@@ -297,10 +298,11 @@ def grouping_ids_bytes(rows: np.ndarray) -> tuple[Grouping, np.ndarray]:
 
 
 def grouping_ids_str(ids) -> tuple[Grouping, np.ndarray]:
-    """str labels, numbered by first appearance with a dict (hashing each str once; equal labels
-    that are the same object, as ``np.repeat`` and verl's ``DataProto.repeat`` make them, are
-    found by identity before any comparison). An object array whose labels come in runs (each
-    group contiguous, in any order) is cut into runs first and only the run heads are hashed."""
+    """str labels, numbered by first appearance with a dict, in one C-level pass (hashing each str
+    once; equal labels that are the same object, as ``np.repeat`` and verl's ``DataProto.repeat``
+    make them, are found by identity before any comparison). An object array whose labels come
+    in runs (each group contiguous, in any order) is cut into runs first and only the run heads
+    are hashed."""
     n = len(ids)
     if n == 0:
         raise ValueError("rewards is empty")
@@ -308,23 +310,27 @@ def grouping_ids_str(ids) -> tuple[Grouping, np.ndarray]:
         return _from_labels(np.array(list(ids), dtype=object))  # its error names the limit
     heads = _run_heads(ids) if isinstance(ids, np.ndarray) else None
     items = ids if heads is None else ids[heads]
+    m = len(items)
+    seen: dict = {}
     try:
-        seen: dict = dict.fromkeys(items)  # C loops: one hash per label here, one lookup below
+        # each label's position of first appearance: setdefault keeps the first one it was given
+        firsts = np.fromiter(map(seen.setdefault, items, itertools.count()), np.int64, count=m)
     except Exception:  # noqa: BLE001 - not all str: the caller's generic path names the problem
         raise TypeError("group_ids are not all str") from None
-    for code, label in enumerate(seen):
-        seen[label] = code  # first appearance order (values only: the dict keeps its size)
-    codes = np.fromiter(map(seen.__getitem__, items), np.int64, count=len(items))
-    if not all(isinstance(label, str) for label in seen):
+    if not all(map(isinstance, seen, itertools.repeat(str))):
         i = next(i for i, item in enumerate(ids) if not isinstance(item, str))
         raise TypeError(f"group_ids[{i}] is not a str (got {type(ids[i]).__name__})")
-    k = len(seen)
-    if heads is not None:
-        if k == len(heads):  # every label one run: contiguous groups
-            offsets = np.append(heads, n).astype(np.int64)
-            return Grouping(n, k, "ragged", offsets=offsets), heads
-        codes = np.repeat(codes, np.diff(np.append(heads, n)))
-    return _from_codes(codes, k)
+    lead = np.flatnonzero(firsts == np.arange(m))  # the first appearances, in order
+    k = len(lead)
+    code_of = np.empty(m, dtype=np.int64)
+    code_of[lead] = np.arange(k)
+    codes = code_of[firsts]
+    if heads is None:
+        return _from_codes(codes, k, lead)
+    if k == len(heads):  # every label one run: contiguous groups
+        offsets = np.append(heads, n).astype(np.int64)
+        return Grouping(n, k, "ragged", offsets=offsets), heads
+    return _from_codes(np.repeat(codes, np.diff(np.append(heads, n))), k, heads[lead])
 
 
 def _run_heads(labels: np.ndarray) -> np.ndarray | None:
@@ -343,14 +349,10 @@ def _run_heads(labels: np.ndarray) -> np.ndarray | None:
     return np.flatnonzero(change)
 
 
-def _from_codes(codes: np.ndarray, k: int) -> tuple[Grouping, np.ndarray]:
-    """A layout from codes 0..k-1 already numbered by first appearance."""
+def _from_codes(codes: np.ndarray, k: int, first: np.ndarray) -> tuple[Grouping, np.ndarray]:
+    """A layout from codes 0..k-1 numbered by first appearance, and the position of each
+    group's first reward."""
     n = len(codes)
-    top = np.maximum.accumulate(codes)
-    new = np.empty(n, dtype=bool)
-    new[0] = True
-    np.greater(top[1:], top[:-1], out=new[1:])  # code c first appears where the running max reaches c
-    first = np.flatnonzero(new)
     sizes = np.bincount(codes, minlength=k).astype(np.int64)
     if np.all(first[1:] == np.cumsum(sizes)[:-1]):  # contiguous labels: offsets are cheaper
         offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
