@@ -39,7 +39,7 @@ _NANS = ("raise", "propagate", "omit")
 # sqrt(M2) outside [_TINY, _HUGE]: squared deviations may have under/overflowed float64, so the
 # moments are kept scaled by a power of two near the largest deviation (exact rescaling).
 _TINY, _HUGE = 1e-140, 1e150
-_PIECE = 1 << 15  # rewards per piece of the plain case: a piece's float64 buffers stay in cache
+_PIECE = 1 << 16  # rewards per piece of the plain case at most: a piece's buffers stay in cache
 _LIFT = 2.0**60  # the core's lift of residuals whose 1/denominator overflows (exact scaling)
 
 _OVERFLOW = (
@@ -138,18 +138,19 @@ class Grouping:
         return self._reduceat(np.add, v, 0.0, np.float64)
 
     def pieces(self) -> list:
-        """The layout cut into consecutive pieces of whole groups of about ``_PIECE`` rewards,
-        as ``(start, end, Grouping of the piece)``; labelled groups are one piece. A group's
-        sums do not depend on the piece it is in, so piece by piece gives the bits of the whole."""
+        """The layout cut into consecutive pieces of whole groups, of equal length up to
+        ``_PIECE`` rewards, as ``(start, end, Grouping of the piece)``; labelled groups are one
+        piece. A group's sums do not depend on the piece it is in, so piece by piece gives the
+        bits of the whole."""
         if self._pieces is None:
-            self._pieces = self._cut(_PIECE)
+            self._pieces = self._cut(-(-self.n // -(-self.n // _PIECE)))
         return self._pieces
 
     def _cut(self, target: int) -> list:
         if self.kind == "permuted" or self.n <= target:
             return [(0, self.n, self)]
         if self.kind == "uniform":
-            step = max(1, target // self.size) * self.size
+            step = max(1, -(-target // self.size)) * self.size
             return [(s, min(s + step, self.n), grouping_uniform(min(step, self.n - s), self.size))
                     for s in range(0, self.n, step)]
         offs = self.offsets
@@ -808,7 +809,9 @@ def _plain_policy(g: Grouping, m2: np.ndarray, ddof: int, eps: float) -> np.ndar
     here (_plain_moments), so b is finite and needs no lift."""
     count = g.size if g.kind == "uniform" else g.counts()  # a scalar divides faster, to the same bits
     std = np.sqrt(m2 / (count - ddof) if ddof else m2 / count)  # NaN for one reward and ddof=1
-    return np.divide(1.0, std + eps if eps else std, out=np.zeros_like(std), where=std > 0.0)
+    b = 1.0 / (std + eps if eps else std)
+    b[~(std > 0.0)] = 0.0  # (a masked divide is several times slower)
+    return b
 
 
 def _has_singletons(g: Grouping) -> bool:
