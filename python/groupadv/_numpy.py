@@ -142,13 +142,13 @@ class Grouping:
         ``_PIECE`` rewards, as ``(start, end, Grouping of the piece)``; labelled groups are one
         piece. A group's sums do not depend on the piece it is in, so piece by piece gives the
         bits of the whole."""
+        if self.kind == "permuted" or self.n <= _PIECE:
+            return [(0, self.n, self)]  # (not kept: a layout holding itself would be a cycle for the gc)
         if self._pieces is None:
             self._pieces = self._cut(-(-self.n // -(-self.n // _PIECE)))
         return self._pieces
 
     def _cut(self, target: int) -> list:
-        if self.kind == "permuted" or self.n <= target:
-            return [(0, self.n, self)]
         if self.kind == "uniform":
             step = max(1, -(-target // self.size)) * self.size
             return [(s, min(s + step, self.n), grouping_uniform(min(step, self.n - s), self.size))
