@@ -191,3 +191,36 @@ def test_a_nan_in_a_late_piece_takes_the_general_stages(monkeypatch):
 
     with pytest.raises(NonFiniteRewardError, match=rf"rewards\[{g.n - 3}\] is NaN"):
         N.advantages(x, np.empty_like(x), g, "mean", "group", 0, 0.0, "zero", "raise", 0)
+
+
+@pytest.mark.parametrize("regime", ["offset", "near-ties", "wide", "binary"])
+def test_plain_path_pieces_are_accurate_on_hostile_float32(monkeypatch, regime):
+    """Several pieces of float32 rewards that defeat a one-pass variance (a large offset, ties
+    at one ulp, spreads over 1e+-30, 0/1 with all-equal groups), against exact fractions."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(21)
+    g = N.grouping_uniform(16 * (N._PIECE // 8 + 5), 16)
+    if regime == "offset":
+        x = (1e4 + rng.random(g.n) * 1e-2).astype(np.float32)
+    elif regime == "near-ties":
+        x = np.nextafter(np.float32(3.0), np.float32(4.0), dtype=np.float32) * np.ones(g.n, np.float32)
+        x[rng.random(g.n) < 0.2] = np.float32(3.0)
+    elif regime == "wide":
+        x = (rng.standard_normal(g.n) * 10.0 ** rng.integers(-30, 31, g.n)).astype(np.float32)
+    else:
+        x = (rng.random(g.n) < 0.9).astype(np.float32)
+    fast, slow, taken = _both(x, g, monkeypatch, eps=0.0)
+    assert taken == [True]
+    np.testing.assert_array_equal(fast, slow)
+    for grp in rng.choice(g.n_groups, size=200, replace=False):
+        vals = [Fraction(float(v)) for v in x[16 * grp: 16 * grp + 16]]
+        mean = sum(vals) / 16
+        var = sum((v - mean) ** 2 for v in vals) / 16
+        got = fast[16 * grp: 16 * grp + 16]
+        if var == 0:
+            assert (got == 0.0).all()
+            continue
+        std = Fraction(float(var) ** 0.5)  # the float64 sqrt: relative error 2**-53
+        want = np.array([float((v - mean) / std) for v in vals], dtype=np.float32)
+        np.testing.assert_allclose(got, want, rtol=2.5e-7, atol=0)
