@@ -155,8 +155,8 @@ class Grouping:
                     for s in range(0, self.n, step)]
         offs = self.offsets
         # the first group boundary at or after each multiple of target
-        cuts = np.unique(np.searchsorted(offs, np.arange(target, self.n, target)))
-        cuts = [0] + [int(c) for c in cuts if 0 < c < self.n_groups] + [self.n_groups]
+        at = np.unique(np.searchsorted(offs, np.arange(target, self.n, target)))
+        cuts = [0] + [int(c) for c in at if 0 < c < self.n_groups] + [self.n_groups]
         out = []
         for j0, j1 in zip(cuts[:-1], cuts[1:]):
             s, e = int(offs[j0]), int(offs[j1])
