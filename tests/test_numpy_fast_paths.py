@@ -224,3 +224,26 @@ def test_plain_path_pieces_are_accurate_on_hostile_float32(monkeypatch, regime):
         std = Fraction(float(var) ** 0.5)  # the float64 sqrt: relative error 2**-53
         want = np.array([float((v - mean) / std) for v in vals], dtype=np.float32)
         np.testing.assert_allclose(got, want, rtol=2.5e-7, atol=0)
+
+
+def test_a_call_made_during_a_call_gets_its_own_buffer(monkeypatch):
+    """The plain case's per-thread buffer is taken out while in use: a call made in the middle
+    of another (as a signal handler may) does not overwrite the first call's residuals."""
+    g = N.grouping_uniform(4096, 16)
+    x, y = (np.random.default_rng(s).random(4096).astype(np.float32) for s in (1, 2))
+    want = np.empty_like(x)
+    N.advantages(x, want, g, "mean", "group", 0, 0.0, "zero", "raise", 0)
+    inner = np.empty_like(y)
+    real = N._plain_policy
+
+    def policy_and_a_nested_call(*a):
+        monkeypatch.setattr(N, "_plain_policy", real)
+        N.advantages(y, inner, g, "mean", "group", 0, 0.0, "zero", "raise", 0)
+        return real(*a)
+
+    monkeypatch.setattr(N, "_plain_policy", policy_and_a_nested_call)
+    got = np.empty_like(x)
+    N.advantages(x, got, g, "mean", "group", 0, 0.0, "zero", "raise", 0)
+    np.testing.assert_array_equal(got, want)
+    N.advantages(y, want, g, "mean", "group", 0, 0.0, "zero", "raise", 0)
+    np.testing.assert_array_equal(inner, want)

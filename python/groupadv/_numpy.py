@@ -753,17 +753,22 @@ def _policy(m, center, scale, ddof, eps, singleton, batch_d):
 # singleton="raw"/"error") returns None / False, and the call takes the general stages above.
 
 _local = threading.local()  # the float64 buffer of this thread's plain calls
-_KEEP = 1 << 18  # the most float64 values kept between calls (1 MiB); larger buffers are fresh
+_KEEP = 1 << 18  # the most float64 values kept between calls (2 MiB); larger buffers are fresh
 
 
-def _buffer(n: int) -> np.ndarray:
-    """n float64 values of scratch, reused by this thread's calls (no page faults, no zeroing)."""
-    if n > _KEEP:
-        return np.empty(n)
-    buf = getattr(_local, "buf", None)
-    if buf is None:
-        buf = _local.buf = np.empty(_KEEP)
-    return buf[:n]
+def _borrow(n: int) -> np.ndarray:
+    """At least n float64 values of scratch: this thread's kept buffer (no page faults, no
+    zeroing), taken out while in use, so that a call made meanwhile (a signal handler's) gets
+    its own."""
+    buf = _local.__dict__.pop("buf", None)
+    if buf is None or len(buf) < n:
+        buf = np.empty(max(n, _KEEP) if n <= _KEEP else n)
+    return buf
+
+
+def _give_back(buf: np.ndarray) -> None:
+    if len(buf) <= _KEEP:
+        _local.buf = buf
 
 
 def _plain_moments(x: np.ndarray, g: Grouping, res: np.ndarray):
@@ -824,20 +829,23 @@ def _plain_advantages(x, g, ddof, eps, singleton, out) -> bool:
     if out.dtype != x.dtype or (singleton != "zero" and _has_singletons(g)):
         return False  # one-reward groups that another singleton rule treats
     pieces = g.pieces()
-    buf = _buffer(max(e - s for s, e, _ in pieces) if len(pieces) > 1 else g.n)
-    for s, e, gp in pieces:
-        res = buf[: e - s]
-        m2 = _plain_moments(x[s:e], gp, res)
-        if m2 is None:
-            return False
-        b = _plain_policy(gp, m2, ddof, eps)
-        # apply: in cache, a float64 product and then a narrowing copy beat numpy's buffered cast
-        rv = gp.view(res)
-        if out.dtype == np.float64:
-            np.multiply(rv, gp.spread(b), out=gp.view(out[s:e]))
-        else:
-            np.multiply(rv, gp.spread(b), out=rv)
-            np.copyto(out[s:e], res, casting="unsafe")
+    buf = _borrow(max(e - s for s, e, _ in pieces) if len(pieces) > 1 else g.n)
+    try:
+        for s, e, gp in pieces:
+            res = buf[: e - s]
+            m2 = _plain_moments(x[s:e], gp, res)
+            if m2 is None:
+                return False
+            b = _plain_policy(gp, m2, ddof, eps)
+            # apply: in cache, a float64 product and then a narrowing copy beat numpy's buffered cast
+            rv = gp.view(res)
+            if out.dtype == np.float64:
+                np.multiply(rv, gp.spread(b), out=gp.view(out[s:e]))
+            else:
+                np.multiply(rv, gp.spread(b), out=rv)
+                np.copyto(out[s:e], res, casting="unsafe")
+    finally:
+        _give_back(buf)
     return True
 
 
