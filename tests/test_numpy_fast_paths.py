@@ -147,3 +147,103 @@ def test_a_spread_beyond_float64_is_the_overflow_error_on_both_paths():
     x, g = np.array([1.7e308, -1.7e308, 1.0, 2.0]), N.grouping_uniform(4, 2)
     with pytest.raises(AdvantageOverflowError, match="group 0"):
         N.advantages(x, np.empty(4), g, "mean", "group", 0, 0.0, "zero", "raise", 0)
+
+
+def _big_layouts(rng):
+    """Layouts longer than a piece of the plain case (Grouping.pieces): uniform rows that do and
+    do not fill a piece, and ragged groups with empty groups and one group longer than a piece."""
+    p = N._PIECE
+    yield N.grouping_uniform(16 * (p // 8 + 37), 16)
+    yield N.grouping_uniform(3 * 1000 * (p // 1000 + 1), 1000)
+    sizes = rng.integers(0, 40, size=3 * p // 20)
+    sizes[len(sizes) // 2] = p + 123  # one group longer than a piece
+    offsets = np.concatenate(([0], np.cumsum(sizes)))
+    yield N.grouping_offsets(int(offsets[-1]), offsets)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plain_path_piece_by_piece_gives_the_bits_of_the_whole(monkeypatch, dtype):
+    rng = np.random.default_rng(11)
+    for g in _big_layouts(rng):
+        assert len(g.pieces()) > 1
+        x = (rng.random(g.n) * 10.0**rng.integers(-3, 4)).astype(dtype)
+        x[: g.n // 4] = 1.5  # all-equal groups
+        fast, slow, taken = _both(x, g, monkeypatch, eps=1e-6)
+        assert taken == [True]
+        np.testing.assert_array_equal(fast, slow)
+        whole = np.empty_like(x)  # the same call in one piece
+        monkeypatch.setattr(g, "_pieces", [(0, g.n, g)])
+        with np.errstate(all="ignore"):  # as the backend's entry points (empty groups: 0 / 0)
+            assert _PLAIN(x, g, 0, 1e-6, "zero", whole)
+        np.testing.assert_array_equal(fast, whole)
+        assert (fast[: g.n // 4 - 1000] == 0.0).all()
+
+
+def test_a_nan_in_a_late_piece_takes_the_general_stages(monkeypatch):
+    g = N.grouping_uniform(16 * (N._PIECE // 8), 16)
+    x = np.random.default_rng(5).random(g.n).astype(np.float32)
+    x[-3] = np.nan
+    fast, slow, taken = _both(x, g, monkeypatch, nan="propagate")
+    assert taken == [False]
+    np.testing.assert_array_equal(fast, slow)
+    assert np.isnan(fast[-16:]).all() and np.isfinite(fast[:-16]).all()
+    from groupadv.errors import NonFiniteRewardError
+
+    with pytest.raises(NonFiniteRewardError, match=rf"rewards\[{g.n - 3}\] is NaN"):
+        N.advantages(x, np.empty_like(x), g, "mean", "group", 0, 0.0, "zero", "raise", 0)
+
+
+@pytest.mark.parametrize("regime", ["offset", "near-ties", "wide", "binary"])
+def test_plain_path_pieces_are_accurate_on_hostile_float32(monkeypatch, regime):
+    """Several pieces of float32 rewards that defeat a one-pass variance (a large offset, ties
+    at one ulp, spreads over 1e+-30, 0/1 with all-equal groups), against exact fractions."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(21)
+    g = N.grouping_uniform(16 * (N._PIECE // 8 + 5), 16)
+    if regime == "offset":
+        x = (1e4 + rng.random(g.n) * 1e-2).astype(np.float32)
+    elif regime == "near-ties":
+        x = np.nextafter(np.float32(3.0), np.float32(4.0), dtype=np.float32) * np.ones(g.n, np.float32)
+        x[rng.random(g.n) < 0.2] = np.float32(3.0)
+    elif regime == "wide":
+        x = (rng.standard_normal(g.n) * 10.0 ** rng.integers(-30, 31, g.n)).astype(np.float32)
+    else:
+        x = (rng.random(g.n) < 0.9).astype(np.float32)
+    fast, slow, taken = _both(x, g, monkeypatch, eps=0.0)
+    assert taken == [True]
+    np.testing.assert_array_equal(fast, slow)
+    for grp in rng.choice(g.n_groups, size=200, replace=False):
+        vals = [Fraction(float(v)) for v in x[16 * grp: 16 * grp + 16]]
+        mean = sum(vals) / 16
+        var = sum((v - mean) ** 2 for v in vals) / 16
+        got = fast[16 * grp: 16 * grp + 16]
+        if var == 0:
+            assert (got == 0.0).all()
+            continue
+        std = Fraction(float(var) ** 0.5)  # the float64 sqrt: relative error 2**-53
+        want = np.array([float((v - mean) / std) for v in vals], dtype=np.float32)
+        np.testing.assert_allclose(got, want, rtol=2.5e-7, atol=0)
+
+
+def test_a_call_made_during_a_call_gets_its_own_buffer(monkeypatch):
+    """The plain case's per-thread buffer is taken out while in use: a call made in the middle
+    of another (as a signal handler may) does not overwrite the first call's residuals."""
+    g = N.grouping_uniform(4096, 16)
+    x, y = (np.random.default_rng(s).random(4096).astype(np.float32) for s in (1, 2))
+    want = np.empty_like(x)
+    N.advantages(x, want, g, "mean", "group", 0, 0.0, "zero", "raise", 0)
+    inner = np.empty_like(y)
+    real = N._plain_policy
+
+    def policy_and_a_nested_call(*a):
+        monkeypatch.setattr(N, "_plain_policy", real)
+        N.advantages(y, inner, g, "mean", "group", 0, 0.0, "zero", "raise", 0)
+        return real(*a)
+
+    monkeypatch.setattr(N, "_plain_policy", policy_and_a_nested_call)
+    got = np.empty_like(x)
+    N.advantages(x, got, g, "mean", "group", 0, 0.0, "zero", "raise", 0)
+    np.testing.assert_array_equal(got, want)
+    N.advantages(y, want, g, "mean", "group", 0, 0.0, "zero", "raise", 0)
+    np.testing.assert_array_equal(inner, want)

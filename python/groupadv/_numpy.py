@@ -19,7 +19,10 @@ exactly its value). The error messages are the core's, so both backends agree to
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -36,7 +39,7 @@ _NANS = ("raise", "propagate", "omit")
 # sqrt(M2) outside [_TINY, _HUGE]: squared deviations may have under/overflowed float64, so the
 # moments are kept scaled by a power of two near the largest deviation (exact rescaling).
 _TINY, _HUGE = 1e-140, 1e150
-_SMALL = 1 << 16  # rewards up to which a call's buffers stay in cache (BLAS row sums pay off there)
+_PIECE = 1 << 16  # rewards per piece of the plain case at most: a piece's buffers stay in cache
 _LIFT = 2.0**60  # the core's lift of residuals whose 1/denominator overflows (exact scaling)
 
 _OVERFLOW = (
@@ -69,7 +72,8 @@ class Grouping:
     kind "uniform" (``size``), "ragged" (contiguous groups, ``offsets``) or "permuted"
     (labels in any order: ``labels`` = the group code of each reward)."""
 
-    __slots__ = ("n", "n_groups", "kind", "size", "offsets", "labels", "first", "_sizes", "_all_live", "_counts", "_consts")
+    __slots__ = ("n", "n_groups", "kind", "size", "offsets", "labels", "first", "_sizes", "_all_live", "_counts",
+                 "_consts", "_pieces")
 
     def __init__(self, n, n_groups, kind, *, size=0, offsets=None, labels=None, first=None, sizes=None):
         self.n, self.n_groups, self.kind = int(n), int(n_groups), kind
@@ -82,6 +86,7 @@ class Grouping:
         self._all_live = bool(sizes.all()) if sizes is not None else True
         self._counts = None
         self._consts = None
+        self._pieces: Any = None
 
     def consts(self):
         """Read-only per-group constants, made once: (ones, falses, ones of a row)."""
@@ -124,12 +129,40 @@ class Grouping:
         if self.kind == "uniform":
             if v.dtype != np.float64:
                 return v.sum(axis=1, dtype=np.float64)
-            # Row sums: einsum is several times faster than sum(axis=1) on short rows; small
-            # inputs go through BLAS (rows times ones), whose threads do not pay off above that.
-            return v @ self.consts()[2] if v.size <= _SMALL else np.einsum("ij->i", v)
+            # Row sums: einsum is several times faster than sum(axis=1) on short rows, and a
+            # row's sum does not depend on the rows around it (BLAS's rows-times-ones does: its
+            # kernels round a row differently by its position and alignment).
+            return np.einsum("ij->i", v)
         if self.kind == "permuted":
             return np.bincount(self.labels, weights=v, minlength=self.n_groups)
         return self._reduceat(np.add, v, 0.0, np.float64)
+
+    def pieces(self) -> list:
+        """The layout cut into consecutive pieces of whole groups, of equal length up to
+        ``_PIECE`` rewards, as ``(start, end, Grouping of the piece)``; labelled groups are one
+        piece. A group's sums do not depend on the piece it is in, so piece by piece gives the
+        bits of the whole."""
+        if self.kind == "permuted" or self.n <= _PIECE:
+            return [(0, self.n, self)]  # (not kept: a layout holding itself would be a cycle for the gc)
+        if self._pieces is None:
+            self._pieces = self._cut(-(-self.n // -(-self.n // _PIECE)))
+        return self._pieces
+
+    def _cut(self, target: int) -> list:
+        if self.kind == "uniform":
+            step = max(1, -(-target // self.size)) * self.size
+            return [(s, min(s + step, self.n), grouping_uniform(min(step, self.n - s), self.size))
+                    for s in range(0, self.n, step)]
+        offs = self.offsets
+        # the first group boundary at or after each multiple of target
+        at = np.unique(np.searchsorted(offs, np.arange(target, self.n, target)))
+        cuts = [0] + [int(c) for c in at if 0 < c < self.n_groups] + [self.n_groups]
+        out = []
+        for j0, j1 in zip(cuts[:-1], cuts[1:]):
+            s, e = int(offs[j0]), int(offs[j1])
+            out.append((s, e, Grouping(e - s, j1 - j0, "ragged", offsets=offs[j0:j1 + 1] - s,
+                                       sizes=self._sizes[j0:j1])))
+        return out
 
     def reduce(self, ufunc, v: np.ndarray, empty) -> np.ndarray:
         """Per-group ``ufunc`` reduction (``empty`` for a group without members)."""
@@ -266,10 +299,11 @@ def grouping_ids_bytes(rows: np.ndarray) -> tuple[Grouping, np.ndarray]:
 
 
 def grouping_ids_str(ids) -> tuple[Grouping, np.ndarray]:
-    """str labels, numbered by first appearance with a dict (hashing each str once; equal labels
-    that are the same object, as ``np.repeat`` and verl's ``DataProto.repeat`` make them, are
-    found by identity before any comparison). An object array whose labels come in runs (each
-    group contiguous, in any order) is cut into runs first and only the run heads are hashed."""
+    """str labels, numbered by first appearance with a dict, in one C-level pass (hashing each str
+    once; equal labels that are the same object, as ``np.repeat`` and verl's ``DataProto.repeat``
+    make them, are found by identity before any comparison). An object array whose labels come
+    in runs (each group contiguous, in any order) is cut into runs first and only the run heads
+    are hashed."""
     n = len(ids)
     if n == 0:
         raise ValueError("rewards is empty")
@@ -277,23 +311,27 @@ def grouping_ids_str(ids) -> tuple[Grouping, np.ndarray]:
         return _from_labels(np.array(list(ids), dtype=object))  # its error names the limit
     heads = _run_heads(ids) if isinstance(ids, np.ndarray) else None
     items = ids if heads is None else ids[heads]
+    m = len(items)
+    seen: dict = {}
     try:
-        seen: dict = dict.fromkeys(items)  # C loops: one hash per label here, one lookup below
+        # each label's position of first appearance: setdefault keeps the first one it was given
+        firsts = np.fromiter(map(seen.setdefault, items, itertools.count()), np.int64, count=m)
     except Exception:  # noqa: BLE001 - not all str: the caller's generic path names the problem
         raise TypeError("group_ids are not all str") from None
-    for code, label in enumerate(seen):
-        seen[label] = code  # first appearance order (values only: the dict keeps its size)
-    codes = np.fromiter(map(seen.__getitem__, items), np.int64, count=len(items))
-    if not all(isinstance(label, str) for label in seen):
+    if not all(map(isinstance, seen, itertools.repeat(str))):
         i = next(i for i, item in enumerate(ids) if not isinstance(item, str))
         raise TypeError(f"group_ids[{i}] is not a str (got {type(ids[i]).__name__})")
-    k = len(seen)
-    if heads is not None:
-        if k == len(heads):  # every label one run: contiguous groups
-            offsets = np.append(heads, n).astype(np.int64)
-            return Grouping(n, k, "ragged", offsets=offsets), heads
-        codes = np.repeat(codes, np.diff(np.append(heads, n)))
-    return _from_codes(codes, k)
+    lead = np.flatnonzero(firsts == np.arange(m))  # the first appearances, in order
+    k = len(lead)
+    code_of = np.empty(m, dtype=np.int64)
+    code_of[lead] = np.arange(k)
+    codes = code_of[firsts]
+    if heads is None:
+        return _from_codes(codes, k, lead)
+    if k == len(heads):  # every label one run: contiguous groups
+        offsets = np.append(heads, n).astype(np.int64)
+        return Grouping(n, k, "ragged", offsets=offsets), heads
+    return _from_codes(np.repeat(codes, np.diff(np.append(heads, n))), k, heads[lead])
 
 
 def _run_heads(labels: np.ndarray) -> np.ndarray | None:
@@ -312,14 +350,10 @@ def _run_heads(labels: np.ndarray) -> np.ndarray | None:
     return np.flatnonzero(change)
 
 
-def _from_codes(codes: np.ndarray, k: int) -> tuple[Grouping, np.ndarray]:
-    """A layout from codes 0..k-1 already numbered by first appearance."""
+def _from_codes(codes: np.ndarray, k: int, first: np.ndarray) -> tuple[Grouping, np.ndarray]:
+    """A layout from codes 0..k-1 numbered by first appearance, and the position of each
+    group's first reward."""
     n = len(codes)
-    top = np.maximum.accumulate(codes)
-    new = np.empty(n, dtype=bool)
-    new[0] = True
-    np.greater(top[1:], top[:-1], out=new[1:])  # code c first appears where the running max reaches c
-    first = np.flatnonzero(new)
     sizes = np.bincount(codes, minlength=k).astype(np.int64)
     if np.all(first[1:] == np.cumsum(sizes)[:-1]):  # contiguous labels: offsets are cheaper
         offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
@@ -570,7 +604,7 @@ def _check(center, scale, ddof, eps, singleton, nan):
             raise ValueError(f"{what} must be one of {names}, got {got!r}")
     if ddof not in (0, 1):
         raise ValueError(f"ddof must be 0 or 1, got {ddof}")
-    if not (np.isfinite(eps) and eps >= 0):
+    if not (math.isfinite(eps) and eps >= 0):  # math, not numpy: a µs per call at small N
         raise ValueError(f"eps must be a finite number >= 0, got {eps}")
 
 
@@ -712,55 +746,77 @@ def _policy(m, center, scale, ddof, eps, singleton, batch_d):
 
 # ============================================================================ the plain case
 # GRPO's z-score (center="mean", scale="group") of finite rewards without moments= or batch_std=
-# is nearly every call. Its stages in the fewest numpy calls: one float64 buffer, reused for the
+# is nearly every call. Its stages in the fewest numpy calls, piece by piece (Grouping.pieces:
+# whole groups, a piece's buffers in cache): one float64 buffer per thread, reused for the
 # residuals and the advantages; no per-group masks. Any case these functions do not cover exactly
 # (a non-finite reward, a spread that needs rescaling, a one-reward group under
-# singleton="raw"/"error") returns None, and the call takes the general stages above.
+# singleton="raw"/"error") returns None / False, and the call takes the general stages above.
+
+_local = threading.local()  # the float64 buffer of this thread's plain calls
+_KEEP = 1 << 18  # the most float64 values kept between calls (2 MiB); larger buffers are fresh
 
 
-def _plain_moments(x: np.ndarray, g: Grouping):
-    """Moments stage, plain case: (residuals r - mean in a fresh float64 buffer in the working
-    shape, M2 per group), or None. float32: the float64 sum of a group is exact (n < 2**29), so
-    an all-equal group's mean is its value; float64: relative to each group's first reward."""
+def _borrow(n: int) -> np.ndarray:
+    """At least n float64 values of scratch: this thread's kept buffer (no page faults, no
+    zeroing), taken out while in use, so that a call made meanwhile (a signal handler's) gets
+    its own."""
+    buf = _local.__dict__.pop("buf", None)
+    if buf is None or len(buf) < n:
+        buf = np.empty(max(n, _KEEP) if n <= _KEEP else n)
+    return buf
+
+
+def _give_back(buf: np.ndarray) -> None:
+    if len(buf) <= _KEEP:
+        _local.buf = buf
+
+
+def _plain_moments(x: np.ndarray, g: Grouping, res: np.ndarray):
+    """Moments stage, plain case: the residuals r - mean written into ``res`` (float64, flat),
+    and M2 per group; or None. float32: the float64 sum of a group is exact (n < 2**29), so an
+    all-equal group's mean is its value; float64: relative to each group's first reward."""
     count = g.counts()  # 0 for an empty group: its NaN mean is spread over no reward
+    rv = g.view(res)
     if x.dtype == np.float32:
         if g.n >= 2**29:
             return None
-        res = g.view(x.astype(np.float64))
-        total = g.sum(res)
-        if not np.isfinite(total.sum()):  # a NaN or inf reward (float32 sums cannot overflow)
+        np.copyto(res, x)  # exact; float64 passes from here on
+        total = g.sum(rv)
+        if not math.isfinite(total.sum()):  # a NaN or inf reward (float32 sums cannot overflow)
             return None
-        np.subtract(res, g.spread(total / count), out=res)
+        np.subtract(rv, g.spread(total / count), out=rv)
     else:
         xv = g.view(x)
         first = xv[:, 0] if g.kind == "uniform" else x[np.minimum(g.first_members(), g.n - 1)]
-        res = xv - g.spread(first)
-        total = g.sum(res)
-        if not np.isfinite(total.sum()):  # a non-finite reward, or a spread beyond float64
+        np.subtract(xv, g.spread(first), out=rv)
+        total = g.sum(rv)
+        if not math.isfinite(total.sum()):  # a non-finite reward, or a spread beyond float64
             return None
         # The general stage's arithmetic exactly (mean = first + sum / count, then r - mean),
         # so that both paths, and so every layout, give the same bits; exact 0 when all equal.
-        np.subtract(xv, g.spread(first + total / count), out=res)
+        np.subtract(xv, g.spread(first + total / count), out=rv)
     # Row dots for uniform groups (no temporary); the other layouts reduce the squares.
-    m2 = np.einsum("ij,ij->i", res, res) if g.kind == "uniform" else g.sum(np.square(res))
+    m2 = np.einsum("ij,ij->i", rv, rv) if g.kind == "uniform" else g.sum(np.square(res))
     if x.dtype != np.float32:
         # float64 squared deviations may have under/overflowed (float32 ones cannot): the
         # rescaled general path; m2 == 0 is an all-equal group only if no residual is nonzero.
         zero = m2 == 0.0
         if not (zero | ((m2 >= _TINY**2) & (m2 <= _HUGE**2))).all():
             return None
-        if zero.any() and g.sum(np.abs(res))[zero].any():
+        if zero.any() and g.sum(np.abs(rv))[zero].any():
             return None
-    return res, m2
+    return m2
 
 
 def _plain_policy(g: Grouping, m2: np.ndarray, ddof: int, eps: float) -> np.ndarray:
     """Policy stage, plain case: b = 1 / (std + eps) per group, exactly 0 for a group without
     spread (and for a one-reward or empty group: singleton="zero") whatever eps. The std is >= ~1e-70
     here (_plain_moments), so b is finite and needs no lift."""
-    count = g.counts()
+    count = g.size if g.kind == "uniform" else g.counts()  # a scalar divides faster, to the same bits
     std = np.sqrt(m2 / (count - ddof) if ddof else m2 / count)  # NaN for one reward and ddof=1
-    return np.divide(1.0, std + eps if eps else std, out=np.zeros_like(std), where=std > 0.0)
+    b = 1.0 / (std + eps if eps else std)
+    b[~(std > 0.0)] = 0.0  # (a masked divide is several times slower)
+    return b
 
 
 def _has_singletons(g: Grouping) -> bool:
@@ -768,20 +824,28 @@ def _has_singletons(g: Grouping) -> bool:
 
 
 def _plain_advantages(x, g, ddof, eps, singleton, out) -> bool:
-    """The plain case end to end (moments, policy, apply into ``out``); False when it does not
-    apply (nothing written then)."""
+    """The plain case end to end (moments, policy, apply into ``out``), piece by piece; False
+    when it does not apply (the general stages then write all of ``out``)."""
     if out.dtype != x.dtype or (singleton != "zero" and _has_singletons(g)):
         return False  # one-reward groups that another singleton rule treats
-    moments = _plain_moments(x, g)
-    if moments is None:
-        return False
-    res, m2 = moments
-    b = _plain_policy(g, m2, ddof, eps)
-    if out.dtype == np.float64 or g.n > _SMALL:
-        np.multiply(res, g.spread(b), out=g.view(out), casting="unsafe")
-    else:  # in cache, a float64 product and then a narrowing copy beat numpy's buffered cast
-        np.multiply(res, g.spread(b), out=res)
-        np.copyto(out, res.reshape(-1), casting="unsafe")
+    pieces = g.pieces()
+    buf = _borrow(max(e - s for s, e, _ in pieces) if len(pieces) > 1 else g.n)
+    try:
+        for s, e, gp in pieces:
+            res = buf[: e - s]
+            m2 = _plain_moments(x[s:e], gp, res)
+            if m2 is None:
+                return False
+            b = _plain_policy(gp, m2, ddof, eps)
+            # apply: in cache, a float64 product and then a narrowing copy beat numpy's buffered cast
+            rv = gp.view(res)
+            if out.dtype == np.float64:
+                np.multiply(rv, gp.spread(b), out=gp.view(out[s:e]))
+            else:
+                np.multiply(rv, gp.spread(b), out=rv)
+                np.copyto(out[s:e], res, casting="unsafe")
+    finally:
+        _give_back(buf)
     return True
 
 
