@@ -11,12 +11,15 @@ use crate::simd;
 
 /// Up to BLOCK groups; group j is `x[spans[j].0..spans[j].1]`, written to the same positions
 /// of `out` (`x` and `out` cover the whole batch, so chunks may read past a group's end).
-/// `g0` is the index of the first group (for error reports).
+/// `g0` is the index of the first group (for error reports); `(shortest, longest)` are the
+/// smallest and largest group sizes of the block (found by the caller while it fills `spans`:
+/// read back here as vectors, the freshly stored spans stalled on store forwarding).
 #[inline(always)]
 pub(super) fn block<T: Real, const AVX: bool, W: Lanes>(
     x: &[T],
     out: &mut [T],
     spans: &[(usize, usize)],
+    (shortest, longest): (usize, usize),
     g0: usize,
     p: &Params,
     batch: Denom,
@@ -33,10 +36,6 @@ pub(super) fn block<T: Real, const AVX: bool, W: Lanes>(
     // A whole block of groups of up to 32 values whose chunks all stay in the batch runs the
     // same number of chunks for every group (`simd::*_fixed`): no branch on group sizes.
     // (Blocks of equal sizes keep the per-group loops: they predict well and do no extra work.)
-    let (mut shortest, mut longest) = (usize::MAX, 0);
-    for &(a, b) in spans {
-        (shortest, longest) = (shortest.min(b - a), longest.max(b - a));
-    }
     let chunks = longest.div_ceil(8).max(1);
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     let fixed = simd
