@@ -43,14 +43,30 @@ pub(super) fn block<T: Real, const AVX: bool, W: Lanes>(
         && shortest != longest
         && chunks <= 4
         && spans[nb - 1].0 + 8 * chunks <= x.len();
-    let args = (x, out, spans, longest, g0);
+    let blk = Block {
+        spans,
+        longest,
+        g0,
+        simd,
+    };
     match (fixed, chunks) {
-        (false, _) => chunked::<T, AVX, W, 0>(args, p, batch, simd),
-        (true, 1) => chunked::<T, AVX, W, 1>(args, p, batch, simd),
-        (true, 2) => chunked::<T, AVX, W, 2>(args, p, batch, simd),
-        (true, 3) => chunked::<T, AVX, W, 3>(args, p, batch, simd),
-        (true, _) => chunked::<T, AVX, W, 4>(args, p, batch, simd),
+        (false, _) => chunked::<T, AVX, W, 0>(x, out, blk, p, batch),
+        (true, 1) => chunked::<T, AVX, W, 1>(x, out, blk, p, batch),
+        (true, 2) => chunked::<T, AVX, W, 2>(x, out, blk, p, batch),
+        (true, 3) => chunked::<T, AVX, W, 3>(x, out, blk, p, batch),
+        (true, _) => chunked::<T, AVX, W, 4>(x, out, blk, p, batch),
     }
+}
+
+/// A block's groups, as `chunked` needs them.
+struct Block<'a> {
+    spans: &'a [(usize, usize)],
+    /// The largest group size.
+    longest: usize,
+    /// The index of the first group.
+    g0: usize,
+    /// The AVX loops may run (`block`).
+    simd: bool,
 }
 
 /// `block` with `C` chunks for every group (`simd::*_fixed`), or with per-group chunk counts
@@ -58,10 +74,16 @@ pub(super) fn block<T: Real, const AVX: bool, W: Lanes>(
 #[inline(always)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn chunked<T: Real, const AVX: bool, W: Lanes, const C: usize>(
-    (x, out, spans, longest, g0): (&[T], &mut [T], &[(usize, usize)], usize, usize),
+    x: &[T],
+    out: &mut [T],
+    Block {
+        spans,
+        longest,
+        g0,
+        simd,
+    }: Block,
     p: &Params,
     batch: Denom,
-    simd: bool,
 ) -> Result<(), (usize, Fault)> {
     let nb = spans.len();
     let fixed = cfg!(target_arch = "x86_64") && C > 0;
