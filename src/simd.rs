@@ -474,87 +474,92 @@ pub(crate) unsafe fn write_affine_in<T: Real, W: Wide>(
 // the following groups, written later and in order, overwrite (callers keep every chunk
 // inside the batch and write the groups in increasing order).
 
-/// Sum of `term` over `chunks` chunks from `x[a]`, each masked to the lanes before `b`.
+/// The accumulators of `term` over `C` chunks from `x[a]`, each masked to the lanes before `b`.
 #[inline(always)]
-unsafe fn sum_fixed<T: Real, W: Wide>(
+unsafe fn acc_fixed<T: Real, W: Wide, const C: usize>(
     x: *const T,
     a: usize,
     b: usize,
-    chunks: usize,
     term: impl Fn(W) -> W,
-) -> f64 {
+) -> W {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
     unsafe {
         let mut acc = W::zeros();
-        for c in 0..chunks {
-            let i = a + 8 * c;
-            acc = W::add(
-                acc,
-                W::masked(term(W::load(x.add(i))), W::lanes_below(b as i64 - i as i64)),
-            );
+        let n = (b - a) as i64;
+        for c in 0..C {
+            let lanes = W::lanes_below(n - 8 * c as i64);
+            acc = W::add(acc, W::masked(term(W::load(x.add(a + 8 * c))), lanes));
         }
-        hsum(W::halves(acc))
+        acc
     }
 }
 
-/// `sum_shifted_in` over `x[a..b]` as `chunks` masked chunks (reads `x[a..a + 8 chunks]`).
+/// Means and (with `m2`) sums of squared deviations of the eight groups `spans` of `x`, `C`
+/// masked chunks each (reads `x[a..a + 8 C]` of every group): the means are
+/// `x0 + sum_shifted_in / n` (x0 the group's first value; 0 for an empty group) and the M2
+/// `sum_sq_dev_in` around them, bit for bit, with the horizontal sums of four groups done
+/// together and the divisions side by side.
 #[inline(always)]
-pub(crate) unsafe fn sum_shifted_fixed<T: Real, W: Wide>(
+pub(crate) unsafe fn moments_fixed8<T: Real, W: Wide, const C: usize>(
     x: *const T,
-    a: usize,
-    b: usize,
-    shift: f64,
-    chunks: usize,
-) -> f64 {
+    spans: &[(usize, usize)],
+    mean: &mut [f64; 8],
+    m2: Option<&mut [f64; 8]>,
+) {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
     unsafe {
-        let s = W::splat(shift);
-        sum_fixed(x, a, b, chunks, |v: W| W::minus(v, s))
+        let zero = _mm256_setzero_pd();
+        for q in 0..2 {
+            let mut h = [zero; 4];
+            let (mut x0, mut n) = ([0.0f64; 4], [0.0f64; 4]);
+            for j in 0..4 {
+                let (a, b) = spans[4 * q + j];
+                x0[j] = (*x.add(a)).to_f64();
+                n[j] = (b - a) as f64;
+                let s = W::splat(x0[j]);
+                h[j] = W::halves(acc_fixed::<T, W, C>(x, a, b, |v: W| W::minus(v, s)));
+            }
+            let n = _mm256_loadu_pd(n.as_ptr());
+            let m = _mm256_add_pd(_mm256_loadu_pd(x0.as_ptr()), _mm256_div_pd(hsum4(h), n));
+            // Empty groups keep mean 0 (their 0 / 0 is masked out).
+            let m = _mm256_and_pd(m, _mm256_cmp_pd::<_CMP_GT_OQ>(n, zero));
+            _mm256_storeu_pd(mean.as_mut_ptr().add(4 * q), m);
+        }
+        let Some(m2) = m2 else { return };
+        for q in 0..2 {
+            let mut h = [zero; 4];
+            for j in 0..4 {
+                let (a, b) = spans[4 * q + j];
+                let m = W::splat(mean[4 * q + j]);
+                h[j] = W::halves(acc_fixed::<T, W, C>(x, a, b, |v: W| {
+                    W::squared(W::minus(v, m))
+                }));
+            }
+            _mm256_storeu_pd(m2.as_mut_ptr().add(4 * q), hsum4(h));
+        }
     }
 }
 
-/// `sum_sq_dev_in` over `x[a..b]` as `chunks` masked chunks.
-#[inline(always)]
-pub(crate) unsafe fn sum_sq_dev_fixed<T: Real, W: Wide>(
-    x: *const T,
-    a: usize,
-    b: usize,
-    mean: f64,
-    chunks: usize,
-) -> f64 {
-    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
-    unsafe {
-        let m = W::splat(mean);
-        sum_fixed(x, a, b, chunks, |v: W| W::squared(W::minus(v, m)))
-    }
-}
-
-/// Write (x_i - mu) * k over `x[a..a + 8 chunks]` to `out` (values past `b` are to be
+/// Write (x_i - mu) * k over `x[a..a + 8 C]` to `out` (values past `b` are to be
 /// overwritten by the following groups). With `probe`, false if a value of `[a, b)` is not
 /// finite in T.
 #[inline(always)]
-pub(crate) unsafe fn write_affine_fixed<T: Real, W: Wide>(
+pub(crate) unsafe fn write_affine_fixed<T: Real, W: Wide, const C: usize>(
     x: *const T,
     out: *mut T,
     (a, b): (usize, usize),
     mu: f64,
     k: f64,
     probe: bool,
-    chunks: usize,
 ) -> bool {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
     unsafe {
         let (m, kk) = (W::splat(mu), W::splat(k));
         let mut found = W::zeros();
-        for c in 0..chunks {
-            let i = a + 8 * c;
-            store_chunk::<T, W>(
-                (x, out, i),
-                (m, kk),
-                probe,
-                W::lanes_below(b as i64 - i as i64),
-                &mut found,
-            );
+        let n = (b - a) as i64;
+        for c in 0..C {
+            let lanes = W::lanes_below(n - 8 * c as i64);
+            store_chunk::<T, W>((x, out, a + 8 * c), (m, kk), probe, lanes, &mut found);
         }
         all_finite(found)
     }

@@ -137,7 +137,7 @@ fn write_batch_impl<T: Real, const AVX: bool, W: Lanes>(
                         for (j, grp) in (g0..g1).enumerate() {
                             spans[j] = ((grp - range.start) * g, (grp - range.start + 1) * g);
                         }
-                        block::<T, AVX, W>(xs, os, &spans[..g1 - g0], g0, p, batch)?;
+                        block::<T, AVX, W>(xs, os, &spans[..g1 - g0], (g, g), g0, p, batch)?;
                     }
                 }
             }
@@ -148,10 +148,14 @@ fn write_batch_impl<T: Real, const AVX: bool, W: Lanes>(
             let xs = &x[a..b];
             for g0 in range.clone().step_by(BLOCK) {
                 let g1 = (g0 + BLOCK).min(range.end);
+                let (mut shortest, mut longest) = (usize::MAX, 0);
                 for (j, g) in (g0..g1).enumerate() {
-                    spans[j] = (offsets[g] - a, offsets[g + 1] - a);
+                    let (s, e) = (offsets[g] - a, offsets[g + 1] - a);
+                    spans[j] = (s, e);
+                    (shortest, longest) = (shortest.min(e - s), longest.max(e - s));
                 }
-                block::<T, AVX, W>(xs, os, &spans[..g1 - g0], g0, p, batch)?;
+                let sizes = (shortest, longest);
+                block::<T, AVX, W>(xs, os, &spans[..g1 - g0], sizes, g0, p, batch)?;
             }
         }
     }

@@ -11,12 +11,15 @@ use crate::simd;
 
 /// Up to BLOCK groups; group j is `x[spans[j].0..spans[j].1]`, written to the same positions
 /// of `out` (`x` and `out` cover the whole batch, so chunks may read past a group's end).
-/// `g0` is the index of the first group (for error reports).
+/// `g0` is the index of the first group (for error reports); `(shortest, longest)` are the
+/// smallest and largest group sizes of the block (found by the caller while it fills `spans`:
+/// read back here as vectors, the freshly stored spans stalled on store forwarding).
 #[inline(always)]
 pub(super) fn block<T: Real, const AVX: bool, W: Lanes>(
     x: &[T],
     out: &mut [T],
     spans: &[(usize, usize)],
+    (shortest, longest): (usize, usize),
     g0: usize,
     p: &Params,
     batch: Denom,
@@ -31,69 +34,104 @@ pub(super) fn block<T: Real, const AVX: bool, W: Lanes>(
     // Chunked reads of the last group stay inside the batch: the AVX loops may run.
     let simd = cfg!(target_arch = "x86_64") && AVX && spans[nb - 1].1 + 8 <= x.len();
     // A whole block of groups of up to 32 values whose chunks all stay in the batch runs the
-    // same number of chunks for every group (`simd::*_fixed`): no branch on group sizes.
-    // (Blocks of equal sizes keep the per-group loops: they predict well and do no extra work.)
-    let (mut shortest, mut longest) = (usize::MAX, 0);
-    for &(a, b) in spans {
-        (shortest, longest) = (shortest.min(b - a), longest.max(b - a));
-    }
+    // same number of chunks for every group (`simd::*_fixed`, unrolled): no branch on group
+    // sizes. (Blocks of equal sizes keep the per-group loops: they predict well and do no
+    // extra work.)
     let chunks = longest.div_ceil(8).max(1);
-    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     let fixed = simd
         && nb == BLOCK
         && shortest != longest
         && chunks <= 4
         && spans[nb - 1].0 + 8 * chunks <= x.len();
+    let blk = Block {
+        spans,
+        longest,
+        g0,
+        simd,
+    };
+    match (fixed, chunks) {
+        (false, _) => chunked::<T, AVX, W, 0>(x, out, blk, p, batch),
+        (true, 1) => chunked::<T, AVX, W, 1>(x, out, blk, p, batch),
+        (true, 2) => chunked::<T, AVX, W, 2>(x, out, blk, p, batch),
+        (true, 3) => chunked::<T, AVX, W, 3>(x, out, blk, p, batch),
+        (true, _) => chunked::<T, AVX, W, 4>(x, out, blk, p, batch),
+    }
+}
+
+/// A block's groups, as `chunked` needs them.
+struct Block<'a> {
+    spans: &'a [(usize, usize)],
+    /// The largest group size.
+    longest: usize,
+    /// The index of the first group.
+    g0: usize,
+    /// The AVX loops may run (`block`).
+    simd: bool,
+}
+
+/// `block` with `C` chunks for every group (`simd::*_fixed`), or with per-group chunk counts
+/// (C = 0; the AVX loops where `simd`, else the generic ones).
+#[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn chunked<T: Real, const AVX: bool, W: Lanes, const C: usize>(
+    x: &[T],
+    out: &mut [T],
+    Block {
+        spans,
+        longest,
+        g0,
+        simd,
+    }: Block,
+    p: &Params,
+    batch: Denom,
+) -> Result<(), (usize, Fault)> {
+    let nb = spans.len();
+    let fixed = cfg!(target_arch = "x86_64") && C > 0;
     let mut mean = [0.0f64; BLOCK];
     let mut m2 = [0.0f64; BLOCK];
-    let mut n = [0.0f64; BLOCK];
-    // Shifted sums first, then all the means in one vector pass (a division per group
-    // waits on its sum; side by side the divisions overlap).
-    let (mut x0, mut sum) = ([0.0f64; BLOCK], [0.0f64; BLOCK]);
-    for (j, &(a, b)) in spans.iter().enumerate() {
-        if b > a {
-            x0[j] = x[a].to_f64();
-            n[j] = (b - a) as f64;
-            #[cfg(target_arch = "x86_64")]
-            if fixed {
-                // SAFETY: AVX2 is enabled (AVX); reads end before x.len() (checked above).
-                sum[j] =
-                    unsafe { simd::sum_shifted_fixed::<T, W>(x.as_ptr(), a, b, x0[j], chunks) };
-                continue;
-            }
-            #[cfg(target_arch = "x86_64")]
-            if simd {
-                // SAFETY: AVX2 is enabled (AVX); reads end before x.len() (checked above).
-                sum[j] = unsafe { simd::sum_shifted_in::<T, W>(x.as_ptr(), a, b, x0[j]) };
-                continue;
-            }
-            sum[j] = sum_shifted_in(x, a, b, x0[j]);
-        }
+    let n: [f64; BLOCK] =
+        std::array::from_fn(|j| spans.get(j).map_or(0.0, |&(a, b)| (b - a) as f64));
+    #[cfg(target_arch = "x86_64")]
+    if fixed {
+        let m2 = (p.scale == Scale::Group).then_some(&mut m2);
+        // SAFETY: AVX2 is enabled (AVX, as `fixed` implies); a whole block (nb = BLOCK) whose
+        // chunk reads end before x.len() (checked by `block`).
+        unsafe { simd::moments_fixed8::<T, W, C>(x.as_ptr(), spans, &mut mean, m2) };
     }
-    for j in 0..BLOCK {
-        // Empty groups (n = 0, also the unused tail of a short block) keep mean 0.
-        mean[j] = if n[j] > 0.0 {
-            x0[j] + sum[j] / n[j]
-        } else {
-            0.0
-        };
-    }
-    if p.scale == Scale::Group {
+    if !fixed {
+        // Shifted sums first, then all the means in one vector pass (a division per group
+        // waits on its sum; side by side the divisions overlap).
+        let (mut x0, mut sum) = ([0.0f64; BLOCK], [0.0f64; BLOCK]);
         for (j, &(a, b)) in spans.iter().enumerate() {
-            #[cfg(target_arch = "x86_64")]
-            if fixed {
-                // SAFETY: as above.
-                m2[j] =
-                    unsafe { simd::sum_sq_dev_fixed::<T, W>(x.as_ptr(), a, b, mean[j], chunks) };
-                continue;
+            if b > a {
+                x0[j] = x[a].to_f64();
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    // SAFETY: AVX2 is enabled (AVX); reads end before x.len() (checked above).
+                    sum[j] = unsafe { simd::sum_shifted_in::<T, W>(x.as_ptr(), a, b, x0[j]) };
+                    continue;
+                }
+                sum[j] = sum_shifted_in(x, a, b, x0[j]);
             }
-            #[cfg(target_arch = "x86_64")]
-            if simd {
-                // SAFETY: as above.
-                m2[j] = unsafe { simd::sum_sq_dev_in::<T, W>(x.as_ptr(), a, b, mean[j]) };
-                continue;
+        }
+        for j in 0..BLOCK {
+            // Empty groups (n = 0, also the unused tail of a short block) keep mean 0.
+            mean[j] = if n[j] > 0.0 {
+                x0[j] + sum[j] / n[j]
+            } else {
+                0.0
+            };
+        }
+        if p.scale == Scale::Group {
+            for (j, &(a, b)) in spans.iter().enumerate() {
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    // SAFETY: as above.
+                    m2[j] = unsafe { simd::sum_sq_dev_in::<T, W>(x.as_ptr(), a, b, mean[j]) };
+                    continue;
+                }
+                m2[j] = sum_sq_dev_in(x, a, b, mean[j]);
             }
-            m2[j] = sum_sq_dev_in(x, a, b, mean[j]);
         }
     }
     // The affine maps side by side, as in `uniform`; an unusual group (fewer than 2
@@ -101,6 +139,47 @@ pub(super) fn block<T: Real, const AVX: bool, W: Lanes>(
     let centred = p.center != Center::None;
     let k = block_affine(&n, &m2, p, batch);
     let known = p.scale == Scale::Group;
+    // Centred on its own finite mean (|mean - mu| = 0), `cannot_overflow` reduces to a
+    // bound on n, which grows with n: checked once for the longest group, without products.
+    let proven = centred && known && cannot_overflow::<T>(longest as f64, 0.0, 0.0, 0.0, true);
+    #[cfg(target_arch = "x86_64")]
+    if fixed && proven {
+        // Every group written by the vector loop, then the unusual ones (fewer than 2
+        // rewards, non-finite, guarded: found in one vector pass, plain `&`/`|` without a
+        // branch per group, as in `uniform`) rewritten by the rules. Their first writes are
+        // overwritten: inside the group by `finish_group`, past it by the following groups.
+        let mut unusual = 0u32;
+        for j in 0..BLOCK {
+            let finite = (mean[j].abs() < f64::INFINITY) & (k[j].abs() < f64::INFINITY);
+            let usual = (n[j] >= 2.0) & finite & !guarded::<T>(n[j] as usize, mean[j], m2[j], p);
+            unusual |= (!usual as u32) << j;
+        }
+        for (j, &(a, b)) in spans.iter().enumerate() {
+            // SAFETY: AVX2 is enabled (AVX); the chunk reads and writes end before x.len()
+            // (checked by `block`); the stores past b are overwritten by the following
+            // groups, written after this one; this thread owns `out`. No probe: `proven`.
+            unsafe {
+                simd::write_affine_fixed::<T, W, C>(
+                    x.as_ptr(),
+                    out.as_mut_ptr(),
+                    (a, b),
+                    mean[j],
+                    k[j],
+                    false,
+                )
+            };
+        }
+        while unusual != 0 {
+            let j = unusual.trailing_zeros() as usize;
+            unusual &= unusual - 1;
+            let (a, b) = spans[j];
+            if b > a {
+                finish_group(&x[a..b], &mut out[a..b], mean[j], m2[j], p, batch)
+                    .map_err(|f| (g0 + j, f))?;
+            }
+        }
+        return Ok(());
+    }
     for j in 0..nb {
         let (a, b) = spans[j];
         let usual = b - a >= 2
@@ -115,23 +194,18 @@ pub(super) fn block<T: Real, const AVX: bool, W: Lanes>(
             continue;
         }
         let mu = if centred { mean[j] } else { 0.0 };
-        // Centred on its own finite mean (|mean - mu| = 0), `cannot_overflow` reduces to a
-        // bound on n: checked first, without the products.
-        let proven = centred && known && cannot_overflow::<T>(n[j], 0.0, 0.0, 0.0, true);
         let probe = !proven && !cannot_overflow::<T>(n[j], mean[j], mu, k[j], known);
         #[cfg(target_arch = "x86_64")]
         if fixed {
-            // SAFETY: as above; the stores past b stay in the batch and are overwritten by
-            // the following groups, written after this one; this thread owns the batch.
+            // SAFETY: as above.
             if !unsafe {
-                simd::write_affine_fixed::<T, W>(
+                simd::write_affine_fixed::<T, W, C>(
                     x.as_ptr(),
                     out.as_mut_ptr(),
                     (a, b),
                     mu,
                     k[j],
                     probe,
-                    chunks,
                 )
             } {
                 return Err((g0 + j, Fault::Overflow));
