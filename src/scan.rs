@@ -15,7 +15,7 @@ use crate::parallel::{resolve_threads, SERIAL_BELOW};
 use crate::real::Real;
 use crate::stats::Moments;
 use crate::token::Mask;
-use crate::token::Weights;
+use crate::token::{Span, Weights};
 use crate::whiten::slice_moments_w;
 use std::ops::Range;
 
@@ -113,10 +113,6 @@ fn row_fault<T: Real>(
     ScanError::Overflow { row }
 }
 
-fn first_error(errs: impl IntoIterator<Item = Option<ScanError>>) -> Result<(), ScanError> {
-    errs.into_iter().flatten().next().map_or(Ok(()), Err)
-}
-
 /// Discounted returns `G_t = r_t + gamma * G_{t+1}` of every response (see the module doc
 /// for masked tokens), into `out` (same length as `rewards`).
 pub fn discounted_returns<T: Real>(
@@ -132,7 +128,8 @@ pub fn discounted_returns<T: Real>(
 /// Discounted returns into `out` in one pass that may also write `minus = (baselines, adv)`:
 /// `adv[i] = ret[i] - baselines[row] * mask[i]`, each product and difference rounded to `T`
 /// as torch computes it in `T` (verl remax), and with `stats` return the masked moments of
-/// the returns (the statistics of a whitening that follows).
+/// the returns (the statistics of a whitening that follows) and, for a 0/1 mask, each
+/// response's [`Span`] (so that the whitening's write reads no mask where it is one run).
 pub fn returns_fused<T: Real>(
     rewards: &[T],
     mask: &Mask<'_, T>,
@@ -141,7 +138,7 @@ pub fn returns_fused<T: Real>(
     out: &mut [T],
     minus: Option<(&[T], &mut [T])>,
     stats: bool,
-) -> Result<Option<ScanMoments>, ScanError> {
+) -> Result<Option<(ScanMoments, Option<Vec<Span>>)>, ScanError> {
     assert_eq!(rewards.len(), out.len());
     let threads = resolve_threads(p.threads);
     let (baselines, adv) = match minus {
@@ -153,6 +150,14 @@ pub fn returns_fused<T: Real>(
     };
     let results = crate::with_weights!(mask, w => returns_rows(rewards, &w, offsets, p, threads, out, baselines, adv, stats));
     finish(results, stats)
+}
+
+/// What one thread's responses gave: their first error, and (when asked) each response's
+/// masked moments and, for a 0/1 mask, its span.
+struct Rows {
+    err: Option<ScanError>,
+    moments: Vec<ScanMoments>,
+    spans: Option<Vec<Span>>,
 }
 
 /// The rows of [`returns_fused`], compiled for one mask kind.
@@ -167,7 +172,7 @@ fn returns_rows<T: Real, W: Weights>(
     baselines: Option<&[T]>,
     adv: Option<&mut [T]>,
     stats: bool,
-) -> Vec<(Option<ScanError>, Vec<ScanMoments>)> {
+) -> Vec<Rows> {
     let g = p.gamma;
     // 0/1 weights (flags, no mask) with checked inputs: a select carries the running value
     // (equal to the blend, up to the sign of a zero; unchecked non-finite inputs keep the
@@ -176,6 +181,8 @@ fn returns_rows<T: Real, W: Weights>(
     over_rows(offsets, threads, out, adv, |rows, o, mut adv| {
         let start = offsets[rows.start];
         let mut moments = Vec::new();
+        // spans of a 0/1 mask (taken while the response's flags are in cache)
+        let mut spans = (stats && W::BINARY).then(Vec::new);
         for row in rows {
             let seg = offsets[row]..offsets[row + 1];
             let b = baselines.map_or(0.0, |b| b[row].to_f64());
@@ -214,41 +221,59 @@ fn returns_rows<T: Real, W: Weights>(
                 }
             }
             if p.check && !finite {
-                return (Some(row_fault(rewards, None, seg, row)), moments);
+                return Rows {
+                    err: Some(row_fault(rewards, None, seg, row)),
+                    moments,
+                    spans,
+                };
             }
             if stats {
                 let local = seg.start - start..seg.end - start;
                 moments.push(slice_moments_w(&o[local], w, seg.start));
             }
+            if let Some(sp) = spans.as_mut() {
+                sp.push(Span::of(w, seg.start, seg.len()).0);
+            }
         }
-        (None, moments)
+        Rows {
+            err: None,
+            moments,
+            spans,
+        }
     })
 }
 
-/// The first error of the pieces, else the merged moments (when asked for).
+/// The first error of the pieces, else the merged moments (when asked for) and the spans
+/// (when gathered).
 fn finish(
-    results: Vec<(Option<ScanError>, Vec<ScanMoments>)>,
+    results: Vec<Rows>,
     stats: bool,
-) -> Result<Option<ScanMoments>, ScanError> {
-    let mut rows = Vec::with_capacity(results.len());
-    let mut errs = Vec::with_capacity(results.len());
-    for (e, m) in results {
-        errs.push(e);
-        rows.push(m);
+) -> Result<Option<(ScanMoments, Option<Vec<Span>>)>, ScanError> {
+    if let Some(e) = results.iter().find_map(|r| r.err.clone()) {
+        return Err(e);
     }
-    first_error(errs)?;
     if !stats {
         return Ok(None);
     }
+    let spans = if results.iter().all(|r| r.spans.is_some()) {
+        Some(
+            results
+                .iter()
+                .flat_map(|r| r.spans.iter().flatten().copied())
+                .collect(),
+        )
+    } else {
+        None
+    };
     // merged in response order: the statistics do not depend on the thread count
     let mut acc = Moments::EMPTY;
-    for m in rows.into_iter().flatten() {
+    for m in results.into_iter().flat_map(|r| r.moments) {
         match m {
             Ok(m) => acc = acc.merge(m),
-            Err(e) => return Ok(Some(Err(e))),
+            Err(e) => return Ok(Some((Err(e), spans))),
         }
     }
-    Ok(Some(Ok(acc)))
+    Ok(Some((Ok(acc), spans)))
 }
 
 /// Run `work(responses, a, b)` over consecutive pieces of responses with about equal token
@@ -330,7 +355,7 @@ pub fn gae_fused<T: Real>(
     assert!(values.len() == n && adv.len() == n && ret.len() == n);
     let threads = resolve_threads(p.threads);
     let results = crate::with_weights!(mask, w => gae_rows(rewards, values, &w, offsets, p, threads, adv, ret, stats));
-    finish(results, stats)
+    Ok(finish(results, stats)?.map(|(m, _)| m))
 }
 
 /// The rows of [`gae_fused`], compiled for one mask kind.
@@ -345,7 +370,7 @@ fn gae_rows<T: Real, W: Weights>(
     adv: &mut [T],
     ret: &mut [T],
     stats: bool,
-) -> Vec<(Option<ScanError>, Vec<ScanMoments>)> {
+) -> Vec<Rows> {
     let select = W::BINARY && p.check; // as in `returns_rows`
     let work = |rows: Range<usize>, a: &mut [T], rt: Option<&mut [T]>| {
         let rt = rt.expect("gae writes two outputs");
@@ -386,14 +411,22 @@ fn gae_rows<T: Real, W: Weights>(
                 rt[i - start] = tr;
             }
             if p.check && !finite {
-                return (Some(row_fault(rewards, Some(values), seg, row)), moments);
+                return Rows {
+                    err: Some(row_fault(rewards, Some(values), seg, row)),
+                    moments,
+                    spans: None,
+                };
             }
             if stats {
                 let local = seg.start - start..seg.end - start;
                 moments.push(slice_moments_w(&a[local], w, seg.start));
             }
         }
-        (None, moments)
+        Rows {
+            err: None,
+            moments,
+            spans: None,
+        }
     };
     over_rows(offsets, threads, adv, Some(ret), work)
 }

@@ -13,7 +13,7 @@ use std::ops::Range;
 /// `0..rows` cut into about equal ranges, one per thread, or one in all when the `tokens`
 /// they cover are few: a token pass costs by its tokens, not its rows (`parallel`'s
 /// `map_ranges_mut` judges by the count it cuts, and a batch of 16384 rows is below it).
-fn row_ranges(rows: usize, tokens: usize, threads: usize) -> (usize, Vec<Range<usize>>) {
+pub(crate) fn row_ranges(rows: usize, tokens: usize, threads: usize) -> (usize, Vec<Range<usize>>) {
     let threads = resolve_threads(threads);
     if threads <= 1 || tokens < SERIAL_BELOW || rows < 2 {
         return (threads, std::iter::once(0..rows).collect());
@@ -169,6 +169,10 @@ pub trait Weights: Sync {
     /// Every weight is 0 or 1.
     const BINARY: bool;
     fn at(&self, i: usize) -> f64;
+    /// [`Weights::BINARY`] of a value.
+    fn binary(&self) -> bool {
+        Self::BINARY
+    }
 }
 
 /// Every token counts.
@@ -289,6 +293,120 @@ pub fn broadcast_segments<T: Real>(
             for i in r {
                 let (a0, b0) = (offsets[i], offsets[i + 1]);
                 mask.fill_scaled(&mut o[a0 - start..b0 - start], a0, adv[i]);
+            }
+        },
+    );
+}
+
+/// Where a row's set flags lie, relative to the row's start: one run `start..end` (an empty
+/// run when none is set), or scattered (multi-turn masks with observation tokens). verl's
+/// response masks are one run per row: a later pass over such a row writes zeros and values
+/// by position and reads no mask at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    Run { start: usize, end: usize },
+    Scattered,
+}
+
+impl Span {
+    /// The span of the flags `w.at(start + k)`, `k < len` (0/1 weights), and their count.
+    #[inline]
+    pub fn of<W: Weights>(w: &W, start: usize, len: usize) -> (Span, usize) {
+        let set = |k: usize| w.at(start + k) != 0.0;
+        let Some(first) = (0..len).find(|&k| set(k)) else {
+            return (Span::Run { start: 0, end: 0 }, 0);
+        };
+        let last = (first..len).rev().find(|&k| set(k)).unwrap_or(first);
+        let count = (first..=last).filter(|&k| set(k)).count();
+        let span = if count == last + 1 - first {
+            Span::Run {
+                start: first,
+                end: last + 1,
+            }
+        } else {
+            Span::Scattered
+        };
+        (span, count)
+    }
+
+    /// A row's output: 0 outside the run and `inside(&mut dst[start..end], start)` in it; a
+    /// scattered row gets `scattered(dst)`.
+    #[inline]
+    pub fn fill<T: Real>(
+        &self,
+        dst: &mut [T],
+        inside: impl FnOnce(&mut [T], usize),
+        scattered: impl FnOnce(&mut [T]),
+    ) {
+        match *self {
+            Span::Run { start, end } => {
+                dst[..start].fill(T::zero());
+                inside(&mut dst[start..end], start);
+                dst[end..].fill(T::zero());
+            }
+            Span::Scattered => scattered(dst),
+        }
+    }
+}
+
+/// Each row's number of set flags and [`Span`] over `rows x width` (a 0/1 mask: flags of any
+/// width, or none), in one parallel pass over the mask.
+pub fn row_spans<T: Real>(
+    mask: &Mask<'_, T>,
+    width: usize,
+    threads: usize,
+    counts: &mut [f64],
+    spans: &mut [Span],
+) {
+    let rows = counts.len();
+    assert_eq!(spans.len(), rows);
+    let (threads, ranges) = row_ranges(rows, rows * width, threads);
+    let per: Vec<Vec<(Span, usize)>> = crate::with_weights!(mask, w => {
+        assert!(
+            <_ as Weights>::binary(&w),
+            "row spans need a 0/1 mask (flags)"
+        );
+        let mut none: [u8; 0] = [];
+        map_pieces(threads, ranges, &mut none[..], |_| 0, |rs, _| {
+            rs.map(|row| Span::of(&w, row * width, width)).collect()
+        })
+    });
+    for ((c, s), (span, n)) in counts
+        .iter_mut()
+        .zip(spans.iter_mut())
+        .zip(per.into_iter().flatten())
+    {
+        (*c, *s) = (n as f64, span);
+    }
+}
+
+/// `out[row, t] = adv[row]` on the row's set flags, else 0, over `rows x width`: a row whose
+/// flags are one run (`spans`, from [`row_spans`]) is written without reading the mask.
+pub fn broadcast_spans<T: Real>(
+    adv: &[T],
+    spans: &[Span],
+    mask: &Mask<'_, T>,
+    width: usize,
+    threads: usize,
+    out: &mut [T],
+) {
+    let rows = adv.len();
+    assert_eq!(spans.len(), rows);
+    assert_eq!(out.len(), rows * width, "out must hold rows x width values");
+    let (threads, ranges) = row_ranges(rows, out.len(), threads);
+    map_pieces(
+        threads,
+        ranges,
+        out,
+        |i| i * width,
+        |r, o| {
+            for (k, row) in r.clone().enumerate() {
+                let a = adv[row];
+                spans[row].fill(
+                    &mut o[k * width..(k + 1) * width],
+                    |d, _| d.fill(a),
+                    |d| mask.fill_scaled(d, row * width, a),
+                );
             }
         },
     );

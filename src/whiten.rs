@@ -10,7 +10,7 @@
 use crate::parallel::{map_on, map_pieces, resolve_threads, SERIAL_BELOW};
 use crate::real::Real;
 use crate::stats::Moments;
-use crate::token::{Mask, Weights, Wide};
+use crate::token::{Mask, Span, Weights, Wide};
 use std::ops::Range;
 
 /// Elements per statistics chunk: small enough that the second (squared deviations) pass over
@@ -315,6 +315,56 @@ pub fn write_affine<T: Real>(
                         *d = T::from_f64((v.to_f64() - mean) * k + back);
                     }
                 }
+            }
+        },
+    );
+}
+
+/// [`write_affine`] with the mask applied, over `rows x width` whose rows' flags are
+/// described by `spans` ([`Span`]): a row whose flags are one run is written by position
+/// (zeros, the affine map, zeros) without reading the mask; a scattered row reads it.
+#[allow(clippy::too_many_arguments)]
+pub fn write_affine_spans<T: Real>(
+    x: &[T],
+    spans: &[Span],
+    width: usize,
+    mask: &Mask<'_, T>,
+    mean: f64,
+    k: f64,
+    back: f64,
+    threads: usize,
+    out: &mut [T],
+) {
+    let rows = spans.len();
+    assert!(x.len() == rows * width && out.len() == x.len());
+    let (threads, ranges) = crate::token::row_ranges(rows, x.len(), threads);
+    map_pieces(
+        threads,
+        ranges,
+        out,
+        |i| i * width,
+        |r, o| {
+            for (j, row) in r.clone().enumerate() {
+                let at = row * width;
+                let xs = &x[at..at + width];
+                spans[row].fill(
+                    &mut o[j * width..(j + 1) * width],
+                    |d, start| {
+                        for (d, &v) in d.iter_mut().zip(&xs[start..]) {
+                            *d = T::from_f64((v.to_f64() - mean) * k + back);
+                        }
+                    },
+                    |d| {
+                        let r = at..at + width;
+                        match mask {
+                            Mask::Flags(m) => affine_flags(d, xs, &m[r], mean, k, back),
+                            Mask::Wide(Wide::B2(m)) => affine_flags(d, xs, &m[r], mean, k, back),
+                            Mask::Wide(Wide::B4(m)) => affine_flags(d, xs, &m[r], mean, k, back),
+                            Mask::Wide(Wide::B8(m)) => affine_flags(d, xs, &m[r], mean, k, back),
+                            _ => unreachable!("spans come from a 0/1 mask"),
+                        }
+                    },
+                );
             }
         },
     );
