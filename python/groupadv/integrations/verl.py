@@ -527,7 +527,6 @@ def compute_gdpo_outcome_advantage(token_level_rewards, response_mask, index, ep
 
     from .. import _torch
     from ..estimators import multi_reward_advantages
-    from ..returns import masked_whiten
 
     scores: Any = None
     weights = None
