@@ -144,6 +144,20 @@ mod python {
                         kw.set_item("index", index)
                     })
                 }
+                // the token passes (scan.rs, whiten.rs)
+                AdvError::TokenNonFinite { index, value, .. }
+                | AdvError::MaskedNonFinite { index, value } => {
+                    typed_error("NonFiniteRewardError", msg, move |kw| {
+                        kw.set_item("index", index)?;
+                        kw.set_item("value", value)
+                    })
+                }
+                AdvError::ReturnsOverflow { row } => {
+                    typed_error("AdvantageOverflowError", msg, move |kw| {
+                        kw.set_item("index", row)
+                    })
+                }
+                AdvError::MaskedOverflow => typed_error("AdvantageOverflowError", msg, |_| Ok(())),
                 _ => value_error(msg),
             }
         }
@@ -888,23 +902,6 @@ mod python {
 
     // ---- tokens (issue 12): masked whitening (whiten.rs) ----
 
-    impl From<crate::whiten::WhitenError> for PyErr {
-        fn from(e: crate::whiten::WhitenError) -> PyErr {
-            use crate::whiten::WhitenError as W;
-            let msg = e.to_string();
-            match e {
-                W::NonFinite { index, value } => {
-                    typed_error("NonFiniteRewardError", msg, move |kw| {
-                        kw.set_item("index", index)?;
-                        kw.set_item("value", value)
-                    })
-                }
-                W::Overflow => typed_error("AdvantageOverflowError", msg, |_| Ok(())),
-                W::TooFew { .. } => value_error(msg),
-            }
-        }
-    }
-
     /// Run `f` with the response mask of a token pass: None, uint8 flags, or values of `T`.
     fn with_mask<T: Real + Element, R>(
         mask: Option<&Bound<'_, PyAny>>,
@@ -1027,24 +1024,6 @@ mod python {
     }
 
     // ---- tokens (issue 12): reverse scans over responses (scan.rs) ----
-
-    impl From<crate::scan::ScanError> for PyErr {
-        fn from(e: crate::scan::ScanError) -> PyErr {
-            use crate::scan::ScanError as S;
-            let msg = e.to_string();
-            match e {
-                S::NonFinite { index, value, .. } => {
-                    typed_error("NonFiniteRewardError", msg, move |kw| {
-                        kw.set_item("index", index)?;
-                        kw.set_item("value", value)
-                    })
-                }
-                S::Overflow { row } => typed_error("AdvantageOverflowError", msg, move |kw| {
-                    kw.set_item("index", row)
-                }),
-            }
-        }
-    }
 
     /// The responses of a scan: `offsets` (packed) or the rows of a 2-D (bs, L) input.
     fn scan_offsets(
@@ -1182,21 +1161,6 @@ mod python {
         })
     }
 
-    /// A fused pass's failure, turned into a Python error once the GIL is back.
-    enum FusedError {
-        Scan(crate::scan::ScanError),
-        Whiten(crate::whiten::WhitenError),
-    }
-
-    impl From<FusedError> for PyErr {
-        fn from(e: FusedError) -> PyErr {
-            match e {
-                FusedError::Scan(e) => e.into(),
-                FusedError::Whiten(e) => e.into(),
-            }
-        }
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn fused_typed<T: Real + Element>(
         py: Python<'_>,
@@ -1237,19 +1201,17 @@ mod python {
                 let vr = read(&v, "values")?;
                 let vs = vr.as_slice()?;
                 Ok(py.detach(|| {
-                    let stats = crate::scan::gae_fused(rs, vs, m, &offs, &p, os, os2, true)
-                        .map_err(FusedError::Scan)?;
+                    let stats = crate::scan::gae_fused(rs, vs, m, &offs, &p, os, os2, true)?;
                     let stats = stats.unwrap_or(Ok(crate::stats::Moments::EMPTY));
-                    let (mean, k) = affine_from(stats, &wp).map_err(FusedError::Whiten)?;
+                    let (mean, k) = affine_from(stats, &wp)?;
                     affine_in_place(os, mean, k, 0.0, threads);
-                    Ok::<(), FusedError>(())
+                    Ok::<(), AdvError>(())
                 })?)
             }
             "returns_whiten" => Ok(py.detach(|| {
-                let fused = crate::scan::returns_fused(rs, m, &offs, &p, os, None, true)
-                    .map_err(FusedError::Scan)?;
+                let fused = crate::scan::returns_fused(rs, m, &offs, &p, os, None, true)?;
                 let (stats, spans) = fused.unwrap_or((Ok(crate::stats::Moments::EMPTY), None));
-                let (mean, k) = affine_from(stats, &wp).map_err(FusedError::Whiten)?;
+                let (mean, k) = affine_from(stats, &wp)?;
                 match spans {
                     // each row's flags one run (verl's responses): the write reads no mask
                     Some(sp) => {
@@ -1258,7 +1220,7 @@ mod python {
                     }
                     None => write_affine(os, m, mean, k, 0.0, true, threads, os2),
                 }
-                Ok::<(), FusedError>(())
+                Ok::<(), AdvError>(())
             })?),
             "returns_minus" => {
                 let b = baselines
@@ -1274,7 +1236,6 @@ mod python {
                 Ok(py.detach(|| {
                     crate::scan::returns_fused(rs, m, &offs, &p, os, Some((bs, os2)), false)
                         .map(|_| ())
-                        .map_err(FusedError::Scan)
                 })?)
             }
             _ => Err(value_error(format!("unknown fused token pass {mode:?}"))),

@@ -12,6 +12,7 @@
 //!   multiplied by the mask first, and the scan runs over every token.
 
 use crate::parallel::{resolve_threads, SERIAL_BELOW};
+use crate::policy::{fault_error, AdvError, Fault};
 use crate::real::Real;
 use crate::stats::Moments;
 use crate::token::Mask;
@@ -30,35 +31,6 @@ pub enum Unmasked {
     Skip,
     Zero,
 }
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum ScanError {
-    /// A NaN or infinite reward (`what` = "rewards") or value at flat position `index`.
-    NonFinite {
-        what: &'static str,
-        index: usize,
-        value: f64,
-    },
-    /// Finite inputs whose scan leaves the output dtype's range (response `row`).
-    Overflow { row: usize },
-}
-
-impl std::fmt::Display for ScanError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ScanError::NonFinite { what, index, value } => write!(
-                f,
-                "{what}[{index}] is {value}; pass nan='propagate' to allow non-finite inputs"
-            ),
-            ScanError::Overflow { row } => write!(
-                f,
-                "the returns of response {row} overflow the output dtype; rescale the rewards"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ScanError {}
 
 /// Parameters of a scan.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -91,26 +63,23 @@ fn row_ranges(offsets: &[usize], threads: usize) -> Vec<Range<usize>> {
     cuts.windows(2).map(|w| w[0]..w[1]).collect()
 }
 
-/// The error of a response whose outputs are not all finite: its first non-finite input,
-/// else an overflow.
+/// The error of a response whose outputs are not all finite: its first non-finite input
+/// (the policy's `fault_error` over the response's tokens), else an overflow.
 fn row_fault<T: Real>(
     rewards: &[T],
     values: Option<&[T]>,
     seg: Range<usize>,
     row: usize,
-) -> ScanError {
+) -> AdvError {
     for (what, xs) in [("rewards", Some(rewards)), ("values", values)] {
         if let Some(xs) = xs {
-            if let Some(i) = seg.clone().find(|&i| !xs[i].to_f64().is_finite()) {
-                return ScanError::NonFinite {
-                    what,
-                    index: i,
-                    value: xs[i].to_f64(),
-                };
+            let e = fault_error(seg.clone(), |i| xs[i].to_f64(), row, Fault::NonFinite);
+            if let AdvError::NonFinite { index, value } = e {
+                return AdvError::TokenNonFinite { what, index, value };
             }
         }
     }
-    ScanError::Overflow { row }
+    AdvError::ReturnsOverflow { row }
 }
 
 /// Discounted returns `G_t = r_t + gamma * G_{t+1}` of every response (see the module doc
@@ -121,7 +90,7 @@ pub fn discounted_returns<T: Real>(
     offsets: &[usize],
     p: &ScanParams,
     out: &mut [T],
-) -> Result<(), ScanError> {
+) -> Result<(), AdvError> {
     returns_fused(rewards, mask, offsets, p, out, None, false).map(|_| ())
 }
 
@@ -138,7 +107,7 @@ pub fn returns_fused<T: Real>(
     out: &mut [T],
     minus: Option<(&[T], &mut [T])>,
     stats: bool,
-) -> Result<Option<(ScanMoments, Option<Vec<Span>>)>, ScanError> {
+) -> Result<Option<(ScanMoments, Option<Vec<Span>>)>, AdvError> {
     assert_eq!(rewards.len(), out.len());
     let threads = resolve_threads(p.threads);
     let (baselines, adv) = match minus {
@@ -155,7 +124,7 @@ pub fn returns_fused<T: Real>(
 /// What one thread's responses gave: their first error, and (when asked) each response's
 /// masked moments and, for a 0/1 mask, its span.
 struct Rows {
-    err: Option<ScanError>,
+    err: Option<AdvError>,
     moments: Vec<ScanMoments>,
     spans: Option<Vec<Span>>,
 }
@@ -248,7 +217,7 @@ fn returns_rows<T: Real, W: Weights>(
 fn finish(
     results: Vec<Rows>,
     stats: bool,
-) -> Result<Option<(ScanMoments, Option<Vec<Span>>)>, ScanError> {
+) -> Result<Option<(ScanMoments, Option<Vec<Span>>)>, AdvError> {
     if let Some(e) = results.iter().find_map(|r| r.err.clone()) {
         return Err(e);
     }
@@ -334,7 +303,7 @@ pub fn gae<T: Real>(
     p: &ScanParams,
     adv: &mut [T],
     ret: &mut [T],
-) -> Result<(), ScanError> {
+) -> Result<(), AdvError> {
     gae_fused(rewards, values, mask, offsets, p, adv, ret, false).map(|_| ())
 }
 
@@ -350,7 +319,7 @@ pub fn gae_fused<T: Real>(
     adv: &mut [T],
     ret: &mut [T],
     stats: bool,
-) -> Result<Option<ScanMoments>, ScanError> {
+) -> Result<Option<ScanMoments>, AdvError> {
     let n = rewards.len();
     assert!(values.len() == n && adv.len() == n && ret.len() == n);
     let threads = resolve_threads(p.threads);
@@ -539,7 +508,7 @@ mod tests {
             &mut o,
         );
         assert!(
-            matches!(e, Err(ScanError::NonFinite { what: "rewards", index, .. }) if index == 5 * width + 3)
+            matches!(e, Err(AdvError::TokenNonFinite { what: "rewards", index, .. }) if index == 5 * width + 3)
         );
         let big = [3e38f32, 3e38];
         let mut o = [0.0f32; 2];
@@ -550,7 +519,7 @@ mod tests {
             &params(1.0, 1.0, Unmasked::Skip, 1),
             &mut o,
         );
-        assert_eq!(e, Err(ScanError::Overflow { row: 0 }));
+        assert_eq!(e, Err(AdvError::ReturnsOverflow { row: 0 }));
     }
 
     #[test]

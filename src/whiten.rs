@@ -8,6 +8,7 @@
 //! masked outputs are exactly 0 (verl turns float32 rounding into outputs near +-1e-4).
 
 use crate::parallel::{map_on, map_pieces, resolve_threads, SERIAL_BELOW};
+use crate::policy::AdvError;
 use crate::real::Real;
 use crate::stats::Moments;
 use crate::token::{Mask, Span, Weights, Wide};
@@ -50,41 +51,6 @@ impl Default for WhitenParams {
         }
     }
 }
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum WhitenError {
-    /// A NaN or infinite value under the mask (`index`: its flat position).
-    NonFinite { index: usize, value: f64 },
-    /// The mask selects fewer tokens than the variance needs (`count`: their number or weight).
-    TooFew { count: f64, unbiased: bool },
-    /// Finite values whose statistics overflow float64.
-    Overflow,
-}
-
-impl std::fmt::Display for WhitenError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WhitenError::NonFinite { index, value } => write!(
-                f,
-                "values[{index}] is {value} under the mask; pass nan='propagate' to allow non-finite values"
-            ),
-            WhitenError::TooFew { count, unbiased } => write!(
-                f,
-                "the mask selects {count} token(s); masked whitening needs {}",
-                if *unbiased {
-                    "more than one (the unbiased variance divides by count - 1)"
-                } else {
-                    "at least one"
-                }
-            ),
-            WhitenError::Overflow => f.write_str(
-                "the masked values overflow float64 in their variance; rescale them",
-            ),
-        }
-    }
-}
-
-impl std::error::Error for WhitenError {}
 
 /// Moments of the masked values of `x[r]` (weights: the mask), or the first non-finite one.
 fn chunk_moments<T: Real>(
@@ -153,10 +119,10 @@ pub fn slice_moments_w<T: Real, W: Weights>(
 pub fn affine_from(
     stats: Result<Moments, (usize, f64)>,
     p: &WhitenParams,
-) -> Result<(f64, f64), WhitenError> {
+) -> Result<(f64, f64), AdvError> {
     match stats {
         Err(_) if p.propagate => Ok((f64::NAN, f64::NAN)),
-        Err((index, value)) => Err(WhitenError::NonFinite { index, value }),
+        Err((index, value)) => Err(AdvError::MaskedNonFinite { index, value }),
         Ok(m) => whiten_affine(&m, p),
     }
 }
@@ -206,7 +172,7 @@ pub fn masked_moments<T: Real>(
     x: &[T],
     mask: &Mask<'_, T>,
     threads: usize,
-) -> Result<Moments, WhitenError> {
+) -> Result<Moments, AdvError> {
     let threads = resolve_threads(threads);
     // Serial runs also go chunk by chunk, so that the result does not depend on `threads`.
     let all: Vec<Range<usize>> = (0..x.len().div_ceil(CHUNK))
@@ -230,20 +196,20 @@ pub fn masked_moments<T: Real>(
         }
     }
     match bad {
-        Some((index, value)) => Err(WhitenError::NonFinite { index, value }),
+        Some((index, value)) => Err(AdvError::MaskedNonFinite { index, value }),
         None => Ok(acc),
     }
 }
 
 /// The (mean, multiplier) of a whitening: `out = (x - mean) * k`, from the masked moments.
-pub fn whiten_affine(m: &Moments, p: &WhitenParams) -> Result<(f64, f64), WhitenError> {
+pub fn whiten_affine(m: &Moments, p: &WhitenParams) -> Result<(f64, f64), AdvError> {
     let needed = if p.unbiased {
         m.count > 1.0
     } else {
         m.count > 0.0
     };
     if !needed {
-        return Err(WhitenError::TooFew {
+        return Err(AdvError::TooFewTokens {
             count: m.count,
             unbiased: p.unbiased,
         });
@@ -254,7 +220,7 @@ pub fn whiten_affine(m: &Moments, p: &WhitenParams) -> Result<(f64, f64), Whiten
     let m2 = m.m2_unscaled();
     let var = m2 / if p.unbiased { m.count - 1.0 } else { m.count };
     if !var.is_finite() || !m.mean.is_finite() {
-        return Err(WhitenError::Overflow);
+        return Err(AdvError::MaskedOverflow);
     }
     let v = if p.clamp { var.max(p.eps) } else { var + p.eps };
     let k = if v > 0.0 { 1.0 / v.sqrt() } else { 1.0 };
@@ -268,11 +234,11 @@ pub fn masked_whiten<T: Real>(
     mask: &Mask<'_, T>,
     p: &WhitenParams,
     out: &mut [T],
-) -> Result<(f64, f64), WhitenError> {
+) -> Result<(f64, f64), AdvError> {
     assert_eq!(x.len(), out.len(), "out must have the length of the values");
     let threads = resolve_threads(p.threads);
     let (mean, k) = match masked_moments(x, mask, threads) {
-        Err(WhitenError::NonFinite { .. }) if p.propagate => (f64::NAN, f64::NAN),
+        Err(AdvError::MaskedNonFinite { .. }) if p.propagate => (f64::NAN, f64::NAN),
         Err(e) => return Err(e),
         Ok(m) => whiten_affine(&m, p)?,
     };
@@ -471,13 +437,16 @@ mod tests {
         let one = [0u8, 1, 0, 0];
         assert!(matches!(
             masked_whiten(&x, &Mask::Flags(&one), &WhitenParams::default(), &mut out),
-            Err(WhitenError::TooFew { .. })
+            Err(AdvError::TooFewTokens { .. })
         ));
         assert!(masked_whiten(&x, &Mask::Flags(&one), &biased, &mut out).is_ok());
         let y = [1.0, f64::NAN, 3.0, f64::NAN];
         let m = [1u8, 0, 1, 1];
         let got = masked_whiten(&y, &Mask::Flags(&m), &WhitenParams::default(), &mut out);
-        assert!(matches!(got, Err(WhitenError::NonFinite { index: 3, .. })));
+        assert!(matches!(
+            got,
+            Err(AdvError::MaskedNonFinite { index: 3, .. })
+        ));
         let prop = WhitenParams {
             propagate: true,
             ..Default::default()
