@@ -79,6 +79,11 @@ pub fn slice_moments_w<T: Real, W: Weights>(
     mask: &W,
     start: usize,
 ) -> Result<Moments, (usize, f64)> {
+    if W::BINARY {
+        if let Some(m) = flag_moments(xs, mask, start) {
+            return Ok(m);
+        }
+    }
     let (mut count, mut sum, mut x0) = (0.0f64, 0.0f64, None);
     for (k, x) in xs.iter().enumerate() {
         let w = mask.at(start + k);
@@ -112,6 +117,65 @@ pub fn slice_moments_w<T: Real, W: Weights>(
         m2,
         scale: 1.0,
     })
+}
+
+/// Independent partial sums of [`flag_moments`]: no chain of dependent additions through
+/// every token (a scan's statistics would otherwise cost more than its memory traffic).
+const LANES: usize = 4;
+
+/// [`slice_moments_w`] for a 0/1 mask, each sum taken in [`LANES`] partial sums: the same
+/// shifted moments (an all-equal slice: mean == its first masked value, m2 == 0 exactly),
+/// rounded in another order. None where a sum is not finite (a non-finite masked value, or an
+/// overflow): the caller's sequential loop then names the value or gives the same overflow.
+#[inline]
+fn flag_moments<T: Real, W: Weights>(xs: &[T], mask: &W, start: usize) -> Option<Moments> {
+    let n = xs.len();
+    let set = |k: usize| mask.at(start + k) != 0.0;
+    let Some(first) = (0..n).find(|&k| set(k)) else {
+        return Some(Moments::EMPTY);
+    };
+    let x0 = xs[first].to_f64();
+    let count = lane_sum(xs, mask, start, first, |_| 1.0);
+    let sum = lane_sum(xs, mask, start, first, |v| v - x0);
+    if !sum.is_finite() {
+        return None;
+    }
+    let mean = if sum == 0.0 { x0 } else { x0 + sum / count };
+    let m2 = lane_sum(xs, mask, start, first, |v| (v - mean) * (v - mean));
+    m2.is_finite().then_some(Moments {
+        count,
+        mean,
+        m2,
+        scale: 1.0,
+    })
+}
+
+/// The sum of `f(x_k)` over the masked tokens `k >= first` of `xs`, in [`LANES`] partial sums.
+#[inline(always)]
+fn lane_sum<T: Real, W: Weights>(
+    xs: &[T],
+    mask: &W,
+    start: usize,
+    first: usize,
+    f: impl Fn(f64) -> f64,
+) -> f64 {
+    let set = |k: usize| mask.at(start + k) != 0.0;
+    let mut acc = [0.0f64; LANES];
+    let (chunks, tail) = xs[first..].as_chunks::<LANES>();
+    for (c, chunk) in chunks.iter().enumerate() {
+        let at = first + c * LANES;
+        for j in 0..LANES {
+            let v = f(chunk[j].to_f64());
+            acc[j] += if set(at + j) { v } else { 0.0 };
+        }
+    }
+    let at = first + chunks.len() * LANES;
+    for (j, x) in tail.iter().enumerate() {
+        if set(at + j) {
+            acc[j] += f(x.to_f64());
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
 }
 
 /// The (mean, multiplier) of a whitening from moments a pass gathered (`Err`: its first
@@ -397,6 +461,57 @@ mod tests {
         let a = masked_moments(&x, &Mask::Flags(&m), 1).unwrap();
         let b = masked_moments(&x, &Mask::Flags(&m), 3).unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn flag_moments_equal_the_sequential_ones() {
+        use crate::token::FlagsOf;
+        let n = 1003;
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 29) % 97) as f32 * 0.37 - 9.0)
+            .collect();
+        let m: Vec<u64> = (0..n).map(|i| ((i * 7) % 5 != 0 && i > 3) as u64).collect();
+        let seq = |xs: &[f32], fl: &[u64]| {
+            let v: Vec<f64> = xs
+                .iter()
+                .zip(fl)
+                .filter(|(_, &f)| f != 0)
+                .map(|(&x, _)| x as f64)
+                .collect();
+            let c = v.len() as f64;
+            let mean = v.iter().sum::<f64>() / c;
+            (
+                c,
+                mean,
+                v.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>(),
+            )
+        };
+        for (a, b) in [(0, n), (5, 9), (0, 4), (17, 17 + 64), (100, 103)] {
+            let got = flag_moments(&x[a..b], &FlagsOf(&m[..]), a);
+            let (c, mean, m2) = seq(&x[a..b], &m[a..b]);
+            let Some(got) = got else {
+                panic!("finite values")
+            };
+            assert_eq!(got.count, c);
+            if c > 0.0 {
+                assert!((got.mean - mean).abs() <= 1e-12 * mean.abs().max(1.0));
+                assert!((got.m2 - m2).abs() <= 1e-12 * m2.max(1.0));
+            }
+        }
+        // all-equal masked values: the mean is that value and m2 exactly 0
+        let eq = vec![0.1f32; 77];
+        let got = flag_moments(&eq, &FlagsOf(&m[..]), 0).unwrap();
+        assert_eq!((got.mean, got.m2), (0.1f32 as f64, 0.0));
+        // a non-finite masked value: None (the sequential loop names it); unmasked: ignored
+        let mut bad = x.clone();
+        bad[1] = f32::NAN; // unmasked (i <= 3)
+        assert!(flag_moments(&bad, &FlagsOf(&m[..]), 0).is_some());
+        bad[6] = f32::INFINITY;
+        assert!(flag_moments(&bad, &FlagsOf(&m[..]), 0).is_none());
+        assert_eq!(
+            slice_moments_w(&bad, &FlagsOf(&m[..]), 0),
+            Err((6, f64::INFINITY))
+        );
     }
 
     #[test]
