@@ -1328,6 +1328,9 @@ mod python {
         })
     }
 
+    /// Each row's mask count and flat `(start, end)` span pairs, as `token_row_spans` returns them.
+    type RowSpans<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<i64>>);
+
     /// Spans as Python sees them: `(start, end)` per row, `(-1, -1)` for a scattered row.
     fn spans_from(flat: &[i64], width: usize) -> PyResult<Vec<token::Span>> {
         flat.chunks_exact(2)
@@ -1354,7 +1357,7 @@ mod python {
         mask: &Bound<'py, PyAny>,
         rows: usize,
         num_threads: usize,
-    ) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<i64>>)> {
+    ) -> PyResult<RowSpans<'py>> {
         guard(|| {
             let threads = threads_arg(num_threads)?;
             let n: usize = mask.getattr("size")?.extract()?;

@@ -25,6 +25,10 @@ use std::ops::Range;
 /// masked output `(flat index, value)`.
 pub type ScanMoments = Result<Moments, (usize, f64)>;
 
+/// What a scan asked for statistics gives: the masked moments of its outputs and, for a 0/1
+/// mask, each response's [`Span`].
+pub type ScanStats = (ScanMoments, Option<Vec<Span>>);
+
 /// What a token outside the response mask does in a scan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unmasked {
@@ -107,7 +111,7 @@ pub fn returns_fused<T: Real>(
     out: &mut [T],
     minus: Option<(&[T], &mut [T])>,
     stats: bool,
-) -> Result<Option<(ScanMoments, Option<Vec<Span>>)>, AdvError> {
+) -> Result<Option<ScanStats>, AdvError> {
     assert_eq!(rewards.len(), out.len());
     let threads = resolve_threads(p.threads);
     let (baselines, adv) = match minus {
@@ -214,10 +218,7 @@ fn returns_rows<T: Real, W: Weights>(
 
 /// The first error of the pieces, else the merged moments (when asked for) and the spans
 /// (when gathered).
-fn finish(
-    results: Vec<Rows>,
-    stats: bool,
-) -> Result<Option<(ScanMoments, Option<Vec<Span>>)>, AdvError> {
+fn finish(results: Vec<Rows>, stats: bool) -> Result<Option<ScanStats>, AdvError> {
     if let Some(e) = results.iter().find_map(|r| r.err.clone()) {
         return Err(e);
     }
