@@ -118,14 +118,40 @@ pub fn weighted_row_sums<T: Real, O: Real>(
     parts.into_iter().collect()
 }
 
+/// Rows whose sums [`finite_row_sums`] takes side by side.
+const BLOCK: usize = 8;
+
 /// `out[i] = sum_k w[k] * x[i, k]` as `weighted_row_sums` (the same order) for K values a
-/// row; false at the first row with a non-finite value or sum (the caller redoes it all).
+/// row; false at the first row (or block of rows) with a non-finite value or sum (the
+/// caller redoes it all).
 fn finite_row_sums<T: Real, O: Real, const K: usize>(xs: &[T], w: &[f64], out: &mut [O]) -> bool {
     let Ok(w) = <&[f64; K]>::try_from(w) else {
         return false;
     };
     let (rows, _) = xs.as_chunks::<K>();
-    for (row, o) in rows.iter().zip(out.iter_mut()) {
+    // BLOCK rows side by side: their sums are independent chains (a row's K additions
+    // depend on each other; one row at a time leaves the pass bound by their latency), each
+    // row summed in the same order as below, so the same bits
+    let (blocks, _) = rows.as_chunks::<BLOCK>();
+    for (block, o) in blocks.iter().zip(out.as_chunks_mut::<BLOCK>().0) {
+        let mut s = [0.0f64; BLOCK];
+        for c in 0..K {
+            for j in 0..BLOCK {
+                s[j] += w[c] * block[j][c].to_f64();
+            }
+        }
+        let mut finite = true;
+        for j in 0..BLOCK {
+            let t = O::from_f64(s[j]);
+            finite &= t.to_f64().is_finite();
+            o[j] = t;
+        }
+        if !finite {
+            return false;
+        }
+    }
+    let done = blocks.len() * BLOCK;
+    for (row, o) in rows[done..].iter().zip(out[done..].iter_mut()) {
         let mut s = 0.0f64;
         for c in 0..K {
             s += w[c] * row[c].to_f64();
@@ -467,6 +493,40 @@ mod tests {
             matches!(r, Err(AdvError::Overflow { group: 0 })),
             "{r:?} {out:?}"
         );
+    }
+
+    #[test]
+    fn block_sums_equal_each_row_summed_in_order() {
+        // 8-row blocks and a tail, every K with a fixed-size copy: the bits of the loop
+        for k in 1..=8usize {
+            for n in [5usize, 8, 21] {
+                let x: Vec<f32> = (0..n * k)
+                    .map(|i| ((i * 37) % 29) as f32 * 0.071 - 1.0)
+                    .collect();
+                let w: Vec<f64> = (0..k).map(|c| 0.3 + c as f64 * 0.7).collect();
+                let mut got = vec![0.0f32; n];
+                weighted_row_sums(&x, k, &w, &mut got, NonFinite::Raise, 1).unwrap();
+                for i in 0..n {
+                    let mut s = 0.0f64;
+                    for c in 0..k {
+                        s += w[c] * x[i * k + c] as f64;
+                    }
+                    assert_eq!(
+                        got[i].to_bits(),
+                        (s as f32).to_bits(),
+                        "k {k} n {n} row {i}"
+                    );
+                }
+                // a NaN in a block: the general loop's rule (raise, naming the row)
+                let mut bad = x.clone();
+                bad[(n - 1) * k] = f32::NAN;
+                let e = weighted_row_sums(&bad, k, &w, &mut got, NonFinite::Raise, 1);
+                assert!(
+                    matches!(e, Err(AdvError::NonFinite { index, .. }) if index == n - 1),
+                    "{e:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -144,6 +144,20 @@ mod python {
                         kw.set_item("index", index)
                     })
                 }
+                // the token passes (scan.rs, whiten.rs)
+                AdvError::TokenNonFinite { index, value, .. }
+                | AdvError::MaskedNonFinite { index, value } => {
+                    typed_error("NonFiniteRewardError", msg, move |kw| {
+                        kw.set_item("index", index)?;
+                        kw.set_item("value", value)
+                    })
+                }
+                AdvError::ReturnsOverflow { row } => {
+                    typed_error("AdvantageOverflowError", msg, move |kw| {
+                        kw.set_item("index", row)
+                    })
+                }
+                AdvError::MaskedOverflow => typed_error("AdvantageOverflowError", msg, |_| Ok(())),
                 _ => value_error(msg),
             }
         }
@@ -888,23 +902,6 @@ mod python {
 
     // ---- tokens (issue 12): masked whitening (whiten.rs) ----
 
-    impl From<crate::whiten::WhitenError> for PyErr {
-        fn from(e: crate::whiten::WhitenError) -> PyErr {
-            use crate::whiten::WhitenError as W;
-            let msg = e.to_string();
-            match e {
-                W::NonFinite { index, value } => {
-                    typed_error("NonFiniteRewardError", msg, move |kw| {
-                        kw.set_item("index", index)?;
-                        kw.set_item("value", value)
-                    })
-                }
-                W::Overflow => typed_error("AdvantageOverflowError", msg, |_| Ok(())),
-                W::TooFew { .. } => value_error(msg),
-            }
-        }
-    }
-
     /// Run `f` with the response mask of a token pass: None, uint8 flags, or values of `T`.
     fn with_mask<T: Real + Element, R>(
         mask: Option<&Bound<'_, PyAny>>,
@@ -1027,24 +1024,6 @@ mod python {
     }
 
     // ---- tokens (issue 12): reverse scans over responses (scan.rs) ----
-
-    impl From<crate::scan::ScanError> for PyErr {
-        fn from(e: crate::scan::ScanError) -> PyErr {
-            use crate::scan::ScanError as S;
-            let msg = e.to_string();
-            match e {
-                S::NonFinite { index, value, .. } => {
-                    typed_error("NonFiniteRewardError", msg, move |kw| {
-                        kw.set_item("index", index)?;
-                        kw.set_item("value", value)
-                    })
-                }
-                S::Overflow { row } => typed_error("AdvantageOverflowError", msg, move |kw| {
-                    kw.set_item("index", row)
-                }),
-            }
-        }
-    }
 
     /// The responses of a scan: `offsets` (packed) or the rows of a 2-D (bs, L) input.
     fn scan_offsets(
@@ -1182,21 +1161,6 @@ mod python {
         })
     }
 
-    /// A fused pass's failure, turned into a Python error once the GIL is back.
-    enum FusedError {
-        Scan(crate::scan::ScanError),
-        Whiten(crate::whiten::WhitenError),
-    }
-
-    impl From<FusedError> for PyErr {
-        fn from(e: FusedError) -> PyErr {
-            match e {
-                FusedError::Scan(e) => e.into(),
-                FusedError::Whiten(e) => e.into(),
-            }
-        }
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn fused_typed<T: Real + Element>(
         py: Python<'_>,
@@ -1209,7 +1173,9 @@ mod python {
         out2: &Bound<'_, PyAny>,
         p: crate::scan::ScanParams,
     ) -> PyResult<()> {
-        use crate::whiten::{affine_from, affine_in_place, write_affine, WhitenParams};
+        use crate::whiten::{
+            affine_from, affine_in_place, write_affine, write_affine_spans, WhitenParams,
+        };
         let r = read(rewards, "token_level_rewards")?;
         let offs = scan_offsets(r.shape(), None)?;
         let rs = r.as_slice()?;
@@ -1235,21 +1201,26 @@ mod python {
                 let vr = read(&v, "values")?;
                 let vs = vr.as_slice()?;
                 Ok(py.detach(|| {
-                    let stats = crate::scan::gae_fused(rs, vs, m, &offs, &p, os, os2, true)
-                        .map_err(FusedError::Scan)?;
+                    let stats = crate::scan::gae_fused(rs, vs, m, &offs, &p, os, os2, true)?;
                     let stats = stats.unwrap_or(Ok(crate::stats::Moments::EMPTY));
-                    let (mean, k) = affine_from(stats, &wp).map_err(FusedError::Whiten)?;
+                    let (mean, k) = affine_from(stats, &wp)?;
                     affine_in_place(os, mean, k, 0.0, threads);
-                    Ok::<(), FusedError>(())
+                    Ok::<(), AdvError>(())
                 })?)
             }
             "returns_whiten" => Ok(py.detach(|| {
-                let stats = crate::scan::returns_fused(rs, m, &offs, &p, os, None, true)
-                    .map_err(FusedError::Scan)?;
-                let stats = stats.unwrap_or(Ok(crate::stats::Moments::EMPTY));
-                let (mean, k) = affine_from(stats, &wp).map_err(FusedError::Whiten)?;
-                write_affine(os, m, mean, k, 0.0, true, threads, os2);
-                Ok::<(), FusedError>(())
+                let fused = crate::scan::returns_fused(rs, m, &offs, &p, os, None, true)?;
+                let (stats, spans) = fused.unwrap_or((Ok(crate::stats::Moments::EMPTY), None));
+                let (mean, k) = affine_from(stats, &wp)?;
+                match spans {
+                    // each row's flags one run (verl's responses): the write reads no mask
+                    Some(sp) => {
+                        let width = n / sp.len();
+                        write_affine_spans(os, &sp, width, m, mean, k, 0.0, threads, os2)
+                    }
+                    None => write_affine(os, m, mean, k, 0.0, true, threads, os2),
+                }
+                Ok::<(), AdvError>(())
             })?),
             "returns_minus" => {
                 let b = baselines
@@ -1265,7 +1236,6 @@ mod python {
                 Ok(py.detach(|| {
                     crate::scan::returns_fused(rs, m, &offs, &p, os, Some((bs, os2)), false)
                         .map(|_| ())
-                        .map_err(FusedError::Scan)
                 })?)
             }
             _ => Err(value_error(format!("unknown fused token pass {mode:?}"))),
@@ -1358,8 +1328,127 @@ mod python {
         })
     }
 
+    /// Each row's mask count and flat `(start, end)` span pairs, as `token_row_spans` returns them.
+    type RowSpans<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<i64>>);
+
+    /// Spans as Python sees them: `(start, end)` per row, `(-1, -1)` for a scattered row.
+    fn spans_from(flat: &[i64], width: usize) -> PyResult<Vec<token::Span>> {
+        flat.chunks_exact(2)
+            .map(|p| match (p[0], p[1]) {
+                (-1, -1) => Ok(token::Span::Scattered),
+                (a, b) if 0 <= a && a <= b && b as usize <= width => Ok(token::Span::Run {
+                    start: a as usize,
+                    end: b as usize,
+                }),
+                _ => Err(value_error(
+                    "spans must be (start, end) within a row, or (-1, -1)",
+                )),
+            })
+            .collect()
+    }
+
+    /// Each row's number of set flags and its span ((start, end) of its one run of set flags,
+    /// (-1, -1) where they are scattered) over `rows` rows of a bool/integer mask, in one pass
+    /// over the mask: `broadcast_spans` then writes one-run rows without reading the mask.
+    #[pyfunction]
+    #[pyo3(signature = (mask, rows, num_threads))]
+    fn token_row_spans<'py>(
+        py: Python<'py>,
+        mask: &Bound<'py, PyAny>,
+        rows: usize,
+        num_threads: usize,
+    ) -> PyResult<RowSpans<'py>> {
+        guard(|| {
+            let threads = threads_arg(num_threads)?;
+            let n: usize = mask.getattr("size")?.extract()?;
+            if rows == 0 || !n.is_multiple_of(rows) {
+                return Err(value_error("the mask must hold rows x width entries"));
+            }
+            if mask.cast::<numpy::PyArrayDyn<f64>>().is_ok() {
+                return Err(PyTypeError::new_err("row spans need a bool/integer mask"));
+            }
+            let width = n / rows;
+            let mut counts = vec![0.0f64; rows];
+            let mut spans = vec![token::Span::Scattered; rows];
+            with_mask::<f64, _>(Some(mask), n, |m| {
+                py.detach(|| token::row_spans(m, width, threads, &mut counts, &mut spans));
+                Ok(())
+            })?;
+            let flat = spans.iter().flat_map(|s| match *s {
+                token::Span::Run { start, end } => [start as i64, end as i64],
+                token::Span::Scattered => [-1, -1],
+            });
+            Ok((
+                PyArray1::from_vec(py, counts),
+                PyArray1::from_iter(py, flat),
+            ))
+        })
+    }
+
+    fn broadcast_spans_typed<T: Real + Element>(
+        py: Python<'_>,
+        adv: &Bound<'_, PyArray1<T>>,
+        spans: &[i64],
+        mask: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+        num_threads: usize,
+    ) -> PyResult<()> {
+        let adv = read(adv, "advantages")?;
+        let a = adv.as_slice()?;
+        let out = out
+            .cast::<numpy::PyArrayDyn<T>>()
+            .map_err(|_| PyTypeError::new_err("out must have the advantages' dtype"))?;
+        let mut o = write(out, "out")?;
+        let os = o.as_slice_mut()?;
+        if a.is_empty() || !os.len().is_multiple_of(a.len()) || spans.len() != 2 * a.len() {
+            return Err(value_error(
+                "out must hold one row, and spans one pair, per sequence",
+            ));
+        }
+        let width = os.len() / a.len();
+        let sp = spans_from(spans, width)?;
+        with_mask::<T, _>(Some(mask), os.len(), |m| {
+            if matches!(m, token::Mask::Values(_)) {
+                return Err(PyTypeError::new_err("spans come with a bool/integer mask"));
+            }
+            py.detach(|| token::broadcast_spans(a, &sp, m, width, num_threads, os));
+            Ok(())
+        })
+    }
+
+    /// out[row, t] = adv[row] on the row's set flags, else 0, over a contiguous (bs, L) `out`:
+    /// rows whose `spans` (from `token_row_spans`) are one run are written by position, the
+    /// others read `mask` (bool/integer flags).
+    #[pyfunction]
+    #[pyo3(signature = (adv, spans, mask, out, num_threads))]
+    fn broadcast_spans(
+        py: Python<'_>,
+        adv: &Bound<'_, PyAny>,
+        spans: &Bound<'_, PyArray1<i64>>,
+        mask: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+        num_threads: usize,
+    ) -> PyResult<()> {
+        guard(|| {
+            let threads = threads_arg(num_threads)?;
+            let sr = read(spans, "spans")?;
+            let sp = sr.as_slice()?;
+            if let Ok(a) = adv.cast::<PyArray1<f32>>() {
+                broadcast_spans_typed(py, a, sp, mask, out, threads)
+            } else if let Ok(a) = adv.cast::<PyArray1<f64>>() {
+                broadcast_spans_typed(py, a, sp, mask, out, threads)
+            } else {
+                Err(PyTypeError::new_err(
+                    "advantages must be a 1-D float32/float64 array",
+                ))
+            }
+        })
+    }
+
     fn register_tokens(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add_function(wrap_pyfunction!(token_row_weights, m)?)?;
+        m.add_function(wrap_pyfunction!(token_row_spans, m)?)?;
+        m.add_function(wrap_pyfunction!(broadcast_spans, m)?)?;
         m.add_function(wrap_pyfunction!(token_scan, m)?)?;
         m.add_function(wrap_pyfunction!(token_scan_fused, m)?)?;
         m.add_function(wrap_pyfunction!(masked_whiten, m)?)?;

@@ -117,6 +117,30 @@ pub enum AdvError {
         n: usize,
     },
     BadParameter(String),
+    /// A NaN or infinite token input of a scan (`what`: "rewards" or "values", flat position
+    /// `index`; `scan`).
+    TokenNonFinite {
+        what: &'static str,
+        index: usize,
+        value: f64,
+    },
+    /// Finite token rewards whose returns leave the output dtype's range (response `row`).
+    ReturnsOverflow {
+        row: usize,
+    },
+    /// A NaN or infinite value under the mask of a masked whitening (`whiten`).
+    MaskedNonFinite {
+        index: usize,
+        value: f64,
+    },
+    /// A whitening mask that selects fewer tokens than the variance needs (`count`: their
+    /// number or weight).
+    TooFewTokens {
+        count: f64,
+        unbiased: bool,
+    },
+    /// Finite masked values whose variance overflows f64.
+    MaskedOverflow,
 }
 
 impl fmt::Display for AdvError {
@@ -145,6 +169,30 @@ impl fmt::Display for AdvError {
                 write!(f, "{what} has length {len} but the groups cover {n} rewards")
             }
             AdvError::BadParameter(msg) => f.write_str(msg),
+            AdvError::TokenNonFinite { what, index, value } => write!(
+                f,
+                "{what}[{index}] is {value}; pass nan='propagate' to allow non-finite inputs"
+            ),
+            AdvError::ReturnsOverflow { row } => write!(
+                f,
+                "the returns of response {row} overflow the output dtype; rescale the rewards"
+            ),
+            AdvError::MaskedNonFinite { index, value } => write!(
+                f,
+                "values[{index}] is {value} under the mask; pass nan='propagate' to allow non-finite values"
+            ),
+            AdvError::TooFewTokens { count, unbiased } => write!(
+                f,
+                "the mask selects {count} token(s); masked whitening needs {}",
+                if *unbiased {
+                    "more than one (the unbiased variance divides by count - 1)"
+                } else {
+                    "at least one"
+                }
+            ),
+            AdvError::MaskedOverflow => {
+                f.write_str("the masked values overflow float64 in their variance; rescale them")
+            }
         }
     }
 }

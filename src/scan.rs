@@ -12,10 +12,11 @@
 //!   multiplied by the mask first, and the scan runs over every token.
 
 use crate::parallel::{resolve_threads, SERIAL_BELOW};
+use crate::policy::{fault_error, AdvError, Fault};
 use crate::real::Real;
 use crate::stats::Moments;
 use crate::token::Mask;
-use crate::token::Weights;
+use crate::token::{Span, Weights};
 use crate::whiten::slice_moments_w;
 use std::ops::Range;
 
@@ -24,41 +25,16 @@ use std::ops::Range;
 /// masked output `(flat index, value)`.
 pub type ScanMoments = Result<Moments, (usize, f64)>;
 
+/// What a scan asked for statistics gives: the masked moments of its outputs and, for a 0/1
+/// mask, each response's [`Span`].
+pub type ScanStats = (ScanMoments, Option<Vec<Span>>);
+
 /// What a token outside the response mask does in a scan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unmasked {
     Skip,
     Zero,
 }
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum ScanError {
-    /// A NaN or infinite reward (`what` = "rewards") or value at flat position `index`.
-    NonFinite {
-        what: &'static str,
-        index: usize,
-        value: f64,
-    },
-    /// Finite inputs whose scan leaves the output dtype's range (response `row`).
-    Overflow { row: usize },
-}
-
-impl std::fmt::Display for ScanError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ScanError::NonFinite { what, index, value } => write!(
-                f,
-                "{what}[{index}] is {value}; pass nan='propagate' to allow non-finite inputs"
-            ),
-            ScanError::Overflow { row } => write!(
-                f,
-                "the returns of response {row} overflow the output dtype; rescale the rewards"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ScanError {}
 
 /// Parameters of a scan.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -91,30 +67,23 @@ fn row_ranges(offsets: &[usize], threads: usize) -> Vec<Range<usize>> {
     cuts.windows(2).map(|w| w[0]..w[1]).collect()
 }
 
-/// The error of a response whose outputs are not all finite: its first non-finite input,
-/// else an overflow.
+/// The error of a response whose outputs are not all finite: its first non-finite input
+/// (the policy's `fault_error` over the response's tokens), else an overflow.
 fn row_fault<T: Real>(
     rewards: &[T],
     values: Option<&[T]>,
     seg: Range<usize>,
     row: usize,
-) -> ScanError {
+) -> AdvError {
     for (what, xs) in [("rewards", Some(rewards)), ("values", values)] {
         if let Some(xs) = xs {
-            if let Some(i) = seg.clone().find(|&i| !xs[i].to_f64().is_finite()) {
-                return ScanError::NonFinite {
-                    what,
-                    index: i,
-                    value: xs[i].to_f64(),
-                };
+            let e = fault_error(seg.clone(), |i| xs[i].to_f64(), row, Fault::NonFinite);
+            if let AdvError::NonFinite { index, value } = e {
+                return AdvError::TokenNonFinite { what, index, value };
             }
         }
     }
-    ScanError::Overflow { row }
-}
-
-fn first_error(errs: impl IntoIterator<Item = Option<ScanError>>) -> Result<(), ScanError> {
-    errs.into_iter().flatten().next().map_or(Ok(()), Err)
+    AdvError::ReturnsOverflow { row }
 }
 
 /// Discounted returns `G_t = r_t + gamma * G_{t+1}` of every response (see the module doc
@@ -125,14 +94,15 @@ pub fn discounted_returns<T: Real>(
     offsets: &[usize],
     p: &ScanParams,
     out: &mut [T],
-) -> Result<(), ScanError> {
+) -> Result<(), AdvError> {
     returns_fused(rewards, mask, offsets, p, out, None, false).map(|_| ())
 }
 
 /// Discounted returns into `out` in one pass that may also write `minus = (baselines, adv)`:
 /// `adv[i] = ret[i] - baselines[row] * mask[i]`, each product and difference rounded to `T`
 /// as torch computes it in `T` (verl remax), and with `stats` return the masked moments of
-/// the returns (the statistics of a whitening that follows).
+/// the returns (the statistics of a whitening that follows) and, for a 0/1 mask, each
+/// response's [`Span`] (so that the whitening's write reads no mask where it is one run).
 pub fn returns_fused<T: Real>(
     rewards: &[T],
     mask: &Mask<'_, T>,
@@ -141,7 +111,7 @@ pub fn returns_fused<T: Real>(
     out: &mut [T],
     minus: Option<(&[T], &mut [T])>,
     stats: bool,
-) -> Result<Option<ScanMoments>, ScanError> {
+) -> Result<Option<ScanStats>, AdvError> {
     assert_eq!(rewards.len(), out.len());
     let threads = resolve_threads(p.threads);
     let (baselines, adv) = match minus {
@@ -153,6 +123,14 @@ pub fn returns_fused<T: Real>(
     };
     let results = crate::with_weights!(mask, w => returns_rows(rewards, &w, offsets, p, threads, out, baselines, adv, stats));
     finish(results, stats)
+}
+
+/// What one thread's responses gave: their first error, and (when asked) each response's
+/// masked moments and, for a 0/1 mask, its span.
+struct Rows {
+    err: Option<AdvError>,
+    moments: Vec<ScanMoments>,
+    spans: Option<Vec<Span>>,
 }
 
 /// The rows of [`returns_fused`], compiled for one mask kind.
@@ -167,7 +145,7 @@ fn returns_rows<T: Real, W: Weights>(
     baselines: Option<&[T]>,
     adv: Option<&mut [T]>,
     stats: bool,
-) -> Vec<(Option<ScanError>, Vec<ScanMoments>)> {
+) -> Vec<Rows> {
     let g = p.gamma;
     // 0/1 weights (flags, no mask) with checked inputs: a select carries the running value
     // (equal to the blend, up to the sign of a zero; unchecked non-finite inputs keep the
@@ -176,6 +154,8 @@ fn returns_rows<T: Real, W: Weights>(
     over_rows(offsets, threads, out, adv, |rows, o, mut adv| {
         let start = offsets[rows.start];
         let mut moments = Vec::new();
+        // spans of a 0/1 mask (taken while the response's flags are in cache)
+        let mut spans = (stats && W::BINARY).then(Vec::new);
         for row in rows {
             let seg = offsets[row]..offsets[row + 1];
             let b = baselines.map_or(0.0, |b| b[row].to_f64());
@@ -214,41 +194,56 @@ fn returns_rows<T: Real, W: Weights>(
                 }
             }
             if p.check && !finite {
-                return (Some(row_fault(rewards, None, seg, row)), moments);
+                return Rows {
+                    err: Some(row_fault(rewards, None, seg, row)),
+                    moments,
+                    spans,
+                };
             }
             if stats {
                 let local = seg.start - start..seg.end - start;
                 moments.push(slice_moments_w(&o[local], w, seg.start));
             }
+            if let Some(sp) = spans.as_mut() {
+                sp.push(Span::of(w, seg.start, seg.len()).0);
+            }
         }
-        (None, moments)
+        Rows {
+            err: None,
+            moments,
+            spans,
+        }
     })
 }
 
-/// The first error of the pieces, else the merged moments (when asked for).
-fn finish(
-    results: Vec<(Option<ScanError>, Vec<ScanMoments>)>,
-    stats: bool,
-) -> Result<Option<ScanMoments>, ScanError> {
-    let mut rows = Vec::with_capacity(results.len());
-    let mut errs = Vec::with_capacity(results.len());
-    for (e, m) in results {
-        errs.push(e);
-        rows.push(m);
+/// The first error of the pieces, else the merged moments (when asked for) and the spans
+/// (when gathered).
+fn finish(results: Vec<Rows>, stats: bool) -> Result<Option<ScanStats>, AdvError> {
+    if let Some(e) = results.iter().find_map(|r| r.err.clone()) {
+        return Err(e);
     }
-    first_error(errs)?;
     if !stats {
         return Ok(None);
     }
+    let spans = if results.iter().all(|r| r.spans.is_some()) {
+        Some(
+            results
+                .iter()
+                .flat_map(|r| r.spans.iter().flatten().copied())
+                .collect(),
+        )
+    } else {
+        None
+    };
     // merged in response order: the statistics do not depend on the thread count
     let mut acc = Moments::EMPTY;
-    for m in rows.into_iter().flatten() {
+    for m in results.into_iter().flat_map(|r| r.moments) {
         match m {
             Ok(m) => acc = acc.merge(m),
-            Err(e) => return Ok(Some(Err(e))),
+            Err(e) => return Ok(Some((Err(e), spans))),
         }
     }
-    Ok(Some(Ok(acc)))
+    Ok(Some((Ok(acc), spans)))
 }
 
 /// Run `work(responses, a, b)` over consecutive pieces of responses with about equal token
@@ -309,7 +304,7 @@ pub fn gae<T: Real>(
     p: &ScanParams,
     adv: &mut [T],
     ret: &mut [T],
-) -> Result<(), ScanError> {
+) -> Result<(), AdvError> {
     gae_fused(rewards, values, mask, offsets, p, adv, ret, false).map(|_| ())
 }
 
@@ -325,12 +320,12 @@ pub fn gae_fused<T: Real>(
     adv: &mut [T],
     ret: &mut [T],
     stats: bool,
-) -> Result<Option<ScanMoments>, ScanError> {
+) -> Result<Option<ScanMoments>, AdvError> {
     let n = rewards.len();
     assert!(values.len() == n && adv.len() == n && ret.len() == n);
     let threads = resolve_threads(p.threads);
     let results = crate::with_weights!(mask, w => gae_rows(rewards, values, &w, offsets, p, threads, adv, ret, stats));
-    finish(results, stats)
+    Ok(finish(results, stats)?.map(|(m, _)| m))
 }
 
 /// The rows of [`gae_fused`], compiled for one mask kind.
@@ -345,7 +340,7 @@ fn gae_rows<T: Real, W: Weights>(
     adv: &mut [T],
     ret: &mut [T],
     stats: bool,
-) -> Vec<(Option<ScanError>, Vec<ScanMoments>)> {
+) -> Vec<Rows> {
     let select = W::BINARY && p.check; // as in `returns_rows`
     let work = |rows: Range<usize>, a: &mut [T], rt: Option<&mut [T]>| {
         let rt = rt.expect("gae writes two outputs");
@@ -386,14 +381,22 @@ fn gae_rows<T: Real, W: Weights>(
                 rt[i - start] = tr;
             }
             if p.check && !finite {
-                return (Some(row_fault(rewards, Some(values), seg, row)), moments);
+                return Rows {
+                    err: Some(row_fault(rewards, Some(values), seg, row)),
+                    moments,
+                    spans: None,
+                };
             }
             if stats {
                 let local = seg.start - start..seg.end - start;
                 moments.push(slice_moments_w(&a[local], w, seg.start));
             }
         }
-        (None, moments)
+        Rows {
+            err: None,
+            moments,
+            spans: None,
+        }
     };
     over_rows(offsets, threads, adv, Some(ret), work)
 }
@@ -506,7 +509,7 @@ mod tests {
             &mut o,
         );
         assert!(
-            matches!(e, Err(ScanError::NonFinite { what: "rewards", index, .. }) if index == 5 * width + 3)
+            matches!(e, Err(AdvError::TokenNonFinite { what: "rewards", index, .. }) if index == 5 * width + 3)
         );
         let big = [3e38f32, 3e38];
         let mut o = [0.0f32; 2];
@@ -517,7 +520,7 @@ mod tests {
             &params(1.0, 1.0, Unmasked::Skip, 1),
             &mut o,
         );
-        assert_eq!(e, Err(ScanError::Overflow { row: 0 }));
+        assert_eq!(e, Err(AdvError::ReturnsOverflow { row: 0 }));
     }
 
     #[test]

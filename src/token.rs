@@ -13,7 +13,7 @@ use std::ops::Range;
 /// `0..rows` cut into about equal ranges, one per thread, or one in all when the `tokens`
 /// they cover are few: a token pass costs by its tokens, not its rows (`parallel`'s
 /// `map_ranges_mut` judges by the count it cuts, and a batch of 16384 rows is below it).
-fn row_ranges(rows: usize, tokens: usize, threads: usize) -> (usize, Vec<Range<usize>>) {
+pub(crate) fn row_ranges(rows: usize, tokens: usize, threads: usize) -> (usize, Vec<Range<usize>>) {
     let threads = resolve_threads(threads);
     if threads <= 1 || tokens < SERIAL_BELOW || rows < 2 {
         return (threads, std::iter::once(0..rows).collect());
@@ -29,8 +29,7 @@ fn row_ranges(rows: usize, tokens: usize, threads: usize) -> (usize, Vec<Range<u
 /// when finite rewards sum beyond `T`'s range (an overflow, not a non-finite reward).
 fn sum_into<T: Real>(tokens: &[T], o: &mut T) -> bool {
     let s: f64 = tokens.iter().map(|v| v.to_f64()).sum();
-    *o = T::from_f64(s);
-    o.to_f64().is_finite() || tokens.iter().any(|v| !v.to_f64().is_finite())
+    store_sum(s, tokens, o)
 }
 
 /// Sum of each row of `tokens` (`rows x width`), accumulated in f64 (as verl's
@@ -55,12 +54,55 @@ pub fn row_sums<T: Real>(
         out,
         |i| i,
         |r, o| {
-            o.iter_mut().zip(r).find_map(|(o, row)| {
+            // four rows at a time: four independent chains of additions, each row summed in
+            // its own order (the same bits as `sum_into` alone)
+            let mut k = 0;
+            while k + ROWS_AT_ONCE <= o.len() {
+                let row = r.start + k;
+                let sums = sums_at_once(&tokens[row * width..(row + ROWS_AT_ONCE) * width], width);
+                for (j, s) in sums.into_iter().enumerate() {
+                    let t = &tokens[(row + j) * width..(row + j + 1) * width];
+                    if !store_sum(s, t, &mut o[k + j]) {
+                        return Some(row + j);
+                    }
+                }
+                k += ROWS_AT_ONCE;
+            }
+            o[k..].iter_mut().zip(r.start + k..).find_map(|(o, row)| {
                 (!sum_into(&tokens[row * width..(row + 1) * width], o)).then_some(row)
             })
         },
     );
     bad.into_iter().flatten().min().map_or(Ok(()), Err)
+}
+
+/// Rows whose sums [`row_sums`] interleaves: a row's sum is a chain of dependent additions,
+/// bound by their latency, not by memory, unless several run side by side.
+const ROWS_AT_ONCE: usize = 4;
+
+/// The f64 sums of `ROWS_AT_ONCE` consecutive rows of `width` tokens, each in token order
+/// from the start value of `Iterator::sum` (so each equals that row's `sum_into`).
+#[inline]
+fn sums_at_once<T: Real>(tokens: &[T], width: usize) -> [f64; ROWS_AT_ONCE] {
+    let zero: f64 = std::iter::empty::<f64>().sum();
+    let mut s = [zero; ROWS_AT_ONCE];
+    let (a, rest) = tokens.split_at(width);
+    let (b, rest) = rest.split_at(width);
+    let (c, d) = rest.split_at(width);
+    for t in 0..width {
+        s[0] += a[t].to_f64();
+        s[1] += b[t].to_f64();
+        s[2] += c[t].to_f64();
+        s[3] += d[t].to_f64();
+    }
+    s
+}
+
+/// `*o = s` as `T`; `false` when finite `tokens` sum beyond `T`'s range (as `sum_into`).
+#[inline]
+fn store_sum<T: Real>(s: f64, tokens: &[T], o: &mut T) -> bool {
+    *o = T::from_f64(s);
+    o.to_f64().is_finite() || tokens.iter().any(|v| !v.to_f64().is_finite())
 }
 
 /// Sum of each segment `tokens[offsets[i]..offsets[i + 1]]`, accumulated in f64; `Err(i)` as
@@ -169,6 +211,19 @@ pub trait Weights: Sync {
     /// Every weight is 0 or 1.
     const BINARY: bool;
     fn at(&self, i: usize) -> f64;
+    /// [`Weights::BINARY`] of a value.
+    fn binary(&self) -> bool {
+        Self::BINARY
+    }
+    /// The first, and the last, token of `r` with a nonzero weight.
+    fn first_last(&self, r: Range<usize>) -> Option<(usize, usize)> {
+        let first = r.clone().find(|&i| self.at(i) != 0.0)?;
+        Some((first, (first..r.end).rev().find(|&i| self.at(i) != 0.0)?))
+    }
+    /// The number of tokens of `r` with a nonzero weight.
+    fn count_set(&self, r: Range<usize>) -> usize {
+        r.filter(|&i| self.at(i) != 0.0).count()
+    }
 }
 
 /// Every token counts.
@@ -191,6 +246,21 @@ impl<F: Copy + Default + PartialEq + Sync> Weights for FlagsOf<'_, F> {
     #[inline(always)]
     fn at(&self, i: usize) -> f64 {
         (self.0[i] != F::default()) as u8 as f64
+    }
+    // on the flags themselves: one vectorised loop, no per-token conversion
+    #[inline]
+    fn first_last(&self, r: Range<usize>) -> Option<(usize, usize)> {
+        let fl = &self.0[r.clone()];
+        let first = fl.iter().position(|&f| f != F::default())?;
+        let last = fl.iter().rposition(|&f| f != F::default())?;
+        Some((r.start + first, r.start + last))
+    }
+    #[inline]
+    fn count_set(&self, r: Range<usize>) -> usize {
+        self.0[r]
+            .iter()
+            .map(|&f| (f != F::default()) as usize)
+            .sum()
     }
 }
 
@@ -294,6 +364,118 @@ pub fn broadcast_segments<T: Real>(
     );
 }
 
+/// Where a row's set flags lie, relative to the row's start: one run `start..end` (an empty
+/// run when none is set), or scattered (multi-turn masks with observation tokens). verl's
+/// response masks are one run per row: a later pass over such a row writes zeros and values
+/// by position and reads no mask at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    Run { start: usize, end: usize },
+    Scattered,
+}
+
+impl Span {
+    /// The span of the flags `w.at(start + k)`, `k < len` (0/1 weights), and their count.
+    #[inline]
+    pub fn of<W: Weights>(w: &W, start: usize, len: usize) -> (Span, usize) {
+        let Some((first, last)) = w.first_last(start..start + len) else {
+            return (Span::Run { start: 0, end: 0 }, 0);
+        };
+        let count = w.count_set(first..last + 1);
+        let span = if count == last + 1 - first {
+            Span::Run {
+                start: first - start,
+                end: last + 1 - start,
+            }
+        } else {
+            Span::Scattered
+        };
+        (span, count)
+    }
+
+    /// A row's output: 0 outside the run and `inside(&mut dst[start..end], start)` in it; a
+    /// scattered row gets `scattered(dst)`.
+    #[inline]
+    pub fn fill<T: Real>(
+        &self,
+        dst: &mut [T],
+        inside: impl FnOnce(&mut [T], usize),
+        scattered: impl FnOnce(&mut [T]),
+    ) {
+        match *self {
+            Span::Run { start, end } => {
+                dst[..start].fill(T::zero());
+                inside(&mut dst[start..end], start);
+                dst[end..].fill(T::zero());
+            }
+            Span::Scattered => scattered(dst),
+        }
+    }
+}
+
+/// Each row's number of set flags and [`Span`] over `rows x width` (a 0/1 mask: flags of any
+/// width, or none), in one parallel pass over the mask.
+pub fn row_spans<T: Real>(
+    mask: &Mask<'_, T>,
+    width: usize,
+    threads: usize,
+    counts: &mut [f64],
+    spans: &mut [Span],
+) {
+    let rows = counts.len();
+    assert_eq!(spans.len(), rows);
+    let (threads, ranges) = row_ranges(rows, rows * width, threads);
+    let per: Vec<Vec<(Span, usize)>> = crate::with_weights!(mask, w => {
+        assert!(
+            <_ as Weights>::binary(&w),
+            "row spans need a 0/1 mask (flags)"
+        );
+        let mut none: [u8; 0] = [];
+        map_pieces(threads, ranges, &mut none[..], |_| 0, |rs, _| {
+            rs.map(|row| Span::of(&w, row * width, width)).collect()
+        })
+    });
+    for ((c, s), (span, n)) in counts
+        .iter_mut()
+        .zip(spans.iter_mut())
+        .zip(per.into_iter().flatten())
+    {
+        (*c, *s) = (n as f64, span);
+    }
+}
+
+/// `out[row, t] = adv[row]` on the row's set flags, else 0, over `rows x width`: a row whose
+/// flags are one run (`spans`, from [`row_spans`]) is written without reading the mask.
+pub fn broadcast_spans<T: Real>(
+    adv: &[T],
+    spans: &[Span],
+    mask: &Mask<'_, T>,
+    width: usize,
+    threads: usize,
+    out: &mut [T],
+) {
+    let rows = adv.len();
+    assert_eq!(spans.len(), rows);
+    assert_eq!(out.len(), rows * width, "out must hold rows x width values");
+    let (threads, ranges) = row_ranges(rows, out.len(), threads);
+    map_pieces(
+        threads,
+        ranges,
+        out,
+        |i| i * width,
+        |r, o| {
+            for (k, row) in r.clone().enumerate() {
+                let a = adv[row];
+                spans[row].fill(
+                    &mut o[k * width..(k + 1) * width],
+                    |d, _| d.fill(a),
+                    |d| mask.fill_scaled(d, row * width, a),
+                );
+            }
+        },
+    );
+}
+
 /// Each row's mask weight (its number of set flags, or the sum of its float weights) over
 /// `rows x width`; for integer masks wider than a byte also a uint8 copy of the flags, written
 /// in the same pass (`flags`), so that a later pass reads one byte a token instead of eight.
@@ -389,6 +571,64 @@ mod tests {
         let mut out = [9.0f32; 6];
         broadcast_segments(&[1.0, 5.0, 2.0], &[0, 3, 3, 6], &Mask::None, 1, &mut out);
         assert_eq!(out, [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
+    }
+
+    #[test]
+    fn interleaved_row_sums_equal_each_row_summed_alone() {
+        for (rows, width) in [(11usize, 7usize), (4, 1), (9, 33), (3, 5)] {
+            let mut tokens: Vec<f32> = (0..rows * width)
+                .map(|i| ((i * 31) % 23) as f32 * 0.013 - 0.11)
+                .collect();
+            tokens[..width].fill(-0.0); // an all -0.0 row keeps the sign of Iterator::sum
+            let mut got = vec![9.0f32; rows];
+            row_sums(&tokens, width, 1, &mut got).unwrap();
+            for (r, g) in got.iter().enumerate() {
+                let want = tokens[r * width..(r + 1) * width]
+                    .iter()
+                    .map(|v| v.to_f64())
+                    .sum::<f64>() as f32;
+                assert_eq!(g.to_bits(), want.to_bits(), "row {r} of {rows} x {width}");
+            }
+            // an overflowing row inside a block of four, and one after: the first is named
+            if rows >= 6 {
+                let mut big = tokens.clone();
+                big[2 * width..3 * width].fill(3e38);
+                big[5 * width..6 * width].fill(3e38);
+                if width > 1 {
+                    assert_eq!(row_sums(&big, width, 1, &mut got), Err(2));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn spans_of_every_row_shape() {
+        let m: [u64; 24] = [
+            0, 1, 1, 1, 0, 0, // a run inside
+            1, 1, 1, 1, 1, 1, // all
+            0, 0, 0, 0, 0, 0, // none
+            1, 0, 1, 0, 0, 0, // scattered
+        ];
+        let w = FlagsOf(&m[..]);
+        let got: Vec<(Span, usize)> = (0..4).map(|r| Span::of(&w, r * 6, 6)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Span::Run { start: 1, end: 4 }, 3),
+                (Span::Run { start: 0, end: 6 }, 6),
+                (Span::Run { start: 0, end: 0 }, 0),
+                (Span::Scattered, 2),
+            ]
+        );
+        let (mut c, mut sp) = ([0.0; 4], [Span::Scattered; 4]);
+        row_spans::<f32>(&Mask::Wide(Wide::B8(&m)), 6, 1, &mut c, &mut sp);
+        assert_eq!(c, [3.0, 6.0, 0.0, 2.0]);
+        let adv = [1.0f32, 2.0, 3.0, 4.0];
+        let mut out = [9.0f32; 24];
+        broadcast_spans(&adv, &sp, &Mask::Wide(Wide::B8(&m)), 6, 1, &mut out);
+        let mut want = [9.0f32; 24];
+        broadcast_rows(&adv, &Mask::Wide(Wide::B8(&m)), 6, 1, &mut want);
+        assert_eq!(out, want);
     }
 
     #[test]

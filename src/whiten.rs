@@ -8,9 +8,10 @@
 //! masked outputs are exactly 0 (verl turns float32 rounding into outputs near +-1e-4).
 
 use crate::parallel::{map_on, map_pieces, resolve_threads, SERIAL_BELOW};
+use crate::policy::AdvError;
 use crate::real::Real;
 use crate::stats::Moments;
-use crate::token::{Mask, Weights, Wide};
+use crate::token::{Mask, Span, Weights, Wide};
 use std::ops::Range;
 
 /// Elements per statistics chunk: small enough that the second (squared deviations) pass over
@@ -51,41 +52,6 @@ impl Default for WhitenParams {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum WhitenError {
-    /// A NaN or infinite value under the mask (`index`: its flat position).
-    NonFinite { index: usize, value: f64 },
-    /// The mask selects fewer tokens than the variance needs (`count`: their number or weight).
-    TooFew { count: f64, unbiased: bool },
-    /// Finite values whose statistics overflow float64.
-    Overflow,
-}
-
-impl std::fmt::Display for WhitenError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WhitenError::NonFinite { index, value } => write!(
-                f,
-                "values[{index}] is {value} under the mask; pass nan='propagate' to allow non-finite values"
-            ),
-            WhitenError::TooFew { count, unbiased } => write!(
-                f,
-                "the mask selects {count} token(s); masked whitening needs {}",
-                if *unbiased {
-                    "more than one (the unbiased variance divides by count - 1)"
-                } else {
-                    "at least one"
-                }
-            ),
-            WhitenError::Overflow => f.write_str(
-                "the masked values overflow float64 in their variance; rescale them",
-            ),
-        }
-    }
-}
-
-impl std::error::Error for WhitenError {}
-
 /// Moments of the masked values of `x[r]` (weights: the mask), or the first non-finite one.
 fn chunk_moments<T: Real>(
     x: &[T],
@@ -113,6 +79,11 @@ pub fn slice_moments_w<T: Real, W: Weights>(
     mask: &W,
     start: usize,
 ) -> Result<Moments, (usize, f64)> {
+    if W::BINARY {
+        if let Some(m) = flag_moments(xs, mask, start) {
+            return Ok(m);
+        }
+    }
     let (mut count, mut sum, mut x0) = (0.0f64, 0.0f64, None);
     for (k, x) in xs.iter().enumerate() {
         let w = mask.at(start + k);
@@ -148,15 +119,74 @@ pub fn slice_moments_w<T: Real, W: Weights>(
     })
 }
 
+/// Independent partial sums of [`flag_moments`]: no chain of dependent additions through
+/// every token (a scan's statistics would otherwise cost more than its memory traffic).
+const LANES: usize = 4;
+
+/// [`slice_moments_w`] for a 0/1 mask, each sum taken in [`LANES`] partial sums: the same
+/// shifted moments (an all-equal slice: mean == its first masked value, m2 == 0 exactly),
+/// rounded in another order. None where a sum is not finite (a non-finite masked value, or an
+/// overflow): the caller's sequential loop then names the value or gives the same overflow.
+#[inline]
+fn flag_moments<T: Real, W: Weights>(xs: &[T], mask: &W, start: usize) -> Option<Moments> {
+    let n = xs.len();
+    let set = |k: usize| mask.at(start + k) != 0.0;
+    let Some(first) = (0..n).find(|&k| set(k)) else {
+        return Some(Moments::EMPTY);
+    };
+    let x0 = xs[first].to_f64();
+    let count = lane_sum(xs, mask, start, first, |_| 1.0);
+    let sum = lane_sum(xs, mask, start, first, |v| v - x0);
+    if !sum.is_finite() {
+        return None;
+    }
+    let mean = if sum == 0.0 { x0 } else { x0 + sum / count };
+    let m2 = lane_sum(xs, mask, start, first, |v| (v - mean) * (v - mean));
+    m2.is_finite().then_some(Moments {
+        count,
+        mean,
+        m2,
+        scale: 1.0,
+    })
+}
+
+/// The sum of `f(x_k)` over the masked tokens `k >= first` of `xs`, in [`LANES`] partial sums.
+#[inline(always)]
+fn lane_sum<T: Real, W: Weights>(
+    xs: &[T],
+    mask: &W,
+    start: usize,
+    first: usize,
+    f: impl Fn(f64) -> f64,
+) -> f64 {
+    let set = |k: usize| mask.at(start + k) != 0.0;
+    let mut acc = [0.0f64; LANES];
+    let (chunks, tail) = xs[first..].as_chunks::<LANES>();
+    for (c, chunk) in chunks.iter().enumerate() {
+        let at = first + c * LANES;
+        for j in 0..LANES {
+            let v = f(chunk[j].to_f64());
+            acc[j] += if set(at + j) { v } else { 0.0 };
+        }
+    }
+    let at = first + chunks.len() * LANES;
+    for (j, x) in tail.iter().enumerate() {
+        if set(at + j) {
+            acc[j] += f(x.to_f64());
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
+}
+
 /// The (mean, multiplier) of a whitening from moments a pass gathered (`Err`: its first
 /// non-finite masked value, NaN everywhere under `propagate`).
 pub fn affine_from(
     stats: Result<Moments, (usize, f64)>,
     p: &WhitenParams,
-) -> Result<(f64, f64), WhitenError> {
+) -> Result<(f64, f64), AdvError> {
     match stats {
         Err(_) if p.propagate => Ok((f64::NAN, f64::NAN)),
-        Err((index, value)) => Err(WhitenError::NonFinite { index, value }),
+        Err((index, value)) => Err(AdvError::MaskedNonFinite { index, value }),
         Ok(m) => whiten_affine(&m, p),
     }
 }
@@ -206,7 +236,7 @@ pub fn masked_moments<T: Real>(
     x: &[T],
     mask: &Mask<'_, T>,
     threads: usize,
-) -> Result<Moments, WhitenError> {
+) -> Result<Moments, AdvError> {
     let threads = resolve_threads(threads);
     // Serial runs also go chunk by chunk, so that the result does not depend on `threads`.
     let all: Vec<Range<usize>> = (0..x.len().div_ceil(CHUNK))
@@ -230,20 +260,20 @@ pub fn masked_moments<T: Real>(
         }
     }
     match bad {
-        Some((index, value)) => Err(WhitenError::NonFinite { index, value }),
+        Some((index, value)) => Err(AdvError::MaskedNonFinite { index, value }),
         None => Ok(acc),
     }
 }
 
 /// The (mean, multiplier) of a whitening: `out = (x - mean) * k`, from the masked moments.
-pub fn whiten_affine(m: &Moments, p: &WhitenParams) -> Result<(f64, f64), WhitenError> {
+pub fn whiten_affine(m: &Moments, p: &WhitenParams) -> Result<(f64, f64), AdvError> {
     let needed = if p.unbiased {
         m.count > 1.0
     } else {
         m.count > 0.0
     };
     if !needed {
-        return Err(WhitenError::TooFew {
+        return Err(AdvError::TooFewTokens {
             count: m.count,
             unbiased: p.unbiased,
         });
@@ -254,7 +284,7 @@ pub fn whiten_affine(m: &Moments, p: &WhitenParams) -> Result<(f64, f64), Whiten
     let m2 = m.m2_unscaled();
     let var = m2 / if p.unbiased { m.count - 1.0 } else { m.count };
     if !var.is_finite() || !m.mean.is_finite() {
-        return Err(WhitenError::Overflow);
+        return Err(AdvError::MaskedOverflow);
     }
     let v = if p.clamp { var.max(p.eps) } else { var + p.eps };
     let k = if v > 0.0 { 1.0 / v.sqrt() } else { 1.0 };
@@ -268,11 +298,11 @@ pub fn masked_whiten<T: Real>(
     mask: &Mask<'_, T>,
     p: &WhitenParams,
     out: &mut [T],
-) -> Result<(f64, f64), WhitenError> {
+) -> Result<(f64, f64), AdvError> {
     assert_eq!(x.len(), out.len(), "out must have the length of the values");
     let threads = resolve_threads(p.threads);
     let (mean, k) = match masked_moments(x, mask, threads) {
-        Err(WhitenError::NonFinite { .. }) if p.propagate => (f64::NAN, f64::NAN),
+        Err(AdvError::MaskedNonFinite { .. }) if p.propagate => (f64::NAN, f64::NAN),
         Err(e) => return Err(e),
         Ok(m) => whiten_affine(&m, p)?,
     };
@@ -315,6 +345,56 @@ pub fn write_affine<T: Real>(
                         *d = T::from_f64((v.to_f64() - mean) * k + back);
                     }
                 }
+            }
+        },
+    );
+}
+
+/// [`write_affine`] with the mask applied, over `rows x width` whose rows' flags are
+/// described by `spans` ([`Span`]): a row whose flags are one run is written by position
+/// (zeros, the affine map, zeros) without reading the mask; a scattered row reads it.
+#[allow(clippy::too_many_arguments)]
+pub fn write_affine_spans<T: Real>(
+    x: &[T],
+    spans: &[Span],
+    width: usize,
+    mask: &Mask<'_, T>,
+    mean: f64,
+    k: f64,
+    back: f64,
+    threads: usize,
+    out: &mut [T],
+) {
+    let rows = spans.len();
+    assert!(x.len() == rows * width && out.len() == x.len());
+    let (threads, ranges) = crate::token::row_ranges(rows, x.len(), threads);
+    map_pieces(
+        threads,
+        ranges,
+        out,
+        |i| i * width,
+        |r, o| {
+            for (j, row) in r.clone().enumerate() {
+                let at = row * width;
+                let xs = &x[at..at + width];
+                spans[row].fill(
+                    &mut o[j * width..(j + 1) * width],
+                    |d, start| {
+                        for (d, &v) in d.iter_mut().zip(&xs[start..]) {
+                            *d = T::from_f64((v.to_f64() - mean) * k + back);
+                        }
+                    },
+                    |d| {
+                        let r = at..at + width;
+                        match mask {
+                            Mask::Flags(m) => affine_flags(d, xs, &m[r], mean, k, back),
+                            Mask::Wide(Wide::B2(m)) => affine_flags(d, xs, &m[r], mean, k, back),
+                            Mask::Wide(Wide::B4(m)) => affine_flags(d, xs, &m[r], mean, k, back),
+                            Mask::Wide(Wide::B8(m)) => affine_flags(d, xs, &m[r], mean, k, back),
+                            _ => unreachable!("spans come from a 0/1 mask"),
+                        }
+                    },
+                );
             }
         },
     );
@@ -384,6 +464,57 @@ mod tests {
     }
 
     #[test]
+    fn flag_moments_equal_the_sequential_ones() {
+        use crate::token::FlagsOf;
+        let n = 1003;
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 29) % 97) as f32 * 0.37 - 9.0)
+            .collect();
+        let m: Vec<u64> = (0..n).map(|i| ((i * 7) % 5 != 0 && i > 3) as u64).collect();
+        let seq = |xs: &[f32], fl: &[u64]| {
+            let v: Vec<f64> = xs
+                .iter()
+                .zip(fl)
+                .filter(|(_, &f)| f != 0)
+                .map(|(&x, _)| x as f64)
+                .collect();
+            let c = v.len() as f64;
+            let mean = v.iter().sum::<f64>() / c;
+            (
+                c,
+                mean,
+                v.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>(),
+            )
+        };
+        for (a, b) in [(0, n), (5, 9), (0, 4), (17, 17 + 64), (100, 103)] {
+            let got = flag_moments(&x[a..b], &FlagsOf(&m[..]), a);
+            let (c, mean, m2) = seq(&x[a..b], &m[a..b]);
+            let Some(got) = got else {
+                panic!("finite values")
+            };
+            assert_eq!(got.count, c);
+            if c > 0.0 {
+                assert!((got.mean - mean).abs() <= 1e-12 * mean.abs().max(1.0));
+                assert!((got.m2 - m2).abs() <= 1e-12 * m2.max(1.0));
+            }
+        }
+        // all-equal masked values: the mean is that value and m2 exactly 0
+        let eq = vec![0.1f32; 77];
+        let got = flag_moments(&eq, &FlagsOf(&m[..]), 0).unwrap();
+        assert_eq!((got.mean, got.m2), (0.1f32 as f64, 0.0));
+        // a non-finite masked value: None (the sequential loop names it); unmasked: ignored
+        let mut bad = x.clone();
+        bad[1] = f32::NAN; // unmasked (i <= 3)
+        assert!(flag_moments(&bad, &FlagsOf(&m[..]), 0).is_some());
+        bad[6] = f32::INFINITY;
+        assert!(flag_moments(&bad, &FlagsOf(&m[..]), 0).is_none());
+        assert_eq!(
+            slice_moments_w(&bad, &FlagsOf(&m[..]), 0),
+            Err((6, f64::INFINITY))
+        );
+    }
+
+    #[test]
     fn all_equal_masked_values_give_exact_zero() {
         let x = [0.1f32, 0.1, 0.1, 5.0, 0.1];
         let m = [1u8, 1, 1, 0, 1];
@@ -421,13 +552,16 @@ mod tests {
         let one = [0u8, 1, 0, 0];
         assert!(matches!(
             masked_whiten(&x, &Mask::Flags(&one), &WhitenParams::default(), &mut out),
-            Err(WhitenError::TooFew { .. })
+            Err(AdvError::TooFewTokens { .. })
         ));
         assert!(masked_whiten(&x, &Mask::Flags(&one), &biased, &mut out).is_ok());
         let y = [1.0, f64::NAN, 3.0, f64::NAN];
         let m = [1u8, 0, 1, 1];
         let got = masked_whiten(&y, &Mask::Flags(&m), &WhitenParams::default(), &mut out);
-        assert!(matches!(got, Err(WhitenError::NonFinite { index: 3, .. })));
+        assert!(matches!(
+            got,
+            Err(AdvError::MaskedNonFinite { index: 3, .. })
+        ));
         let prop = WhitenParams {
             propagate: true,
             ..Default::default()

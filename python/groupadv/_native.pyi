@@ -152,6 +152,17 @@ def token_row_weights(
     mask: _Mask, rows: int, flags_out: npt.NDArray[np.uint8] | None, num_threads: int
 ) -> npt.NDArray[np.float64]:
     """Each row's mask weight; a uint8 copy of wider integer flags into flags_out in the same pass."""
+def token_row_spans(
+    mask: _Mask, rows: int, num_threads: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Each row's number of set flags (bool/integer mask) and its span, flat (start, end) pairs:
+    the one run of set flags, (-1, -1) where they are scattered; one pass over the mask."""
+def broadcast_spans(
+    adv: npt.NDArray[np.floating], spans: npt.NDArray[np.int64], mask: _Mask,
+    out: npt.NDArray[np.floating], num_threads: int,
+) -> None:
+    """out[row, t] = adv[row] on the row's set flags, else 0: one-run rows (spans from
+    token_row_spans) written by position without reading the mask."""
 # ---- issue 12, group-level estimators (engineer "groups"): src/select.rs, src/components.rs ----
 
 def passk_advantages(

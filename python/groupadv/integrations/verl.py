@@ -362,29 +362,86 @@ def uninstall(core_algos=None) -> None:
 # ---- issue 12, group-level estimators (engineer "groups"): grpo_passk, opo, gpg, gdpo ----
 
 
-def _per_response(token_level_rewards, response_mask, advantages_of, dtype, nan, scores=None):
-    """``advantages_of(scores)`` of the summed token rewards (or of the given per-response
-    ``scores``), broadcast over the mask, in ``dtype``: scores summed in float64 by the core (float32 for bf16/fp16 rewards, whose
-    tensors numpy lacks), the broadcast in the core; CUDA tensors with torch on the device."""
+def _rows_native(token_level_rewards, response_mask, nan):
+    """The (bs, L) inputs as the compiled core reads them, with each row's mask count and span
+    (``token_row_spans``: one pass over the mask; a row whose flags are one run is later written
+    without reading the mask): ``(tokens, mask, counts, spans)``, or None where the core does not
+    take the inputs as they are (numpy backend, device tensors, bf16/fp16 rewards, a float mask,
+    ``nan="propagate"``, whose NaN verl multiplies onto masked-out tokens)."""
+    import torch
+
+    from .. import _backend, _torch
+    from .. import tokens as tok
+
+    t, mask = token_level_rewards, response_mask
+    if _backend.name != "native" or nan == "propagate" or not _torch.is_tensor(t) or _torch.on_device(t):
+        return None
+    if t.ndim != 2 or t.shape[0] == 0 or t.dtype not in (torch.float32, torch.float64):
+        return None
+    if not _torch.is_tensor(mask) or tuple(mask.shape) != tuple(t.shape) or mask.is_floating_point() \
+            or mask.is_complex():
+        return None
+    tokens = tok._token_array(_torch.to_numpy(t), 2)
+    m = tok._mask_array(_torch.to_numpy(mask), tokens.shape, tokens.dtype)
+    counts, spans = _backend.impl.token_row_spans(m, tokens.shape[0], 0)
+    return tokens, m, counts, spans
+
+
+def _per_response(token_level_rewards, response_mask, advantages_of, dtype, nan, scores=None, whiten=False):
+    """``advantages_of(scores, lengths)`` of the summed token rewards (or of the given
+    per-response ``scores``; ``lengths``: each row's mask count as float64, or None where the
+    caller must take them), broadcast over the mask, in ``dtype``: scores summed in float64 by
+    the core (float32 for bf16/fp16 rewards, whose tensors numpy lacks), the broadcast in the
+    core; CUDA tensors with torch on the device. ``whiten``: verl's ``masked_whiten(tiled) *
+    mask`` of the tiled advantages (GDPO), from the bs advantages weighted by their rows' mask
+    counts where the core takes the inputs (no tiled intermediate), else on the tiled tensor."""
 
     from .. import _backend, _torch
     from .. import tokens as tok
 
     if token_level_rewards.shape[0] == 0:
         return _empty(token_level_rewards, dtype)
+    fast = _rows_native(token_level_rewards.detach(), response_mask.detach(), nan)
+    if fast is not None:
+        import numpy as np
+
+        tokens, m, counts, spans = fast
+        wide = _torch.to_numpy(token_level_rewards.new_empty(0, dtype=dtype)).dtype if whiten else tokens.dtype
+        if wide == tokens.dtype:
+            if scores is None:
+                scores = _backend.impl.token_scores(tokens, None, 0)
+            adv = np.asarray(advantages_of(scores, counts), dtype=tokens.dtype)
+            if whiten:  # the tiled values' masked mean and variance, as verl's masked_whiten
+                a = adv.astype(np.float64)
+                mean, k = _backend.impl.masked_whiten(a, counts, np.empty_like(a), True, True, True, 1e-8, False,
+                                                      False, False, 0)
+                adv = ((a - mean) * k + 0.0).astype(tokens.dtype)  # as the core's write: (x - mean) * k + 0
+            out = np.empty_like(tokens)
+            _backend.impl.broadcast_spans(adv, spans, m, out, 0)
+            res = _torch.from_numpy(out, token_level_rewards, dtype)
+            return res, res
     rewards, mask = _core_inputs(token_level_rewards.detach(), response_mask.detach(), nan)
     if _torch.on_device(rewards):
-        adv = advantages_of(rewards.double().sum(dim=-1) if scores is None else scores)
+        adv = advantages_of(rewards.double().sum(dim=-1) if scores is None else scores, None)
         m = mask if mask.is_floating_point() else (mask != 0)
-        res = (adv.unsqueeze(-1) * m.to(adv.dtype)).to(dtype)
-        return res, res
-    tokens = tok._token_array(_torch.to_numpy(rewards), 2)
-    m = tok._mask_array(_torch.to_numpy(mask), tokens.shape, tokens.dtype)
-    threads = 0
-    if scores is None:
-        scores = _backend.impl.token_scores(tokens, None, threads)
-    adv = advantages_of(scores)
-    res = tok._finish(adv.astype(tokens.dtype, copy=False), m, None, tokens, None, rewards, threads)
+        res = (adv.unsqueeze(-1) * m.to(adv.dtype))
+    else:
+        tokens = tok._token_array(_torch.to_numpy(rewards), 2)
+        m = tok._mask_array(_torch.to_numpy(mask), tokens.shape, tokens.dtype)
+        threads = 0
+        if scores is None:
+            scores = _backend.impl.token_scores(tokens, None, threads)
+        adv = advantages_of(scores, None)
+        res = tok._finish(adv.astype(tokens.dtype, copy=False), m, None, tokens, None, rewards, threads)
+    if whiten:
+        import torch
+
+        from ..returns import masked_whiten
+
+        res = res.to(torch.promote_types(dtype, torch.float32))  # float32 or wider until whitened
+        wm = response_mask.float() if response_mask.dtype in (torch.bfloat16, torch.float16) else response_mask
+        # verl: masked_whiten(...) * response_mask, so a NaN (nan="propagate") stays on masked tokens
+        res = masked_whiten(res, wm, nan=nan) * wm
     res = res.to(dtype)
     return res, res
 
@@ -406,7 +463,7 @@ def compute_grpo_passk_outcome_advantage(token_level_rewards, response_mask, ind
     ids = index
     return _per_response(
         token_level_rewards, response_mask,
-        lambda s: passk_advantages(s, group_ids=ids, scale="group" if norm else "none", ddof=1, eps=epsilon,
+        lambda s, _: passk_advantages(s, group_ids=ids, scale="group" if norm else "none", ddof=1, eps=epsilon,
                                    singleton="error", nan=nan),
         _out_dtype(token_level_rewards, response_mask), nan)
 
@@ -420,12 +477,16 @@ def compute_opo_outcome_advantage(token_level_rewards, response_mask, index, eps
     from .. import _torch
     from ..estimators import opo_advantages
 
-    lengths = response_mask.detach().sum(dim=-1)
-    lengths = _torch.to_numpy(lengths.cpu()).astype("float64") if lengths.numel() else lengths
+    def lengths_of(counts):
+        if counts is not None:  # the core's row counts (the pass that also finds the spans)
+            return counts
+        lengths = response_mask.detach().sum(dim=-1)
+        return _torch.to_numpy(lengths.cpu()).astype("float64") if lengths.numel() else lengths
+
     ids = index
     return _per_response(
         token_level_rewards, response_mask,
-        lambda s: opo_advantages(s, lengths, group_ids=ids, singleton="raw", nan=nan),
+        lambda s, counts: opo_advantages(s, lengths_of(counts), group_ids=ids, singleton="raw", nan=nan),
         _out_dtype(token_level_rewards, response_mask), nan)
 
 
@@ -440,7 +501,7 @@ def compute_gpg_outcome_advantage(token_level_rewards, response_mask, index, eps
     ids = index
     return _per_response(
         token_level_rewards, response_mask,
-        lambda s: gpg_advantages(s, group_ids=ids, f_norm=f_norm, singleton="raw", nan=nan),
+        lambda s, _: gpg_advantages(s, group_ids=ids, f_norm=f_norm, singleton="raw", nan=nan),
         _out_dtype(token_level_rewards, response_mask), nan)
 
 
@@ -466,7 +527,6 @@ def compute_gdpo_outcome_advantage(token_level_rewards, response_mask, index, ep
 
     from .. import _torch
     from ..estimators import multi_reward_advantages
-    from ..returns import masked_whiten
 
     scores: Any = None
     weights = None
@@ -489,23 +549,14 @@ def compute_gdpo_outcome_advantage(token_level_rewards, response_mask, index, ep
         dtype = torch.promote_types(torch.float32, response_mask.dtype)
     norm = "group" if norm_adv_by_std_in_grpo else "none"
 
-    def combined(s):
+    def combined(s, _):
         x = s.reshape(-1, 1) if s.ndim == 1 else s
         return multi_reward_advantages(x, group_ids=index, weights=weights, aggregation="normalize_then_sum",
                                        scale=norm, ddof=1, eps=epsilon, singleton="raw", nan=nan)
 
     if scores is not None and _torch.on_device(token_level_rewards):
         scores = torch.from_numpy(scores).to(token_level_rewards.device)
-    # float32 or wider until the whitening is done (bf16/fp16 only for the result)
-    adv, _ = _per_response(token_level_rewards, response_mask, combined, torch.promote_types(dtype, torch.float32),
-                           nan, scores=scores)
-    if adv.shape[0] == 0:
-        return adv, adv
-    mask = response_mask.float() if response_mask.dtype in (torch.bfloat16, torch.float16) else response_mask
-    white = masked_whiten(adv, mask, nan=nan)
-    # verl: masked_whiten(...) * response_mask, so a NaN (nan="propagate") stays on masked tokens
-    white = (white * mask).to(dtype)
-    return white, white
+    return _per_response(token_level_rewards, response_mask, combined, dtype, nan, scores=scores, whiten=True)
 
 
 SUPPORTED.update({
