@@ -93,56 +93,70 @@ def advantages(
     tensors on other devices (CUDA) computed by the torch twin on their device; an ``out=``
     tensor of any float dtype is written.
     """
-    # The fast path (issue 14: a call at N=8192 is ~10 µs of core work, and the general path's
-    # Python costs as much again). It covers a plain contiguous float32/float64 array with a
-    # group_size=, offsets= (int64 array) or groups= layout and plain parameters: it only
-    # establishes that every check of the general path would pass, then makes the same backend
-    # call. Anything else, including every input the general path rejects, goes there.
-    if (type(rewards) is np.ndarray and group_ids is None and moments is None and preset is None
-            and rewards.ndim == 1 and (rewards.dtype is _F32 or rewards.dtype is _F64)):
-        n = rewards.shape[0]
-        fl = rewards.flags
-        grouping = None
-        if n and fl.c_contiguous and fl.aligned:
-            if groups is None:
-                if offsets is None:
-                    if type(group_size) is int:
-                        grouping = _UNIFORM.get((_backend.name, n, group_size))
-                        if grouping is not None:
-                            grouping = grouping._impl
-                elif group_size is None and _plain_offsets(offsets):
-                    grouping = _backend.impl.grouping_offsets  # built below, after out= is checked
-            elif (group_size is None and offsets is None and type(groups) is Groups
-                  and groups._backend == _backend.name and groups._impl.n == n):
-                grouping = groups._impl
-        if (grouping is not None
-                and type(center) is str and type(scale) is str and type(nan) is str
-                and (singleton is None or type(singleton) is str)
-                and (ddof is None or (type(ddof) is int and 0 <= ddof <= 1))
-                and (eps is None or (type(eps) is float and 0.0 <= eps < math.inf))
-                and (batch_std is None or type(batch_std) is float)
-                and (num_threads is None or (type(num_threads) is int and 0 < num_threads <= MAX_THREADS))):
-            result = _plain_out(out, rewards, offsets)
-            if result is not None:
-                if grouping is _backend.impl.grouping_offsets:
-                    grouping = grouping(n, offsets)
-                threads = 0 if num_threads is None else num_threads
-                if num_threads is None:
-                    environment_threads()
-                try:
-                    _backend.impl.advantages(
-                        rewards, result, grouping, center, scale, 0 if ddof is None else ddof,
-                        0.0 if eps is None else eps, "zero" if singleton is None else singleton, nan,
-                        threads, batch_std,
-                    )
-                except GroupadvError as err:
-                    with_label(err, groups if groups is not None else Groups(grouping, _backend.name))
-                    raise
-                return result if decimals is None else round_decimals(result, decimals)
+    if type(rewards) is np.ndarray and group_ids is None and moments is None and preset is None:
+        result = _fast_advantages(rewards, group_size, offsets, groups, center, scale, ddof, eps, singleton,
+                                  nan, out, num_threads, batch_std)
+        if result is not None:
+            return result if decimals is None else round_decimals(result, decimals)
     return _general(
         rewards, group_size, offsets, group_ids, groups, center, scale, ddof, eps, singleton, nan,
         decimals, out, num_threads, batch_std, moments, preset,
     )
+
+
+def _fast_advantages(x: np.ndarray, group_size, offsets, groups, center, scale, ddof, eps, singleton, nan,
+                     out, num_threads, batch_std) -> np.ndarray | None:
+    """The common call without the general path's Python cost (issue 14: at N=8192 the core
+    works ~8 µs, and the general path's checks cost as much again). For a contiguous 1-D
+    float32/float64 array with a ``group_size=`` (a layout already cached), int64 ``offsets=``
+    or ``groups=`` layout and plain parameters, it establishes cheaply that every check of
+    :func:`_general` would pass, then makes the same backend call (the core's policy stage
+    checks values and reports NaN/overflow faults, as there): the same result and the same
+    errors. Returns None, having written nothing, for any other input: the general path takes
+    it (and raises what it rejects)."""
+    if not (x.ndim == 1 and (x.dtype is _F32 or x.dtype is _F64)):
+        return None
+    n = x.shape[0]
+    fl = x.flags
+    if not (n and fl.c_contiguous and fl.aligned):
+        return None
+    if not (type(center) is str and type(scale) is str and type(nan) is str
+            and (singleton is None or type(singleton) is str)
+            and (ddof is None or (type(ddof) is int and 0 <= ddof <= 1))
+            and (eps is None or (type(eps) is float and 0.0 <= eps < math.inf))
+            and (batch_std is None or type(batch_std) is float)
+            and (num_threads is None or (type(num_threads) is int and 0 < num_threads <= MAX_THREADS))):
+        return None
+    result = _plain_out(out, x, offsets)
+    if result is None:
+        return None
+    layout = _plain_layout(n, group_size, offsets, groups)
+    if layout is None:
+        return None
+    if num_threads is None:
+        environment_threads()  # a bad GROUPADV_NUM_THREADS raises in every call
+    with _labelled_errors(layout):
+        _backend.impl.advantages(
+            x, result, layout._impl, center, scale, 0 if ddof is None else ddof, 0.0 if eps is None else eps,
+            "zero" if singleton is None else singleton, nan, 0 if num_threads is None else num_threads,
+            batch_std,
+        )
+    return result
+
+
+def _plain_layout(n: int, group_size, offsets, groups) -> Groups | None:
+    """The layout of a fast-path call: ``groups=`` of this backend and length, a uniform layout
+    the general path has built and cached, or contiguous int64 ``offsets=`` (validated by the
+    backend as there); else None (the general path builds, caches or rejects it)."""
+    if groups is not None:
+        ok = (group_size is None and offsets is None and type(groups) is Groups
+              and groups._backend == _backend.name and groups._impl.n == n)
+        return groups if ok else None
+    if offsets is None:
+        return _UNIFORM.get((_backend.name, n, group_size)) if type(group_size) is int else None
+    if group_size is not None or not _plain_offsets(offsets):
+        return None
+    return Groups(_backend.impl.grouping_offsets(n, offsets), _backend.name)
 
 
 def _plain_offsets(offsets) -> bool:
