@@ -101,6 +101,15 @@ def test_fast_path_is_bit_identical_to_general_path(fast_only, dtype, params):
             assert bits(out) == bits(want), (name, n, "out=")
 
 
+def test_disjoint_views_of_one_buffer_take_the_fast_path(fast_only):
+    """out= and rewards cut from one buffer without overlap: numpy is asked, and says disjoint."""
+    buf = np.random.default_rng(6).random(256)
+    x, out = buf[:128], buf[128:]
+    ga.make_groups(128, 8)
+    want = general(x.copy(), group_size=8)
+    assert fast_only(x, 8, out=out) is out and bits(out) == bits(want)
+
+
 def test_grpo_family_take_the_fast_path(fast_only):
     x = np.random.default_rng(1).random(8192).astype(np.float32)
     ga.make_groups(8192, 16)
