@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _backend, _torch
-from ._groups import _UNIFORM, Groups, resolve
+from ._groups import Groups, plain_layout, resolve
 from ._inputs import (
     MAX_THREADS,
     check_out,
@@ -19,6 +19,7 @@ from ._inputs import (
     eps_value,
     integer,
     out_array,
+    plain_out,
     rewards_array,
     threads_value,
 )
@@ -26,7 +27,7 @@ from ._presets import resolve_preset
 from .errors import AdvantageOverflowError, GroupadvError, with_label
 from .moments import GroupMoments
 
-_F32, _F64, _I64 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64)
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def advantages(
@@ -127,10 +128,10 @@ def _fast_advantages(x: np.ndarray, group_size, offsets, groups, center, scale, 
             and (batch_std is None or type(batch_std) is float)
             and (num_threads is None or (type(num_threads) is int and 0 < num_threads <= MAX_THREADS))):
         return None
-    result = _plain_out(out, x, offsets)
+    result = plain_out(out, x, offsets)
     if result is None:
         return None
-    layout = _plain_layout(n, group_size, offsets, groups)
+    layout = plain_layout(n, group_size, offsets, groups)
     if layout is None:
         return None
     if num_threads is None:
@@ -145,49 +146,6 @@ def _fast_advantages(x: np.ndarray, group_size, offsets, groups, center, scale, 
         with_label(err, layout)
         raise
     return result
-
-
-def _plain_layout(n: int, group_size, offsets, groups) -> Groups | None:
-    """The layout of a fast-path call: ``groups=`` of this backend and length, a uniform layout
-    the general path has built and cached, or contiguous int64 ``offsets=`` (validated by the
-    backend as there); else None (the general path builds, caches or rejects it)."""
-    if groups is not None:
-        ok = (group_size is None and offsets is None and type(groups) is Groups
-              and groups._backend == _backend.name and groups._impl.n == n)
-        return groups if ok else None
-    if offsets is None:
-        return _UNIFORM.get((_backend.name, n, group_size)) if type(group_size) is int else None
-    if group_size is not None or not _plain_offsets(offsets):
-        return None
-    return Groups(_backend.impl.grouping_offsets(n, offsets), _backend.name)
-
-
-def _plain_offsets(offsets) -> bool:
-    """offsets= as the general path passes them to the backend: a contiguous 1-D int64 array."""
-    if type(offsets) is not np.ndarray or offsets.dtype is not _I64 or offsets.ndim != 1:
-        return False
-    fl = offsets.flags
-    return fl.c_contiguous and fl.aligned
-
-
-def _plain_out(out, rewards: np.ndarray, offsets):
-    """The fast path's result array: a fresh one, or ``out`` when every check of
-    :func:`check_out` and :func:`out_array` passes on it (else None: the general path)."""
-    if out is None:
-        return np.empty(rewards.shape, rewards.dtype)
-    if type(out) is not np.ndarray or out.dtype is not rewards.dtype or out.shape != rewards.shape:
-        return None
-    fl = out.flags
-    if not (fl.c_contiguous and fl.aligned and fl.writeable):
-        return None
-    # Two distinct arrays that each own their memory hold two allocations: no overlap to ask
-    # numpy about (a fifth of this check's cost); views are asked.
-    owners = fl.owndata and rewards.flags.owndata and out is not rewards
-    if not owners and np.may_share_memory(out, rewards):
-        return None
-    if offsets is not None and np.may_share_memory(out, offsets):
-        return None
-    return out
 
 
 def _general(rewards, group_size, offsets, group_ids, groups, center, scale, ddof, eps, singleton, nan,

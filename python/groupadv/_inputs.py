@@ -76,6 +76,27 @@ def out_array(out, like: np.ndarray) -> np.ndarray:
     return out
 
 
+def plain_out(out, rewards: np.ndarray, offsets=None) -> np.ndarray | None:
+    """For the fast path of a call on a plain ``rewards`` array: a fresh result array, or
+    ``out`` when every check of :func:`check_out` and :func:`out_array` passes on it; else
+    None (the caller takes those, which raise what is wrong)."""
+    if out is None:
+        return np.empty(rewards.shape, rewards.dtype)
+    if type(out) is not np.ndarray or out.dtype is not rewards.dtype or out.shape != rewards.shape:
+        return None
+    fl = out.flags
+    if not (fl.c_contiguous and fl.aligned and fl.writeable):
+        return None
+    # Two distinct arrays that each own their memory hold two allocations: no overlap to ask
+    # numpy about (a fifth of this check's cost); views are asked.
+    owners = fl.owndata and rewards.flags.owndata and out is not rewards
+    if not owners and np.may_share_memory(out, rewards):
+        return None
+    if offsets is not None and np.may_share_memory(out, offsets):
+        return None
+    return out
+
+
 _TOO_HARD = getattr(np, "exceptions", np).TooHardError
 
 
