@@ -76,6 +76,27 @@ def out_array(out, like: np.ndarray) -> np.ndarray:
     return out
 
 
+def plain_out(out, rewards: np.ndarray, offsets=None) -> np.ndarray | None:
+    """For the fast path of a call on a plain ``rewards`` array: a fresh result array, or
+    ``out`` when every check of :func:`check_out` and :func:`out_array` passes on it; else
+    None (the caller takes those, which raise what is wrong)."""
+    if out is None:
+        return np.empty(rewards.shape, rewards.dtype)
+    if type(out) is not np.ndarray or out.dtype is not rewards.dtype or out.shape != rewards.shape:
+        return None
+    fl = out.flags
+    if not (fl.c_contiguous and fl.aligned and fl.writeable):
+        return None
+    # Two distinct arrays that each own their memory hold two allocations: no overlap to ask
+    # numpy about (a fifth of this check's cost); views are asked.
+    owners = fl.owndata and rewards.flags.owndata and out is not rewards
+    if not owners and np.may_share_memory(out, rewards):
+        return None
+    if offsets is not None and np.may_share_memory(out, offsets):
+        return None
+    return out
+
+
 _TOO_HARD = getattr(np, "exceptions", np).TooHardError
 
 
@@ -173,10 +194,25 @@ def eps_value(eps) -> float:
     return eps
 
 
+_ENVIRON = os.environ
+# os.environ.get runs four Python-level calls (a µs, a tenth of a small call); its dict of
+# encoded names, where present (CPython's os._Environ), answers the same in one lookup.
+_ENV_DATA = getattr(_ENVIRON, "_data", None)
+_ENV_KEY = _ENVIRON.encodekey("GROUPADV_NUM_THREADS") if hasattr(_ENVIRON, "encodekey") else None
+
+
+def _environment_raw() -> str | None:
+    """The value of ``GROUPADV_NUM_THREADS`` now (os.environ as it is, read on every call)."""
+    if os.environ is _ENVIRON and type(_ENV_DATA) is dict and _ENV_KEY is not None:
+        raw = _ENV_DATA.get(_ENV_KEY)
+        return None if raw is None else _ENVIRON.decodevalue(raw)  # type: ignore[attr-defined]
+    return os.environ.get("GROUPADV_NUM_THREADS")
+
+
 def environment_threads() -> int | None:
     """``GROUPADV_NUM_THREADS``: None when unset or empty, else an integer in 1..MAX_THREADS
     (anything else is a ThreadCountError, not silently ignored)."""
-    raw = os.environ.get("GROUPADV_NUM_THREADS")
+    raw = _environment_raw()
     if raw is None or not raw.strip():
         return None
     text = raw.strip()
