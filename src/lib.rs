@@ -40,7 +40,7 @@ mod python {
     use numpy::{Element, PyArray1, PyArrayMethods, PyUntypedArrayMethods};
     use pyo3::exceptions::{PyTypeError, PyValueError};
     use pyo3::prelude::*;
-    use pyo3::types::{PyDict, PyString};
+    use pyo3::types::{PyDict, PyString, PyTuple};
 
     fn value_error(e: impl std::fmt::Display) -> PyErr {
         PyValueError::new_err(e.to_string())
@@ -159,6 +159,10 @@ mod python {
     #[pyclass(frozen, module = "groupadv._native", name = "Grouping")]
     pub struct PyGrouping {
         inner: Grouping,
+        /// Labelled groups that came out contiguous and of one size: kept as `Uniform` (its
+        /// faster passes) but reported and pickled as "ragged", like contiguous labels of
+        /// any sizes.
+        ragged_kind: bool,
     }
 
     #[pymethods]
@@ -176,6 +180,7 @@ mod python {
         #[getter]
         fn kind(&self) -> &'static str {
             match self.inner {
+                Grouping::Uniform { .. } if self.ragged_kind => "ragged",
                 Grouping::Uniform { .. } => "uniform",
                 Grouping::Ragged { .. } => "ragged",
                 Grouping::Labelled(_) => "permuted",
@@ -197,9 +202,12 @@ mod python {
                 .import("groupadv._native")?
                 .getattr("_grouping_restore")?;
             let data: Bound<'py, PyAny> = match &self.inner {
-                Grouping::Uniform { size, .. } => size.into_pyobject(py)?.into_any(),
-                Grouping::Ragged { offsets } => {
-                    PyArray1::from_iter(py, offsets.iter().map(|&o| o as i64)).into_any()
+                Grouping::Uniform { size, .. } if !self.ragged_kind => {
+                    size.into_pyobject(py)?.into_any()
+                }
+                Grouping::Uniform { .. } | Grouping::Ragged { .. } => {
+                    PyArray1::from_iter(py, self.inner.offsets().into_iter().map(|o| o as i64))
+                        .into_any()
                 }
                 Grouping::Labelled(_) => self.codes(py).into_any(),
             };
@@ -218,7 +226,18 @@ mod python {
     }
 
     fn wrap(inner: Grouping) -> PyGrouping {
-        PyGrouping { inner }
+        PyGrouping {
+            inner,
+            ragged_kind: false,
+        }
+    }
+
+    /// A layout resolved from labels (contiguous labels of one size are reported "ragged").
+    fn wrap_labelled(inner: Grouping) -> PyGrouping {
+        PyGrouping {
+            ragged_kind: matches!(inner, Grouping::Uniform { .. }),
+            inner,
+        }
     }
 
     #[pyfunction]
@@ -248,11 +267,13 @@ mod python {
             "uniform" => grouping_uniform(n, data.extract()?),
             "ragged" => grouping_offsets(n, data.cast()?),
             "permuted" => {
-                let (g, _) = grouping_ids_int(py, data.cast::<PyArray1<i64>>()?)?;
-                if g.inner.len() != n {
+                let ids = read(data.cast::<PyArray1<i64>>()?, "codes")?;
+                let ids = ids.as_slice()?;
+                let (g, _, _) = py.detach(|| crate::runs::group_ints(ids, 0))?;
+                if g.len() != n {
                     return Err(value_error("corrupt pickled Grouping: wrong length"));
                 }
-                Ok(g)
+                Ok(wrap_labelled(g))
             }
             _ => Err(value_error(format!("unknown Grouping kind {kind:?}"))),
         }
@@ -270,23 +291,32 @@ mod python {
     }
 
     fn with_first<'py>(py: Python<'py>, g: Grouping, first: Vec<usize>) -> Labelled<'py> {
-        (
-            wrap(g),
-            PyArray1::from_iter(py, first.into_iter().map(|i| i as i64)),
-        )
+        (wrap_labelled(g), index_array(py, first))
+    }
+
+    /// Indices as an int64 array that takes over the vector (converted in place, no copy).
+    fn index_array(py: Python<'_>, v: Vec<usize>) -> Bound<'_, PyArray1<i64>> {
+        PyArray1::from_vec(py, v.into_iter().map(|i| i as i64).collect())
     }
 
     /// Groups from int64 labels (runs of equal labels found first); also returns the first
-    /// index of each group.
+    /// index of each group and, `with_labels`, the label of each group (`ids[first]`).
     #[pyfunction]
+    #[pyo3(signature = (ids, with_labels=false))]
     fn grouping_ids_int<'py>(
         py: Python<'py>,
         ids: &Bound<'py, PyArray1<i64>>,
-    ) -> PyResult<Labelled<'py>> {
+        with_labels: bool,
+    ) -> PyResult<Bound<'py, PyTuple>> {
         let ids = read(ids, "group_ids")?;
         let ids = ids.as_slice()?;
-        let (g, first) = py.detach(|| crate::runs::group_ints(ids, 0))?;
-        Ok(with_first(py, g, first))
+        let (g, first, labels) = py.detach(|| crate::runs::group_ints(ids, 0))?;
+        let (g, first) = with_first(py, g, first);
+        if with_labels {
+            (g, first, PyArray1::from_vec(py, labels)).into_pyobject(py)
+        } else {
+            (g, first).into_pyobject(py)
+        }
     }
 
     /// Groups from fixed-width labels given as the rows of a uint8 matrix (numpy 'U'/'S').
