@@ -348,69 +348,103 @@ mod python {
     /// Group codes of `n` str labels (`item(i)` the i-th): with `runs`, one per run of the
     /// same object (and the run starts, for `runs::from_runs`), else one per label (and the
     /// first index of each group). By identity first: a run is a stretch of the same object
-    /// (one pointer comparison per label) and an object is looked up by its address, without
-    /// reading it. Then each object not seen before (in order of first appearance) is hashed
-    /// and compared by text, so that distinct str objects with equal text are one group.
-    /// TypeError for a label that is not exactly a str (subclasses may define their own
-    /// `__eq__` / `__hash__`): the caller then groups the labels as a Python dict does.
+    /// (one pointer comparison per label); without runs, an object is looked up by its
+    /// address, without reading it. Then each object not seen before (in order of first
+    /// appearance) is hashed and compared by text, so that distinct str objects with equal
+    /// text are one group. TypeError for a label that is not exactly a str (subclasses may
+    /// define their own `__eq__` / `__hash__`): the caller then groups the labels as a
+    /// Python dict does.
     fn str_codes<'a, 'py: 'a>(
         n: usize,
         item: impl Fn(usize) -> &'a Bound<'py, PyAny>,
         runs: bool,
     ) -> PyResult<StrCodes> {
+        if runs {
+            return str_run_codes(n, item);
+        }
         // 1. By address; the codes are provisional: the index of the object among the
         // objects in order of first appearance (`fresh`).
-        let mut by_addr = crate::runs::AddrMap::default();
+        let mut by_addr = crate::runs::AddrMap::for_objects(n);
         let mut fresh: Vec<usize> = Vec::new();
-        let (mut starts, mut codes) = (Vec::new(), Vec::with_capacity(if runs { 0 } else { n }));
+        let mut codes: Vec<u32> = crate::runs::zeroed(n);
         let mut prev = (0usize, 0u32);
+        for (i, c) in codes.iter_mut().enumerate() {
+            let addr = item(i).as_ptr() as usize;
+            if addr != prev.0 {
+                if i + AHEAD < n {
+                    by_addr.prefetch(item(i + AHEAD).as_ptr() as usize);
+                }
+                let code = by_addr
+                    .get_or_insert(addr, || {
+                        fresh.push(i);
+                        Ok::<_, ()>(fresh.len() as u32 - 1)
+                    })
+                    .unwrap_or_default();
+                prev = (addr, code);
+            }
+            *c = prev.1;
+        }
+        drop(by_addr);
+        // 2. The objects by value (distinct objects: identity tells nothing more).
+        let (code_of, first) = str_numbers(&fresh, &item, |_, _| false)?;
+        for c in codes.iter_mut() {
+            *c = code_of[*c as usize];
+        }
+        Ok((None, codes, first))
+    }
+
+    /// [`str_codes`] of labels in runs: the runs of the same object (one pointer comparison
+    /// per label), then the first label of each run numbered by value (a label that comes
+    /// back in a later run is seen there by its hash; an address map would only pay where
+    /// the same object starts many runs).
+    fn str_run_codes<'a, 'py: 'a>(
+        n: usize,
+        item: impl Fn(usize) -> &'a Bound<'py, PyAny>,
+    ) -> PyResult<StrCodes> {
+        let (mut starts, mut addrs) = (Vec::new(), Vec::new());
+        let mut prev = 0usize;
         for i in 0..n {
             let addr = item(i).as_ptr() as usize;
-            if addr == prev.0 {
-                if !runs {
-                    codes.push(prev.1);
-                }
-                continue;
-            }
-            if i + AHEAD < n {
-                by_addr.prefetch(item(i + AHEAD).as_ptr() as usize);
-            }
-            let code = by_addr
-                .get_or_insert(addr, || {
-                    fresh.push(i);
-                    Ok::<_, ()>(fresh.len() as u32 - 1)
-                })
-                .unwrap_or_default();
-            prev = (addr, code);
-            if runs {
+            if addr != prev {
                 starts.push(i);
+                addrs.push(addr);
+                prev = addr;
             }
-            codes.push(code);
         }
-        // 2. The objects by value: type, hash and text of each (read ahead: the objects lie
-        // anywhere in memory), then numbered by hash, texts compared where hashes are equal.
-        let mut hashes = Vec::with_capacity(fresh.len());
-        let mut texts: Vec<&'a str> = Vec::with_capacity(fresh.len());
-        for (j, &i) in fresh.iter().enumerate() {
-            if let Some(&ahead) = fresh.get(j + AHEAD) {
+        let (codes, first) = str_numbers(&starts, &item, |a, b| addrs[a] == addrs[b])?;
+        Ok((Some(starts), codes, first))
+    }
+
+    /// Codes by value (in order of first appearance) of the labels `at` (indices into the
+    /// labels) and the first index of each code: type, hash and text of each (read ahead:
+    /// the objects lie anywhere in memory), numbered by hash, and where hashes are equal
+    /// compared by identity (`same(a, b)`: the labels `at[a]`, `at[b]` are one object),
+    /// then by text.
+    fn str_numbers<'a, 'py: 'a>(
+        at: &[usize],
+        item: &impl Fn(usize) -> &'a Bound<'py, PyAny>,
+        same: impl Fn(usize, usize) -> bool,
+    ) -> PyResult<(Vec<u32>, Vec<usize>)> {
+        let mut hashes = Vec::with_capacity(at.len());
+        let mut texts: Vec<&'a str> = Vec::with_capacity(at.len());
+        for (j, &i) in at.iter().enumerate() {
+            if let Some(&ahead) = at.get(j + AHEAD) {
                 crate::runs::prefetch_object(item(ahead).as_ptr() as usize);
             }
             let (hash, text) = str_key(i, item(i))?;
             hashes.push(hash as u64);
             texts.push(text);
         }
-        let code_of =
-            crate::runs::number_by_hash(&hashes, |a, b| Ok::<_, PyErr>(texts[a] == texts[b]))?;
-        for c in codes.iter_mut() {
-            *c = code_of[*c as usize];
-        }
+        let codes = crate::runs::number_by_hash(&hashes, |a, b| {
+            Ok::<_, PyErr>(same(a, b) || texts[a] == texts[b])
+        })?;
         let mut first = Vec::new();
-        for (&i, &c) in fresh.iter().zip(&code_of) {
+        for (&i, &c) in at.iter().zip(&codes) {
             if c as usize == first.len() {
                 first.push(i);
             }
         }
-        Ok((runs.then_some(starts), codes, first))
+        Ok((codes, first))
     }
 
     /// The hash and text of an exact str label; TypeError for any other label.

@@ -11,6 +11,7 @@ use crate::groups::{factorize, factorize_dense, Grouping, Labelled, LayoutError}
 use crate::hint::{prefetch, PREFETCH};
 use crate::parallel::{map_pieces, map_ranges, map_ranges_mut, resolve_threads, SERIAL_BELOW};
 use std::ops::Range;
+use std::sync::Mutex;
 
 /// Mean run length (sampled) from which runs are found first; below it the labels are
 /// numbered one by one (fully shuffled rows), as before runs existed.
@@ -135,7 +136,7 @@ pub fn from_runs(
     if contiguous {
         let mut offsets = first.clone();
         offsets.push(n);
-        return Ok((Grouping::Ragged { offsets }, first));
+        return Ok((contiguous_layout(offsets), first));
     }
     let end = |j: usize| starts.get(j + 1).copied().unwrap_or(n);
     let mut sizes = vec![0u64; first.len()];
@@ -169,6 +170,19 @@ pub fn from_runs(
 /// `ids` costs a cache miss per group).
 pub type Resolved = (Grouping, Vec<usize>, Vec<i64>);
 
+/// Contiguous groups cut at `offsets`: `Uniform` when they all have one size (its passes
+/// are the fastest), else `Ragged`.
+fn contiguous_layout(offsets: Vec<usize>) -> Grouping {
+    let size = offsets[1] - offsets[0];
+    if size > 0 && offsets.windows(2).all(|w| w[1] - w[0] == size) {
+        return Grouping::Uniform {
+            n: offsets[offsets.len() - 1],
+            size,
+        };
+    }
+    Grouping::Ragged { offsets }
+}
+
 /// Groups from integer labels (numbered by first appearance), the first index and the label
 /// of each group: runs first when the labels come in runs, else every label numbered on its
 /// own. Runs of one length, each of a new label (verl's batch: `np.repeat` of distinct ids,
@@ -191,7 +205,11 @@ pub fn group_ints(ids: &[i64], threads: usize) -> Result<Resolved, LayoutError> 
     }
     if let Some((size, heads)) = equal_runs(ids, threads) {
         if all_distinct(&heads) {
-            let first = (0..n / size).map(|g| g * size).collect();
+            let mut first = zeroed(heads.len());
+            first
+                .iter_mut()
+                .enumerate()
+                .for_each(|(g, f)| *f = g * size);
             return Ok((Grouping::uniform(n, size)?, first, heads));
         }
         let starts: Vec<usize> = (0..n / size).map(|g| g * size).collect();
@@ -203,7 +221,7 @@ pub fn group_ints(ids: &[i64], threads: usize) -> Result<Resolved, LayoutError> 
         let mut offsets = Vec::with_capacity(starts.len() + 1);
         offsets.extend_from_slice(&starts);
         offsets.push(n);
-        return Ok((Grouping::Ragged { offsets }, starts, heads));
+        return Ok((contiguous_layout(offsets), starts, heads));
     }
     from_heads(n, &starts, heads, threads)
 }
@@ -240,8 +258,7 @@ pub fn equal_runs(ids: &[i64], threads: usize) -> Option<(usize, Vec<i64>)> {
         return None;
     }
     let k = n / size;
-    // Zeroed memory from the allocator: fresh pages, faulted in by the workers that write them.
-    let mut heads = vec![0i64; k];
+    let mut heads = zeroed(k);
     let threads = resolve_threads(threads);
     let parts = if n < SERIAL_BELOW { 1 } else { threads };
     let ranges = (0..parts)
@@ -263,6 +280,36 @@ pub fn equal_runs(ids: &[i64], threads: usize) -> Option<(usize, Vec<i64>)> {
         },
     );
     ok.into_iter().all(|ok| ok).then_some((size, heads))
+}
+
+/// `len` zeros, for a buffer that is written once and handed on (to numpy: not recycled).
+/// Fresh zeroed memory is only mapped, not written, until used; on Linux it is advised to
+/// be backed by huge pages, one page fault per 2 MiB instead of per 4 KiB (a multi-megabyte
+/// buffer otherwise costs thousands of faults, a tenth of a large call).
+pub(crate) fn zeroed<T: Copy + Default>(len: usize) -> Vec<T> {
+    #[allow(unused_mut)]
+    let mut v = vec![T::default(); len];
+    #[cfg(target_os = "linux")]
+    {
+        // madvise takes whole pages: those inside the buffer.
+        let (start, end) = (
+            v.as_ptr() as usize,
+            v.as_ptr() as usize + len * size_of::<T>(),
+        );
+        let (first, last) = (start.next_multiple_of(4096), end & !4095);
+        if last >= first + (1 << 21) {
+            // SAFETY: advice on pages of memory this Vec owns; failure is harmless (plain
+            // pages).
+            unsafe {
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    last - first,
+                    libc::MADV_HUGEPAGE,
+                )
+            };
+        }
+    }
+    v
 }
 
 /// Whether the runs `groups` of `ids` (run g: `ids[g * size..(g + 1) * size]`) each hold one
@@ -306,10 +353,20 @@ fn equal_runs_in<const L: usize>(
     true
 }
 
+/// The smallest and largest label (a fold: `min()` / `max()` call the comparison once per
+/// label).
+fn bounds(labels: &[i64]) -> Option<(i64, i64)> {
+    (!labels.is_empty()).then(|| {
+        labels
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+    })
+}
+
 /// Whether the labels `heads` are all distinct: a bit per value when their range is small
 /// (a few bits per label: it stays in cache), else a hash set.
 pub fn all_distinct(heads: &[i64]) -> bool {
-    let (Some(&lo), Some(&hi)) = (heads.iter().min(), heads.iter().max()) else {
+    let Some((lo, hi)) = bounds(heads) else {
         return true;
     };
     let range = hi as i128 - lo as i128 + 1;
@@ -378,7 +435,7 @@ fn distinct_hashed(heads: &[i64]) -> bool {
 /// far fewer than the rewards, so one pass beats splitting them across threads.)
 fn number(labels: &[i64]) -> Vec<u32> {
     const UNSEEN: u32 = u32::MAX;
-    let (Some(&lo), Some(&hi)) = (labels.iter().min(), labels.iter().max()) else {
+    let Some((lo, hi)) = bounds(labels) else {
         return Vec::new();
     };
     let range = hi as i128 - lo as i128 + 1;
@@ -424,14 +481,46 @@ pub struct AddrMap {
 
 impl Default for AddrMap {
     fn default() -> Self {
-        AddrMap::with_bits(10)
+        AddrMap::with_bits(MIN_ADDR_BITS)
     }
 }
+
+impl Drop for AddrMap {
+    fn drop(&mut self) {
+        ADDR_SLOTS.give(std::mem::take(&mut self.slots));
+    }
+}
+
+const MIN_ADDR_BITS: u32 = 10;
+static ADDR_SLOTS: Recycled<(usize, u32)> = Recycled::new();
 
 impl AddrMap {
     fn with_bits(bits: u32) -> Self {
         AddrMap {
-            slots: vec![(0, 0); 1 << bits],
+            slots: ADDR_SLOTS.take(|_| 1 << bits, (0, 0)),
+            shift: 64 - bits,
+            len: 0,
+        }
+    }
+
+    /// A map for at most `n` objects: it starts as large as the last one recycled (tables
+    /// grown in earlier calls are not grown again), but never larger than `n` objects need.
+    pub fn for_objects(n: usize) -> Self {
+        let most = (2 * n)
+            .next_power_of_two()
+            .trailing_zeros()
+            .max(MIN_ADDR_BITS);
+        let mut bits = MIN_ADDR_BITS;
+        let slots = ADDR_SLOTS.take(
+            |cap| {
+                let recycled = usize::BITS - 1 - cap.max(1).leading_zeros();
+                bits = recycled.clamp(MIN_ADDR_BITS, most);
+                1 << bits
+            },
+            (0, 0),
+        );
+        AddrMap {
+            slots,
             shift: 64 - bits,
             len: 0,
         }
@@ -481,7 +570,7 @@ impl AddrMap {
         let bits = 64 - self.shift + 1;
         let old = std::mem::replace(self, AddrMap::with_bits(bits));
         let mask = self.slots.len() - 1;
-        for (k, v) in old.slots.into_iter().filter(|e| e.0 != 0) {
+        for &(k, v) in old.slots.iter().filter(|e| e.0 != 0) {
             let mut s = self.slot(k);
             while self.slots[s].0 != 0 {
                 s = (s + 1) & mask;
@@ -506,7 +595,7 @@ pub fn number_by_hash<E>(
     let slot = |h: u64| ((h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize) & mask;
     const EMPTY: u32 = u32::MAX;
     // (hash, value index, code); value index EMPTY: a free slot.
-    let mut table: Vec<(u64, u32, u32)> = vec![(0, EMPTY, 0); mask + 1];
+    let mut table = HASH_SLOTS.take(|_| mask + 1, (0, EMPTY, 0));
     let mut codes = Vec::with_capacity(n);
     let mut next = 0u32;
     for (j, &h) in hashes.iter().enumerate() {
@@ -528,7 +617,53 @@ pub fn number_by_hash<E>(
         };
         codes.push(code);
     }
+    HASH_SLOTS.give(table);
     Ok(codes)
+}
+
+static HASH_SLOTS: Recycled<(u64, u32, u32)> = Recycled::new();
+
+/// One buffer kept between calls for a kind of table that every call fills afresh: fresh
+/// multi-megabyte tables cost a page fault per 4 KiB each call once the allocator has given
+/// the memory back to the system (as it does after any large free, such as another
+/// library's), which made calls after idle time several times slower than back-to-back
+/// ones. Buffers up to `RECYCLED_BYTES`; `try_lock` only: never blocks (nor in a forked
+/// child), a busy slot just means a fresh table.
+pub(crate) struct Recycled<T>(Mutex<Vec<T>>);
+
+const RECYCLED_BYTES: usize = 32 << 20;
+
+impl<T: Copy> Recycled<T> {
+    pub(crate) const fn new() -> Self {
+        Recycled(Mutex::new(Vec::new()))
+    }
+
+    /// A table of `len(capacity of the kept buffer)` entries set to `fill`: the kept buffer
+    /// when it is large enough.
+    pub(crate) fn take(&self, len: impl FnOnce(usize) -> usize, fill: T) -> Vec<T> {
+        let mut v = match self.0.try_lock() {
+            Ok(mut kept) => std::mem::take(&mut *kept),
+            Err(_) => Vec::new(),
+        };
+        let len = len(v.capacity());
+        if v.capacity() < len {
+            v = Vec::new();
+        }
+        v.clear();
+        v.resize(len, fill);
+        v
+    }
+
+    /// Keep `v` for a later call (if it is larger than the buffer kept, and not huge).
+    pub(crate) fn give(&self, v: Vec<T>) {
+        if v.capacity() * size_of::<T>() <= RECYCLED_BYTES {
+            if let Ok(mut kept) = self.0.try_lock() {
+                if kept.capacity() < v.capacity() {
+                    *kept = v;
+                }
+            }
+        }
+    }
 }
 
 /// How many values ahead `number_by_hash` prefetches a slot.
@@ -564,19 +699,25 @@ mod tests {
     /// same layout, except that contiguous groups of one size may be `Uniform`.
     fn check_ints(ids: &[i64], threads: usize) -> Grouping {
         let (g, first, labels) = group_ints(ids, threads).unwrap();
-        let (want, want_first) = general(ids);
-        assert_eq!(first, want_first);
         assert_eq!(labels, first.iter().map(|&i| ids[i]).collect::<Vec<_>>());
-        assert_eq!(g.len(), ids.len());
-        assert_eq!(g.codes(), want.codes());
-        assert_eq!(g.offsets(), want.offsets());
-        match (&g, &want) {
-            (Grouping::Uniform { size, .. }, Grouping::Ragged { offsets }) => {
-                assert!(offsets.windows(2).all(|w| w[1] - w[0] == *size))
-            }
-            _ => assert_eq!(g, want),
-        }
+        same_layout(&(g.clone(), first), &general(ids));
         g
+    }
+
+    /// The same groups and first indices; the same layout, except that contiguous groups of
+    /// one size may be `Uniform` where the reference has `Ragged`.
+    fn same_layout(got: &(Grouping, Vec<usize>), want: &(Grouping, Vec<usize>)) {
+        let ((g, first), (w, want_first)) = (got, want);
+        assert_eq!(first, want_first);
+        assert_eq!(g.len(), w.len());
+        assert_eq!(g.codes(), w.codes());
+        assert_eq!(g.offsets(), w.offsets());
+        match (g, w) {
+            (Grouping::Uniform { size, .. }, Grouping::Ragged { offsets }) => {
+                assert!(offsets.windows(2).all(|o| o[1] - o[0] == *size))
+            }
+            _ => assert_eq!(g, w),
+        }
     }
 
     fn runs_path(ids: &[i64], threads: usize) -> (Grouping, Vec<usize>) {
@@ -605,13 +746,13 @@ mod tests {
         #[test]
         fn runs_group_exactly_as_labels_one_by_one(ids in runs_of_labels(), threads in 1usize..4) {
             prop_assert_eq!(runs(&ids, threads).0, naive_starts(&ids));
-            prop_assert_eq!(runs_path(&ids, threads), general(&ids));
+            same_layout(&runs_path(&ids, threads), &general(&ids));
             check_ints(&ids, threads);
         }
 
         #[test]
         fn shuffled_labels_group_as_before(ids in prop::collection::vec(-5i64..5, 1..500)) {
-            prop_assert_eq!(runs_path(&ids, 2), general(&ids));
+            same_layout(&runs_path(&ids, 2), &general(&ids));
             check_ints(&ids, 2);
         }
     }
@@ -639,7 +780,7 @@ mod tests {
         ids.extend(std::iter::repeat_n(-1, 5));
         assert!(matches!(check_ints(&ids, 2), Grouping::Labelled(_)));
         for threads in [1, 2, 3] {
-            assert_eq!(runs_path(&ids, threads), general(&ids));
+            same_layout(&runs_path(&ids, threads), &general(&ids));
         }
     }
 

@@ -210,10 +210,10 @@ def _labelled(impl: ModuleType, ids_in: np.ndarray | list | tuple) -> tuple:
                 # A bit-for-bit view keeps distinct labels distinct.
                 native = ids_in.dtype.newbyteorder("=")
                 g, first, labels = impl.grouping_ids_int(aligned(ids_in, native).view(np.int64), with_labels=True)
-                return g, first, labels.view(native)
+                return g, first, labels.view(native).astype(ids_in.dtype, copy=False)
             g, first, labels = impl.grouping_ids_int(aligned(ids_in, np.int64), with_labels=True)
             # The labels came from ids_in's dtype: converting back is exact.
-            return g, first, labels.astype(ids_in.dtype.newbyteorder("="), copy=False)
+            return g, first, labels.astype(ids_in.dtype, copy=False)
         if kind == "f":
             nans = np.flatnonzero(np.isnan(ids_in))
             if nans.size:
