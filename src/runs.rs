@@ -259,8 +259,13 @@ pub fn equal_runs(ids: &[i64], threads: usize) -> Option<(usize, Vec<i64>)> {
     }
     let k = n / size;
     let mut heads = zeroed(k);
+    // A few ranges per thread: the caller starts at once and runs what a late worker leaves.
     let threads = resolve_threads(threads);
-    let parts = if n < SERIAL_BELOW { 1 } else { threads };
+    let parts = if n < SERIAL_BELOW || threads <= 1 {
+        1
+    } else {
+        (4 * threads).min(n / (SERIAL_BELOW / 8))
+    };
     let ranges = (0..parts)
         .map(|t| k * t / parts..k * (t + 1) / parts)
         .collect();
