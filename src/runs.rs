@@ -288,23 +288,35 @@ pub fn equal_runs(ids: &[i64], threads: usize) -> Option<(usize, Vec<i64>)> {
 }
 
 /// `len` zeros, for a buffer that is written once and handed on (to numpy: not recycled).
-/// Fresh zeroed memory is only mapped, not written, until used; on Linux it is advised to
-/// be backed by huge pages, one page fault per 2 MiB instead of per 4 KiB (a multi-megabyte
-/// buffer otherwise costs thousands of faults, a tenth of a large call).
+/// Fresh zeroed memory is only mapped, not written, until used; see [`advise_huge`].
 pub(crate) fn zeroed<T: Copy + Default>(len: usize) -> Vec<T> {
-    #[allow(unused_mut)]
-    let mut v = vec![T::default(); len];
+    let v = vec![T::default(); len];
+    advise_huge(v.as_ptr(), len);
+    v
+}
+
+/// An empty vector with room for `cap` values, advised as [`advise_huge`].
+pub(crate) fn with_capacity_huge<T>(cap: usize) -> Vec<T> {
+    let v = Vec::with_capacity(cap);
+    advise_huge(v.as_ptr(), cap);
+    v
+}
+
+/// On Linux, advise that the pages of the `len` slots at `ptr` (memory a vector owns) be backed by huge pages: one
+/// page fault per 2 MiB instead of per 4 KiB when fresh memory is first written (a
+/// multi-megabyte buffer otherwise costs thousands of faults, a tenth of a large call).
+/// Only the whole pages inside the buffer; small buffers are left alone.
+fn advise_huge<T>(ptr: *const T, len: usize) {
     #[cfg(target_os = "linux")]
     {
-        // madvise takes whole pages: those inside the buffer.
-        let (start, end) = (
-            v.as_ptr() as usize,
-            v.as_ptr() as usize + len * size_of::<T>(),
+        let start = ptr as usize;
+        let (first, last) = (
+            start.next_multiple_of(4096),
+            (start + len * size_of::<T>()) & !4095,
         );
-        let (first, last) = (start.next_multiple_of(4096), end & !4095);
         if last >= first + (1 << 21) {
-            // SAFETY: advice on pages of memory this Vec owns; failure is harmless (plain
-            // pages).
+            // SAFETY: advice on whole pages of memory this Vec owns; failure is harmless
+            // (plain pages).
             unsafe {
                 libc::madvise(
                     first as *mut libc::c_void,
@@ -314,7 +326,8 @@ pub(crate) fn zeroed<T: Copy + Default>(len: usize) -> Vec<T> {
             };
         }
     }
-    v
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, len);
 }
 
 /// Whether the runs `groups` of `ids` (run g: `ids[g * size..(g + 1) * size]`) each hold one
