@@ -359,7 +359,11 @@ fn equal_runs_in<const L: usize>(
         let (mut diff, mut repeat) = (0i64, false);
         for (run, head) in blocks.chunks_exact(size).zip(heads.iter_mut()) {
             let h = run[0];
-            diff |= run.iter().fold(0, |acc, &v| acc | (v ^ h));
+            diff |= match <&[i64; L]>::try_from(run) {
+                // A run of the constant length: unrolled into vector compares.
+                Ok(run) => run.iter().fold(0, |acc, &v| acc | (v ^ h)),
+                Err(_) => run.iter().fold(0, |acc, &v| acc | (v ^ h)),
+            };
             repeat |= h == prev;
             prev = h;
             *head = h;
