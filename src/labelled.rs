@@ -16,23 +16,10 @@ use std::ops::Range;
 
 /// A per-group table of `len` entries set to `fill`. Tables are read and written at random,
 /// one access per reward: on Linux they are backed by huge pages where the kernel allows it,
-/// which removes most TLB misses once the table outgrows the cache.
+/// which removes most TLB misses once the table outgrows the cache. (The advice used to be
+/// given at the allocation's start, which is not page-aligned: the kernel refused it.)
 fn table<E: Copy>(len: usize, fill: E) -> Vec<E> {
-    let mut v: Vec<E> = Vec::with_capacity(len);
-    #[cfg(target_os = "linux")]
-    {
-        let bytes = len * std::mem::size_of::<E>();
-        if bytes >= 1 << 21 {
-            // SAFETY: advice on memory this Vec owns; failure is harmless (plain pages).
-            unsafe {
-                libc::madvise(
-                    v.as_mut_ptr() as *mut libc::c_void,
-                    bytes,
-                    libc::MADV_HUGEPAGE,
-                )
-            };
-        }
-    }
+    let mut v: Vec<E> = crate::runs::with_capacity_huge(len);
     v.resize(len, fill);
     v
 }
@@ -179,14 +166,14 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
         t
     });
     let m2 = sum_parts(parts);
-    let mut moments: Vec<Moments> = (0..k)
-        .map(|g| Moments {
-            count: counts.as_ref().map_or(l.sizes()[g], |c| c[g]) as f64,
-            mean: mean[g],
-            m2: m2[g][0],
-            scale: 1.0,
-        })
-        .collect();
+    // (Fresh memory of 32 bytes a group, megabytes for many groups: huge pages.)
+    let mut moments: Vec<Moments> = crate::runs::with_capacity_huge(k);
+    moments.extend((0..k).map(|g| Moments {
+        count: counts.as_ref().map_or(l.sizes()[g], |c| c[g]) as f64,
+        mean: mean[g],
+        m2: m2[g][0],
+        scale: 1.0,
+    }));
     recycle(m2);
     if !T::SQUARES_FIT_F64 {
         guard(x, l, omit, &mut moments);

@@ -40,7 +40,7 @@ mod python {
     use numpy::{Element, PyArray1, PyArrayMethods, PyUntypedArrayMethods};
     use pyo3::exceptions::{PyTypeError, PyValueError};
     use pyo3::prelude::*;
-    use pyo3::types::{PyDict, PyString};
+    use pyo3::types::{PyDict, PyString, PyTuple};
 
     fn value_error(e: impl std::fmt::Display) -> PyErr {
         PyValueError::new_err(e.to_string())
@@ -173,6 +173,10 @@ mod python {
     #[pyclass(frozen, module = "groupadv._native", name = "Grouping")]
     pub struct PyGrouping {
         inner: Grouping,
+        /// Labelled groups that came out contiguous and of one size: kept as `Uniform` (its
+        /// faster passes) but reported and pickled as "ragged", like contiguous labels of
+        /// any sizes.
+        ragged_kind: bool,
     }
 
     #[pymethods]
@@ -190,6 +194,7 @@ mod python {
         #[getter]
         fn kind(&self) -> &'static str {
             match self.inner {
+                Grouping::Uniform { .. } if self.ragged_kind => "ragged",
                 Grouping::Uniform { .. } => "uniform",
                 Grouping::Ragged { .. } => "ragged",
                 Grouping::Labelled(_) => "permuted",
@@ -211,9 +216,12 @@ mod python {
                 .import("groupadv._native")?
                 .getattr("_grouping_restore")?;
             let data: Bound<'py, PyAny> = match &self.inner {
-                Grouping::Uniform { size, .. } => size.into_pyobject(py)?.into_any(),
-                Grouping::Ragged { offsets } => {
-                    PyArray1::from_iter(py, offsets.iter().map(|&o| o as i64)).into_any()
+                Grouping::Uniform { size, .. } if !self.ragged_kind => {
+                    size.into_pyobject(py)?.into_any()
+                }
+                Grouping::Uniform { .. } | Grouping::Ragged { .. } => {
+                    PyArray1::from_iter(py, self.inner.offsets().into_iter().map(|o| o as i64))
+                        .into_any()
                 }
                 Grouping::Labelled(_) => self.codes(py).into_any(),
             };
@@ -232,7 +240,18 @@ mod python {
     }
 
     fn wrap(inner: Grouping) -> PyGrouping {
-        PyGrouping { inner }
+        PyGrouping {
+            inner,
+            ragged_kind: false,
+        }
+    }
+
+    /// A layout resolved from labels (contiguous labels of one size are reported "ragged").
+    fn wrap_labelled(inner: Grouping) -> PyGrouping {
+        PyGrouping {
+            ragged_kind: matches!(inner, Grouping::Uniform { .. }),
+            inner,
+        }
     }
 
     #[pyfunction]
@@ -262,11 +281,13 @@ mod python {
             "uniform" => grouping_uniform(n, data.extract()?),
             "ragged" => grouping_offsets(n, data.cast()?),
             "permuted" => {
-                let (g, _) = grouping_ids_int(py, data.cast::<PyArray1<i64>>()?)?;
-                if g.inner.len() != n {
+                let ids = read(data.cast::<PyArray1<i64>>()?, "codes")?;
+                let ids = ids.as_slice()?;
+                let (g, _, _) = py.detach(|| crate::runs::group_ints(ids, 0))?;
+                if g.len() != n {
                     return Err(value_error("corrupt pickled Grouping: wrong length"));
                 }
-                Ok(g)
+                Ok(wrap_labelled(g))
             }
             _ => Err(value_error(format!("unknown Grouping kind {kind:?}"))),
         }
@@ -284,23 +305,32 @@ mod python {
     }
 
     fn with_first<'py>(py: Python<'py>, g: Grouping, first: Vec<usize>) -> Labelled<'py> {
-        (
-            wrap(g),
-            PyArray1::from_iter(py, first.into_iter().map(|i| i as i64)),
-        )
+        (wrap_labelled(g), index_array(py, first))
+    }
+
+    /// Indices as an int64 array that takes over the vector (converted in place, no copy).
+    fn index_array(py: Python<'_>, v: Vec<usize>) -> Bound<'_, PyArray1<i64>> {
+        PyArray1::from_vec(py, v.into_iter().map(|i| i as i64).collect())
     }
 
     /// Groups from int64 labels (runs of equal labels found first); also returns the first
-    /// index of each group.
+    /// index of each group and, `with_labels`, the label of each group (`ids[first]`).
     #[pyfunction]
+    #[pyo3(signature = (ids, with_labels=false))]
     fn grouping_ids_int<'py>(
         py: Python<'py>,
         ids: &Bound<'py, PyArray1<i64>>,
-    ) -> PyResult<Labelled<'py>> {
+        with_labels: bool,
+    ) -> PyResult<Bound<'py, PyTuple>> {
         let ids = read(ids, "group_ids")?;
         let ids = ids.as_slice()?;
-        let (g, first) = py.detach(|| crate::runs::group_ints(ids, 0))?;
-        Ok(with_first(py, g, first))
+        let (g, first, labels) = py.detach(|| crate::runs::group_ints(ids, 0))?;
+        let (g, first) = with_first(py, g, first);
+        if with_labels {
+            (g, first, PyArray1::from_vec(py, labels)).into_pyobject(py)
+        } else {
+            (g, first).into_pyobject(py)
+        }
     }
 
     /// Groups from fixed-width labels given as the rows of a uint8 matrix (numpy 'U'/'S').
@@ -332,69 +362,103 @@ mod python {
     /// Group codes of `n` str labels (`item(i)` the i-th): with `runs`, one per run of the
     /// same object (and the run starts, for `runs::from_runs`), else one per label (and the
     /// first index of each group). By identity first: a run is a stretch of the same object
-    /// (one pointer comparison per label) and an object is looked up by its address, without
-    /// reading it. Then each object not seen before (in order of first appearance) is hashed
-    /// and compared by text, so that distinct str objects with equal text are one group.
-    /// TypeError for a label that is not exactly a str (subclasses may define their own
-    /// `__eq__` / `__hash__`): the caller then groups the labels as a Python dict does.
+    /// (one pointer comparison per label); without runs, an object is looked up by its
+    /// address, without reading it. Then each object not seen before (in order of first
+    /// appearance) is hashed and compared by text, so that distinct str objects with equal
+    /// text are one group. TypeError for a label that is not exactly a str (subclasses may
+    /// define their own `__eq__` / `__hash__`): the caller then groups the labels as a
+    /// Python dict does.
     fn str_codes<'a, 'py: 'a>(
         n: usize,
         item: impl Fn(usize) -> &'a Bound<'py, PyAny>,
         runs: bool,
     ) -> PyResult<StrCodes> {
+        if runs {
+            return str_run_codes(n, item);
+        }
         // 1. By address; the codes are provisional: the index of the object among the
         // objects in order of first appearance (`fresh`).
-        let mut by_addr = crate::runs::AddrMap::default();
+        let mut by_addr = crate::runs::AddrMap::for_objects(n);
         let mut fresh: Vec<usize> = Vec::new();
-        let (mut starts, mut codes) = (Vec::new(), Vec::with_capacity(if runs { 0 } else { n }));
+        let mut codes: Vec<u32> = crate::runs::zeroed(n);
         let mut prev = (0usize, 0u32);
+        for (i, c) in codes.iter_mut().enumerate() {
+            let addr = item(i).as_ptr() as usize;
+            if addr != prev.0 {
+                if i + AHEAD < n {
+                    by_addr.prefetch(item(i + AHEAD).as_ptr() as usize);
+                }
+                let code = by_addr
+                    .get_or_insert(addr, || {
+                        fresh.push(i);
+                        Ok::<_, ()>(fresh.len() as u32 - 1)
+                    })
+                    .unwrap_or_default();
+                prev = (addr, code);
+            }
+            *c = prev.1;
+        }
+        drop(by_addr);
+        // 2. The objects by value (distinct objects: identity tells nothing more).
+        let (code_of, first) = str_numbers(&fresh, &item, |_, _| false)?;
+        for c in codes.iter_mut() {
+            *c = code_of[*c as usize];
+        }
+        Ok((None, codes, first))
+    }
+
+    /// [`str_codes`] of labels in runs: the runs of the same object (one pointer comparison
+    /// per label), then the first label of each run numbered by value (a label that comes
+    /// back in a later run is seen there by its hash; an address map would only pay where
+    /// the same object starts many runs).
+    fn str_run_codes<'a, 'py: 'a>(
+        n: usize,
+        item: impl Fn(usize) -> &'a Bound<'py, PyAny>,
+    ) -> PyResult<StrCodes> {
+        let (mut starts, mut addrs) = (Vec::new(), Vec::new());
+        let mut prev = 0usize;
         for i in 0..n {
             let addr = item(i).as_ptr() as usize;
-            if addr == prev.0 {
-                if !runs {
-                    codes.push(prev.1);
-                }
-                continue;
-            }
-            if i + AHEAD < n {
-                by_addr.prefetch(item(i + AHEAD).as_ptr() as usize);
-            }
-            let code = by_addr
-                .get_or_insert(addr, || {
-                    fresh.push(i);
-                    Ok::<_, ()>(fresh.len() as u32 - 1)
-                })
-                .unwrap_or_default();
-            prev = (addr, code);
-            if runs {
+            if addr != prev {
                 starts.push(i);
+                addrs.push(addr);
+                prev = addr;
             }
-            codes.push(code);
         }
-        // 2. The objects by value: type, hash and text of each (read ahead: the objects lie
-        // anywhere in memory), then numbered by hash, texts compared where hashes are equal.
-        let mut hashes = Vec::with_capacity(fresh.len());
-        let mut texts: Vec<&'a str> = Vec::with_capacity(fresh.len());
-        for (j, &i) in fresh.iter().enumerate() {
-            if let Some(&ahead) = fresh.get(j + AHEAD) {
+        let (codes, first) = str_numbers(&starts, &item, |a, b| addrs[a] == addrs[b])?;
+        Ok((Some(starts), codes, first))
+    }
+
+    /// Codes by value (in order of first appearance) of the labels `at` (indices into the
+    /// labels) and the first index of each code: type, hash and text of each (read ahead:
+    /// the objects lie anywhere in memory), numbered by hash, and where hashes are equal
+    /// compared by identity (`same(a, b)`: the labels `at[a]`, `at[b]` are one object),
+    /// then by text.
+    fn str_numbers<'a, 'py: 'a>(
+        at: &[usize],
+        item: &impl Fn(usize) -> &'a Bound<'py, PyAny>,
+        same: impl Fn(usize, usize) -> bool,
+    ) -> PyResult<(Vec<u32>, Vec<usize>)> {
+        let mut hashes = Vec::with_capacity(at.len());
+        let mut texts: Vec<&'a str> = Vec::with_capacity(at.len());
+        for (j, &i) in at.iter().enumerate() {
+            if let Some(&ahead) = at.get(j + AHEAD) {
                 crate::runs::prefetch_object(item(ahead).as_ptr() as usize);
             }
             let (hash, text) = str_key(i, item(i))?;
             hashes.push(hash as u64);
             texts.push(text);
         }
-        let code_of =
-            crate::runs::number_by_hash(&hashes, |a, b| Ok::<_, PyErr>(texts[a] == texts[b]))?;
-        for c in codes.iter_mut() {
-            *c = code_of[*c as usize];
-        }
+        let codes = crate::runs::number_by_hash(&hashes, |a, b| {
+            Ok::<_, PyErr>(same(a, b) || texts[a] == texts[b])
+        })?;
         let mut first = Vec::new();
-        for (&i, &c) in fresh.iter().zip(&code_of) {
+        for (&i, &c) in at.iter().zip(&codes) {
             if c as usize == first.len() {
                 first.push(i);
             }
         }
-        Ok((runs.then_some(starts), codes, first))
+        Ok((codes, first))
     }
 
     /// The hash and text of an exact str label; TypeError for any other label.

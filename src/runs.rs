@@ -9,8 +9,9 @@
 
 use crate::groups::{factorize, factorize_dense, Grouping, Labelled, LayoutError};
 use crate::hint::{prefetch, PREFETCH};
-use crate::parallel::{map_ranges, map_ranges_mut};
+use crate::parallel::{map_pieces, map_ranges, map_ranges_mut, resolve_threads, SERIAL_BELOW};
 use std::ops::Range;
+use std::sync::Mutex;
 
 /// Mean run length (sampled) from which runs are found first; below it the labels are
 /// numbered one by one (fully shuffled rows), as before runs existed.
@@ -135,7 +136,7 @@ pub fn from_runs(
     if contiguous {
         let mut offsets = first.clone();
         offsets.push(n);
-        return Ok((Grouping::Ragged { offsets }, first));
+        return Ok((contiguous_layout(offsets), first));
     }
     let end = |j: usize| starts.get(j + 1).copied().unwrap_or(n);
     let mut sizes = vec![0u64; first.len()];
@@ -164,21 +165,291 @@ pub fn from_runs(
     Ok((layout, first))
 }
 
-/// Groups from integer labels (numbered by first appearance) and the first index of each
-/// group: runs first when the labels come in runs, else every label numbered on its own.
-pub fn group_ints(ids: &[i64], threads: usize) -> Result<(Grouping, Vec<usize>), LayoutError> {
-    if ids.len() > u32::MAX as usize {
-        return Err(LayoutError::TooManyRewards(ids.len()));
+/// Integer labels resolved: the layout, the first index of each group, and the label of each
+/// group (`ids[first[g]]`, taken during the passes: gathering them afterwards from a large
+/// `ids` costs a cache miss per group).
+pub type Resolved = (Grouping, Vec<usize>, Vec<i64>);
+
+/// Contiguous groups cut at `offsets`: `Uniform` when they all have one size (its passes
+/// are the fastest), else `Ragged`.
+fn contiguous_layout(offsets: Vec<usize>) -> Grouping {
+    let size = offsets[1] - offsets[0];
+    if size > 0 && offsets.windows(2).all(|w| w[1] - w[0] == size) {
+        return Grouping::Uniform {
+            n: offsets[offsets.len() - 1],
+            size,
+        };
+    }
+    Grouping::Ragged { offsets }
+}
+
+/// Groups from integer labels (numbered by first appearance), the first index and the label
+/// of each group: runs first when the labels come in runs, else every label numbered on its
+/// own. Runs of one length, each of a new label (verl's batch: `np.repeat` of distinct ids,
+/// whole blocks reordered), are `Uniform` groups.
+pub fn group_ints(ids: &[i64], threads: usize) -> Result<Resolved, LayoutError> {
+    let n = ids.len();
+    if n > u32::MAX as usize {
+        return Err(LayoutError::TooManyRewards(n));
+    }
+    if n == 0 {
+        return Err(LayoutError::Empty);
     }
     if !looks_like_runs(ids) {
         let (codes, first) = match factorize_dense(ids)? {
             Some(done) => done,
-            None => factorize(ids.iter().copied(), ids.len())?,
+            None => factorize(ids.iter().copied(), n)?,
         };
-        return Ok((Grouping::from_factorized(codes, &first)?, first));
+        let labels = first.iter().map(|&i| ids[i]).collect();
+        return Ok((Grouping::from_factorized(codes, &first)?, first, labels));
+    }
+    if let Some((size, heads)) = equal_runs(ids, threads) {
+        if all_distinct(&heads) {
+            let mut first = zeroed(heads.len());
+            first
+                .iter_mut()
+                .enumerate()
+                .for_each(|(g, f)| *f = g * size);
+            return Ok((Grouping::uniform(n, size)?, first, heads));
+        }
+        let starts: Vec<usize> = (0..n / size).map(|g| g * size).collect();
+        return from_heads(n, &starts, heads, threads);
     }
     let (starts, heads) = runs(ids, threads);
-    from_runs(ids.len(), &starts, &number(&heads), threads)
+    if all_distinct(&heads) {
+        // Every run a new label: contiguous groups, cut at the run starts.
+        let mut offsets = Vec::with_capacity(starts.len() + 1);
+        offsets.extend_from_slice(&starts);
+        offsets.push(n);
+        return Ok((contiguous_layout(offsets), starts, heads));
+    }
+    from_heads(n, &starts, heads, threads)
+}
+
+/// The layout of runs starting at `starts` with labels `heads` (some label in several runs).
+fn from_heads(
+    n: usize,
+    starts: &[usize],
+    heads: Vec<i64>,
+    threads: usize,
+) -> Result<Resolved, LayoutError> {
+    let codes = number(&heads);
+    let (g, first) = from_runs(n, starts, &codes, threads)?;
+    // The label of group c is the head of its first run (the first run with code c).
+    let mut labels = Vec::with_capacity(first.len());
+    for (&c, &h) in codes.iter().zip(&heads) {
+        if c as usize == labels.len() {
+            labels.push(h);
+        }
+    }
+    Ok((g, first, labels))
+}
+
+/// When the runs of `ids` (not empty) all have one length `size` (so that it divides the
+/// length) and neighbouring runs differ: `size` and the label of every run, in order. One
+/// streaming pass on `threads` workers, left early at the first run of another length.
+pub fn equal_runs(ids: &[i64], threads: usize) -> Option<(usize, Vec<i64>)> {
+    let n = ids.len();
+    let size = ids.iter().position(|&v| v != ids[0]).unwrap_or(n);
+    if size == n {
+        return Some((n, vec![ids[0]]));
+    }
+    if !n.is_multiple_of(size) {
+        return None;
+    }
+    let k = n / size;
+    let mut heads = zeroed(k);
+    // A few ranges per thread: the caller starts at once and runs what a late worker leaves.
+    let threads = resolve_threads(threads);
+    let parts = if n < SERIAL_BELOW || threads <= 1 {
+        1
+    } else {
+        (4 * threads).min(n / (SERIAL_BELOW / 8))
+    };
+    let ranges = (0..parts)
+        .map(|t| k * t / parts..k * (t + 1) / parts)
+        .collect();
+    let ok = map_pieces(
+        threads,
+        ranges,
+        &mut heads,
+        |g| g,
+        |r, piece| match size {
+            2 => equal_runs_in::<2>(ids, 2, r, piece),
+            4 => equal_runs_in::<4>(ids, 4, r, piece),
+            8 => equal_runs_in::<8>(ids, 8, r, piece),
+            16 => equal_runs_in::<16>(ids, 16, r, piece),
+            32 => equal_runs_in::<32>(ids, 32, r, piece),
+            64 => equal_runs_in::<64>(ids, 64, r, piece),
+            _ => equal_runs_in::<0>(ids, size, r, piece),
+        },
+    );
+    ok.into_iter().all(|ok| ok).then_some((size, heads))
+}
+
+/// `len` zeros, for a buffer that is written once and handed on (to numpy: not recycled).
+/// Fresh zeroed memory is only mapped, not written, until used; see [`advise_huge`].
+pub(crate) fn zeroed<T: Copy + Default>(len: usize) -> Vec<T> {
+    let v = vec![T::default(); len];
+    advise_huge(v.as_ptr(), len);
+    v
+}
+
+/// An empty vector with room for `cap` values, advised as [`advise_huge`].
+pub(crate) fn with_capacity_huge<T>(cap: usize) -> Vec<T> {
+    let v = Vec::with_capacity(cap);
+    advise_huge(v.as_ptr(), cap);
+    v
+}
+
+/// On Linux, advise that the pages of the `len` slots at `ptr` (memory a vector owns) be backed by huge pages: one
+/// page fault per 2 MiB instead of per 4 KiB when fresh memory is first written (a
+/// multi-megabyte buffer otherwise costs thousands of faults, a tenth of a large call).
+/// Only the whole pages inside the buffer; small buffers are left alone.
+fn advise_huge<T>(ptr: *const T, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        let start = ptr as usize;
+        let (first, last) = (
+            start.next_multiple_of(4096),
+            (start + len * size_of::<T>()) & !4095,
+        );
+        if last >= first + (1 << 21) {
+            // SAFETY: advice on whole pages of memory this Vec owns; failure is harmless
+            // (plain pages).
+            unsafe {
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    last - first,
+                    libc::MADV_HUGEPAGE,
+                )
+            };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, len);
+}
+
+/// Whether the runs `groups` of `ids` (run g: `ids[g * size..(g + 1) * size]`) each hold one
+/// label that differs from the one before it; their labels written to `heads`. `L`: `size`
+/// as a constant (0: not), so that the per-run loops unroll into vector compares.
+#[inline(always)]
+fn equal_runs_in<const L: usize>(
+    ids: &[i64],
+    size: usize,
+    groups: Range<usize>,
+    heads: &mut [i64],
+) -> bool {
+    let size = if L > 0 { L } else { size };
+    let Some(&h0) = ids.get(groups.start * size) else {
+        return true;
+    };
+    // The label before the first run (none for run 0: any other value).
+    let mut prev = groups
+        .start
+        .checked_sub(1)
+        .map_or(!h0, |_| ids[groups.start * size - 1]);
+    let ids = &ids[groups.start * size..groups.end * size];
+    const CHECK_EVERY: usize = 1024;
+    for (blocks, heads) in ids
+        .chunks(CHECK_EVERY * size)
+        .zip(heads.chunks_mut(CHECK_EVERY))
+    {
+        // OR of label ^ head over every run: not 0 when a run holds two labels.
+        let (mut diff, mut repeat) = (0i64, false);
+        for (run, head) in blocks.chunks_exact(size).zip(heads.iter_mut()) {
+            let h = run[0];
+            diff |= match <&[i64; L]>::try_from(run) {
+                // A run of the constant length: unrolled into vector compares.
+                Ok(run) => run.iter().fold(0, |acc, &v| acc | (v ^ h)),
+                Err(_) => run.iter().fold(0, |acc, &v| acc | (v ^ h)),
+            };
+            repeat |= h == prev;
+            prev = h;
+            *head = h;
+        }
+        if diff != 0 || repeat {
+            return false;
+        }
+    }
+    true
+}
+
+/// The smallest and largest label (a fold: `min()` / `max()` call the comparison once per
+/// label).
+fn bounds(labels: &[i64]) -> Option<(i64, i64)> {
+    (!labels.is_empty()).then(|| {
+        labels
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+    })
+}
+
+/// Whether the labels `heads` are all distinct: a bit per value when their range is small
+/// (a few bits per label: it stays in cache), else a hash set.
+pub fn all_distinct(heads: &[i64]) -> bool {
+    let Some((lo, hi)) = bounds(heads) else {
+        return true;
+    };
+    let range = hi as i128 - lo as i128 + 1;
+    if range < heads.len() as i128 {
+        return false;
+    }
+    if range <= (64 * heads.len() as i128).max(1 << 16) {
+        let mut bits = vec![0u64; (range as usize).div_ceil(64)];
+        let mut seen = 0u64;
+        for &h in heads {
+            let v = h.wrapping_sub(lo) as u64;
+            let (w, b) = ((v >> 6) as usize, 1u64 << (v & 63));
+            seen |= bits[w] & b;
+            bits[w] |= b;
+        }
+        return seen == 0;
+    }
+    distinct_hashed(heads)
+}
+
+/// [`all_distinct`] with an open-addressing set (linear probing, at most half full) whose
+/// slots are prefetched ahead: the labels are read at random.
+fn distinct_hashed(heads: &[i64]) -> bool {
+    let bits = (2 * heads.len())
+        .max(2)
+        .next_power_of_two()
+        .trailing_zeros();
+    let mask = (1usize << bits) - 1;
+    let slot = |h: i64| {
+        let h = (h as u64 ^ (h as u64 >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (h >> (64 - bits)) as usize & mask
+    };
+    // EMPTY marks a free slot; the label EMPTY itself is tracked on the side.
+    const EMPTY: i64 = i64::MIN;
+    let mut table = vec![EMPTY; mask + 1];
+    let mut empty_seen = false;
+    for (j, &h) in heads.iter().enumerate() {
+        if let Some(&a) = heads.get(j + PREFETCH) {
+            prefetch(&table[slot(a)]);
+        }
+        if h == EMPTY {
+            if empty_seen {
+                return false;
+            }
+            empty_seen = true;
+            continue;
+        }
+        let mut s = slot(h);
+        loop {
+            let t = table[s];
+            if t == h {
+                return false;
+            }
+            if t == EMPTY {
+                table[s] = h;
+                break;
+            }
+            s = (s + 1) & mask;
+        }
+    }
+    true
 }
 
 /// Codes of `labels` by first appearance, in one serial pass: a direct table when their range
@@ -186,7 +457,7 @@ pub fn group_ints(ids: &[i64], threads: usize) -> Result<(Grouping, Vec<usize>),
 /// far fewer than the rewards, so one pass beats splitting them across threads.)
 fn number(labels: &[i64]) -> Vec<u32> {
     const UNSEEN: u32 = u32::MAX;
-    let (Some(&lo), Some(&hi)) = (labels.iter().min(), labels.iter().max()) else {
+    let Some((lo, hi)) = bounds(labels) else {
         return Vec::new();
     };
     let range = hi as i128 - lo as i128 + 1;
@@ -232,14 +503,46 @@ pub struct AddrMap {
 
 impl Default for AddrMap {
     fn default() -> Self {
-        AddrMap::with_bits(10)
+        AddrMap::with_bits(MIN_ADDR_BITS)
     }
 }
+
+impl Drop for AddrMap {
+    fn drop(&mut self) {
+        ADDR_SLOTS.give(std::mem::take(&mut self.slots));
+    }
+}
+
+const MIN_ADDR_BITS: u32 = 10;
+static ADDR_SLOTS: Recycled<(usize, u32)> = Recycled::new();
 
 impl AddrMap {
     fn with_bits(bits: u32) -> Self {
         AddrMap {
-            slots: vec![(0, 0); 1 << bits],
+            slots: ADDR_SLOTS.take(|_| 1 << bits, (0, 0)),
+            shift: 64 - bits,
+            len: 0,
+        }
+    }
+
+    /// A map for at most `n` objects: it starts as large as the last one recycled (tables
+    /// grown in earlier calls are not grown again), but never larger than `n` objects need.
+    pub fn for_objects(n: usize) -> Self {
+        let most = (2 * n)
+            .next_power_of_two()
+            .trailing_zeros()
+            .max(MIN_ADDR_BITS);
+        let mut bits = MIN_ADDR_BITS;
+        let slots = ADDR_SLOTS.take(
+            |cap| {
+                let recycled = usize::BITS - 1 - cap.max(1).leading_zeros();
+                bits = recycled.clamp(MIN_ADDR_BITS, most);
+                1 << bits
+            },
+            (0, 0),
+        );
+        AddrMap {
+            slots,
             shift: 64 - bits,
             len: 0,
         }
@@ -289,7 +592,7 @@ impl AddrMap {
         let bits = 64 - self.shift + 1;
         let old = std::mem::replace(self, AddrMap::with_bits(bits));
         let mask = self.slots.len() - 1;
-        for (k, v) in old.slots.into_iter().filter(|e| e.0 != 0) {
+        for &(k, v) in old.slots.iter().filter(|e| e.0 != 0) {
             let mut s = self.slot(k);
             while self.slots[s].0 != 0 {
                 s = (s + 1) & mask;
@@ -314,7 +617,7 @@ pub fn number_by_hash<E>(
     let slot = |h: u64| ((h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize) & mask;
     const EMPTY: u32 = u32::MAX;
     // (hash, value index, code); value index EMPTY: a free slot.
-    let mut table: Vec<(u64, u32, u32)> = vec![(0, EMPTY, 0); mask + 1];
+    let mut table = HASH_SLOTS.take(|_| mask + 1, (0, EMPTY, 0));
     let mut codes = Vec::with_capacity(n);
     let mut next = 0u32;
     for (j, &h) in hashes.iter().enumerate() {
@@ -336,7 +639,53 @@ pub fn number_by_hash<E>(
         };
         codes.push(code);
     }
+    HASH_SLOTS.give(table);
     Ok(codes)
+}
+
+static HASH_SLOTS: Recycled<(u64, u32, u32)> = Recycled::new();
+
+/// One buffer kept between calls for a kind of table that every call fills afresh: fresh
+/// multi-megabyte tables cost a page fault per 4 KiB each call once the allocator has given
+/// the memory back to the system (as it does after any large free, such as another
+/// library's), which made calls after idle time several times slower than back-to-back
+/// ones. Buffers up to `RECYCLED_BYTES`; `try_lock` only: never blocks (nor in a forked
+/// child), a busy slot just means a fresh table.
+pub(crate) struct Recycled<T>(Mutex<Vec<T>>);
+
+const RECYCLED_BYTES: usize = 32 << 20;
+
+impl<T: Copy> Recycled<T> {
+    pub(crate) const fn new() -> Self {
+        Recycled(Mutex::new(Vec::new()))
+    }
+
+    /// A table of `len(capacity of the kept buffer)` entries set to `fill`: the kept buffer
+    /// when it is large enough.
+    pub(crate) fn take(&self, len: impl FnOnce(usize) -> usize, fill: T) -> Vec<T> {
+        let mut v = match self.0.try_lock() {
+            Ok(mut kept) => std::mem::take(&mut *kept),
+            Err(_) => Vec::new(),
+        };
+        let len = len(v.capacity());
+        if v.capacity() < len {
+            v = Vec::new();
+        }
+        v.clear();
+        v.resize(len, fill);
+        v
+    }
+
+    /// Keep `v` for a later call (if it is larger than the buffer kept, and not huge).
+    pub(crate) fn give(&self, v: Vec<T>) {
+        if v.capacity() * size_of::<T>() <= RECYCLED_BYTES {
+            if let Ok(mut kept) = self.0.try_lock() {
+                if kept.capacity() < v.capacity() {
+                    *kept = v;
+                }
+            }
+        }
+    }
 }
 
 /// How many values ahead `number_by_hash` prefetches a slot.
@@ -368,6 +717,31 @@ mod tests {
         (Grouping::from_factorized(codes, &first).unwrap(), first)
     }
 
+    /// `group_ints` against the reference: the same groups, first indices and labels; the
+    /// same layout, except that contiguous groups of one size may be `Uniform`.
+    fn check_ints(ids: &[i64], threads: usize) -> Grouping {
+        let (g, first, labels) = group_ints(ids, threads).unwrap();
+        assert_eq!(labels, first.iter().map(|&i| ids[i]).collect::<Vec<_>>());
+        same_layout(&(g.clone(), first), &general(ids));
+        g
+    }
+
+    /// The same groups and first indices; the same layout, except that contiguous groups of
+    /// one size may be `Uniform` where the reference has `Ragged`.
+    fn same_layout(got: &(Grouping, Vec<usize>), want: &(Grouping, Vec<usize>)) {
+        let ((g, first), (w, want_first)) = (got, want);
+        assert_eq!(first, want_first);
+        assert_eq!(g.len(), w.len());
+        assert_eq!(g.codes(), w.codes());
+        assert_eq!(g.offsets(), w.offsets());
+        match (g, w) {
+            (Grouping::Uniform { size, .. }, Grouping::Ragged { offsets }) => {
+                assert!(offsets.windows(2).all(|o| o[1] - o[0] == *size))
+            }
+            _ => assert_eq!(g, w),
+        }
+    }
+
     fn runs_path(ids: &[i64], threads: usize) -> (Grouping, Vec<usize>) {
         let (starts, heads) = runs(ids, threads);
         assert_eq!(heads, starts.iter().map(|&s| ids[s]).collect::<Vec<_>>());
@@ -394,14 +768,14 @@ mod tests {
         #[test]
         fn runs_group_exactly_as_labels_one_by_one(ids in runs_of_labels(), threads in 1usize..4) {
             prop_assert_eq!(runs(&ids, threads).0, naive_starts(&ids));
-            prop_assert_eq!(runs_path(&ids, threads), general(&ids));
-            prop_assert_eq!(group_ints(&ids, threads).unwrap(), general(&ids));
+            same_layout(&runs_path(&ids, threads), &general(&ids));
+            check_ints(&ids, threads);
         }
 
         #[test]
         fn shuffled_labels_group_as_before(ids in prop::collection::vec(-5i64..5, 1..500)) {
-            prop_assert_eq!(runs_path(&ids, 2), general(&ids));
-            prop_assert_eq!(group_ints(&ids, 2).unwrap(), general(&ids));
+            same_layout(&runs_path(&ids, 2), &general(&ids));
+            check_ints(&ids, 2);
         }
     }
 
@@ -416,17 +790,129 @@ mod tests {
             .flat_map(|&b| std::iter::repeat_n(b * 1_000_003, 16))
             .collect();
         assert!(looks_like_runs(&ids));
-        let (g, first) = group_ints(&ids, 2).unwrap();
-        assert!(matches!(g, Grouping::Ragged { .. }));
-        assert_eq!((g.clone(), first.clone()), general(&ids));
-        assert_eq!(first.len(), k as usize);
+        let g = check_ints(&ids, 2);
+        assert_eq!(
+            g,
+            Grouping::Uniform {
+                n: ids.len(),
+                size: 16
+            }
+        );
         ids.extend(std::iter::repeat_n(order[5] * 1_000_003, 3));
         ids.extend(std::iter::repeat_n(-1, 5));
-        let (g, first) = group_ints(&ids, 2).unwrap();
-        assert!(matches!(g, Grouping::Labelled(_)));
-        assert_eq!((g, first), general(&ids));
+        assert!(matches!(check_ints(&ids, 2), Grouping::Labelled(_)));
         for threads in [1, 2, 3] {
-            assert_eq!(runs_path(&ids, threads), general(&ids));
+            same_layout(&runs_path(&ids, threads), &general(&ids));
+        }
+    }
+
+    /// Labels in runs of one length: a small alphabet gives neighbouring runs of one label
+    /// (a longer run: not of one length) and labels that come back later (not contiguous);
+    /// `spread` multiplies the labels so that both the bit table and the hash set decide.
+    fn equal_runs_of_labels() -> impl Strategy<Value = Vec<i64>> {
+        (
+            1usize..20,
+            prop::collection::vec(0i64..30, 1..80),
+            prop::sample::select(vec![1i64, 1 << 40, -7_919]),
+        )
+            .prop_map(|(size, labels, spread)| {
+                labels
+                    .into_iter()
+                    .flat_map(|v| std::iter::repeat_n(v.wrapping_mul(spread), size))
+                    .collect()
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn equal_runs_group_exactly_as_labels_one_by_one(ids in equal_runs_of_labels(), threads in 1usize..4) {
+            let g = check_ints(&ids, threads);
+            let found = equal_runs(&ids, threads);
+            let starts = naive_starts(&ids);
+            let size = starts.get(1).copied().unwrap_or(ids.len());
+            let equal = starts.len() * size == ids.len() && (0..starts.len()).all(|j| starts[j] == j * size);
+            prop_assert_eq!(found.is_some(), equal);
+            if let Some((s, heads)) = found {
+                prop_assert_eq!(s, size);
+                prop_assert_eq!(heads, starts.iter().map(|&i| ids[i]).collect::<Vec<_>>());
+            }
+            let mut sorted = starts.iter().map(|&i| ids[i]).collect::<Vec<_>>();
+            sorted.sort();
+            let distinct = sorted.windows(2).all(|w| w[0] != w[1]);
+            // (Labels not sampled as runs are numbered one by one: contiguous groups `Ragged`.)
+            let uniform = looks_like_runs(&ids) && equal && distinct;
+            prop_assert_eq!(matches!(g, Grouping::Uniform { .. }), uniform);
+        }
+
+        /// The distinctness test agrees with sorting, for dense and for spread labels.
+        #[test]
+        fn all_distinct_is_sorting(mut v in prop::collection::vec(-300i64..300, 0..400), wide in any::<bool>()) {
+            if wide {
+                v.iter_mut().for_each(|x| *x = x.wrapping_mul(0x0123_4567_89AB_CDEF));
+                v.push(i64::MIN);
+            }
+            let mut sorted = v.clone();
+            sorted.sort();
+            prop_assert_eq!(all_distinct(&v), sorted.windows(2).all(|w| w[0] != w[1]));
+        }
+    }
+
+    /// Large layouts through every path, on one to three threads: blocks of one size in any
+    /// order (uniform), the same with one label that comes back (labelled), one giant run,
+    /// all singletons (distinct and not), runs of two lengths (ragged), shuffled rows.
+    #[test]
+    fn large_layouts_of_every_kind() {
+        let n = 3 * SERIAL_BELOW;
+        let k = (n / 8) as i64;
+        let mut s = 5u64;
+        let mut rnd = move |m: u64| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 33) % m
+        };
+        let blocks: Vec<i64> = (0..n as i64).map(|i| ((i / 8) * 7_919) % k - 3).collect();
+        let mut repeated = blocks.clone();
+        repeated[n - 8..].fill(blocks[0]);
+        let wide: Vec<i64> = blocks
+            .iter()
+            .map(|&v| v.wrapping_mul(0x5DEE_CE66_D000_0001))
+            .collect();
+        let giant = vec![42i64; n];
+        let singletons: Vec<i64> = (0..n as i64).rev().collect();
+        let mut some_twice = singletons.clone();
+        some_twice[n / 2] = some_twice[7];
+        let mut ragged = Vec::new();
+        while ragged.len() < n {
+            let len = if rnd(2) == 0 { 3 } else { 17 };
+            ragged.extend(std::iter::repeat_n(ragged.len() as i64 * 31, len));
+        }
+        let shuffled: Vec<i64> = (0..n).map(|_| rnd(k as u64) as i64).collect();
+        for threads in 1..=3 {
+            let uniform = |size| Grouping::Uniform { n, size };
+            assert_eq!(check_ints(&blocks, threads), uniform(8));
+            assert_eq!(check_ints(&wide, threads), uniform(8));
+            assert!(matches!(
+                check_ints(&repeated, threads),
+                Grouping::Labelled(_)
+            ));
+            assert_eq!(check_ints(&giant, threads), uniform(n));
+            assert!(matches!(
+                check_ints(&singletons, threads),
+                Grouping::Ragged { .. }
+            ));
+            assert!(matches!(
+                check_ints(&some_twice, threads),
+                Grouping::Labelled(_)
+            ));
+            assert!(matches!(
+                check_ints(&ragged, threads),
+                Grouping::Ragged { .. }
+            ));
+            assert!(matches!(
+                check_ints(&shuffled, threads),
+                Grouping::Labelled(_)
+            ));
         }
     }
 
@@ -483,6 +969,9 @@ mod tests {
         assert_eq!(runs::<i64>(&[], 2), (vec![], vec![]));
         assert!(matches!(from_runs(0, &[], &[], 1), Err(LayoutError::Empty)));
         assert!(matches!(group_ints(&[], 1), Err(LayoutError::Empty)));
-        assert_eq!(group_ints(&[7], 1).unwrap(), general(&[7]));
+        assert_eq!(
+            group_ints(&[7], 1).unwrap(),
+            (Grouping::Uniform { n: 1, size: 1 }, vec![0], vec![7])
+        );
     }
 }

@@ -22,9 +22,11 @@ def check_grouping(ids, *, contiguous=None):
     ref = dict_codes(list(ids))
     g = ga.make_groups(group_ids=ids)
     np.testing.assert_array_equal(g.codes(), ref)
-    first = np.array([int(np.argmax(ref == c)) for c in range(ref.max() + 1)])
+    first = np.unique(ref, return_index=True)[1]  # the first index of each code
     np.testing.assert_array_equal(g.first_index, first)
     assert list(g.labels) == [ids[i] for i in first]
+    if isinstance(ids, np.ndarray) and ids.dtype.kind in "iub":
+        assert g.labels.dtype == ids.dtype and not g.labels.flags.writeable
     is_contiguous = bool(np.all(np.diff(ref) >= 0))
     assert g.kind == ("ragged" if is_contiguous else "permuted")
     if contiguous is not None:
@@ -82,6 +84,61 @@ def test_shuffled_int_labels():
     check_grouping(ids, contiguous=False)
 
 
+def _same_results(x, g, offsets):
+    """Advantages and moments of layout ``g`` equal, bit for bit, those of ``offsets=``."""
+    for kw in ({}, {"center": "loo"}, {"scale": "batch"}, {"ddof": 1, "eps": 1e-6}, {"singleton": "raw"}):
+        np.testing.assert_array_equal(ga.advantages(x, groups=g, **kw), ga.advantages(x, offsets=offsets, **kw))
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int8, np.uint64, ">i8", np.uint16])
+def test_blocks_of_one_size_in_any_order(dtype):
+    """verl's batch: each prompt's block of one size whole, blocks reordered. Resolved to groups of
+    one size (reported "ragged", as contiguous labels of any size), with the same results as
+    offsets=, labels of the caller's dtype, and a pickle round trip."""
+    import pickle
+
+    rng = np.random.default_rng(5)
+    k, size = 9000, 16
+    values = rng.permutation(k)
+    if np.dtype(dtype) == np.uint64:
+        values = values.astype(np.uint64) + np.uint64(2**63)
+    elif np.dtype(dtype).itemsize == 1:
+        k, values = 100, rng.permutation(100) - 50
+    ids = np.repeat(np.asarray(values).astype(dtype), size)
+    g = check_grouping(ids, contiguous=True)
+    assert g.kind == "ragged" and (g.sizes() == size).all()
+    x = rng.standard_normal(len(ids)).astype(np.float32)
+    _same_results(x, g, np.arange(0, len(ids) + 1, size))
+    back = pickle.loads(pickle.dumps(g))
+    assert back.kind == "ragged"
+    np.testing.assert_array_equal(back.codes(), g.codes())
+    np.testing.assert_array_equal(ga.advantages(x, groups=back), ga.advantages(x, groups=g))
+
+
+def test_large_layouts_of_every_kind():
+    """Above the parallel threshold: one giant run, all singletons, blocks of one size with a label
+    that comes back later, neighbouring blocks of one label (a longer run), a length that is not a
+    multiple of the first run, bools."""
+    n = 3 * 2**17
+    blocks = np.repeat(np.random.default_rng(6).permutation(n // 8), 8)
+    came_back = blocks.copy()
+    came_back[-8:] = blocks[0]
+    doubled = blocks.copy()
+    doubled[8:16] = blocks[0]
+    for ids, contiguous in [
+        (np.full(n, 7), True),
+        (np.arange(n)[::-1].copy(), True),
+        (came_back, False),
+        (doubled, True),
+        (np.concatenate([blocks, [-1, -1, -1]]), True),
+        (np.repeat(np.array([True, False, True]), [n, 5, 9]), False),
+    ]:
+        g = check_grouping(ids, contiguous=contiguous)
+        if contiguous:
+            x = np.random.default_rng(7).standard_normal(len(ids))
+            _same_results(x, g, np.concatenate([g.first_index, [len(ids)]]))
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(-3, 6), st.integers(1, 70)), min_size=1, max_size=40))
 def test_int_runs_property(runs):
@@ -102,6 +159,20 @@ def test_np_repeat_uids_identical_objects():
     check_grouping(ids[rng.permutation(len(ids))], contiguous=False)
     blocks = np.repeat(names[rng.permutation(len(names))], 16)
     check_grouping(blocks, contiguous=True)
+
+
+def test_np_repeat_uids_match_offsets():
+    """uids in blocks of one size (np.repeat of distinct str objects, blocks reordered): the same
+    results as offsets=, bit for bit; a uid that comes back in a later block joins its group."""
+    rng = np.random.default_rng(8)
+    names = np.array([uid(k) for k in range(4000)], dtype=object)
+    ids = np.repeat(names[rng.permutation(len(names))], 8)
+    g = check_grouping(ids, contiguous=True)
+    x = rng.standard_normal(len(ids)).astype(np.float32)
+    _same_results(x, g, np.arange(0, len(ids) + 1, 8))
+    again = np.concatenate([ids, ids[:8], np.repeat(np.array([fresh(ids[100])], dtype=object), 8)])
+    g = check_grouping(again, contiguous=False)
+    assert g.n_groups == len(names)
 
 
 def test_equal_text_distinct_objects_are_one_group():

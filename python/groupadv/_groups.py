@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 from types import ModuleType
-from typing import Any
 
 import numpy as np
 
@@ -24,12 +23,15 @@ class Groups:
 
     __slots__ = ("_impl", "_backend", "_labels", "_first")
 
-    def __init__(self, impl, backend: str, ids=None, first=None):
+    def __init__(self, impl, backend: str, ids=None, first=None, labels=None):
         self._impl = impl
         self._backend = backend
         # The labels are copied out of the caller's ids now: changing the caller's list or
-        # array afterwards changes nothing here.
-        if ids is None:
+        # array afterwards changes nothing here. (`labels`: that copy, already made.)
+        if labels is not None:
+            self._labels = labels
+            self._labels.flags.writeable = False
+        elif ids is None:
             self._labels = None
         elif isinstance(ids, np.ndarray):
             self._labels = ids[first]
@@ -135,8 +137,8 @@ def make_groups(n: int | None = None, group_size=None, *, offsets=None, group_id
     if n is not None and len(group_ids) != n:
         raise ValueError(f"group_ids has length {len(group_ids)} but rewards has length {n}")
     ids_in = _ids_array(group_ids)
-    grouping, first = _labelled(impl, ids_in)
-    return Groups(grouping, _backend.name, ids_in, first)
+    grouping, first, *labels = _labelled(impl, ids_in)
+    return Groups(grouping, _backend.name, ids_in, first, *labels)
 
 
 def resolve(n: int, group_size=None, offsets=None, group_ids=None, groups=None) -> Groups:
@@ -221,7 +223,9 @@ def _nan_label(index: int, label) -> BadLabelError:
     )
 
 
-def _labelled(impl: ModuleType, ids_in: np.ndarray | list | tuple) -> tuple[Any, np.ndarray]:
+def _labelled(impl: ModuleType, ids_in: np.ndarray | list | tuple) -> tuple:
+    """(layout, first index of each group), and for integer arrays the label of each group
+    (gathered by the resolution's own pass: `ids[first]` would cost a cache miss a group)."""
     if isinstance(ids_in, np.ndarray):
         if ids_in.ndim != 1:
             raise ValueError(f"group_ids must be 1-D, got shape {ids_in.shape}")
@@ -231,8 +235,12 @@ def _labelled(impl: ModuleType, ids_in: np.ndarray | list | tuple) -> tuple[Any,
         if kind in "iub":
             if kind == "u" and ids_in.dtype.itemsize == 8:
                 # A bit-for-bit view keeps distinct labels distinct.
-                return impl.grouping_ids_int(aligned(ids_in, ids_in.dtype.newbyteorder("=")).view(np.int64))
-            return impl.grouping_ids_int(aligned(ids_in, np.int64))
+                native = ids_in.dtype.newbyteorder("=")
+                g, first, labels = impl.grouping_ids_int(aligned(ids_in, native).view(np.int64), with_labels=True)
+                return g, first, labels.view(native).astype(ids_in.dtype, copy=False)
+            g, first, labels = impl.grouping_ids_int(aligned(ids_in, np.int64), with_labels=True)
+            # The labels came from ids_in's dtype: converting back is exact.
+            return g, first, labels.astype(ids_in.dtype, copy=False)
         if kind == "f":
             nans = np.flatnonzero(np.isnan(ids_in))
             if nans.size:

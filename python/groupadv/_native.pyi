@@ -2,6 +2,7 @@
 ``groupadv._numpy`` implements the same functions with the same signatures."""
 
 from collections.abc import Iterable
+from typing import Literal, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +25,14 @@ class Grouping:
 
 def grouping_uniform(n: int, group_size: int) -> Grouping: ...
 def grouping_offsets(n: int, offsets: npt.NDArray[np.int64]) -> Grouping: ...
-def grouping_ids_int(ids: npt.NDArray[np.int64]) -> tuple[Grouping, npt.NDArray[np.int64]]: ...
+@overload
+def grouping_ids_int(
+    ids: npt.NDArray[np.int64], with_labels: Literal[False] = False
+) -> tuple[Grouping, npt.NDArray[np.int64]]: ...
+@overload
+def grouping_ids_int(
+    ids: npt.NDArray[np.int64], with_labels: Literal[True]
+) -> tuple[Grouping, npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
 def grouping_ids_bytes(rows: npt.NDArray[np.uint8]) -> tuple[Grouping, npt.NDArray[np.int64]]: ...
 def grouping_ids_str(ids: Iterable[str]) -> tuple[Grouping, npt.NDArray[np.int64]]: ...
 def advantages(

@@ -287,8 +287,10 @@ def _from_labels(labels: np.ndarray) -> tuple[Grouping, np.ndarray]:
     return Grouping(n, k, "permuted", labels=codes, first=first, sizes=sizes), first
 
 
-def grouping_ids_int(ids: np.ndarray) -> tuple[Grouping, np.ndarray]:
-    return _from_labels(ids)
+def grouping_ids_int(ids: np.ndarray, with_labels: bool = False):
+    """(layout, first index of each group), and with ``with_labels`` the label of each group."""
+    g, first = _from_labels(ids)
+    return (g, first, ids[first]) if with_labels else (g, first)
 
 
 def grouping_ids_bytes(rows: np.ndarray) -> tuple[Grouping, np.ndarray]:
