@@ -25,6 +25,29 @@ pub(crate) fn row_ranges(rows: usize, tokens: usize, threads: usize) -> (usize, 
     )
 }
 
+/// `f(row, out_row)` for each row of `out` (`rows x width`), the rows split over threads as
+/// [`row_ranges`] splits them: the one row loop of the token write passes.
+pub(crate) fn for_each_row<T: Send>(
+    rows: usize,
+    width: usize,
+    threads: usize,
+    out: &mut [T],
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    let (threads, ranges) = row_ranges(rows, out.len(), threads);
+    map_pieces(
+        threads,
+        ranges,
+        out,
+        |i| i * width,
+        |r, o| {
+            for (k, row) in r.clone().enumerate() {
+                f(row, &mut o[k * width..(k + 1) * width]);
+            }
+        },
+    );
+}
+
 /// The sum of one sequence's token rewards, accumulated in f64 and stored as `T`; `false`
 /// when finite rewards sum beyond `T`'s range (an overflow, not a non-finite reward).
 fn sum_into<T: Real>(tokens: &[T], o: &mut T) -> bool {
@@ -324,18 +347,9 @@ pub fn broadcast_rows<T: Real>(
 ) {
     let rows = adv.len();
     assert_eq!(out.len(), rows * width, "out must hold rows x width values");
-    let (threads, ranges) = row_ranges(rows, out.len(), threads);
-    map_pieces(
-        threads,
-        ranges,
-        out,
-        |i| i * width,
-        |r, o| {
-            for (k, row) in r.clone().enumerate() {
-                mask.fill_scaled(&mut o[k * width..(k + 1) * width], row * width, adv[row]);
-            }
-        },
-    );
+    for_each_row(rows, width, threads, out, |row, o| {
+        mask.fill_scaled(o, row * width, adv[row]);
+    });
 }
 
 /// `out[offsets[i]..offsets[i + 1]] = adv[i]` (times the mask where one is given).
@@ -457,23 +471,10 @@ pub fn broadcast_spans<T: Real>(
     let rows = adv.len();
     assert_eq!(spans.len(), rows);
     assert_eq!(out.len(), rows * width, "out must hold rows x width values");
-    let (threads, ranges) = row_ranges(rows, out.len(), threads);
-    map_pieces(
-        threads,
-        ranges,
-        out,
-        |i| i * width,
-        |r, o| {
-            for (k, row) in r.clone().enumerate() {
-                let a = adv[row];
-                spans[row].fill(
-                    &mut o[k * width..(k + 1) * width],
-                    |d, _| d.fill(a),
-                    |d| mask.fill_scaled(d, row * width, a),
-                );
-            }
-        },
-    );
+    for_each_row(rows, width, threads, out, |row, o| {
+        let a = adv[row];
+        spans[row].fill(o, |d, _| d.fill(a), |d| mask.fill_scaled(d, row * width, a));
+    });
 }
 
 /// Each row's mask weight (its number of set flags, or the sum of its float weights) over

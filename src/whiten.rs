@@ -367,37 +367,28 @@ pub fn write_affine_spans<T: Real>(
 ) {
     let rows = spans.len();
     assert!(x.len() == rows * width && out.len() == x.len());
-    let (threads, ranges) = crate::token::row_ranges(rows, x.len(), threads);
-    map_pieces(
-        threads,
-        ranges,
-        out,
-        |i| i * width,
-        |r, o| {
-            for (j, row) in r.clone().enumerate() {
-                let at = row * width;
-                let xs = &x[at..at + width];
-                spans[row].fill(
-                    &mut o[j * width..(j + 1) * width],
-                    |d, start| {
-                        for (d, &v) in d.iter_mut().zip(&xs[start..]) {
-                            *d = T::from_f64((v.to_f64() - mean) * k + back);
-                        }
-                    },
-                    |d| {
-                        let r = at..at + width;
-                        match mask {
-                            Mask::Flags(m) => affine_flags(d, xs, &m[r], mean, k, back),
-                            Mask::Wide(Wide::B2(m)) => affine_flags(d, xs, &m[r], mean, k, back),
-                            Mask::Wide(Wide::B4(m)) => affine_flags(d, xs, &m[r], mean, k, back),
-                            Mask::Wide(Wide::B8(m)) => affine_flags(d, xs, &m[r], mean, k, back),
-                            _ => unreachable!("spans come from a 0/1 mask"),
-                        }
-                    },
-                );
-            }
-        },
-    );
+    crate::token::for_each_row(rows, width, threads, out, |row, o| {
+        let at = row * width;
+        let xs = &x[at..at + width];
+        spans[row].fill(
+            o,
+            |d, start| {
+                for (d, &v) in d.iter_mut().zip(&xs[start..]) {
+                    *d = T::from_f64((v.to_f64() - mean) * k + back);
+                }
+            },
+            |d| {
+                let r = at..at + width;
+                match mask {
+                    Mask::Flags(m) => affine_flags(d, xs, &m[r], mean, k, back),
+                    Mask::Wide(Wide::B2(m)) => affine_flags(d, xs, &m[r], mean, k, back),
+                    Mask::Wide(Wide::B4(m)) => affine_flags(d, xs, &m[r], mean, k, back),
+                    Mask::Wide(Wide::B8(m)) => affine_flags(d, xs, &m[r], mean, k, back),
+                    _ => unreachable!("spans come from a 0/1 mask"),
+                }
+            },
+        );
+    });
 }
 
 /// `o = (xs - mean) * k + back` where the flag is set, else 0: one loop per flag width.
