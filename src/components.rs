@@ -218,16 +218,14 @@ pub fn normalize_then_sum<T: Real>(
                     let d = v(i) - mean;
                     m2 += d * d;
                 }
-                if mean.is_finite() && (p.scale != Scale::Group || squares_safe::<T>(mean, m2)) {
-                    let a = group_affine(n, mean, || (m2, 1.0), || false, p, Denom::ONE)
-                        .map_err(|f| error(rows, c, g, f))?;
-                    if a.plain() {
-                        let (mu, f) = (a.mu, w[c] * a.k);
-                        for (o, &i) in acc.iter_mut().zip(rows) {
-                            *o += (v(i) - mu) * f;
-                        }
-                        continue;
+                if let Some((mu, k)) =
+                    plain_affine::<T>(n, mean, m2, p).map_err(|f| error(rows, c, g, f))?
+                {
+                    let f = w[c] * k;
+                    for (o, &i) in acc.iter_mut().zip(rows) {
+                        *o += (v(i) - mu) * f;
                     }
+                    continue;
                 }
                 col.clear();
                 col.extend(rows.iter().map(|&i| v(i)));
@@ -387,18 +385,8 @@ impl Sweep {
             }
         }
         let (mu, f) = (&mut self.mu[..k], &mut self.f[..k]);
-        for c in 0..k {
-            let (mean, m2) = (s[c], m2[c]);
-            if !mean.is_finite() || (p.scale == Scale::Group && !squares_safe::<T>(mean, m2)) {
-                return false;
-            }
-            match group_affine(n, mean, || (m2, 1.0), || false, p, Denom::ONE) {
-                Ok(a) if a.plain() => {
-                    mu[c] = a.mu;
-                    f[c] = w[c] * a.k;
-                }
-                _ => return false,
-            }
+        if !weighted_affines::<T>(n, s, m2, w, p, mu, f) {
+            return false;
         }
         for r in 0..rows {
             let row = &xs[r * k..r * k + k];
@@ -414,6 +402,45 @@ impl Sweep {
         }
         true
     }
+}
+
+/// One component's map `(r - mu) * k` from its moments, when it is of the plain form the
+/// sweeps write: `Ok(Some((mu, k)))`; `Ok(None)` where the general per-group path must run (a
+/// non-finite mean, squares out of range, a map that is not plain); the policy's fault as it
+/// gives it.
+#[inline(always)]
+fn plain_affine<T: Real>(
+    n: f64,
+    mean: f64,
+    m2: f64,
+    p: &Params,
+) -> Result<Option<(f64, f64)>, Fault> {
+    if !mean.is_finite() || (p.scale == Scale::Group && !squares_safe::<T>(mean, m2)) {
+        return Ok(None);
+    }
+    let a = group_affine(n, mean, || (m2, 1.0), || false, p, Denom::ONE)?;
+    Ok(a.plain().then_some((a.mu, a.k)))
+}
+
+/// `mu[c]`, `f[c] = w[c] * k` of every component's plain map; false where any component needs
+/// the general path (which also reports faults).
+#[inline(always)]
+fn weighted_affines<T: Real>(
+    n: f64,
+    mean: &[f64],
+    m2: &[f64],
+    w: &[f64],
+    p: &Params,
+    mu: &mut [f64],
+    f: &mut [f64],
+) -> bool {
+    for c in 0..mean.len() {
+        match plain_affine::<T>(n, mean[c], m2[c], p) {
+            Ok(Some((m, k))) => (mu[c], f[c]) = (m, w[c] * k),
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// `Sweep::run_any` with K a constant (`xs` not empty): the same sweeps, the same order.
@@ -442,18 +469,8 @@ fn run_fixed<T: Real, const K: usize>(xs: &[T], w: &[f64], p: &Params, out: &mut
         }
     }
     let (mut mu, mut f) = ([0.0f64; K], [0.0f64; K]);
-    for c in 0..K {
-        let (mean, m2) = (s[c], m2[c]);
-        if !mean.is_finite() || (p.scale == Scale::Group && !squares_safe::<T>(mean, m2)) {
-            return false;
-        }
-        match group_affine(n, mean, || (m2, 1.0), || false, p, Denom::ONE) {
-            Ok(a) if a.plain() => {
-                mu[c] = a.mu;
-                f[c] = w[c] * a.k;
-            }
-            _ => return false,
-        }
+    if !weighted_affines::<T>(n, &s, &m2, w, p, &mut mu, &mut f) {
+        return false;
     }
     for (row, o) in rows.iter().zip(out.iter_mut()) {
         let mut a = 0.0f64;
