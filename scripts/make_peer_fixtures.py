@@ -105,26 +105,10 @@ def nanstd(tensor: torch.Tensor, dim=None, keepdim: bool = False) -> torch.Tenso
 
 
 def trl_grpo_nan(rewards: torch.Tensor, num_generations: int, scale_rewards: str) -> torch.Tensor:
-    # TRL 1.16 grpo_trainer.py 2759-2810, sum_then_normalize with one reward function
-    # (rewards_per_func (N, 1), weight 1), transcribed.
-    rewards_per_func = rewards.unsqueeze(1)
-    unscorable_mask = torch.isnan(rewards_per_func).all(dim=1)
-    rewards = rewards_per_func.nansum(dim=1)
-    rewards[unscorable_mask] = torch.nan
-    mean_grouped_rewards = torch.nanmean(rewards.view(-1, num_generations), dim=1)
-    mean_grouped_rewards = mean_grouped_rewards.repeat_interleave(num_generations, dim=0)
-    if scale_rewards in ["group", "none"]:
-        if num_generations > 1:
-            std_rewards = nanstd(rewards.view(-1, num_generations), dim=1)
-            std_rewards = std_rewards.repeat_interleave(num_generations, dim=0)
-        else:
-            std_rewards = torch.zeros_like(rewards)
-    elif scale_rewards == "batch":
-        std_rewards = nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
-    advantages = rewards - mean_grouped_rewards
-    if scale_rewards != "none":
-        advantages = advantages / (std_rewards + 1e-4)
-    return torch.nan_to_num(advantages, nan=0.0)
+    # TRL 1.16 grpo_trainer.py 2759-2810: sum_then_normalize with one reward function
+    # (rewards_per_func (N, 1), weight 1). The same lines as `trl_multi_reward`'s first branch
+    # (f2cd577 2676-2729; multiplying by the weight 1 changes no bit), transcribed once there.
+    return trl_multi_reward(rewards.unsqueeze(1), torch.ones(1), num_generations, "sum_then_normalize", scale_rewards)
 
 
 def trl_rloo_nan(rewards: torch.Tensor, num_generations: int, normalize_advantages: bool) -> torch.Tensor:

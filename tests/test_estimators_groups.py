@@ -5,6 +5,10 @@ of TRL's code (cited by file and line)."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -221,54 +225,23 @@ def test_multi_reward_rules():
 # ---------------------------------------------------------------- TRL, transcribed
 
 
-def _trl_nanstd(tensor, dim=None, keepdim=False):
-    """trl/trainer/utils.py 857-884 (huggingface/trl f2cd577), `nanstd`, transcribed."""
-    mean = torch.nanmean(tensor, dim=dim, keepdim=True)
-    variance = torch.nanmean((tensor - mean) ** 2, dim=dim, keepdim=True)
-    count = torch.sum(~torch.isnan(tensor), dim=dim, keepdim=True)
-    correction = count / (count - 1)
-    correction = torch.where(count > 1, correction, torch.full_like(correction, float("nan")))
-    variance *= correction
-    std = torch.sqrt(variance)
-    if keepdim:
-        return std
-    return std.squeeze(dim) if dim is not None else std.squeeze()
+@functools.cache
+def _fixture_script():
+    """scripts/make_peer_fixtures.py, loaded once."""
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "make_peer_fixtures.py"
+    spec = importlib.util.spec_from_file_location("make_peer_fixtures", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
 
 
 def _trl_advantages(rewards_per_func, reward_weights, num_generations, aggregation, scale_rewards):
-    """trl/trainer/grpo_trainer.py 2676-2729 (huggingface/trl f2cd577, GRPOTrainer.
-    _generate_and_score_completions), transcribed; `device` and logging left out."""
-    unscorable_mask = torch.isnan(rewards_per_func).all(dim=1)
-    if aggregation == "sum_then_normalize":
-        rewards = (rewards_per_func * reward_weights.unsqueeze(0)).nansum(dim=1)
-        rewards[unscorable_mask] = torch.nan
-        mean_grouped_rewards = torch.nanmean(rewards.view(-1, num_generations), dim=1)
-        mean_grouped_rewards = mean_grouped_rewards.repeat_interleave(num_generations, dim=0)
-        if scale_rewards in ["group", "none"]:
-            if num_generations > 1:
-                std_rewards = _trl_nanstd(rewards.view(-1, num_generations), dim=1)
-                std_rewards = std_rewards.repeat_interleave(num_generations, dim=0)
-            else:
-                std_rewards = torch.zeros_like(rewards)
-        elif scale_rewards == "batch":
-            if rewards.numel() > 1:
-                std_rewards = _trl_nanstd(rewards).expand_as(rewards)
-            else:
-                std_rewards = torch.zeros_like(rewards)
-        advantages = rewards - mean_grouped_rewards
-        if scale_rewards != "none":
-            advantages = advantages / (std_rewards + 1e-4)
-    else:
-        grouped = rewards_per_func.view(-1, num_generations, rewards_per_func.shape[1])
-        mean_k = torch.nanmean(grouped, dim=1, keepdim=True)
-        std_k = _trl_nanstd(grouped, dim=1, keepdim=True) if num_generations > 1 else torch.zeros_like(mean_k)
-        reward_k = (grouped - mean_k) / (std_k + 1e-4)
-        reward_k = reward_k.view(-1, rewards_per_func.shape[1])
-        rewards = (reward_k * reward_weights.unsqueeze(0)).nansum(dim=1)
-        rewards[unscorable_mask] = torch.nan
-        std_rewards = _trl_nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
-        advantages = (rewards - torch.nanmean(rewards)) / (std_rewards + 1e-4)
-    return torch.nan_to_num(advantages, nan=0.0)
+    """TRL's multi-reward advantages: the transcription that also makes the fixtures
+    (scripts/make_peer_fixtures.py `trl_multi_reward`, which cites TRL's file and lines), one
+    copy for both."""
+    script = _fixture_script()
+    return script.trl_multi_reward(rewards_per_func, reward_weights, num_generations, aggregation, scale_rewards)
 
 
 @pytest.mark.parametrize("aggregation", ["sum_then_normalize", "normalize_then_sum"])
