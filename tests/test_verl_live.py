@@ -19,15 +19,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-try:
-    import verl
-    from verl.trainer.ppo import core_algos as ca
-except Exception as exc:  # verl and its import-time dependencies are optional
-    pytest.skip(f"verl is not importable ({type(exc).__name__}: {exc}); run scripts/install_verl.sh",
-                allow_module_level=True)
+import verl_inputs  # noqa: E402
+from verl_inputs import batch as _batch  # noqa: E402
+
+ca = verl_inputs.core_algos()
+
+import verl  # noqa: E402
 
 from groupadv.integrations import verl as ours  # noqa: E402
-from verl_inputs import batch as _batch  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 VERL_TESTS = pathlib.Path(os.environ.get("GROUPADV_VERL_SDIST", ROOT / "build" / f"verl-{verl.__version__}"))

@@ -15,14 +15,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-try:
-    from verl.trainer.ppo import core_algos as ca
-except Exception as exc:  # verl and its import-time dependencies are optional
-    pytest.skip(f"verl is not importable ({type(exc).__name__}: {exc}); run scripts/install_verl.sh",
-                allow_module_level=True)
+import verl_inputs  # noqa: E402
+from verl_inputs import batch as _batch  # noqa: E402
+
+ca = verl_inputs.core_algos()
 
 from groupadv.integrations import verl as ours  # noqa: E402
-from verl_inputs import batch as _batch  # noqa: E402
 
 VERL = dict(ca.ADV_ESTIMATOR_REGISTRY)
 GROUP_LEVEL = [n for n in ("grpo_passk", "opo", "gpg", "gdpo") if n in ours.SUPPORTED]

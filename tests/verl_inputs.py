@@ -1,11 +1,24 @@
-"""Random batches in verl's layout for the live tests against verl (tests/test_verl_live*.py)."""
+"""Random batches in verl's layout for the live tests against verl (tests/test_verl_live*.py),
+and verl's core_algos for them (or a module-level skip)."""
 
 from __future__ import annotations
 
 import uuid
 
 import numpy as np
+import pytest
 import torch
+
+
+def core_algos():
+    """verl's ``verl.trainer.ppo.core_algos``; skips the calling test module where verl (an
+    optional test dependency, installed by scripts/install_verl.sh) does not import."""
+    try:
+        from verl.trainer.ppo import core_algos as ca
+    except Exception as exc:  # verl and its import-time dependencies are optional
+        pytest.skip(f"verl is not importable ({type(exc).__name__}: {exc}); run scripts/install_verl.sh",
+                    allow_module_level=True)
+    return ca
 
 
 def batch(rng, dtype, n_groups=12, L=9):
