@@ -1800,89 +1800,34 @@ mod python {
                 },
                 threads: threads_arg(num_threads)?,
             };
+            // The mask's dtype picks the monomorphised pass (the first dtype it casts to).
             macro_rules! by_mask {
                 ($r:expr) => {
-                    if let Ok(m) = mask.cast::<PyArray1<u8>>() {
-                        otb_typed(
-                            py,
-                            $r,
-                            m,
-                            old_log_probs,
-                            sum_pi_squared,
-                            is_weights,
-                            codes,
-                            n_groups,
-                            rows,
-                            &p,
-                            adv,
-                            returns,
-                        )
-                    } else if let Ok(m) = mask.cast::<PyArray1<i64>>() {
-                        otb_typed(
-                            py,
-                            $r,
-                            m,
-                            old_log_probs,
-                            sum_pi_squared,
-                            is_weights,
-                            codes,
-                            n_groups,
-                            rows,
-                            &p,
-                            adv,
-                            returns,
-                        )
-                    } else if let Ok(m) = mask.cast::<PyArray1<i32>>() {
-                        otb_typed(
-                            py,
-                            $r,
-                            m,
-                            old_log_probs,
-                            sum_pi_squared,
-                            is_weights,
-                            codes,
-                            n_groups,
-                            rows,
-                            &p,
-                            adv,
-                            returns,
-                        )
-                    } else if let Ok(m) = mask.cast::<PyArray1<f32>>() {
-                        otb_typed(
-                            py,
-                            $r,
-                            m,
-                            old_log_probs,
-                            sum_pi_squared,
-                            is_weights,
-                            codes,
-                            n_groups,
-                            rows,
-                            &p,
-                            adv,
-                            returns,
-                        )
-                    } else if let Ok(m) = mask.cast::<PyArray1<f64>>() {
-                        otb_typed(
-                            py,
-                            $r,
-                            m,
-                            old_log_probs,
-                            sum_pi_squared,
-                            is_weights,
-                            codes,
-                            n_groups,
-                            rows,
-                            &p,
-                            adv,
-                            returns,
-                        )
-                    } else {
-                        Err(PyTypeError::new_err(
-                            "mask must be a 1-D uint8/int32/int64/float32/float64 array",
-                        ))
-                    }
+                    by_mask!(@ $r; u8, i64, i32, f32, f64)
                 };
+                (@ $r:expr; $($t:ty),+) => {{
+                    $(
+                        if let Ok(m) = mask.cast::<PyArray1<$t>>() {
+                            return otb_typed(
+                                py,
+                                $r,
+                                m,
+                                old_log_probs,
+                                sum_pi_squared,
+                                is_weights,
+                                codes,
+                                n_groups,
+                                rows,
+                                &p,
+                                adv,
+                                returns,
+                            );
+                        }
+                    )+
+                    Err(PyTypeError::new_err(
+                        "mask must be a 1-D uint8/int32/int64/float32/float64 array",
+                    ))
+                }};
             }
             if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
                 by_mask!(r)
