@@ -764,7 +764,7 @@ def _borrow(n: int) -> np.ndarray:
     its own."""
     buf = _local.__dict__.pop("buf", None)
     if buf is None or len(buf) < n:
-        buf = np.empty(max(n, _KEEP) if n <= _KEEP else n)
+        buf = np.empty(max(n, _KEEP))  # at least the kept size, so that it is kept
     return buf
 
 
