@@ -261,3 +261,23 @@ def test_advantages_match_reference_on_uids():
     np.testing.assert_allclose(ga.advantages(x, group_ids=ids, eps=0.0), want, rtol=1e-9, atol=1e-12)
     p = rng.permutation(len(ids))
     np.testing.assert_allclose(ga.advantages(x[p], group_ids=ids[p], eps=0.0), want[p], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["object array", "list"])
+def test_labels_of_a_layout_within_a_call(kind):
+    """A layout resolved inside a call (`resolve`) gathers its labels only when asked for
+    (`group_stats` asks): the same labels as `make_groups`, and a layout from `make_groups`
+    keeps them when the caller's labels change afterwards."""
+    from groupadv._groups import resolve
+
+    uids = [uid(k) for k in np.random.default_rng(5).permutation(300)]
+    ids = np.repeat(np.array(uids, dtype=object), 4)
+    ids = ids if kind == "object array" else list(ids)
+    g = resolve(len(ids), group_ids=ids)
+    assert g._labels is None  # not gathered yet
+    assert list(g.labels) == uids == list(ga.make_groups(group_ids=ids).labels)
+    x = np.random.default_rng(6).random(len(ids))
+    assert list(ga.group_stats(x, group_ids=ids).labels) == uids
+    kept = ga.make_groups(group_ids=ids)
+    ids[0] = "changed"
+    assert list(kept.labels) == uids

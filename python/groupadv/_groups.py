@@ -21,26 +21,38 @@ class Groups:
     costly part of a labelled call, so reuse pays when several arrays share a layout.
     """
 
-    __slots__ = ("_impl", "_backend", "_labels", "_first")
+    __slots__ = ("_impl", "_backend", "_labels", "_first", "_ids")
 
-    def __init__(self, impl, backend: str, ids=None, first=None, labels=None):
+    def __init__(self, impl, backend: str, ids=None, first=None, labels=None, *, within_call=False):
         self._impl = impl
         self._backend = backend
-        # The labels are copied out of the caller's ids now: changing the caller's list or
-        # array afterwards changes nothing here. (`labels`: that copy, already made.)
+        self._first = first
+        if first is not None:
+            first.flags.writeable = False
+        self._ids = None
         if labels is not None:
             self._labels = labels
             self._labels.flags.writeable = False
-        elif ids is None:
+        else:
             self._labels = None
-        elif isinstance(ids, np.ndarray):
+            # A layout that lives within one call (`resolve`) gathers its labels only if the
+            # call asks for them: a gather of object labels touches every group's label object
+            # (a cache miss each), and nearly every call never reads them.
+            self._ids = ids
+            if not within_call:
+                self._gather_labels()
+
+    def _gather_labels(self) -> None:
+        # The labels are copied out of the caller's ids: changing the caller's list or array
+        # afterwards changes nothing here.
+        ids, first, self._ids = self._ids, self._first, None
+        if ids is None:
+            return
+        if isinstance(ids, np.ndarray):
             self._labels = ids[first]
             self._labels.flags.writeable = False
         else:
             self._labels = tuple(ids[i] for i in first.tolist())
-        if first is not None:
-            first.flags.writeable = False
-        self._first = first
 
     @property
     def n(self) -> int:
@@ -68,6 +80,8 @@ class Groups:
     def labels(self):
         """The label of each group (for `group_ids=` layouts; groups are numbered in order of
         first appearance), else None."""
+        if self._ids is not None:
+            self._gather_labels()
         if self._labels is None or isinstance(self._labels, np.ndarray):
             return self._labels  # read-only
         return list(self._labels)  # a fresh list: mutating it changes nothing here
@@ -134,16 +148,23 @@ def make_groups(n: int | None = None, group_size=None, *, offsets=None, group_id
         if n is None:
             n = int(offs[-1]) if offs.size else 0
         return Groups(impl.grouping_offsets(n, offs), _backend.name)
+    return _labelled_groups(impl, n, group_ids, within_call=False)
+
+
+def _labelled_groups(impl: ModuleType, n: int | None, group_ids, *, within_call: bool) -> Groups:
     if n is not None and len(group_ids) != n:
         raise ValueError(f"group_ids has length {len(group_ids)} but rewards has length {n}")
     ids_in = _ids_array(group_ids)
     grouping, first, *labels = _labelled(impl, ids_in)
-    return Groups(grouping, _backend.name, ids_in, first, *labels)
+    return Groups(grouping, _backend.name, ids_in, first, *labels, within_call=within_call)
 
 
 def resolve(n: int, group_size=None, offsets=None, group_ids=None, groups=None) -> Groups:
     """The layout for an n-reward call, from whichever keyword the caller used."""
     if groups is None:
+        if group_ids is not None and group_size is None and offsets is None:
+            # (the layout lives within the call: its labels are gathered only if asked for)
+            return _labelled_groups(_backend.impl, n, group_ids, within_call=True)
         return make_groups(n, group_size, offsets=offsets, group_ids=group_ids)
     if any(v is not None for v in (group_size, offsets, group_ids)):
         raise TypeError("give either groups= or one of group_size=, offsets=, group_ids=, not both")
