@@ -374,7 +374,17 @@ mod python {
         runs: bool,
     ) -> PyResult<StrCodes> {
         if runs {
-            return str_run_codes(n, item);
+            let (mut starts, mut addrs) = (Vec::new(), Vec::new());
+            let mut prev = 0usize;
+            for i in 0..n {
+                let addr = item(i).as_ptr() as usize;
+                if addr != prev {
+                    starts.push(i);
+                    addrs.push(addr);
+                    prev = addr;
+                }
+            }
+            return str_run_codes(starts, addrs, item);
         }
         // 1. By address; the codes are provisional: the index of the object among the
         // objects in order of first appearance (`fresh`).
@@ -407,24 +417,15 @@ mod python {
         Ok((None, codes, first))
     }
 
-    /// [`str_codes`] of labels in runs: the runs of the same object (one pointer comparison
-    /// per label), then the first label of each run numbered by value (a label that comes
+    /// [`str_codes`] of labels in runs of the same object, given as their starts and the
+    /// objects' addresses: the first label of each run numbered by value (a label that comes
     /// back in a later run is seen there by its hash; an address map would only pay where
     /// the same object starts many runs).
     fn str_run_codes<'a, 'py: 'a>(
-        n: usize,
+        starts: Vec<usize>,
+        addrs: Vec<usize>,
         item: impl Fn(usize) -> &'a Bound<'py, PyAny>,
     ) -> PyResult<StrCodes> {
-        let (mut starts, mut addrs) = (Vec::new(), Vec::new());
-        let mut prev = 0usize;
-        for i in 0..n {
-            let addr = item(i).as_ptr() as usize;
-            if addr != prev {
-                starts.push(i);
-                addrs.push(addr);
-                prev = addr;
-            }
-        }
         let (codes, first) = str_numbers(&starts, &item, |a, b| addrs[a] == addrs[b])?;
         Ok((Some(starts), codes, first))
     }
@@ -489,11 +490,21 @@ mod python {
             Ok(arr) if arr.is_contiguous() => {
                 let arr = arr.readonly();
                 let items = arr.as_slice()?;
-                let runs = crate::runs::looks_like_runs_by(items.len(), |i| items[i].as_ptr());
-                (
-                    items.len(),
-                    str_codes(items.len(), |i| items[i].bind(py), runs)?,
-                )
+                let item = |i: usize| items[i].bind(py);
+                // SAFETY: `Py<PyAny>` is a transparent wrapper of one non-null pointer: the
+                // slice read as the objects' addresses (same size and alignment). Only the
+                // addresses are read, by the pool's workers too: no object is touched, and
+                // the GIL, held throughout, keeps Python code from changing the array.
+                let addrs: &[usize] =
+                    unsafe { std::slice::from_raw_parts(items.as_ptr().cast(), items.len()) };
+                let codes = if crate::runs::looks_like_runs(addrs) {
+                    // The runs of one object in one streaming pass over the pool's threads.
+                    let (starts, heads) = crate::runs::runs(addrs, 0);
+                    str_run_codes(starts, heads, item)?
+                } else {
+                    str_codes(items.len(), item, false)?
+                };
+                (items.len(), codes)
             }
             _ => {
                 let items: Vec<Bound<'py, PyAny>> = ids.try_iter()?.collect::<PyResult<_>>()?;
