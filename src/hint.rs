@@ -19,3 +19,29 @@ pub(crate) fn prefetch<E>(e: &E) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = e;
 }
+
+/// How far ahead (in bytes) `prefetch_range` callers ask for the lines of a stream: one page.
+pub(crate) const STREAM_AHEAD: usize = 4096;
+
+/// Ask for every cache line of `x[from..to]` (clamped to `x`), one hint per line. For streams
+/// read (or written) by a loop that computes between its accesses (ragged groups): the
+/// hardware prefetcher stops at each 4 KiB page boundary and restarts only after misses there.
+#[inline(always)]
+pub(crate) fn prefetch_range<T>(x: &[T], from: usize, to: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let step = (64 / std::mem::size_of::<T>()).max(1);
+        let mut at = from;
+        while at < to.min(x.len()) {
+            // SAFETY: a prefetch hint on an in-bounds address; it never faults.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    x.as_ptr().add(at) as *const i8,
+                )
+            };
+            at += step;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (x, from, to);
+}
