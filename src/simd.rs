@@ -37,6 +37,13 @@ pub(crate) trait Wide: Copy {
     unsafe fn masked(t: Self, m: Self::Mask) -> Self;
     /// Lanes selected when their index is below `rem`: all for rem >= 8, none for rem <= 0.
     unsafe fn lanes_below(rem: i64) -> Self::Mask;
+    /// The lanes of chunk `c` (values 8c..8c + 8) among the first `n` values (n <= 32):
+    /// `lanes_below(n - 8c)`, from one mask of the n values where the lanes are bits.
+    unsafe fn chunk_lanes(n: usize, c: usize) -> Self::Mask;
+    /// acc + t in the lanes of `m`, acc elsewhere: `add(acc, masked(t, m))` bit for bit when
+    /// acc is never -0.0 (accumulators start at +0.0 and add finite or NaN terms under
+    /// round-to-nearest, where only -0.0 + -0.0 gives -0.0).
+    unsafe fn add_lanes(acc: Self, t: Self, m: Self::Mask) -> Self;
     /// `new` in the lanes of `m`, `old` elsewhere.
     unsafe fn blend(old: Self, new: Self, m: Self::Mask) -> Self;
     /// Eight elements from `p` (valid for 8 reads), as f64.
@@ -114,6 +121,16 @@ impl Wide for Avx2 {
         }
     }
     #[inline(always)]
+    unsafe fn chunk_lanes(n: usize, c: usize) -> [__m256d; 2] {
+        // SAFETY: as above.
+        unsafe { Self::lanes_below(n as i64 - 8 * c as i64) }
+    }
+    #[inline(always)]
+    unsafe fn add_lanes(acc: Self, t: Self, m: [__m256d; 2]) -> Self {
+        // SAFETY: as above.
+        unsafe { Self::add(acc, Self::masked(t, m)) }
+    }
+    #[inline(always)]
     unsafe fn blend(old: Self, new: Self, m: [__m256d; 2]) -> Self {
         // SAFETY: as above.
         unsafe {
@@ -181,6 +198,15 @@ impl Wide for Avx512 {
     #[inline(always)]
     unsafe fn lanes_below(rem: i64) -> __mmask8 {
         (((1u32 << rem.clamp(0, 8)) - 1) & 0xff) as __mmask8
+    }
+    #[inline(always)]
+    unsafe fn chunk_lanes(n: usize, c: usize) -> __mmask8 {
+        (((1u64 << n) - 1) >> (8 * c)) as __mmask8
+    }
+    #[inline(always)]
+    unsafe fn add_lanes(acc: Self, t: Self, m: __mmask8) -> Self {
+        // SAFETY: as above. Merge masking: the lanes outside m keep acc.
+        unsafe { Avx512(_mm512_mask_add_pd(acc.0, m, acc.0, t.0)) }
     }
     #[inline(always)]
     unsafe fn blend(old: Self, new: Self, m: __mmask8) -> Self {
@@ -385,10 +411,8 @@ unsafe fn acc_in<T: Real, W: Wide>(x: *const T, a: usize, b: usize, term: impl F
             i += 8;
         }
         if i < b {
-            acc = W::add(
-                acc,
-                W::masked(term(W::load(x.add(i))), W::lanes_below((b - i) as i64)),
-            );
+            let lanes = W::lanes_below((b - i) as i64);
+            acc = W::add_lanes(acc, term(W::load(x.add(i))), lanes);
         }
         acc
     }
@@ -485,10 +509,9 @@ unsafe fn acc_fixed<T: Real, W: Wide, const C: usize>(
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
     unsafe {
         let mut acc = W::zeros();
-        let n = (b - a) as i64;
         for c in 0..C {
-            let lanes = W::lanes_below(n - 8 * c as i64);
-            acc = W::add(acc, W::masked(term(W::load(x.add(a + 8 * c))), lanes));
+            let lanes = W::chunk_lanes(b - a, c);
+            acc = W::add_lanes(acc, term(W::load(x.add(a + 8 * c))), lanes);
         }
         acc
     }
