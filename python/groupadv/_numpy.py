@@ -39,7 +39,9 @@ _NANS = ("raise", "propagate", "omit")
 # sqrt(M2) outside [_TINY, _HUGE]: squared deviations may have under/overflowed float64, so the
 # moments are kept scaled by a power of two near the largest deviation (exact rescaling).
 _TINY, _HUGE = 1e-140, 1e150
-_PIECE = 1 << 15  # rewards per piece of the plain case at most: a piece's buffers stay in cache
+# Rewards per piece of the plain case at most: a piece's buffers stay in cache. Ragged pieces
+# are half as long (two np.repeat temporaries and the squares besides the residuals; measured).
+_PIECE = 1 << 16
 _LIFT = 2.0**60  # the core's lift of residuals whose 1/denominator overflows (exact scaling)
 
 # np.einsum without optimize= hands its arguments to the compiled einsum unchanged; calling that
@@ -150,10 +152,11 @@ class Grouping:
         ``_PIECE`` rewards, as ``(start, end, Grouping of the piece)``; labelled groups are one
         piece. A group's sums do not depend on the piece it is in, so piece by piece gives the
         bits of the whole."""
-        if self.kind == "permuted" or self.n <= _PIECE:
+        most = _PIECE if self.kind == "uniform" else _PIECE // 2
+        if self.kind == "permuted" or self.n <= most:
             return [(0, self.n, self)]  # (not kept: a layout holding itself would be a cycle for the gc)
         if self._pieces is None:
-            self._pieces = self._cut(-(-self.n // -(-self.n // _PIECE)))
+            self._pieces = self._cut(-(-self.n // -(-self.n // most)))
         return self._pieces
 
     def _cut(self, target: int) -> list:
@@ -161,16 +164,18 @@ class Grouping:
             step = max(1, -(-target // self.size)) * self.size
             return [(s, min(s + step, self.n), grouping_uniform(min(step, self.n - s), self.size))
                     for s in range(0, self.n, step)]
-        offs = self.offsets
-        # the first group boundary at or after each multiple of target
-        at = np.unique(np.searchsorted(offs, np.arange(target, self.n, target)))
-        cuts = [0] + [int(c) for c in at if 0 < c < self.n_groups] + [self.n_groups]
-        out = []
-        for j0, j1 in zip(cuts[:-1], cuts[1:]):
-            s, e = int(offs[j0]), int(offs[j1])
-            out.append((s, e, Grouping(e - s, j1 - j0, "ragged", offsets=offs[j0:j1 + 1] - s,
-                                       sizes=self._sizes[j0:j1])))
-        return out
+        offs, sizes, live = self.offsets, self._sizes, self._all_live or None
+        # the first group boundary at or after each multiple of target (ascending: a group
+        # longer than target gives the same boundary twice)
+        cuts = [0]
+        for c in np.searchsorted(offs, np.arange(target, self.n, target)).tolist():
+            if cuts[-1] < c < self.n_groups:
+                cuts.append(c)
+        cuts.append(self.n_groups)
+        at = offs[cuts].tolist()
+        return [(s, e, Grouping(e - s, j1 - j0, "ragged", offsets=offs[j0:j1 + 1] - s, sizes=sizes[j0:j1],
+                                all_live=live))
+                for j0, j1, s, e in zip(cuts, cuts[1:], at, at[1:])]
 
     def reduce(self, ufunc, v: np.ndarray, empty) -> np.ndarray:
         """Per-group ``ufunc`` reduction (``empty`` for a group without members)."""
@@ -834,7 +839,8 @@ def _plain_policy(g: Grouping, m2: np.ndarray, ddof: int, eps: float) -> np.ndar
     std NaN; an empty group) b is the finite 1 / max(eps, _FLOOR) instead: the residuals of
     such a group are exactly +0 (r - r), and +0 * b is +0 * 0, the same bits, with three
     numpy calls fewer (no mask)."""
-    count = g.size if g.kind == "uniform" else g.counts()  # a scalar divides faster, to the same bits
+    # (a scalar divides faster, to the same bits; int64 sizes are cast exactly in the divide)
+    count = g.size if g.kind == "uniform" else g._sizes
     b = np.divide(m2, count - ddof if ddof else count, out=m2)
     np.sqrt(b, out=b)
     if eps:
@@ -899,8 +905,8 @@ def _plain_float32(x, g, ddof, eps, out) -> bool:
                 np.subtract(rv, (_einsum("ij->i", rv) / size)[:, None], out=rv)
                 m2 = _einsum("ij,ij->i", rv, rv)
             else:
-                starts, sizes = gp.offsets[:-1], gp._sizes
-                np.subtract(res, np.repeat(np.add.reduceat(res, starts) / gp.counts(), sizes), out=res)
+                starts, sizes = gp.offsets[:-1], gp._sizes  # (sizes: int64, cast exactly in the divide)
+                np.subtract(res, np.repeat(np.add.reduceat(res, starts) / sizes, sizes), out=res)
                 m2 = np.add.reduceat(np.square(res, out=buf[most: most + e - s]), starts)
             # float32 squared deviations can neither over- nor underflow in float64: M2 is
             # non-finite exactly when a reward is (NaN, inf)
