@@ -244,7 +244,19 @@ def grouping_uniform(n: int, group_size: int) -> Grouping:
     return g
 
 
+# The last offsets layout (of at most _KEEP_LAYOUT rewards): a call repeated with equal offsets
+# (several reward components over one batch, the same array each call) reuses it, its pieces
+# and all, for one comparison of the offsets. Its arrays are read-only: it is shared.
+_LAST_OFFSETS: list = [None]
+_KEEP_LAYOUT = 1 << 22
+_I64 = np.dtype(np.int64)
+
+
 def grouping_offsets(n: int, offsets: np.ndarray) -> Grouping:
+    last = _LAST_OFFSETS[0]
+    if (last is not None and last.n == n and type(offsets) is np.ndarray and offsets.dtype is _I64
+            and offsets.shape == last.offsets.shape and np.equal(offsets, last.offsets).all()):
+        return last
     if n == 0:
         raise ValueError("rewards is empty")
     if len(offsets) < 2:
@@ -262,7 +274,11 @@ def grouping_offsets(n: int, offsets: np.ndarray) -> Grouping:
         )
     if offsets[-1] != n:
         raise ValueError(f"offsets[-1] must equal len(rewards) = {n}, got {offsets[-1]}")
-    return Grouping(n, len(offsets) - 1, "ragged", offsets=offs, sizes=sizes, all_live=bool(smallest > 0))
+    g = Grouping(n, len(offsets) - 1, "ragged", offsets=offs, sizes=sizes, all_live=bool(smallest > 0))
+    if n <= _KEEP_LAYOUT:
+        offs.flags.writeable = sizes.flags.writeable = False
+        _LAST_OFFSETS[0] = g
+    return g
 
 
 def _from_labels(labels: np.ndarray) -> tuple[Grouping, np.ndarray]:
