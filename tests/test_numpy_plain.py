@@ -83,6 +83,32 @@ def test_float32_pieces_give_the_general_answer(monkeypatch, ddof, eps):
         assert fast.tobytes() == slow.tobytes()
 
 
+def test_a_ragged_layout_used_again_spreads_by_index_to_the_same_bits(monkeypatch):
+    """From its second use a kept ragged layout spreads per-group values with take over a
+    group index (Grouping.spread_index) instead of np.repeat: the same values, the same bits."""
+    rng = np.random.default_rng(12)
+    sizes = rng.integers(1, 32, size=N._PIECE // 8)
+    offs = _offsets(sizes)
+    n = int(offs[-1])
+    assert N._PIECE // 2 < n <= N._INDEX_MOST
+    g = N.grouping_offsets(n, offs)
+    assert len(g.pieces()) > 1
+    for call in range(3):
+        x = rng.random(n).astype(np.float32)
+        x[: n // 6] = 0.75
+        slow, _ = _run(x, g, plain=False, monkeypatch=monkeypatch, eps=1e-6)
+        fast, taken = _run(x, g, plain=True, monkeypatch=monkeypatch, eps=1e-6)
+        assert taken == [True]
+        assert fast.tobytes() == slow.tobytes()
+        indexed = [gp._index is not None and gp._index is not False for _, _, gp in g.pieces()]
+        assert all(indexed) == (call >= 1)
+    big = N.grouping_offsets(N._INDEX_MOST + 32, _offsets([32] * (N._INDEX_MOST // 32 + 1)))
+    x = rng.random(big.n).astype(np.float32)
+    for _ in range(2):
+        fast, _ = _run(x, big, plain=True, monkeypatch=monkeypatch)
+    assert all(gp._index is None for _, _, gp in big.pieces())  # too large: np.repeat
+
+
 def test_a_nonfinite_float32_reward_emits_no_warning_and_takes_the_general_stages(monkeypatch):
     x = np.array([1.0, np.inf, -np.inf, 2.0, 3.0, 4.0], dtype=np.float32)
     g = N.grouping_offsets(6, np.array([0, 3, 6]))

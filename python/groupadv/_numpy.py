@@ -80,7 +80,7 @@ class Grouping:
     (labels in any order: ``labels`` = the group code of each reward)."""
 
     __slots__ = ("n", "n_groups", "kind", "size", "offsets", "labels", "first", "_sizes", "_all_live", "_counts",
-                 "_consts", "_pieces")
+                 "_consts", "_pieces", "_index")
 
     def __init__(self, n, n_groups, kind, *, size=0, offsets=None, labels=None, first=None, sizes=None,
                  all_live=None):
@@ -97,6 +97,7 @@ class Grouping:
         self._counts = None
         self._consts = None
         self._pieces: Any = None
+        self._index: Any = None  # see spread_index
 
     def consts(self):
         """Read-only per-group constants, made once: (ones, falses, ones of a row)."""
@@ -177,6 +178,18 @@ class Grouping:
                                 all_live=live))
                 for j0, j1, s, e in zip(cuts, cuts[1:], at, at[1:])]
 
+    def spread_index(self):
+        """Ragged groups used again (a layout kept by grouping_offsets, or passed as groups=):
+        the group of each reward, made on the second use; None on the first. ``p.take(index)``
+        is ``np.repeat(p, sizes)`` without np.repeat's branch at each group's end (mispredicted
+        for random sizes): faster while the indexes stay in cache (the caller asks only for
+        layouts of at most _INDEX_MOST rewards), slower once read from memory (measured)."""
+        if self._index is None:
+            self._index = False  # used once
+        elif self._index is False:
+            self._index = np.repeat(np.arange(self.n_groups, dtype=np.intp), self._sizes)
+        return self._index if self._index is not False else None
+
     def reduce(self, ufunc, v: np.ndarray, empty) -> np.ndarray:
         """Per-group ``ufunc`` reduction (``empty`` for a group without members)."""
         if self.kind == "uniform":
@@ -249,6 +262,7 @@ def grouping_uniform(n: int, group_size: int) -> Grouping:
 # and all, for one comparison of the offsets. Its arrays are read-only: it is shared.
 _LAST_OFFSETS: list = [None]
 _KEEP_LAYOUT = 1 << 22
+_INDEX_MOST = 1 << 18  # the most rewards of a layout with spread indexes (2 MiB of them: L2)
 _I64 = np.dtype(np.int64)
 
 
@@ -922,8 +936,12 @@ def _plain_float32(x, g, ddof, eps, out) -> bool:
                 m2 = _einsum("ij,ij->i", rv, rv)
             else:
                 starts, sizes = gp.offsets[:-1], gp._sizes  # (sizes: int64, cast exactly in the divide)
-                np.subtract(res, np.repeat(np.add.reduceat(res, starts) / sizes, sizes), out=res)
-                m2 = np.add.reduceat(np.square(res, out=buf[most: most + e - s]), starts)
+                index, spread = gp.spread_index() if g.n <= _INDEX_MOST else None, buf[most: most + e - s]
+                mean = np.add.reduceat(res, starts) / sizes
+                # (mode="clip": "raise" would copy the output first; the index is in range)
+                np.subtract(res, np.repeat(mean, sizes) if index is None else
+                            np.take(mean, index, out=spread, mode="clip"), out=res)
+                m2 = np.add.reduceat(np.square(res, out=spread), starts)
             # float32 squared deviations can neither over- nor underflow in float64: M2 is
             # non-finite exactly when a reward is (NaN, inf)
             if not math.isfinite(np.add.reduce(m2)):
@@ -933,7 +951,8 @@ def _plain_float32(x, g, ddof, eps, out) -> bool:
             if uniform:
                 np.multiply(rv, b[:, None], out=rv)
             else:
-                np.multiply(res, np.repeat(b, sizes), out=res)
+                np.multiply(res, np.repeat(b, sizes) if index is None else
+                            np.take(b, index, out=spread, mode="clip"), out=res)
             np.copyto(out[s:e], res, casting="unsafe")
     finally:
         _give_back(buf)
