@@ -46,8 +46,7 @@ _LIFT = 2.0**60  # the core's lift of residuals whose 1/denominator overflows (e
 
 # np.einsum without optimize= hands its arguments to the compiled einsum unchanged; calling that
 # directly saves a Python layer (a µs per call); any numpy without it: np.einsum.
-_einsum = getattr(getattr(np, "_core", None), "multiarray", None)
-_einsum = getattr(_einsum, "c_einsum", np.einsum)
+_einsum: Any = getattr(getattr(getattr(np, "_core", None), "multiarray", None), "c_einsum", np.einsum)
 
 _OVERFLOW = (
     "the rewards of group {} overflow float64 in its statistics, or the output dtype in its "
