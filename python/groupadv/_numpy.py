@@ -816,9 +816,9 @@ def _give_back(buf: np.ndarray) -> None:
         _local.buf = buf
 
 
-def _plain_moments(x: np.ndarray, g: Grouping, res: np.ndarray, sq: np.ndarray):
+def _plain_moments(x: np.ndarray, g: Grouping, res: np.ndarray):
     """Moments stage, plain case: the residuals r - mean written into ``res`` (float64, flat),
-    and M2 per group (a fresh array; ``sq``: scratch of res's size); or None. float32: the
+    and M2 per group (a fresh array); or None. float32: the
     float64 sum of an all-equal group is exact (n < 2**29), so its mean is its value; float64:
     relative to each group's first reward."""
     rv = g.view(res)
@@ -842,7 +842,7 @@ def _plain_moments(x: np.ndarray, g: Grouping, res: np.ndarray, sq: np.ndarray):
         # so that both paths, and so every layout, give the same bits; exact 0 when all equal.
         np.subtract(xv, g.spread(first + total / g.counts()), out=rv)
     # Row dots for uniform groups (no temporary); the other layouts reduce the squares.
-    m2 = _einsum("ij,ij->i", rv, rv) if uniform else g.sum(np.square(res, out=sq[: len(res)]))
+    m2 = _einsum("ij,ij->i", rv, rv) if uniform else g.sum(np.square(res))
     if x.dtype == np.float32:
         # float32 squared deviations can neither over- nor underflow in float64: M2 is
         # non-finite exactly when a reward is (NaN, inf)
@@ -891,13 +891,11 @@ def _plain_advantages(x, g, ddof, eps, singleton, out) -> bool:
     if x.dtype == np.float32 and g.kind != "permuted" and g._all_live:
         return _plain_float32(x, g, ddof, eps, out)
     pieces = g.pieces()
-    most = max(e - s for s, e, _ in pieces) if len(pieces) > 1 else g.n
-    buf = _borrow(2 * most)
-    res, sq = buf[:most], buf[most: 2 * most]  # the residuals (then advantages); the squares
+    buf = _borrow(max(e - s for s, e, _ in pieces) if len(pieces) > 1 else g.n)
     try:
         for s, e, gp in pieces:
-            r = res[: e - s]
-            m2 = _plain_moments(x[s:e], gp, r, sq)
+            r = buf[: e - s]  # the residuals, then the advantages
+            m2 = _plain_moments(x[s:e], gp, r)
             if m2 is None:
                 return False
             b = _plain_policy(gp, m2, ddof, eps)
