@@ -90,7 +90,7 @@ def test_a_ragged_layout_used_again_spreads_by_index_to_the_same_bits(monkeypatc
     sizes = rng.integers(1, 32, size=N._PIECE // 8)
     offs = _offsets(sizes)
     n = int(offs[-1])
-    assert N._PIECE // 2 < n <= N._INDEX_MOST
+    assert N._INDEX_LEAST < n <= N._INDEX_MOST and n > N._PIECE // 2
     g = N.grouping_offsets(n, offs)
     assert len(g.pieces()) > 1
     for call in range(3):

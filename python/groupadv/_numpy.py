@@ -182,7 +182,7 @@ class Grouping:
         the group of each reward, made on the second use; None on the first. ``p.take(index)``
         is ``np.repeat(p, sizes)`` without np.repeat's branch at each group's end (mispredicted
         for random sizes): faster while the indexes stay in cache (the caller asks only for
-        layouts of at most _INDEX_MOST rewards), slower once read from memory (measured)."""
+        layouts of _INDEX_LEAST to _INDEX_MOST rewards, see there)."""
         if self._index is None:
             self._index = False  # used once
         elif self._index is False:
@@ -261,7 +261,10 @@ def grouping_uniform(n: int, group_size: int) -> Grouping:
 # and all, for one comparison of the offsets. Its arrays are read-only: it is shared.
 _LAST_OFFSETS: list = [None]
 _KEEP_LAYOUT = 1 << 22
-_INDEX_MOST = 1 << 18  # the most rewards of a layout with spread indexes (2 MiB of them: L2)
+# The layouts that spread by index (Grouping.spread_index), measured: beyond 2^18 rewards the
+# indexes (8 bytes a reward) leave the cache; up to 2^15 np.repeat is faster (a call's few hundred
+# group ends are learnt by the branch predictor when the same layout comes again).
+_INDEX_LEAST, _INDEX_MOST = 1 << 15, 1 << 18
 _I64 = np.dtype(np.int64)
 
 
@@ -868,8 +871,7 @@ def _plain_policy(g: Grouping, m2: np.ndarray, ddof: int, eps: float) -> np.ndar
     std NaN; an empty group) b is the finite 1 / max(eps, _FLOOR) instead: the residuals of
     such a group are exactly +0 (r - r), and +0 * b is +0 * 0, the same bits, with three
     numpy calls fewer (no mask)."""
-    # (a scalar divides faster, to the same bits; int64 sizes are cast exactly in the divide)
-    count = g.size if g.kind == "uniform" else g._sizes
+    count = g.size if g.kind == "uniform" else g.counts()  # a scalar divides faster, to the same bits
     b = np.divide(m2, count - ddof if ddof else count, out=m2)
     np.sqrt(b, out=b)
     if eps:
@@ -932,16 +934,17 @@ def _plain_float32(x, g, ddof, eps, out) -> bool:
                 np.subtract(rv, (_einsum("ij->i", rv) / size)[:, None], out=rv)
                 m2 = _einsum("ij,ij->i", rv, rv)
             else:
-                starts, sizes = gp.offsets[:-1], gp._sizes  # (sizes: int64, cast exactly in the divide)
-                index, spread = gp.spread_index() if g.n <= _INDEX_MOST else None, buf[most: most + e - s]
-                mean = np.add.reduceat(res, starts) / sizes
+                starts, sizes = gp.offsets[:-1], gp._sizes
+                index = gp.spread_index() if _INDEX_LEAST < g.n <= _INDEX_MOST else None
+                spread = buf[most: most + e - s]
+                mean = np.add.reduceat(res, starts) / gp.counts()  # (counts: kept with the layout)
                 # (mode="clip": "raise" would copy the output first; the index is in range)
                 np.subtract(res, np.repeat(mean, sizes) if index is None else
                             np.take(mean, index, out=spread, mode="clip"), out=res)
                 m2 = np.add.reduceat(np.square(res, out=spread), starts)
             # float32 squared deviations can neither over- nor underflow in float64: M2 is
-            # non-finite exactly when a reward is (NaN, inf)
-            if not math.isfinite(np.add.reduce(m2)):
+            # non-finite exactly when a reward is (NaN, inf). (einsum: a µs less than add.reduce)
+            if not math.isfinite(_einsum("i->", m2)):
                 return False
             b = _plain_policy(gp, m2, ddof, eps)
             # apply: in cache, a float64 product and then a narrowing copy beat numpy's buffered cast
