@@ -39,8 +39,14 @@ _NANS = ("raise", "propagate", "omit")
 # sqrt(M2) outside [_TINY, _HUGE]: squared deviations may have under/overflowed float64, so the
 # moments are kept scaled by a power of two near the largest deviation (exact rescaling).
 _TINY, _HUGE = 1e-140, 1e150
-_PIECE = 1 << 16  # rewards per piece of the plain case at most: a piece's buffers stay in cache
+# Rewards per piece of the plain case at most: a piece's buffers stay in cache. Ragged pieces
+# are half as long (two np.repeat temporaries and the squares besides the residuals; measured).
+_PIECE = 1 << 16
 _LIFT = 2.0**60  # the core's lift of residuals whose 1/denominator overflows (exact scaling)
+
+# np.einsum without optimize= hands its arguments to the compiled einsum unchanged; calling that
+# directly saves a Python layer (a µs per call); any numpy without it: np.einsum.
+_einsum: Any = getattr(getattr(getattr(np, "_core", None), "multiarray", None), "c_einsum", np.einsum)
 
 _OVERFLOW = (
     "the rewards of group {} overflow float64 in its statistics, or the output dtype in its "
@@ -73,9 +79,10 @@ class Grouping:
     (labels in any order: ``labels`` = the group code of each reward)."""
 
     __slots__ = ("n", "n_groups", "kind", "size", "offsets", "labels", "first", "_sizes", "_all_live", "_counts",
-                 "_consts", "_pieces")
+                 "_consts", "_pieces", "_index")
 
-    def __init__(self, n, n_groups, kind, *, size=0, offsets=None, labels=None, first=None, sizes=None):
+    def __init__(self, n, n_groups, kind, *, size=0, offsets=None, labels=None, first=None, sizes=None,
+                 all_live=None):
         self.n, self.n_groups, self.kind = int(n), int(n_groups), kind
         self.size, self.offsets, self.labels, self.first = size, offsets, labels, first
         if kind == "uniform":
@@ -83,10 +90,13 @@ class Grouping:
         elif kind == "ragged" and sizes is None:
             sizes = np.diff(offsets)
         self._sizes = sizes
-        self._all_live = bool(sizes.all()) if sizes is not None else True
+        if all_live is None:  # (no empty group; the caller may know it already)
+            all_live = bool(sizes.all()) if sizes is not None else True
+        self._all_live = all_live
         self._counts = None
         self._consts = None
         self._pieces: Any = None
+        self._index: Any = None  # see spread_index
 
     def consts(self):
         """Read-only per-group constants, made once: (ones, falses, ones of a row)."""
@@ -132,7 +142,7 @@ class Grouping:
             # Row sums: einsum is several times faster than sum(axis=1) on short rows, and a
             # row's sum does not depend on the rows around it (BLAS's rows-times-ones does: its
             # kernels round a row differently by its position and alignment).
-            return np.einsum("ij->i", v)
+            return _einsum("ij->i", v)
         if self.kind == "permuted":
             return np.bincount(self.labels, weights=v, minlength=self.n_groups)
         return self._reduceat(np.add, v, 0.0, np.float64)
@@ -142,10 +152,11 @@ class Grouping:
         ``_PIECE`` rewards, as ``(start, end, Grouping of the piece)``; labelled groups are one
         piece. A group's sums do not depend on the piece it is in, so piece by piece gives the
         bits of the whole."""
-        if self.kind == "permuted" or self.n <= _PIECE:
+        most = _PIECE if self.kind == "uniform" else _PIECE // 2
+        if self.kind == "permuted" or self.n <= most:
             return [(0, self.n, self)]  # (not kept: a layout holding itself would be a cycle for the gc)
         if self._pieces is None:
-            self._pieces = self._cut(-(-self.n // -(-self.n // _PIECE)))
+            self._pieces = self._cut(-(-self.n // -(-self.n // most)))
         return self._pieces
 
     def _cut(self, target: int) -> list:
@@ -153,16 +164,30 @@ class Grouping:
             step = max(1, -(-target // self.size)) * self.size
             return [(s, min(s + step, self.n), grouping_uniform(min(step, self.n - s), self.size))
                     for s in range(0, self.n, step)]
-        offs = self.offsets
-        # the first group boundary at or after each multiple of target
-        at = np.unique(np.searchsorted(offs, np.arange(target, self.n, target)))
-        cuts = [0] + [int(c) for c in at if 0 < c < self.n_groups] + [self.n_groups]
-        out = []
-        for j0, j1 in zip(cuts[:-1], cuts[1:]):
-            s, e = int(offs[j0]), int(offs[j1])
-            out.append((s, e, Grouping(e - s, j1 - j0, "ragged", offsets=offs[j0:j1 + 1] - s,
-                                       sizes=self._sizes[j0:j1])))
-        return out
+        offs, sizes, live = self.offsets, self._sizes, self._all_live or None
+        # the first group boundary at or after each multiple of target (ascending: a group
+        # longer than target gives the same boundary twice)
+        cuts = [0]
+        for c in np.searchsorted(offs, np.arange(target, self.n, target)).tolist():
+            if cuts[-1] < c < self.n_groups:
+                cuts.append(c)
+        cuts.append(self.n_groups)
+        at = offs[cuts].tolist()
+        return [(s, e, Grouping(e - s, j1 - j0, "ragged", offsets=offs[j0:j1 + 1] - s, sizes=sizes[j0:j1],
+                                all_live=live))
+                for j0, j1, s, e in zip(cuts, cuts[1:], at, at[1:])]
+
+    def spread_index(self):
+        """Ragged groups used again (a layout kept by grouping_offsets, or passed as groups=):
+        the group of each reward, made on the second use; None on the first. ``p.take(index)``
+        is ``np.repeat(p, sizes)`` without np.repeat's branch at each group's end (mispredicted
+        for random sizes): faster while the indexes stay in cache (the caller asks only for
+        layouts of _INDEX_LEAST to _INDEX_MOST rewards, see there)."""
+        if self._index is None:
+            self._index = False  # used once
+        elif self._index is False:
+            self._index = np.repeat(np.arange(self.n_groups, dtype=np.intp), self._sizes)
+        return self._index if self._index is not False else None
 
     def reduce(self, ufunc, v: np.ndarray, empty) -> np.ndarray:
         """Per-group ``ufunc`` reduction (``empty`` for a group without members)."""
@@ -231,7 +256,23 @@ def grouping_uniform(n: int, group_size: int) -> Grouping:
     return g
 
 
+# The last offsets layout (of at most _KEEP_LAYOUT rewards): a call repeated with equal offsets
+# (several reward components over one batch, the same array each call) reuses it, its pieces
+# and all, for one comparison of the offsets. Its arrays are read-only: it is shared.
+_LAST_OFFSETS: list = [None]
+_KEEP_LAYOUT = 1 << 22
+# The layouts that spread by index (Grouping.spread_index), measured: beyond 2^18 rewards the
+# indexes (8 bytes a reward) leave the cache; up to 2^15 np.repeat is faster (a call's few hundred
+# group ends are learnt by the branch predictor when the same layout comes again).
+_INDEX_LEAST, _INDEX_MOST = 1 << 15, 1 << 18
+_I64 = np.dtype(np.int64)
+
+
 def grouping_offsets(n: int, offsets: np.ndarray) -> Grouping:
+    last = _LAST_OFFSETS[0]
+    if (last is not None and last.n == n and type(offsets) is np.ndarray and offsets.dtype is _I64
+            and offsets.shape == last.offsets.shape and np.equal(offsets, last.offsets).all()):
+        return last
     if n == 0:
         raise ValueError("rewards is empty")
     if len(offsets) < 2:
@@ -240,7 +281,8 @@ def grouping_offsets(n: int, offsets: np.ndarray) -> Grouping:
         raise ValueError(f"offsets[0] must be 0, got {offsets[0]}")
     offs = offsets.astype(np.int64)  # a copy: the layout outlives the caller's array
     sizes = offs[1:] - offs[:-1]
-    if sizes.min() < 0:
+    smallest = np.minimum.reduce(sizes)  # (not sizes.min(): a µs of Python layers per call)
+    if smallest < 0:
         i = int(np.flatnonzero(sizes < 0)[0]) + 1
         raise ValueError(
             f"offsets must be non-decreasing, but offsets[{i - 1}] = {offsets[i - 1]} "
@@ -248,7 +290,11 @@ def grouping_offsets(n: int, offsets: np.ndarray) -> Grouping:
         )
     if offsets[-1] != n:
         raise ValueError(f"offsets[-1] must equal len(rewards) = {n}, got {offsets[-1]}")
-    return Grouping(n, len(offsets) - 1, "ragged", offsets=offs, sizes=sizes)
+    g = Grouping(n, len(offsets) - 1, "ragged", offsets=offs, sizes=sizes, all_live=bool(smallest > 0))
+    if n <= _KEEP_LAYOUT:
+        offs.flags.writeable = sizes.flags.writeable = False
+        _LAST_OFFSETS[0] = g
+    return g
 
 
 def _from_labels(labels: np.ndarray) -> tuple[Grouping, np.ndarray]:
@@ -448,7 +494,7 @@ def _group_moments(x: np.ndarray, g: Grouping, nan: str, weights=None) -> _Momen
         if count is not None:
             wv = None
             res = xv - g.spread(mean)
-            m2 = np.einsum("ij,ij->i", res, res) if g.kind == "uniform" else g.sum(res * res)
+            m2 = _einsum("ij,ij->i", res, res) if g.kind == "uniform" else g.sum(res * res)
         else:
             # Slow path: some rewards are left out (non-finite under "omit"), or weighted.
             valid = np.isfinite(xv) if nan == "omit" else np.ones(xv.shape, dtype=bool)
@@ -775,50 +821,64 @@ def _give_back(buf: np.ndarray) -> None:
 
 def _plain_moments(x: np.ndarray, g: Grouping, res: np.ndarray):
     """Moments stage, plain case: the residuals r - mean written into ``res`` (float64, flat),
-    and M2 per group; or None. float32: the float64 sum of a group is exact (n < 2**29), so an
-    all-equal group's mean is its value; float64: relative to each group's first reward."""
-    count = g.counts()  # 0 for an empty group: its NaN mean is spread over no reward
+    and M2 per group (a fresh array); or None. float32: the
+    float64 sum of an all-equal group is exact (n < 2**29), so its mean is its value; float64:
+    relative to each group's first reward."""
     rv = g.view(res)
+    uniform = g.kind == "uniform"
     if x.dtype == np.float32:
         if g.n >= 2**29:
             return None
         np.copyto(res, x)  # exact; float64 passes from here on
         total = g.sum(rv)
-        if not math.isfinite(total.sum()):  # a NaN or inf reward (float32 sums cannot overflow)
-            return None
-        np.subtract(rv, g.spread(total / count), out=rv)
+        # (a scalar divides faster than the counts, to the same bits; an empty group's NaN
+        # mean is spread over no reward)
+        np.subtract(rv, g.spread(total / (g.size if uniform else g.counts())), out=rv)
     else:
         xv = g.view(x)
-        first = xv[:, 0] if g.kind == "uniform" else x[np.minimum(g.first_members(), g.n - 1)]
+        first = xv[:, 0] if uniform else x[np.minimum(g.first_members(), g.n - 1)]
         np.subtract(xv, g.spread(first), out=rv)
         total = g.sum(rv)
-        if not math.isfinite(total.sum()):  # a non-finite reward, or a spread beyond float64
+        if not math.isfinite(np.add.reduce(total)):  # a non-finite reward, or a spread beyond float64
             return None
         # The general stage's arithmetic exactly (mean = first + sum / count, then r - mean),
         # so that both paths, and so every layout, give the same bits; exact 0 when all equal.
-        np.subtract(xv, g.spread(first + total / count), out=rv)
+        np.subtract(xv, g.spread(first + total / g.counts()), out=rv)
     # Row dots for uniform groups (no temporary); the other layouts reduce the squares.
-    m2 = np.einsum("ij,ij->i", rv, rv) if g.kind == "uniform" else g.sum(np.square(res))
-    if x.dtype != np.float32:
-        # float64 squared deviations may have under/overflowed (float32 ones cannot): the
-        # rescaled general path; m2 == 0 is an all-equal group only if no residual is nonzero.
-        zero = m2 == 0.0
-        if not (zero | ((m2 >= _TINY**2) & (m2 <= _HUGE**2))).all():
-            return None
-        if zero.any() and g.sum(np.abs(rv))[zero].any():
-            return None
+    m2 = _einsum("ij,ij->i", rv, rv) if uniform else g.sum(np.square(res))
+    if x.dtype == np.float32:
+        # float32 squared deviations can neither over- nor underflow in float64: M2 is
+        # non-finite exactly when a reward is (NaN, inf)
+        return m2 if math.isfinite(np.add.reduce(m2)) else None
+    # float64 squared deviations may have under/overflowed: the rescaled general path; m2 == 0
+    # is an all-equal group only if no residual is nonzero.
+    zero = m2 == 0.0
+    if not (zero | ((m2 >= _TINY**2) & (m2 <= _HUGE**2))).all():
+        return None
+    if zero.any() and g.sum(np.abs(rv))[zero].any():
+        return None
     return m2
 
 
+# Below any nonzero std + eps of the plain case (>= ~1e-145: float32 spreads are >= 2**-150,
+# float64 ones within _TINY), and 1 / _FLOOR is finite.
+_FLOOR = 1e-300
+
+
 def _plain_policy(g: Grouping, m2: np.ndarray, ddof: int, eps: float) -> np.ndarray:
-    """Policy stage, plain case: b = 1 / (std + eps) per group, exactly 0 for a group without
-    spread (and for a one-reward or empty group: singleton="zero") whatever eps. The std is >= ~1e-70
-    here (_plain_moments), so b is finite and needs no lift."""
+    """Policy stage, plain case, in place on ``m2``: b = 1 / (std + eps) per group. Where the
+    general stage's b is 0 (a group without spread, std == 0; a one-reward group with ddof=1,
+    std NaN; an empty group) b is the finite 1 / max(eps, _FLOOR) instead: the residuals of
+    such a group are exactly +0 (r - r), and +0 * b is +0 * 0, the same bits, with three
+    numpy calls fewer (no mask)."""
     count = g.size if g.kind == "uniform" else g.counts()  # a scalar divides faster, to the same bits
-    std = np.sqrt(m2 / (count - ddof) if ddof else m2 / count)  # NaN for one reward and ddof=1
-    b = 1.0 / (std + eps if eps else std)
-    b[~(std > 0.0)] = 0.0  # (a masked divide is several times slower)
-    return b
+    b = np.divide(m2, count - ddof if ddof else count, out=m2)
+    np.sqrt(b, out=b)
+    if eps:
+        np.add(b, eps, out=b)
+    if ddof or eps < _FLOOR:  # else std + eps >= eps >= _FLOOR already (NaN only in empty groups)
+        np.fmax(b, _FLOOR, out=b)  # (fmax: NaN -> _FLOOR)
+    return np.divide(1.0, b, out=b)
 
 
 def _has_singletons(g: Grouping) -> bool:
@@ -830,22 +890,70 @@ def _plain_advantages(x, g, ddof, eps, singleton, out) -> bool:
     when it does not apply (the general stages then write all of ``out``)."""
     if out.dtype != x.dtype or (singleton != "zero" and _has_singletons(g)):
         return False  # one-reward groups that another singleton rule treats
+    if x.dtype == np.float32 and g.kind != "permuted" and g._all_live:
+        return _plain_float32(x, g, ddof, eps, out)
     pieces = g.pieces()
     buf = _borrow(max(e - s for s, e, _ in pieces) if len(pieces) > 1 else g.n)
     try:
         for s, e, gp in pieces:
-            res = buf[: e - s]
-            m2 = _plain_moments(x[s:e], gp, res)
+            r = buf[: e - s]  # the residuals, then the advantages
+            m2 = _plain_moments(x[s:e], gp, r)
             if m2 is None:
                 return False
             b = _plain_policy(gp, m2, ddof, eps)
             # apply: in cache, a float64 product and then a narrowing copy beat numpy's buffered cast
-            rv = gp.view(res)
+            rv = gp.view(r)
             if out.dtype == np.float64:
                 np.multiply(rv, gp.spread(b), out=gp.view(out[s:e]))
             else:
                 np.multiply(rv, gp.spread(b), out=rv)
-                np.copyto(out[s:e], res, casting="unsafe")
+                np.copyto(out[s:e], r, casting="unsafe")
+    finally:
+        _give_back(buf)
+    return True
+
+
+def _plain_float32(x, g, ddof, eps, out) -> bool:
+    """The plain case of float32 rewards in uniform or ragged groups (none empty), GRPO's usual
+    call: _plain_moments, _plain_policy and the apply with the layout's operations written out
+    (Grouping.sum: einsum rows / add.reduceat, Grouping.spread: [:, None] / np.repeat), the
+    same numpy calls on the same values, so the same bits, in fewer Python calls."""
+    if g.n >= 2**29:
+        return False
+    uniform = g.kind == "uniform"
+    pieces = g.pieces()
+    most = max(e - s for s, e, _ in pieces) if len(pieces) > 1 else g.n
+    buf = _borrow(2 * most)
+    try:
+        for s, e, gp in pieces:
+            res = buf[: e - s]
+            np.copyto(res, x[s:e])  # exact; float64 passes from here on
+            if uniform:
+                size = gp.size
+                rv = res.reshape(-1, size)
+                np.subtract(rv, (_einsum("ij->i", rv) / size)[:, None], out=rv)
+                m2 = _einsum("ij,ij->i", rv, rv)
+            else:
+                starts, sizes = gp.offsets[:-1], gp._sizes
+                index = gp.spread_index() if _INDEX_LEAST < g.n <= _INDEX_MOST else None
+                spread = buf[most: most + e - s]
+                mean = np.add.reduceat(res, starts) / gp.counts()  # (counts: kept with the layout)
+                # (mode="clip": "raise" would copy the output first; the index is in range)
+                np.subtract(res, np.repeat(mean, sizes) if index is None else
+                            np.take(mean, index, out=spread, mode="clip"), out=res)
+                m2 = np.add.reduceat(np.square(res, out=spread), starts)
+            # float32 squared deviations can neither over- nor underflow in float64: M2 is
+            # non-finite exactly when a reward is (NaN, inf). (einsum: a µs less than add.reduce)
+            if not math.isfinite(_einsum("i->", m2)):
+                return False
+            b = _plain_policy(gp, m2, ddof, eps)
+            # apply: in cache, a float64 product and then a narrowing copy beat numpy's buffered cast
+            if uniform:
+                np.multiply(rv, b[:, None], out=rv)
+            else:
+                np.multiply(res, np.repeat(b, sizes) if index is None else
+                            np.take(b, index, out=spread, mode="clip"), out=res)
+            np.copyto(out[s:e], res, casting="unsafe")
     finally:
         _give_back(buf)
     return True
@@ -893,18 +1001,26 @@ def _output_overflow(g, m, a, pre, b, out, ov, lift=None, post=None):
     return hit & maybe
 
 
-@_quiet
 def advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan, num_threads,
                batch_std=None, moments=None):
+    if (center == "mean" and scale == "group" and moments is None and batch_std is None
+            and (ddof == 0 or ddof == 1) and 0.0 <= eps < math.inf and singleton in _SINGLETONS
+            and nan in _NANS and len(rewards) == grouping.n and len(out) == grouping.n):
+        # The plain case, with every check of _check and of the lengths passed (anything else,
+        # or a plain case _plain_advantages does not cover, takes the general stages)
+        with np.errstate(all="ignore"):
+            if _plain_advantages(rewards, grouping, ddof, eps, singleton, out):
+                return
+    _general_advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan, batch_std, moments)
+
+
+@_quiet
+def _general_advantages(rewards, out, g, center, scale, ddof, eps, singleton, nan, batch_std, moments):
     _check(center, scale, ddof, eps, singleton, nan)
-    g = grouping
     if len(rewards) != g.n:
         raise ValueError(f"rewards has length {len(rewards)} but the groups cover {g.n} rewards")
     if len(out) != g.n:
         raise ValueError(f"out has length {len(out)} but the groups cover {g.n} rewards")
-    if (center == "mean" and scale == "group" and moments is None and batch_std is None
-            and _plain_advantages(rewards, g, ddof, eps, singleton, out)):
-        return
     batch = scale in ("batch", "batch_residual")
     if batch_std is not None:
         if not batch:
