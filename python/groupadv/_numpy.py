@@ -260,7 +260,7 @@ def grouping_uniform(n: int, group_size: int) -> Grouping:
 # (several reward components over one batch, the same array each call) reuses it, its pieces
 # and all, for one comparison of the offsets. Its arrays are read-only: it is shared.
 _LAST_OFFSETS: list = [None]
-_KEEP_LAYOUT = 1 << 22
+_KEEP_LAYOUT = 1 << 20  # (its arrays: ~32 bytes a group, at most ~32 MB for 1M one-reward groups)
 # The layouts that spread by index (Grouping.spread_index), measured: beyond 2^18 rewards the
 # indexes (8 bytes a reward) leave the cache; up to 2^15 np.repeat is faster (a call's few hundred
 # group ends are learnt by the branch predictor when the same layout comes again).
