@@ -353,63 +353,33 @@ mod python {
         labelled(py, codes, first)
     }
 
-    /// How many labels ahead `str_runs` prefetches an address map slot or an object.
+    /// How many labels ahead `str_numbers` prefetches an object.
     const AHEAD: usize = 16;
 
     /// Run starts (None: codes per label), group codes and first index of each group.
     type StrCodes = (Option<Vec<usize>>, Vec<u32>, Vec<usize>);
 
-    /// Group codes of `n` str labels (`item(i)` the i-th): with `runs`, one per run of the
-    /// same object (and the run starts, for `runs::from_runs`), else one per label (and the
-    /// first index of each group). By identity first: a run is a stretch of the same object
-    /// (one pointer comparison per label); without runs, an object is looked up by its
-    /// address, without reading it. Then each object not seen before (in order of first
+    /// Group codes of str labels, given by their objects' addresses (`addrs`) and the objects
+    /// (`item(i)` the i-th): with runs, one per run of the same object (and the run starts,
+    /// for `runs::from_runs`), else one per label (and the first index of each group). By
+    /// identity first: runs of one object (one comparison of neighbouring addresses), or
+    /// `runs::codes_by_address` (the objects by address, without reading them; both on the
+    /// pool's threads for long inputs). Then each object not seen before (in order of first
     /// appearance) is hashed and compared by text, so that distinct str objects with equal
     /// text are one group. TypeError for a label that is not exactly a str (subclasses may
-    /// define their own `__eq__` / `__hash__`): the caller then groups the labels as a
-    /// Python dict does.
+    /// define their own `__eq__` / `__hash__`): the caller then groups the labels as a Python
+    /// dict does. Only addresses are read on other threads, never an object.
     fn str_codes<'a, 'py: 'a>(
-        n: usize,
+        addrs: &[usize],
         item: impl Fn(usize) -> &'a Bound<'py, PyAny>,
-        runs: bool,
     ) -> PyResult<StrCodes> {
-        if runs {
-            let (mut starts, mut addrs) = (Vec::new(), Vec::new());
-            let mut prev = 0usize;
-            for i in 0..n {
-                let addr = item(i).as_ptr() as usize;
-                if addr != prev {
-                    starts.push(i);
-                    addrs.push(addr);
-                    prev = addr;
-                }
-            }
-            return str_run_codes(starts, addrs, item);
+        if crate::runs::looks_like_runs(addrs) {
+            let (starts, heads) = crate::runs::runs(addrs, 0);
+            return str_run_codes(starts, heads, item);
         }
-        // 1. By address; the codes are provisional: the index of the object among the
-        // objects in order of first appearance (`fresh`).
-        let mut by_addr = crate::runs::AddrMap::for_objects(n);
-        let mut fresh: Vec<usize> = Vec::new();
-        let mut codes: Vec<u32> = crate::runs::zeroed(n);
-        let mut prev = (0usize, 0u32);
-        for (i, c) in codes.iter_mut().enumerate() {
-            let addr = item(i).as_ptr() as usize;
-            if addr != prev.0 {
-                if i + AHEAD < n {
-                    by_addr.prefetch(item(i + AHEAD).as_ptr() as usize);
-                }
-                let code = by_addr
-                    .get_or_insert(addr, || {
-                        fresh.push(i);
-                        Ok::<_, ()>(fresh.len() as u32 - 1)
-                    })
-                    .unwrap_or_default();
-                prev = (addr, code);
-            }
-            *c = prev.1;
-        }
-        drop(by_addr);
-        // 2. The objects by value (distinct objects: identity tells nothing more).
+        // Provisional codes: the index of the object among the distinct objects.
+        let (mut codes, fresh) = crate::runs::codes_by_address(addrs, 0);
+        // The objects by value (distinct objects: identity tells nothing more).
         let (code_of, first) = str_numbers(&fresh, &item, |_, _| false)?;
         for c in codes.iter_mut() {
             *c = code_of[*c as usize];
@@ -490,26 +460,18 @@ mod python {
             Ok(arr) if arr.is_contiguous() => {
                 let arr = arr.readonly();
                 let items = arr.as_slice()?;
-                let item = |i: usize| items[i].bind(py);
                 // SAFETY: `Py<PyAny>` is a transparent wrapper of one non-null pointer: the
                 // slice read as the objects' addresses (same size and alignment). Only the
                 // addresses are read, by the pool's workers too: no object is touched, and
                 // the GIL, held throughout, keeps Python code from changing the array.
                 let addrs: &[usize] =
                     unsafe { std::slice::from_raw_parts(items.as_ptr().cast(), items.len()) };
-                let codes = if crate::runs::looks_like_runs(addrs) {
-                    // The runs of one object in one streaming pass over the pool's threads.
-                    let (starts, heads) = crate::runs::runs(addrs, 0);
-                    str_run_codes(starts, heads, item)?
-                } else {
-                    str_codes(items.len(), item, false)?
-                };
-                (items.len(), codes)
+                (items.len(), str_codes(addrs, |i| items[i].bind(py))?)
             }
             _ => {
                 let items: Vec<Bound<'py, PyAny>> = ids.try_iter()?.collect::<PyResult<_>>()?;
-                let runs = crate::runs::looks_like_runs_by(items.len(), |i| items[i].as_ptr());
-                (items.len(), str_codes(items.len(), |i| &items[i], runs)?)
+                let addrs: Vec<usize> = items.iter().map(|o| o.as_ptr() as usize).collect();
+                (items.len(), str_codes(&addrs, |i| &items[i])?)
             }
         };
         let (g, first) = py.detach(|| match starts {

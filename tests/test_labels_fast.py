@@ -281,3 +281,17 @@ def test_labels_of_a_layout_within_a_call(kind):
     kept = ga.make_groups(group_ids=ids)
     ids[0] = "changed"
     assert list(kept.labels) == uids
+
+
+@pytest.mark.parametrize("kind", ["object array", "list"])
+def test_large_shuffled_str_labels(kind):
+    """Shuffled str labels above the parallel threshold (numbered by address in ranges on
+    several threads, then joined): the dict's numbering, with distinct objects of equal text
+    (one group) spread over every range."""
+    n = 3 * 2**17 + 5
+    rng = np.random.default_rng(11)
+    objs = [uid(k) for k in range(5000)]
+    twins = ["".join(list(o)) for o in objs[:50]]  # equal text, other objects
+    assert all(a is not b for a, b in zip(objs, twins))
+    ids = np.array(objs + twins, dtype=object)[rng.integers(0, len(objs) + len(twins), n)]
+    check_grouping(ids if kind == "object array" else list(ids), contiguous=False)
