@@ -9,7 +9,7 @@
 //! Labelled groups are numbered in order of first appearance. When every label's rewards are
 //! already contiguous (verl's `np.repeat(uids, n)` layout), the result is `Ragged`.
 
-use crate::hint::{prefetch, PREFETCH};
+use crate::hint::{prefetch, with_capacity_huge, PREFETCH};
 use crate::parallel::{
     default_threads, map_on, map_pieces, map_ranges, map_ranges_mut, resolve_threads,
     CHUNK_ELEMENTS, SERIAL_BELOW,
@@ -134,7 +134,9 @@ impl Grouping {
         let last = *offsets.last().unwrap();
         // Copied and checked in one pass, on the default threads for long offsets (the copy
         // is memory-bound: ~0.9 ms serial for 625k offsets, a tenth of a 1e7-reward call).
-        let mut copy: Vec<usize> = Vec::with_capacity(offsets.len());
+        // (huge pages: a fresh copy per call otherwise takes a page fault per 4 KiB, which a
+        // call after idle time pays several times over)
+        let mut copy: Vec<usize> = with_capacity_huge(offsets.len());
         let decreasing = map_ranges_mut(
             offsets.len(),
             0,

@@ -19,7 +19,7 @@ use std::ops::Range;
 /// which removes most TLB misses once the table outgrows the cache. (The advice used to be
 /// given at the allocation's start, which is not page-aligned: the kernel refused it.)
 fn table<E: Copy>(len: usize, fill: E) -> Vec<E> {
-    let mut v: Vec<E> = crate::runs::with_capacity_huge(len);
+    let mut v: Vec<E> = crate::hint::with_capacity_huge(len);
     v.resize(len, fill);
     v
 }
@@ -167,7 +167,7 @@ pub(crate) fn moments<T: Real>(x: &[T], l: &Labelled, p: &Params) -> Vec<Moments
     });
     let m2 = sum_parts(parts);
     // (Fresh memory of 32 bytes a group, megabytes for many groups: huge pages.)
-    let mut moments: Vec<Moments> = crate::runs::with_capacity_huge(k);
+    let mut moments: Vec<Moments> = crate::hint::with_capacity_huge(k);
     moments.extend((0..k).map(|g| Moments {
         count: counts.as_ref().map_or(l.sizes()[g], |c| c[g]) as f64,
         mean: mean[g],

@@ -8,7 +8,7 @@
 //! codes in order of first appearance, a label that comes back in a later run joins its group.
 
 use crate::groups::{factorize, factorize_dense, Grouping, Labelled, LayoutError};
-use crate::hint::{prefetch, PREFETCH};
+use crate::hint::{prefetch, with_capacity_huge, zeroed, PREFETCH};
 use crate::parallel::{map_pieces, map_ranges, map_ranges_mut, resolve_threads, SERIAL_BELOW};
 use std::ops::Range;
 use std::sync::Mutex;
@@ -285,49 +285,6 @@ pub fn equal_runs(ids: &[i64], threads: usize) -> Option<(usize, Vec<i64>)> {
         },
     );
     ok.into_iter().all(|ok| ok).then_some((size, heads))
-}
-
-/// `len` zeros, for a buffer that is written once and handed on (to numpy: not recycled).
-/// Fresh zeroed memory is only mapped, not written, until used; see [`advise_huge`].
-pub(crate) fn zeroed<T: Copy + Default>(len: usize) -> Vec<T> {
-    let v = vec![T::default(); len];
-    advise_huge(v.as_ptr(), len);
-    v
-}
-
-/// An empty vector with room for `cap` values, advised as [`advise_huge`].
-pub(crate) fn with_capacity_huge<T>(cap: usize) -> Vec<T> {
-    let v = Vec::with_capacity(cap);
-    advise_huge(v.as_ptr(), cap);
-    v
-}
-
-/// On Linux, advise that the pages of the `len` slots at `ptr` (memory a vector owns) be backed by huge pages: one
-/// page fault per 2 MiB instead of per 4 KiB when fresh memory is first written (a
-/// multi-megabyte buffer otherwise costs thousands of faults, a tenth of a large call).
-/// Only the whole pages inside the buffer; small buffers are left alone.
-fn advise_huge<T>(ptr: *const T, len: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        let start = ptr as usize;
-        let (first, last) = (
-            start.next_multiple_of(4096),
-            (start + len * size_of::<T>()) & !4095,
-        );
-        if last >= first + (1 << 21) {
-            // SAFETY: advice on whole pages of memory this Vec owns; failure is harmless
-            // (plain pages).
-            unsafe {
-                libc::madvise(
-                    first as *mut libc::c_void,
-                    last - first,
-                    libc::MADV_HUGEPAGE,
-                )
-            };
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (ptr, len);
 }
 
 /// Whether the runs `groups` of `ids` (run g: `ids[g * size..(g + 1) * size]`) each hold one
