@@ -1025,13 +1025,7 @@ mod tests {
     /// dict's numbering by first appearance, for shuffled, clustered and all-distinct objects.
     #[test]
     fn codes_by_address_number_by_first_appearance() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |m: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % m
-        };
+        let mut next = crate::kernel::xorshift(0x2545_f491_4f6c_dd1d);
         let n = 3 * SERIAL_BELOW + 11;
         let shuffled: Vec<usize> = (0..n).map(|_| 64 + 48 * next(9000) as usize).collect();
         let clustered: Vec<usize> = (0..n)

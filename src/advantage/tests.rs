@@ -630,13 +630,7 @@ fn raw_singletons_over_a_scaled_batch_std() {
 #[test]
 fn thread_counts_give_identical_bits() {
     let n = 3 * crate::parallel::SERIAL_BELOW + 64;
-    let mut s = 0x2545f4914f6cdd1du64;
-    let mut next = move |m: u64| {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s % m
-    };
+    let mut next = crate::kernel::xorshift(0x2545f4914f6cdd1d);
     let x: Vec<f32> = (0..n)
         .map(|_| next(1 << 20) as f32 / 4096.0 - 100.0)
         .collect();

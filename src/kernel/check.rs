@@ -71,6 +71,18 @@ fn same_bits<T: Real>(copy: Isa, x: &[T], g: &Grouping, p: &Params) -> Result<bo
         .all(|(u, v)| u.to_f64().to_bits() == v.to_f64().to_bits()))
 }
 
+/// A deterministic pseudo-random stream (xorshift64, from a nonzero `seed`): each call
+/// `next(m)` gives a number below m. For the self-check's data and the unit tests'.
+pub(crate) fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed;
+    move |m: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % m
+    }
+}
+
 /// The write pass of `copy` against the generic one: the same bits for ragged sizes 0..70
 /// and 0..=32 (empty groups and singletons included) and uniform sizes 4, 8, 16 and 24, under
 /// several policies, and the same first faulty group. `Ok(false)`: the CPU lacks the copy's
@@ -80,13 +92,7 @@ pub fn self_check(copy: Isa) -> Result<bool, String> {
     if !copy.supported() {
         return Ok(false);
     }
-    let mut state = 0x9e3779b97f4a7c15u64;
-    let mut next = move |m: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % m
-    };
+    let mut next = xorshift(0x9e3779b97f4a7c15);
     let mut offsets = vec![0i64];
     while offsets.len() < 5000 {
         let size = if next(10) == 0 { next(3) } else { 1 + next(70) };

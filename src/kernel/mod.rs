@@ -28,6 +28,8 @@ mod ragged;
 mod uniform;
 mod write;
 
+#[cfg(test)]
+pub(crate) use check::xorshift;
 pub use check::{self_check, Isa};
 #[cfg(all(test, target_arch = "x86_64"))]
 pub(crate) use write::{sum_shifted_in, sum_sq_dev_in, write_affine_in};
