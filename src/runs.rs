@@ -692,12 +692,14 @@ pub fn number_by_hash<E>(
 
 static HASH_SLOTS: Recycled<(u64, u32, u32)> = Recycled::new();
 
-/// One buffer kept between calls for a kind of table that every call fills afresh: fresh
-/// multi-megabyte tables cost a page fault per 4 KiB each call once the allocator has given
-/// the memory back to the system (as it does after any large free, such as another
-/// library's), which made calls after idle time several times slower than back-to-back
-/// ones. Buffers up to `RECYCLED_BYTES`; `try_lock` only: never blocks (nor in a forked
-/// child), a busy slot just means a fresh table.
+/// Buffers kept between calls for a kind of table that every call fills afresh (up to
+/// `RECYCLED_KEPT`, the largest ones): fresh multi-megabyte tables cost a page fault per
+/// 4 KiB each call once the allocator has given the memory back to the system (as it does
+/// after any large free, such as another library's), which made calls after idle time
+/// several times slower than back-to-back ones. Buffers up to `RECYCLED_BYTES` each (at most
+/// `RECYCLED_KEPT` times that kept, only after tables of millions of distinct labels);
+/// `try_lock` only: never blocks (nor in a forked child), a busy slot just means a fresh
+/// table.
 pub(crate) struct Recycled<T>(Mutex<Vec<Vec<T>>>);
 
 const RECYCLED_BYTES: usize = 32 << 20;
