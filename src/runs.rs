@@ -587,7 +587,7 @@ pub fn codes_by_address(addrs: &[usize], threads: usize) -> (Vec<u32>, Vec<usize
             for (i, c) in r.zip(piece.iter_mut()) {
                 let addr = addrs[i];
                 if addr != prev.0 {
-                    if let Some(&next) = addrs.get(i + PREFETCH_OBJECTS) {
+                    if let Some(&next) = addrs.get(i + PREFETCH_SLOTS) {
                         map.prefetch(next);
                     }
                     let code = map.get_or_insert(addr, || {
@@ -647,9 +647,6 @@ pub fn codes_by_address(addrs: &[usize], threads: usize) -> (Vec<u32>, Vec<usize
     (codes, fresh)
 }
 
-/// How many labels ahead `codes_by_address` prefetches a table slot.
-const PREFETCH_OBJECTS: usize = 16;
-
 /// Codes (by first appearance) of `n` values given by their hashes, equal values being one
 /// code: `same(a, b)` compares values `a` and `b`, and is asked only when their hashes are
 /// equal. An open-addressing table of (hash, first value, code) sized once (at most half
@@ -668,7 +665,7 @@ pub fn number_by_hash<E>(
     let mut codes = Vec::with_capacity(n);
     let mut next = 0u32;
     for (j, &h) in hashes.iter().enumerate() {
-        if let Some(&ahead) = hashes.get(j + PREFETCH_VALUES) {
+        if let Some(&ahead) = hashes.get(j + PREFETCH_SLOTS) {
             prefetch(&table[slot(ahead)]);
         }
         let mut s = slot(h);
@@ -747,8 +744,9 @@ impl<T: Copy> Recycled<T> {
     }
 }
 
-/// How many values ahead `number_by_hash` prefetches a slot.
-const PREFETCH_VALUES: usize = 16;
+/// How many labels ahead the numbering tables read at random (`number_by_hash` by hash,
+/// `codes_by_address` by address) prefetch a slot.
+const PREFETCH_SLOTS: usize = 16;
 
 /// Ask for the first two cache lines of the object at `addr` (a short str: its header, hash
 /// and text). A hint only: never dereferenced, so any address is harmless.
