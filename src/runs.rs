@@ -23,16 +23,12 @@ const WINDOW: usize = 256;
 /// Whether `ids` looks like runs of mean length at least [`MIN_MEAN_RUN`], judged on a sample
 /// (all of it when small). Only the speed depends on the answer, never the grouping.
 pub fn looks_like_runs<K: PartialEq>(ids: &[K]) -> bool {
-    looks_like_runs_by(ids.len(), |i| &ids[i])
-}
-
-/// [`looks_like_runs`] of the `n` labels `key(0)..key(n)`.
-pub fn looks_like_runs_by<K: PartialEq>(n: usize, key: impl Fn(usize) -> K) -> bool {
+    let n = ids.len();
     let (mut pairs, mut breaks) = (0usize, 0usize);
     let mut count = |w: Range<usize>| {
         pairs += w.len().saturating_sub(1);
         breaks += (w.start + 1..w.end)
-            .filter(|&i| key(i) != key(i - 1))
+            .filter(|&i| ids[i] != ids[i - 1])
             .count();
     };
     if n <= WINDOWS * WINDOW {
@@ -452,7 +448,7 @@ fn number(labels: &[i64]) -> Vec<u32> {
 /// probing, at most half full, 16 bytes an entry; slots can be prefetched ahead of the lookup,
 /// which a general hash map does not allow (rows in shuffled order miss the cache on almost
 /// every lookup once there are tens of thousands of labels).
-pub struct AddrMap {
+struct AddrMap {
     slots: Vec<(usize, u32)>,
     shift: u32,
     len: usize,
@@ -484,7 +480,7 @@ impl AddrMap {
 
     /// A map for at most `n` objects: it starts as large as the last one recycled (tables
     /// grown in earlier calls are not grown again), but never larger than `n` objects need.
-    pub fn for_objects(n: usize) -> Self {
+    fn for_objects(n: usize) -> Self {
         let most = (2 * n)
             .next_power_of_two()
             .trailing_zeros()
@@ -512,13 +508,13 @@ impl AddrMap {
 
     /// Ask for the cache line that a lookup of `addr` will read first.
     #[inline(always)]
-    pub fn prefetch(&self, addr: usize) {
+    fn prefetch(&self, addr: usize) {
         prefetch(&self.slots[self.slot(addr)]);
     }
 
     /// The code of `addr` (never 0), inserting `make()` when absent.
     #[inline]
-    pub fn get_or_insert<E>(
+    fn get_or_insert<E>(
         &mut self,
         addr: usize,
         make: impl FnOnce() -> Result<u32, E>,
