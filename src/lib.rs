@@ -401,27 +401,25 @@ mod python {
     }
 
     /// Codes by value (in order of first appearance) of the labels `at` (indices into the
-    /// labels) and the first index of each code: type, hash and text of each (read ahead:
-    /// the objects lie anywhere in memory), numbered by hash, and where hashes are equal
-    /// compared by identity (`same(a, b)`: the labels `at[a]`, `at[b]` are one object),
-    /// then by text.
+    /// labels) and the first index of each code: type and hash of each (read ahead: the
+    /// objects lie anywhere in memory), numbered by hash, and where hashes are equal compared
+    /// by identity (`same(a, b)`: the labels `at[a]`, `at[b]` are one object), then as Python
+    /// compares two str (the text is read only there, for the rare equal hashes of distinct
+    /// objects; lone surrogates included).
     fn str_numbers<'a, 'py: 'a>(
         at: &[usize],
         item: &impl Fn(usize) -> &'a Bound<'py, PyAny>,
         same: impl Fn(usize, usize) -> bool,
     ) -> PyResult<(Vec<u32>, Vec<usize>)> {
         let mut hashes = Vec::with_capacity(at.len());
-        let mut texts: Vec<&'a str> = Vec::with_capacity(at.len());
         for (j, &i) in at.iter().enumerate() {
             if let Some(&ahead) = at.get(j + AHEAD) {
                 crate::runs::prefetch_object(item(ahead).as_ptr() as usize);
             }
-            let (hash, text) = str_key(i, item(i))?;
-            hashes.push(hash as u64);
-            texts.push(text);
+            hashes.push(str_hash(i, item(i))? as u64);
         }
         let codes = crate::runs::number_by_hash(&hashes, |a, b| {
-            Ok::<_, PyErr>(same(a, b) || texts[a] == texts[b])
+            Ok::<_, PyErr>(same(a, b) || item(at[a]).eq(item(at[b]))?)
         })?;
         let mut first = Vec::new();
         for (&i, &c) in at.iter().zip(&codes) {
@@ -432,8 +430,8 @@ mod python {
         Ok((codes, first))
     }
 
-    /// The hash and text of an exact str label; TypeError for any other label.
-    fn str_key<'a, 'py>(i: usize, obj: &'a Bound<'py, PyAny>) -> PyResult<(isize, &'a str)> {
+    /// The hash of an exact str label; TypeError for any other label.
+    fn str_hash(i: usize, obj: &Bound<'_, PyAny>) -> PyResult<isize> {
         if !obj.is_exact_instance_of::<PyString>() {
             return Err(PyTypeError::new_err(format!(
                 "group_ids[{i}] is not a str (got {})",
@@ -443,13 +441,7 @@ mod python {
                     .unwrap_or_default()
             )));
         }
-        let s = obj.cast::<PyString>()?;
-        // A str with lone surrogates has no UTF-8 form: TypeError, so that the API falls
-        // back to hashing the Python objects (as the numpy backend does).
-        let text = s.to_str().map_err(|_| {
-            PyTypeError::new_err(format!("group_ids[{i}] is a str that is not valid UTF-8"))
-        })?;
-        Ok((s.hash()?, text))
+        obj.hash()
     }
 
     /// Groups from Python str labels: a 1-D object array (read in place) or any sequence.

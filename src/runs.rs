@@ -645,8 +645,12 @@ pub fn codes_by_address(addrs: &[usize], threads: usize) -> (Vec<u32>, Vec<usize
 
 /// Codes (by first appearance) of `n` values given by their hashes, equal values being one
 /// code: `same(a, b)` compares values `a` and `b`, and is asked only when their hashes are
-/// equal. An open-addressing table of (hash, first value, code) sized once (at most half
-/// full) whose slots are prefetched ahead, since they are read at random.
+/// equal. An open-addressing table sized once (at most half full) whose slots are prefetched
+/// ahead, since they are read at random. A slot is 8 bytes, the low half of the hash (a tag)
+/// above the code + 1 (0: free), so that the table is half the size it would be with the
+/// whole hash and the value in it: it stays in cache twice as long and costs half to clear
+/// (measured ~2x faster for 62.5k labels). A code's value is `owner[code]`, read only when the
+/// tag matches.
 pub fn number_by_hash<E>(
     hashes: &[u64],
     mut same: impl FnMut(usize, usize) -> Result<bool, E>,
@@ -655,25 +659,29 @@ pub fn number_by_hash<E>(
     let bits = (2 * n).max(2).next_power_of_two().trailing_zeros();
     let mask = (1usize << bits) - 1;
     let slot = |h: u64| ((h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize) & mask;
-    const EMPTY: u32 = u32::MAX;
-    // (hash, value index, code); value index EMPTY: a free slot.
-    let mut table = HASH_SLOTS.take(|_| mask + 1, (0, EMPTY, 0));
+    let tag = |h: u64| h << 32;
+    let mut table = HASH_SLOTS.take(|_| mask + 1, 0u64);
+    let mut owner: Vec<u32> = Vec::new();
     let mut codes = Vec::with_capacity(n);
-    let mut next = 0u32;
     for (j, &h) in hashes.iter().enumerate() {
         if let Some(&ahead) = hashes.get(j + PREFETCH_SLOTS) {
             prefetch(&table[slot(ahead)]);
         }
         let mut s = slot(h);
         let code = loop {
-            let (th, tv, tc) = table[s];
-            if tv == EMPTY {
-                table[s] = (h, j as u32, next);
-                next += 1;
-                break next - 1;
+            let e = table[s];
+            if e == 0 {
+                let c = owner.len() as u32;
+                table[s] = tag(h) | (c as u64 + 1);
+                owner.push(j as u32);
+                break c;
             }
-            if th == h && same(tv as usize, j)? {
-                break tc;
+            if e >> 32 << 32 == tag(h) {
+                let c = (e as u32).wrapping_sub(1);
+                let v = owner[c as usize] as usize;
+                if hashes[v] == h && same(v, j)? {
+                    break c;
+                }
             }
             s = (s + 1) & mask;
         };
@@ -683,7 +691,7 @@ pub fn number_by_hash<E>(
     Ok(codes)
 }
 
-static HASH_SLOTS: Recycled<(u64, u32, u32)> = Recycled::new();
+static HASH_SLOTS: Recycled<u64> = Recycled::new();
 
 /// Buffers kept between calls for a kind of table that every call fills afresh (up to
 /// `RECYCLED_KEPT`, the largest ones): fresh multi-megabyte tables cost a page fault per
@@ -986,7 +994,15 @@ mod tests {
             values in prop::collection::vec(0u64..40, 0..300),
             hash_bits in 0u32..7,
         ) {
-            let hashes: Vec<u64> = values.iter().map(|v| v & ((1 << hash_bits) - 1)).collect();
+            // (hash_bits >= 4: hashes that differ only above the low 32 bits, whose tags are
+            // equal)
+            let hashes: Vec<u64> = values
+                .iter()
+                .map(|v| match hash_bits {
+                    0..4 => v & ((1 << hash_bits) - 1),
+                    _ => (v & ((1 << (hash_bits - 3)) - 1)) << 32,
+                })
+                .collect();
             let mut asked = 0;
             let codes = number_by_hash(&hashes, |a, b| {
                 asked += 1;
