@@ -21,11 +21,16 @@ pub(crate) fn prefetch<E>(e: &E) {
     let _ = e;
 }
 
-/// How far ahead (in bytes) `prefetch_range` callers ask for the lines of a stream: one page.
-pub(crate) const STREAM_AHEAD: usize = 4096;
+/// How far ahead (in bytes) `prefetch_range` callers ask for the lines of a stream: four
+/// pages. Measured on ragged groups at 1e7 float32 rewards, each call after 20 ms idle and
+/// the peer numpy's call (which empties the caches, as a trainer's other work does):
+/// 10.9 ms with one page ahead, 8.8 with four, 8.8 with eight, 9.3 with sixteen;
+/// back-to-back calls 7.7-7.9 ms for one to eight pages.
+pub(crate) const STREAM_AHEAD: usize = 16384;
 
 /// Ask for every cache line of `x[from..to]` (clamped to `x`), one hint per line. For streams
-/// read (or written) by a loop that computes between its accesses (ragged groups): the
+/// read (or written) by a loop that computes between its accesses (the block loops of
+/// uniform and ragged groups): the
 /// hardware prefetcher stops at each 4 KiB page boundary and restarts only after misses there.
 #[inline(always)]
 pub(crate) fn prefetch_range<T>(x: &[T], from: usize, to: usize) {

@@ -4,6 +4,7 @@
 use super::group::{finish_group, group_advantages, guarded};
 use super::write::{block_affine_uniform, cannot_overflow, write_affine};
 use super::{Lanes, BLOCK};
+use crate::hint::{prefetch_range, STREAM_AHEAD};
 use crate::policy::{Center, Denom, Fault, NonFinite, Params, Scale};
 use crate::real::Real;
 #[cfg(target_arch = "x86_64")]
@@ -21,11 +22,12 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool, W: Lanes>(
     batch: Denom,
 ) -> Result<(), (usize, Fault)> {
     let per_block = BLOCK * G;
-    for (bi, (xb, ob)) in x
-        .chunks(per_block)
-        .zip(out.chunks_mut(per_block))
-        .enumerate()
-    {
+    let ahead = STREAM_AHEAD / std::mem::size_of::<T>();
+    for (bi, start) in (0..x.len()).step_by(per_block).enumerate() {
+        let end = (start + per_block).min(x.len());
+        prefetch_range(x, start + ahead, end + ahead);
+        prefetch_range(out, start + ahead, end + ahead);
+        let (xb, ob) = (&x[start..end], &mut out[start..end]);
         let g0 = first_group + bi * BLOCK;
         let nb = xb.len() / G;
         if p.nonfinite == NonFinite::Omit || batch.pre != 1.0 {
