@@ -579,6 +579,62 @@ mod python {
         })
     }
 
+    fn advantages_offsets_typed<T: Real + Element>(
+        py: Python<'_>,
+        rewards: &Bound<'_, PyArray1<T>>,
+        out: &Bound<'_, PyAny>,
+        offsets: &Bound<'_, PyArray1<i64>>,
+        p: &Params,
+    ) -> PyResult<()> {
+        let out = out.cast::<PyArray1<T>>().map_err(|_| {
+            PyTypeError::new_err("out must be a 1-D array of the same dtype as rewards")
+        })?;
+        let x = read(rewards, "rewards")?;
+        let offs = read(offsets, "offsets")?;
+        let mut o = write(out, "out")?;
+        let (xs, ofs) = (x.as_slice()?, offs.as_slice()?);
+        let os = o.as_slice_mut()?;
+        py.detach(|| advantage::advantages_offsets(xs, os, ofs, p))
+            .map_err(|e| match e {
+                advantage::OffsetsError::Layout(e) => PyErr::from(e),
+                advantage::OffsetsError::Advantage(e) => PyErr::from(e),
+            })
+    }
+
+    /// `advantages` over the ragged groups of `offsets` (contiguous 1-D int64), read in place
+    /// (`advantage::advantages_offsets`): the layout's checks and errors, without its copy.
+    #[pyfunction]
+    #[pyo3(signature = (rewards, out, offsets, center, scale, ddof, eps, singleton, nan, num_threads, batch_std=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn advantages_offsets(
+        py: Python<'_>,
+        rewards: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+        offsets: &Bound<'_, PyArray1<i64>>,
+        center: &str,
+        scale: &str,
+        ddof: u32,
+        eps: f64,
+        singleton: &str,
+        nan: &str,
+        num_threads: usize,
+        batch_std: Option<f64>,
+    ) -> PyResult<()> {
+        let mut p = parse_params(center, scale, ddof, eps, singleton, nan, num_threads)?;
+        p.batch_std = batch_std;
+        guard(|| {
+            if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
+                advantages_offsets_typed(py, r, out, offsets, &p)
+            } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
+                advantages_offsets_typed(py, r, out, offsets, &p)
+            } else {
+                Err(PyTypeError::new_err(
+                    "rewards must be a 1-D float32 or float64 array",
+                ))
+            }
+        })
+    }
+
     type Stats<'py> = (
         Bound<'py, PyArray1<i64>>,
         Bound<'py, PyArray1<f64>>,
@@ -1815,6 +1871,7 @@ mod python {
         m.add_function(wrap_pyfunction!(grouping_ids_bytes, m)?)?;
         m.add_function(wrap_pyfunction!(grouping_ids_str, m)?)?;
         m.add_function(wrap_pyfunction!(advantages, m)?)?;
+        m.add_function(wrap_pyfunction!(advantages_offsets, m)?)?;
         m.add_function(wrap_pyfunction!(group_stats, m)?)?;
         m.add_function(wrap_pyfunction!(batch_moments, m)?)?;
         m.add_function(wrap_pyfunction!(group_moments, m)?)?;

@@ -273,6 +273,36 @@ def test_core_faults_are_raised_by_the_fast_path_itself(fast_only):
         fast_only(huge, 4, center="loo", scale="none")
 
 
+def test_offsets_read_in_place_match_a_made_layout(fast_only):
+    """offsets= (the backend checks them as it reads them; the native core without copying
+    them) against groups= from make_groups: the same bits on long calls cut into many
+    batches, empty groups included; the same errors for bad offsets anywhere; and offsets
+    changed between calls are read afresh."""
+    rng = np.random.default_rng(11)
+    sizes = rng.integers(0, 32, size=40_000)
+    offs = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    n = int(offs[-1])
+    x = rng.normal(size=n).astype(np.float32)
+    for threads in (1, 2, 3):
+        want = ga.advantages(x, groups=ga.make_groups(n, offsets=offs), eps=1e-6, num_threads=threads)
+        assert bits(fast_only(x, offsets=offs, eps=1e-6, num_threads=threads)) == bits(want)
+    for at, value in ((1, -1), (20_000, offs[19_999] - 1), (39_999, n + 1), (40_000, n - 1)):
+        bad = offs.copy()
+        bad[at] = value
+        with pytest.raises(ValueError) as made:
+            ga.make_groups(n, offsets=bad)
+        with pytest.raises(ValueError) as read:
+            fast_only(x, offsets=bad)
+        assert type(read.value) is type(made.value) and str(read.value) == str(made.value)
+    moved = offs.copy()
+    first = fast_only(x, offsets=moved)
+    moved[1:-1] = moved[2:]  # merge the first two groups, in place
+    moved[-1] = n
+    again = fast_only(x, offsets=moved)
+    assert bits(again) == bits(ga.advantages(x, groups=ga.make_groups(n, offsets=moved)))
+    assert bits(again) != bits(first)
+
+
 def test_bad_thread_environment_raises_on_the_fast_path(fast_only, monkeypatch):
     """GROUPADV_NUM_THREADS is read on every call that does not pass num_threads=, as before."""
     x = np.random.default_rng(5).random(64)

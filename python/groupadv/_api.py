@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _backend, _torch
-from ._groups import Groups, plain_layout, resolve
+from ._groups import Groups, plain_layout, plain_offsets, resolve
 from ._inputs import (
     MAX_THREADS,
     check_out,
@@ -131,17 +131,27 @@ def _fast_advantages(x: np.ndarray, group_size, offsets, groups, center, scale, 
     result = plain_out(out, x, offsets)
     if result is None:
         return None
+    params = (center, scale, 0 if ddof is None else ddof, 0.0 if eps is None else eps,
+              "zero" if singleton is None else singleton, nan, 0 if num_threads is None else num_threads,
+              batch_std)
+    if offsets is not None and group_size is None and groups is None and plain_offsets(offsets):
+        # A one-off ragged layout: the backend checks the offsets as it reads them, without a
+        # layout object (the native core reads them in place instead of copying them).
+        if num_threads is None:
+            environment_threads()
+        try:
+            _backend.impl.advantages_offsets(x, result, offsets, *params)
+        except GroupadvError as err:
+            with_label(err, Groups(_backend.impl.grouping_offsets(n, offsets), _backend.name))
+            raise
+        return result
     layout = plain_layout(n, group_size, offsets, groups)
     if layout is None:
         return None
     if num_threads is None:
         environment_threads()  # a bad GROUPADV_NUM_THREADS raises in every call
     try:  # as `with _labelled_errors(layout)`, without its three Python calls
-        _backend.impl.advantages(
-            x, result, layout._impl, center, scale, 0 if ddof is None else ddof, 0.0 if eps is None else eps,
-            "zero" if singleton is None else singleton, nan, 0 if num_threads is None else num_threads,
-            batch_std,
-        )
+        _backend.impl.advantages(x, result, layout._impl, *params)
     except GroupadvError as err:
         with_label(err, layout)
         raise

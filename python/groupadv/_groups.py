@@ -188,12 +188,12 @@ def plain_layout(n: int, group_size=None, offsets=None, groups=None) -> Groups |
         return groups if ok else None
     if offsets is None:
         return _UNIFORM.get((_backend.name, n, group_size)) if type(group_size) is int else None
-    if group_size is not None or not _plain_offsets(offsets):
+    if group_size is not None or not plain_offsets(offsets):
         return None
     return Groups(_backend.impl.grouping_offsets(n, offsets), _backend.name)
 
 
-def _plain_offsets(offsets) -> bool:
+def plain_offsets(offsets) -> bool:
     """offsets= that :func:`_offsets_array` passes on unchanged: a contiguous 1-D int64 array."""
     if type(offsets) is not np.ndarray or offsets.dtype is not _I64 or offsets.ndim != 1:
         return False

@@ -52,6 +52,22 @@ def advantages(
     """batch_std: with scale "batch"/"batch_residual", the denominator is batch_std + eps.
     moments: (count, mean, m2, scale) per group, used instead of the moments of rewards."""
 
+def advantages_offsets(
+    rewards: npt.NDArray[np.floating],
+    out: npt.NDArray[np.floating],
+    offsets: npt.NDArray[np.int64],
+    center: str,
+    scale: str,
+    ddof: int,
+    eps: float,
+    singleton: str,
+    nan: str,
+    num_threads: int,
+    batch_std: float | None = None,
+) -> None:
+    """``advantages`` over the ragged groups of ``offsets`` (contiguous int64), checked as
+    ``grouping_offsets`` checks them (the same errors) and read in place, without a copy."""
+
 def group_stats(
     rewards: npt.NDArray[np.floating], grouping: Grouping, ddof: int, nan: str, num_threads: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...

@@ -1014,6 +1014,14 @@ def advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan,
     _general_advantages(rewards, out, grouping, center, scale, ddof, eps, singleton, nan, batch_std, moments)
 
 
+def advantages_offsets(rewards, out, offsets, center, scale, ddof, eps, singleton, nan, num_threads,
+                       batch_std=None):
+    """:func:`advantages` over the ragged groups of ``offsets`` (the native core reads them in
+    place; here the kept offsets layout makes a repeated call cheap)."""
+    advantages(rewards, out, grouping_offsets(len(rewards), offsets), center, scale, ddof, eps, singleton,
+               nan, num_threads, batch_std)
+
+
 @_quiet
 def _general_advantages(rewards, out, g, center, scale, ddof, eps, singleton, nan, batch_std, moments):
     _check(center, scale, ddof, eps, singleton, nan)

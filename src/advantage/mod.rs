@@ -8,14 +8,17 @@
 
 //!
 //! Modules: `batch` (the batch moments and the batch denominator), `given` (advantages
-//! from given group moments).
+//! from given group moments), `offsets` (ragged groups from the caller's offsets, read in
+//! place).
 
 mod batch;
 mod given;
+mod offsets;
 
 use batch::batch_scale;
 pub use batch::{batch_moments, BatchMoments};
 use given::from_moments;
+pub use offsets::{advantages_offsets, OffsetsError};
 
 use crate::groups::{map_batches, map_batches_mut, Grouping};
 use crate::kernel;

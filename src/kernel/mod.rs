@@ -45,8 +45,9 @@ use uniform::uniform;
 /// Groups per block: their moments and maps are computed side by side.
 const BLOCK: usize = 8;
 
-/// Write the advantages of groups `range` to `out`, which holds exactly the outputs of
-/// these groups (`out[0]` is the first reward of group `range.start`).
+/// Write the advantages of groups `range` to `out`, which starts with the outputs of these
+/// groups (`out[0]` is the first reward of group `range.start`; anything after them is left
+/// as it is, and may be prefetched for the caller's next groups).
 pub(crate) fn write_batch<T: Real>(
     x: &[T],
     out: &mut [T],
@@ -156,7 +157,9 @@ fn write_batch_impl<T: Real, const AVX: bool, W: Lanes>(
             for g0 in range.clone().step_by(BLOCK) {
                 let g1 = (g0 + BLOCK).min(range.end);
                 let (from, to) = (offsets[g0] - a + ahead, offsets[g1] - a + ahead);
-                prefetch_range(xs, from, to);
+                // (the rewards from x itself: past the range's last group too, where a caller
+                // writing consecutive ranges goes next)
+                prefetch_range(x, a + from, a + to);
                 prefetch_range(os, from, to);
                 let (mut shortest, mut longest) = (usize::MAX, 0);
                 for (j, g) in (g0..g1).enumerate() {
