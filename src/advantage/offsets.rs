@@ -25,7 +25,8 @@ use crate::kernel;
 use crate::parallel::{map_pieces, resolve_threads, CHUNK_ELEMENTS, SERIAL_BELOW};
 use crate::real::Real;
 
-/// Groups whose offsets one batch reads into its buffer at a time (16 KiB of offsets).
+/// Groups whose offsets one batch reads into its buffer at a time (32 KiB of offsets; a
+/// batch of `CHUNK_ELEMENTS` rewards in groups of ~16 is one run).
 const RUN: usize = 4096;
 
 thread_local! {
