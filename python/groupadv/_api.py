@@ -142,7 +142,7 @@ def _fast_advantages(x: np.ndarray, group_size, offsets, groups, center, scale, 
         try:
             _backend.impl.advantages_offsets(x, result, offsets, *params)
         except GroupadvError as err:
-            with_label(err, Groups(_backend.impl.grouping_offsets(n, offsets), _backend.name))
+            with_label(err, plain_layout(n, None, offsets, None))
             raise
         return result
     layout = plain_layout(n, group_size, offsets, groups)
