@@ -121,13 +121,11 @@ fn write_batch_impl<T: Real, const AVX: bool, W: Lanes>(
     if range.is_empty() {
         return Ok(());
     }
-    let mut spans = [(0usize, 0usize); BLOCK];
     match grouping {
         Grouping::Labelled(_) => unreachable!("labelled groups are written by `labelled`"),
         Grouping::Uniform { size, .. } => {
             let (a, b) = (range.start * size, range.end * size);
-            let os = out;
-            let xs = &x[a..b];
+            let (xs, os) = (&x[a..b], out);
             match *size {
                 2 => uniform::<T, 2, AVX, W>(xs, os, range.start, p, batch)?,
                 4 => uniform::<T, 4, AVX, W>(xs, os, range.start, p, batch)?,
@@ -135,42 +133,48 @@ fn write_batch_impl<T: Real, const AVX: bool, W: Lanes>(
                 16 => uniform::<T, 16, AVX, W>(xs, os, range.start, p, batch)?,
                 32 => uniform::<T, 32, AVX, W>(xs, os, range.start, p, batch)?,
                 64 => uniform::<T, 64, AVX, W>(xs, os, range.start, p, batch)?,
-                g => {
-                    for g0 in range.clone().step_by(BLOCK) {
-                        let g1 = (g0 + BLOCK).min(range.end);
-                        for (j, grp) in (g0..g1).enumerate() {
-                            spans[j] = ((grp - range.start) * g, (grp - range.start + 1) * g);
-                        }
-                        block::<T, AVX, W>(xs, os, &spans[..g1 - g0], (g, g), g0, p, batch)?;
-                    }
-                }
+                g => blocks::<T, AVX, W>(x, os, range, |grp| grp * g, p, batch)?,
             }
         }
         Grouping::Ragged { offsets } => {
-            let (a, b) = (offsets[range.start], offsets[range.end]);
-            let os = out;
-            let xs = &x[a..b];
-            // The rewards and outputs `STREAM_AHEAD` ahead of the block (`prefetch_range`): the
-            // block loop computes between its reads. One page ahead measured 5-15% faster at
-            // 1e7 rewards than none (noisy A/B runs); four pages, ~20% faster again after idle.
-            let ahead = STREAM_AHEAD / std::mem::size_of::<T>();
-            for g0 in range.clone().step_by(BLOCK) {
-                let g1 = (g0 + BLOCK).min(range.end);
-                let (from, to) = (offsets[g0] - a + ahead, offsets[g1] - a + ahead);
-                // (the rewards from x itself: past the range's last group too, where a caller
-                // writing consecutive ranges goes next)
-                prefetch_range(x, a + from, a + to);
-                prefetch_range(os, from, to);
-                let (mut shortest, mut longest) = (usize::MAX, 0);
-                for (j, g) in (g0..g1).enumerate() {
-                    let (s, e) = (offsets[g] - a, offsets[g + 1] - a);
-                    spans[j] = (s, e);
-                    (shortest, longest) = (shortest.min(e - s), longest.max(e - s));
-                }
-                let sizes = (shortest, longest);
-                block::<T, AVX, W>(xs, os, &spans[..g1 - g0], sizes, g0, p, batch)?;
-            }
+            blocks::<T, AVX, W>(x, out, range, |grp| offsets[grp], p, batch)?
         }
+    }
+    Ok(())
+}
+
+/// Groups `range` of any sizes, group `g` starting at `x[start(g)]` (`start(range.end)` is the
+/// end of the last one), a block of `BLOCK` groups at a time (`ragged::block`).
+#[inline(always)]
+fn blocks<T: Real, const AVX: bool, W: Lanes>(
+    x: &[T],
+    out: &mut [T],
+    range: Range<usize>,
+    start: impl Fn(usize) -> usize,
+    p: &Params,
+    batch: Denom,
+) -> Result<(), (usize, Fault)> {
+    let mut spans = [(0usize, 0usize); BLOCK];
+    let (a, b) = (start(range.start), start(range.end));
+    let xs = &x[a..b];
+    // The rewards and outputs `STREAM_AHEAD` ahead of the block (`prefetch_range`): the
+    // block loop computes between its reads. One page ahead measured 5-15% faster at 1e7
+    // rewards than none (noisy A/B runs); four pages, ~20% faster again after idle.
+    let ahead = STREAM_AHEAD / std::mem::size_of::<T>();
+    for g0 in range.clone().step_by(BLOCK) {
+        let g1 = (g0 + BLOCK).min(range.end);
+        let (from, to) = (start(g0) - a + ahead, start(g1) - a + ahead);
+        // (the rewards from x itself: past the range's last group too, where a caller
+        // writing consecutive ranges goes next)
+        prefetch_range(x, a + from, a + to);
+        prefetch_range(out, from, to);
+        let mut longest = 0;
+        for (j, g) in (g0..g1).enumerate() {
+            let (s, e) = (start(g) - a, start(g + 1) - a);
+            spans[j] = (s, e);
+            longest = longest.max(e - s);
+        }
+        block::<T, AVX, W>(xs, out, &spans[..g1 - g0], longest, g0, p, batch)?;
     }
     Ok(())
 }
