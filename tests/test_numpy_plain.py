@@ -153,7 +153,7 @@ def test_offsets_changed_in_place_are_a_new_layout(monkeypatch):
 
 def test_large_offsets_layouts_are_not_kept(monkeypatch):
     monkeypatch.setattr(N, "_KEEP_LAYOUT", 10)
-    monkeypatch.setattr(N, "_LAST_OFFSETS", [None])
+    monkeypatch.setattr(N, "_LAST_OFFSETS", [None, b""])
     offs = _offsets([6, 6])
     g = N.grouping_offsets(12, offs)
     assert N._LAST_OFFSETS[0] is None and g.offsets.flags.writeable

@@ -256,10 +256,12 @@ def grouping_uniform(n: int, group_size: int) -> Grouping:
     return g
 
 
-# The last offsets layout (of at most _KEEP_LAYOUT rewards): a call repeated with equal offsets
-# (several reward components over one batch, the same array each call) reuses it, its pieces
-# and all, for one comparison of the offsets. Its arrays are read-only: it is shared.
-_LAST_OFFSETS: list = [None]
+# The last offsets layout (of at most _KEEP_LAYOUT rewards) and its offsets' bytes: a call
+# repeated with equal offsets (several reward components over one batch, the same array each
+# call) reuses it, its pieces and all, for one comparison of the offsets' bytes (a copy and a
+# memcmp: 0.15 us for 626 offsets, np.equal(...).all() 1.0 us). Its arrays are read-only: it
+# is shared.
+_LAST_OFFSETS: list = [None, b""]
 _KEEP_LAYOUT = 1 << 20  # (its arrays: ~32 bytes a group, at most ~32 MB for 1M one-reward groups)
 # The layouts that spread by index (Grouping.spread_index), measured: beyond 2^18 rewards the
 # indexes (8 bytes a reward) leave the cache; up to 2^15 np.repeat is faster (a call's few hundred
@@ -269,9 +271,9 @@ _I64 = np.dtype(np.int64)
 
 
 def grouping_offsets(n: int, offsets: np.ndarray) -> Grouping:
-    last = _LAST_OFFSETS[0]
+    last, last_bytes = _LAST_OFFSETS
     if (last is not None and last.n == n and type(offsets) is np.ndarray and offsets.dtype is _I64
-            and offsets.shape == last.offsets.shape and np.equal(offsets, last.offsets).all()):
+            and offsets.shape == last.offsets.shape and offsets.tobytes() == last_bytes):
         return last
     if n == 0:
         raise ValueError("rewards is empty")
@@ -293,7 +295,7 @@ def grouping_offsets(n: int, offsets: np.ndarray) -> Grouping:
     g = Grouping(n, len(offsets) - 1, "ragged", offsets=offs, sizes=sizes, all_live=bool(smallest > 0))
     if n <= _KEEP_LAYOUT:
         offs.flags.writeable = sizes.flags.writeable = False
-        _LAST_OFFSETS[0] = g
+        _LAST_OFFSETS[:] = [g, offs.tobytes()]
     return g
 
 
