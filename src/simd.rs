@@ -14,6 +14,7 @@
 
 use crate::real::Real;
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 /// Eight f64 lanes (one chunk of eight rewards, or eight accumulators) and the operations
 /// the loops below need, for one instruction set.
@@ -498,12 +499,13 @@ pub(crate) unsafe fn write_affine_in<T: Real, W: Wide>(
 // the following groups, written later and in order, overwrite (callers keep every chunk
 // inside the batch and write the groups in increasing order).
 
-/// The accumulators of `term` over `C` chunks from `x[a]`, each masked to the lanes before `b`.
+/// The accumulators of `term` over `C` chunks from `x[a]`, each masked to the lanes before `b`;
+/// each chunk, as read (converted to f64), is written to `kept[..C]` for the later passes.
 #[inline(always)]
 unsafe fn acc_fixed<T: Real, W: Wide, const C: usize>(
     x: *const T,
-    a: usize,
-    b: usize,
+    (a, b): (usize, usize),
+    kept: *mut W,
     term: impl Fn(W) -> W,
 ) -> W {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
@@ -511,27 +513,54 @@ unsafe fn acc_fixed<T: Real, W: Wide, const C: usize>(
         let mut acc = W::zeros();
         for c in 0..C {
             let lanes = W::chunk_lanes(b - a, c);
-            acc = W::add_lanes(acc, term(W::load(x.add(a + 8 * c))), lanes);
+            let v = W::load(x.add(a + 8 * c));
+            kept.add(c).write(v);
+            acc = W::add_lanes(acc, term(v), lanes);
         }
         acc
     }
 }
 
+/// `acc_fixed` over the chunks kept in `stage` by it (a group of `n` values).
+#[inline(always)]
+unsafe fn acc_staged<W: Wide, const C: usize>(
+    stage: &[W; C],
+    n: usize,
+    term: impl Fn(W) -> W,
+) -> W {
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let mut acc = W::zeros();
+        for (c, &kept) in stage.iter().enumerate() {
+            acc = W::add_lanes(acc, term(kept), W::chunk_lanes(n, c));
+        }
+        acc
+    }
+}
+
+/// The chunks of eight groups that `moments_fixed8` read, as f64, for `write_affine_fixed`:
+/// each chunk is converted once instead of once per pass (for f32 rewards the conversions
+/// were a third of the vector instructions of these loops, which are bound by the vector ports).
+pub(crate) type Stage<W, const C: usize> = [[W; C]; 8];
+
 /// Means and (with `m2`) sums of squared deviations of the eight groups `spans` of `x`, `C`
-/// masked chunks each (reads `x[a..a + 8 C]` of every group): the means are
-/// `x0 + sum_shifted_in / n` (x0 the group's first value; 0 for an empty group) and the M2
-/// `sum_sq_dev_in` around them, bit for bit, with the horizontal sums of four groups done
-/// together and the divisions side by side.
+/// masked chunks each (reads `x[a..a + 8 C]` of every group, and keeps them in `stage`, which
+/// it initializes): the
+/// means are `x0 + sum_shifted_in / n` (x0 the group's first value; 0 for an empty group) and
+/// the M2 `sum_sq_dev_in` around them, bit for bit, with the horizontal sums of four groups
+/// done together and the divisions side by side.
 #[inline(always)]
 pub(crate) unsafe fn moments_fixed8<T: Real, W: Wide, const C: usize>(
     x: *const T,
     spans: &[(usize, usize)],
+    stage: &mut MaybeUninit<Stage<W, C>>,
     mean: &mut [f64; 8],
     m2: Option<&mut [f64; 8]>,
 ) {
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
     unsafe {
         let zero = _mm256_setzero_pd();
+        let kept = stage.as_mut_ptr() as *mut W; // (row j: kept[C j..C j + C])
         for q in 0..2 {
             let mut h = [zero; 4];
             let (mut x0, mut n) = ([0.0f64; 4], [0.0f64; 4]);
@@ -540,7 +569,8 @@ pub(crate) unsafe fn moments_fixed8<T: Real, W: Wide, const C: usize>(
                 x0[j] = (*x.add(a)).to_f64();
                 n[j] = (b - a) as f64;
                 let s = W::splat(x0[j]);
-                h[j] = W::halves(acc_fixed::<T, W, C>(x, a, b, |v: W| W::minus(v, s)));
+                let row = kept.add(C * (4 * q + j));
+                h[j] = W::halves(acc_fixed::<T, W, C>(x, (a, b), row, |v: W| W::minus(v, s)));
             }
             let n = _mm256_loadu_pd(n.as_ptr());
             let m = _mm256_add_pd(_mm256_loadu_pd(x0.as_ptr()), _mm256_div_pd(hsum4(h), n));
@@ -549,12 +579,14 @@ pub(crate) unsafe fn moments_fixed8<T: Real, W: Wide, const C: usize>(
             _mm256_storeu_pd(mean.as_mut_ptr().add(4 * q), m);
         }
         let Some(m2) = m2 else { return };
+        // (every row written just above)
+        let stage = stage.assume_init_ref();
         for q in 0..2 {
             let mut h = [zero; 4];
             for j in 0..4 {
                 let (a, b) = spans[4 * q + j];
                 let m = W::splat(mean[4 * q + j]);
-                h[j] = W::halves(acc_fixed::<T, W, C>(x, a, b, |v: W| {
+                h[j] = W::halves(acc_staged::<W, C>(&stage[4 * q + j], b - a, |v: W| {
                     W::squared(W::minus(v, m))
                 }));
             }
@@ -563,12 +595,12 @@ pub(crate) unsafe fn moments_fixed8<T: Real, W: Wide, const C: usize>(
     }
 }
 
-/// Write (x_i - mu) * k over `x[a..a + 8 C]` to `out` (values past `b` are to be
-/// overwritten by the following groups). With `probe`, false if a value of `[a, b)` is not
-/// finite in T.
+/// Write (x_i - mu) * k over `x[a..a + 8 C]` to `out`, x's chunks as `moments_fixed8` kept
+/// them in `kept` (values past `b` are to be overwritten by the following groups). With
+/// `probe`, false if a value of `[a, b)` is not finite in T.
 #[inline(always)]
 pub(crate) unsafe fn write_affine_fixed<T: Real, W: Wide, const C: usize>(
-    x: *const T,
+    kept: &[W; C],
     out: *mut T,
     (a, b): (usize, usize),
     mu: f64,
@@ -580,9 +612,12 @@ pub(crate) unsafe fn write_affine_fixed<T: Real, W: Wide, const C: usize>(
         let (m, kk) = (W::splat(mu), W::splat(k));
         let mut found = W::zeros();
         let n = (b - a) as i64;
-        for c in 0..C {
-            let lanes = W::lanes_below(n - 8 * c as i64);
-            store_chunk::<T, W>((x, out, a + 8 * c), (m, kk), probe, lanes, &mut found);
+        for (c, &v) in kept.iter().enumerate() {
+            let at = out.add(a + 8 * c);
+            W::store(at, W::affine(v, m, kk));
+            if probe {
+                probe_into(&mut found, W::load(at), W::lanes_below(n - 8 * c as i64));
+            }
         }
         all_finite(found)
     }

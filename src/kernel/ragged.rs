@@ -88,12 +88,16 @@ fn chunked<T: Real, const AVX: bool, W: Lanes, const C: usize>(
     let mut m2 = [0.0f64; BLOCK];
     let n: [f64; BLOCK] =
         std::array::from_fn(|j| spans.get(j).map_or(0.0, |&(a, b)| (b - a) as f64));
+    // The chunks the fixed-count loops read, kept for their later passes (written by
+    // `moments_fixed8`; not zeroed first: that was a 2 KiB memset per block).
+    #[cfg(target_arch = "x86_64")]
+    let mut stage = std::mem::MaybeUninit::<simd::Stage<W, C>>::uninit();
     #[cfg(target_arch = "x86_64")]
     if fixed {
         let m2 = (p.scale == Scale::Group).then_some(&mut m2);
         // SAFETY: AVX2 is enabled (AVX, as `fixed` implies); a whole block (nb = BLOCK) whose
         // chunk reads end before x.len() (checked by `block`).
-        unsafe { simd::moments_fixed8::<T, W, C>(x.as_ptr(), spans, &mut mean, m2) };
+        unsafe { simd::moments_fixed8::<T, W, C>(x.as_ptr(), spans, &mut stage, &mut mean, m2) };
     }
     if !fixed {
         // Shifted sums first, then all the means in one vector pass (a division per group
@@ -151,13 +155,15 @@ fn chunked<T: Real, const AVX: bool, W: Lanes, const C: usize>(
             let usual = (n[j] >= 2.0) & finite & !guarded::<T>(n[j] as usize, mean[j], m2[j], p);
             unusual |= (!usual as u32) << j;
         }
+        // SAFETY: `moments_fixed8` wrote every row of the stage (fixed).
+        let stage = unsafe { stage.assume_init_ref() };
         for (j, &(a, b)) in spans.iter().enumerate() {
             // SAFETY: AVX2 is enabled (AVX); the chunk reads and writes end before x.len()
             // (checked by `block`); the stores past b are overwritten by the following
             // groups, written after this one; this thread owns `out`. No probe: `proven`.
             unsafe {
                 simd::write_affine_fixed::<T, W, C>(
-                    x.as_ptr(),
+                    &stage[j],
                     out.as_mut_ptr(),
                     (a, b),
                     mean[j],
@@ -194,10 +200,10 @@ fn chunked<T: Real, const AVX: bool, W: Lanes, const C: usize>(
         let probe = !proven && !cannot_overflow::<T>(n[j], mean[j], mu, k[j], known);
         #[cfg(target_arch = "x86_64")]
         if fixed {
-            // SAFETY: as above.
+            // SAFETY: as above; `moments_fixed8` wrote every row of the stage (fixed).
             if !unsafe {
                 simd::write_affine_fixed::<T, W, C>(
-                    x.as_ptr(),
+                    &stage.assume_init_ref()[j],
                     out.as_mut_ptr(),
                     (a, b),
                     mu,
