@@ -355,39 +355,76 @@ pub(crate) unsafe fn sum_sq_dev<T: Real, W: Wide, const G: usize>(x: *const T, m
     unsafe { 0.0 + hsum(W::halves(sq_dev_acc::<T, W, G>(x, mean))) }
 }
 
+/// The accumulators of `term` over `chunks` full chunks at `x`: `acc_in` over
+/// `x[0..8 chunks]` (no partial chunk), each chunk, as read (converted to f64), written to
+/// `kept[..chunks]`.
+#[inline(always)]
+unsafe fn acc_keep<T: Real, W: Wide>(
+    x: *const T,
+    kept: *mut W,
+    chunks: usize,
+    term: impl Fn(W) -> W,
+) -> W {
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let mut acc = W::zeros();
+        for c in 0..chunks {
+            let v = W::load(x.add(8 * c));
+            kept.add(c).write(v);
+            acc = W::add(acc, term(v));
+        }
+        acc
+    }
+}
+
 /// Means (`x0 + sum_shifted / G`, x0 each group's first value) and, with `m2`, sums of
-/// squared deviations of the 8 consecutive groups of G values at `x`: the same results as
-/// the per-group functions, with the horizontal sums of four groups done together.
+/// squared deviations of the 8 consecutive groups of G values at `x` (G a multiple of 8):
+/// the same results as the per-group functions, with the horizontal sums of four groups done
+/// together. Each chunk is read once: kept in `stage` (group j's G / 8 chunks from
+/// `G / 8 * j`; this initializes it) for the M2 pass and the caller's `write_affine_kept`.
 #[inline(always)]
 pub(crate) unsafe fn moments8<T: Real, W: Wide, const G: usize>(
     x: *const T,
+    stage: &mut MaybeUninit<[W; G]>,
     mean: &mut [f64; 8],
     m2: Option<&mut [f64; 8]>,
 ) {
+    debug_assert!(G.is_multiple_of(8));
+    let c = G / 8;
     // SAFETY: the caller upholds this function's contract (see its doc and the module's).
     unsafe {
         let zero = _mm256_setzero_pd();
         let size = _mm256_set1_pd(G as f64);
+        let kept = stage.as_mut_ptr() as *mut W;
         for q in 0..2 {
             let mut h = [zero; 4];
             let mut x0 = [0.0f64; 4];
             for j in 0..4 {
-                let p = x.add((4 * q + j) * G);
+                let g = 4 * q + j;
+                let p = x.add(g * G);
                 x0[j] = (*p).to_f64();
-                h[j] = W::halves(shifted_acc::<T, W, G>(p, x0[j]));
+                let s = W::splat(x0[j]);
+                h[j] = W::halves(acc_keep::<T, W>(p, kept.add(c * g), c, |v: W| {
+                    W::minus(v, s)
+                }));
             }
             let sums = _mm256_add_pd(zero, hsum4(h));
             let m = _mm256_add_pd(_mm256_loadu_pd(x0.as_ptr()), _mm256_div_pd(sums, size));
             _mm256_storeu_pd(mean.as_mut_ptr().add(4 * q), m);
         }
         let Some(m2) = m2 else { return };
+        // (every chunk written just above)
+        let kept = stage.assume_init_ref();
         for q in 0..2 {
             let mut h = [zero; 4];
-            for j in 0..4 {
-                h[j] = W::halves(sq_dev_acc::<T, W, G>(
-                    x.add((4 * q + j) * G),
-                    mean[4 * q + j],
-                ));
+            for (j, hj) in h.iter_mut().enumerate() {
+                let g = 4 * q + j;
+                let m = W::splat(mean[g]);
+                let mut acc = W::zeros();
+                for &v in &kept[c * g..c * g + c] {
+                    acc = W::add(acc, W::squared(W::minus(v, m)));
+                }
+                *hj = W::halves(acc);
             }
             _mm256_storeu_pd(m2.as_mut_ptr().add(4 * q), _mm256_add_pd(zero, hsum4(h)));
         }
@@ -538,7 +575,7 @@ unsafe fn acc_staged<W: Wide, const C: usize>(
     }
 }
 
-/// The chunks of eight groups that `moments_fixed8` read, as f64, for `write_affine_fixed`:
+/// The chunks of eight groups that `moments_fixed8` read, as f64, for `write_affine_kept`:
 /// each chunk is converted once instead of once per pass (for f32 rewards the conversions
 /// were a third of the vector instructions of these loops, which are bound by the vector ports).
 pub(crate) type Stage<W, const C: usize> = [[W; C]; 8];
@@ -595,14 +632,15 @@ pub(crate) unsafe fn moments_fixed8<T: Real, W: Wide, const C: usize>(
     }
 }
 
-/// Write (x_i - mu) * k over `x[a..a + 8 C]` to `out`, x's chunks as `moments_fixed8` kept
-/// them in `kept` (values past `b` are to be overwritten by the following groups). With
-/// `probe`, false if a value of `[a, b)` is not finite in T.
+/// Write (x_i - mu) * k of the chunks `kept` (a group's values as `moments8` or
+/// `moments_fixed8` kept them) to `out[..8 kept.len()]`: values past the group's `n` are to
+/// be overwritten by the following groups. With `probe`, false if one of the first `n`
+/// values is not finite in T.
 #[inline(always)]
-pub(crate) unsafe fn write_affine_fixed<T: Real, W: Wide, const C: usize>(
-    kept: &[W; C],
+pub(crate) unsafe fn write_affine_kept<T: Real, W: Wide>(
+    kept: &[W],
     out: *mut T,
-    (a, b): (usize, usize),
+    n: usize,
     mu: f64,
     k: f64,
     probe: bool,
@@ -611,12 +649,15 @@ pub(crate) unsafe fn write_affine_fixed<T: Real, W: Wide, const C: usize>(
     unsafe {
         let (m, kk) = (W::splat(mu), W::splat(k));
         let mut found = W::zeros();
-        let n = (b - a) as i64;
         for (c, &v) in kept.iter().enumerate() {
-            let at = out.add(a + 8 * c);
+            let at = out.add(8 * c);
             W::store(at, W::affine(v, m, kk));
             if probe {
-                probe_into(&mut found, W::load(at), W::lanes_below(n - 8 * c as i64));
+                probe_into(
+                    &mut found,
+                    W::load(at),
+                    W::lanes_below(n as i64 - 8 * c as i64),
+                );
             }
         }
         all_finite(found)
@@ -739,13 +780,30 @@ mod tests {
         // SAFETY: the caller upholds this function's contract (see its doc and the module's).
         unsafe {
             for b in x.chunks_exact(8 * G) {
-                let (mut mean, mut m2) = ([0.0; 8], [0.0; 8]);
-                moments8::<T, W, G>(b.as_ptr(), &mut mean, Some(&mut m2));
+                let (mut mean, mut m2) = ([0.0f64; 8], [0.0f64; 8]);
+                let mut stage = MaybeUninit::<[W; G]>::uninit();
+                moments8::<T, W, G>(b.as_ptr(), &mut stage, &mut mean, Some(&mut m2));
+                let kept = stage.assume_init_ref();
                 for (j, g) in b.chunks_exact(G).enumerate() {
                     let x0 = g[0].to_f64();
                     let want = x0 + stats::sum_shifted(g, x0) / G as f64;
                     assert_eq!(mean[j].to_bits(), want.to_bits());
                     assert_eq!(m2[j].to_bits(), stats::sum_sq_dev(g, want).to_bits());
+                    // the write from the kept chunks: the plain map's bits
+                    let k = 1.0 / (m2[j] / G as f64).sqrt();
+                    let mut fast = vec![T::zero(); G];
+                    let rows = &kept[G / 8 * j..G / 8 * (j + 1)];
+                    let ok =
+                        write_affine_kept::<T, W>(rows, fast.as_mut_ptr(), G, mean[j], k, probe);
+                    let plain: Vec<T> = g
+                        .iter()
+                        .map(|v| T::from_f64((v.to_f64() - mean[j]) * k))
+                        .collect();
+                    assert!(fast
+                        .iter()
+                        .zip(&plain)
+                        .all(|(a, b)| a.to_f64().to_bits() == b.to_f64().to_bits()));
+                    assert!(!probe || ok == plain.iter().all(|v| v.to_f64().is_finite()));
                 }
             }
             for g in x.chunks_exact(G) {

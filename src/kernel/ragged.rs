@@ -162,10 +162,10 @@ fn chunked<T: Real, const AVX: bool, W: Lanes, const C: usize>(
             // (checked by `block`); the stores past b are overwritten by the following
             // groups, written after this one; this thread owns `out`. No probe: `proven`.
             unsafe {
-                simd::write_affine_fixed::<T, W, C>(
+                simd::write_affine_kept::<T, W>(
                     &stage[j],
-                    out.as_mut_ptr(),
-                    (a, b),
+                    out.as_mut_ptr().add(a),
+                    b - a,
                     mean[j],
                     k[j],
                     false,
@@ -202,10 +202,10 @@ fn chunked<T: Real, const AVX: bool, W: Lanes, const C: usize>(
         if fixed {
             // SAFETY: as above; `moments_fixed8` wrote every row of the stage (fixed).
             if !unsafe {
-                simd::write_affine_fixed::<T, W, C>(
+                simd::write_affine_kept::<T, W>(
                     &stage.assume_init_ref()[j],
-                    out.as_mut_ptr(),
-                    (a, b),
+                    out.as_mut_ptr().add(a),
+                    b - a,
                     mu,
                     k[j],
                     probe,

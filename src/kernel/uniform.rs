@@ -44,6 +44,10 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool, W: Lanes>(
         let fours = cfg!(target_arch = "x86_64") && AVX && G == 4;
         // A whole block takes the block-wide vector moments; a partial one, per-group loops.
         let whole = nb == BLOCK && (simd || fours);
+        // The chunks `simd::moments8` reads, kept for its M2 pass and the write (written by
+        // it; a whole block of groups of a multiple of 8 values).
+        #[cfg(target_arch = "x86_64")]
+        let mut stage = std::mem::MaybeUninit::<[W; G]>::uninit();
         #[cfg(target_arch = "x86_64")]
         if whole {
             let m2 = (p.scale == Scale::Group).then_some(&mut m2);
@@ -52,7 +56,7 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool, W: Lanes>(
                 if fours {
                     simd::moments4x8(xb.as_ptr(), &mut mean, m2)
                 } else {
-                    simd::moments8::<T, W, G>(xb.as_ptr(), &mut mean, m2)
+                    simd::moments8::<T, W, G>(xb.as_ptr(), &mut stage, &mut mean, m2)
                 }
             };
         }
@@ -129,6 +133,17 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool, W: Lanes>(
             let mu = mu_of(j);
             let probe = !proven && !cannot_overflow::<T>(G as f64, mean[j], mu, k[j], known);
             let (xs, os) = (&xb[j * G..(j + 1) * G], &mut ob[j * G..(j + 1) * G]);
+            #[cfg(target_arch = "x86_64")]
+            if simd && whole {
+                // SAFETY: as above; os holds G values; `moments8` wrote the stage (whole).
+                if !unsafe {
+                    let kept = &stage.assume_init_ref()[G / 8 * j..G / 8 * (j + 1)];
+                    simd::write_affine_kept::<T, W>(kept, os.as_mut_ptr(), G, mu, k[j], probe)
+                } {
+                    return Err((g0 + j, Fault::Overflow));
+                }
+                continue;
+            }
             #[cfg(target_arch = "x86_64")]
             if simd {
                 // SAFETY: as above; os holds G values.
