@@ -575,6 +575,47 @@ unsafe fn acc_staged<W: Wide, const C: usize>(
     }
 }
 
+/// `write::block_affine` of eight groups under the group scale, four groups per vector:
+/// k = factor / (sqrt(m2 / (n - ddof)) + eps), +0 where that denominator is 0 (`ratio`), with
+/// factor n / (n - 1) when `loo` (`loo_factor`), else 1: the same operations in the same
+/// order, so the same bits. (The compiler's own vectors for `block_affine` mixed 2- and
+/// 4-lane pieces read across the stores of `m2`: store-forwarding stalls.)
+#[inline(always)]
+pub(crate) unsafe fn group_factors8(
+    n: &[f64; 8],
+    m2: &[f64; 8],
+    ddof: f64,
+    eps: f64,
+    loo: bool,
+) -> [f64; 8] {
+    // SAFETY: the caller upholds this function's contract (see its doc and the module's).
+    unsafe {
+        let mut k = [0.0f64; 8];
+        let (ddof, eps, one) = (
+            _mm256_set1_pd(ddof),
+            _mm256_set1_pd(eps),
+            _mm256_set1_pd(1.0),
+        );
+        for q in 0..2 {
+            let nv = _mm256_loadu_pd(n.as_ptr().add(4 * q));
+            let m2v = _mm256_loadu_pd(m2.as_ptr().add(4 * q));
+            let d = _mm256_add_pd(
+                _mm256_sqrt_pd(_mm256_div_pd(m2v, _mm256_sub_pd(nv, ddof))),
+                eps,
+            );
+            let factor = if loo {
+                _mm256_div_pd(nv, _mm256_sub_pd(nv, one))
+            } else {
+                one
+            };
+            let nonzero = _mm256_cmp_pd::<_CMP_NEQ_UQ>(d, _mm256_setzero_pd());
+            let kv = _mm256_and_pd(_mm256_div_pd(factor, d), nonzero);
+            _mm256_storeu_pd(k.as_mut_ptr().add(4 * q), kv);
+        }
+        k
+    }
+}
+
 /// The chunks of eight groups that `moments_fixed8` read, as f64, for `write_affine_kept`:
 /// each chunk is converted once instead of once per pass (for f32 rewards the conversions
 /// were a third of the vector instructions of these loops, which are bound by the vector ports).

@@ -85,7 +85,8 @@ pub(crate) fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
 
 /// The write pass of `copy` against the generic one: the same bits for ragged sizes 0..70
 /// and 0..=32 (empty groups and singletons included), ragged groups all of size 13 and
-/// uniform sizes 3, 4, 5, 8, 12, 16 and 24, under several policies, and the same first faulty group. `Ok(false)`: the CPU lacks the copy's
+/// uniform sizes 3, 4, 5, 8, 12, 16 and 24, groups without spread among them, under several
+/// policies, and the same first faulty group. `Ok(false)`: the CPU lacks the copy's
 /// features (nothing was compared). Run by the unit tests and, so that a CPU without the
 /// features reports a skip rather than a pass, by `tests/test_native_stages.py`.
 pub fn self_check(copy: Isa) -> Result<bool, String> {
@@ -100,9 +101,15 @@ pub fn self_check(copy: Isa) -> Result<bool, String> {
     }
     let n = *offsets.last().unwrap() as usize;
     let ragged = Grouping::ragged(n, &offsets).unwrap();
-    let x64: Vec<f64> = (0..n)
+    // (every 400 values, a stretch of 40 equal ones: groups without spread in every layout)
+    let mut x64: Vec<f64> = (0..n)
         .map(|_| 1e6 + next(1 << 20) as f64 / 1024.0)
         .collect();
+    for i in 0..n {
+        if i % 400 < 40 {
+            x64[i] = x64[i - i % 400];
+        }
+    }
     let x32: Vec<f32> = x64.iter().map(|&v| v as f32).collect();
     let policies = [
         Params::default(),
@@ -116,6 +123,11 @@ pub fn self_check(copy: Isa) -> Result<bool, String> {
         Params {
             center: Center::None,
             scale: Scale::None,
+            ..Params::default()
+        },
+        Params {
+            ddof: 1,
+            eps: 1e-4,
             ..Params::default()
         },
     ];
