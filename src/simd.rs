@@ -578,8 +578,11 @@ unsafe fn acc_staged<W: Wide, const C: usize>(
 /// `write::block_affine` of eight groups under the group scale, four groups per vector:
 /// k = factor / (sqrt(m2 / (n - ddof)) + eps), +0 where that denominator is 0 (`ratio`), with
 /// factor n / (n - 1) when `loo` (`loo_factor`), else 1: the same operations in the same
-/// order, so the same bits. (The compiler's own vectors for `block_affine` mixed 2- and
-/// 4-lane pieces read across the stores of `m2`: store-forwarding stalls.)
+/// order, so the same bits (and those of `block_affine_uniform`, whose product by an exact
+/// reciprocal rounds like this quotient). The compiler's own vectors read `m2` across the
+/// two 4-lane stores that wrote it (ragged blocks: mixed 2- and 4-lane pieces; uniform
+/// blocks: one 8-lane load), which stalled the division chain on store forwarding: ~10%
+/// of a block's time at 1e7 rewards.
 #[inline(always)]
 pub(crate) unsafe fn group_factors8(
     n: &[f64; 8],

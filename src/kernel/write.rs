@@ -97,7 +97,8 @@ pub(super) fn block_affine(
 /// `block_affine` for groups of one size `g`: the per-group division of M2 by `g - ddof`
 /// becomes a multiplication where that count is a power of two (its reciprocal is exact, so
 /// the product rounds the same real number as the quotient: the same bits), which frees the
-/// divider for the division of the factor by the denominator.
+/// divider for the division of the factor by the denominator. (Whole blocks in the AVX
+/// copies take `simd::group_factors8`.)
 #[inline(always)]
 pub(super) fn block_affine_uniform(
     g: f64,
