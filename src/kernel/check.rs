@@ -85,8 +85,8 @@ pub(crate) fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
 
 /// The write pass of `copy` against the generic one: the same bits for ragged sizes 0..70
 /// and 0..=32 (empty groups and singletons included), ragged groups all of size 13 and
-/// uniform sizes 3, 4, 5, 8, 12, 16 and 24, groups without spread among them, under several
-/// policies, and the same first faulty group. `Ok(false)`: the CPU lacks the copy's
+/// uniform sizes 2, 3, 4, 5, 8, 12, 16, 24, 32 and 64, groups without spread among them,
+/// under several policies, and the same first faulty group. `Ok(false)`: the CPU lacks the copy's
 /// features (nothing was compared). Run by the unit tests and, so that a CPU without the
 /// features reports a skip rather than a pass, by `tests/test_native_stages.py`.
 pub fn self_check(copy: Isa) -> Result<bool, String> {
@@ -142,7 +142,7 @@ pub fn self_check(copy: Isa) -> Result<bool, String> {
     let equal: Vec<i64> = (0..=(n / 13) as i64).map(|g| 13 * g).collect();
     let equal = Grouping::ragged(n / 13 * 13, &equal).unwrap();
     let mut layouts = vec![ragged.clone(), short, equal];
-    for size in [3usize, 4, 5, 8, 12, 16, 24] {
+    for size in [2usize, 3, 4, 5, 8, 12, 16, 24, 32, 64] {
         layouts.push(Grouping::uniform(n / size * size, size).unwrap());
     }
     for g in &layouts {
