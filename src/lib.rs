@@ -524,23 +524,38 @@ mod python {
         })
     }
 
-    fn advantages_typed<T: Real + Element>(
-        py: Python<'_>,
+    /// `f` on the values of `rewards` and of `out`, which must be a 1-D array of the same
+    /// dtype (`f` borrows any further input after these two).
+    fn with_rewards_out<T: Real + Element, R>(
         rewards: &Bound<'_, PyArray1<T>>,
         out: &Bound<'_, PyAny>,
-        grouping: &Grouping,
-        p: &Params,
-        moments: Option<&[Moments]>,
-    ) -> PyResult<()> {
+        f: impl FnOnce(&[T], &mut [T]) -> PyResult<R>,
+    ) -> PyResult<R> {
         let out = out.cast::<PyArray1<T>>().map_err(|_| {
             PyTypeError::new_err("out must be a 1-D array of the same dtype as rewards")
         })?;
         let x = read(rewards, "rewards")?;
         let mut o = write(out, "out")?;
-        let xs = x.as_slice()?;
-        let os = o.as_slice_mut()?;
-        py.detach(|| advantage::advantages_with(xs, os, grouping, p, moments))?;
-        Ok(())
+        f(x.as_slice()?, o.as_slice_mut()?)
+    }
+
+    /// `f32_fn` or `f64_fn` (the same code for each dtype) on the f32 or f64 1-D rewards and
+    /// an `out` of the same dtype (`with_rewards_out`).
+    fn with_typed<E: Into<PyErr>>(
+        rewards: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+        f32_fn: impl FnOnce(&[f32], &mut [f32]) -> Result<(), E>,
+        f64_fn: impl FnOnce(&[f64], &mut [f64]) -> Result<(), E>,
+    ) -> PyResult<()> {
+        if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
+            with_rewards_out(r, out, |x, o| f32_fn(x, o).map_err(Into::into))
+        } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
+            with_rewards_out(r, out, |x, o| f64_fn(x, o).map_err(Into::into))
+        } else {
+            Err(PyTypeError::new_err(
+                "rewards must be a 1-D float32 or float64 array",
+            ))
+        }
     }
 
     /// Advantages of `rewards` (contiguous 1-D float32/float64) into `out` (same dtype/length).
@@ -566,34 +581,27 @@ mod python {
         p.batch_std = batch_std;
         let ms = moments.map(records).transpose()?;
         let ms = ms.as_deref();
+        let g = &grouping.inner;
         guard(|| {
-            if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
-                advantages_typed(py, r, out, &grouping.inner, &p, ms)
-            } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
-                advantages_typed(py, r, out, &grouping.inner, &p, ms)
-            } else {
-                Err(PyTypeError::new_err(
-                    "rewards must be a 1-D float32 or float64 array",
-                ))
-            }
+            with_typed(
+                rewards,
+                out,
+                |x, o| py.detach(|| advantage::advantages_with(x, o, g, &p, ms)),
+                |x, o| py.detach(|| advantage::advantages_with(x, o, g, &p, ms)),
+            )
         })
     }
 
-    fn advantages_offsets_typed<T: Real + Element>(
+    /// `advantage::advantages_offsets` of `xs` into `os` over `offsets`, read in place.
+    fn offsets_into<T: Real>(
         py: Python<'_>,
-        rewards: &Bound<'_, PyArray1<T>>,
-        out: &Bound<'_, PyAny>,
+        xs: &[T],
+        os: &mut [T],
         offsets: &Bound<'_, PyArray1<i64>>,
         p: &Params,
     ) -> PyResult<()> {
-        let out = out.cast::<PyArray1<T>>().map_err(|_| {
-            PyTypeError::new_err("out must be a 1-D array of the same dtype as rewards")
-        })?;
-        let x = read(rewards, "rewards")?;
         let offs = read(offsets, "offsets")?;
-        let mut o = write(out, "out")?;
-        let (xs, ofs) = (x.as_slice()?, offs.as_slice()?);
-        let os = o.as_slice_mut()?;
+        let ofs = offs.as_slice()?;
         py.detach(|| advantage::advantages_offsets(xs, os, ofs, p))
             .map_err(|e| match e {
                 advantage::OffsetsError::Layout(e) => PyErr::from(e),
@@ -623,15 +631,12 @@ mod python {
         let mut p = parse_params(center, scale, ddof, eps, singleton, nan, num_threads)?;
         p.batch_std = batch_std;
         guard(|| {
-            if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
-                advantages_offsets_typed(py, r, out, offsets, &p)
-            } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
-                advantages_offsets_typed(py, r, out, offsets, &p)
-            } else {
-                Err(PyTypeError::new_err(
-                    "rewards must be a 1-D float32 or float64 array",
-                ))
-            }
+            with_typed(
+                rewards,
+                out,
+                |x, o| offsets_into(py, x, o, offsets, &p),
+                |x, o| offsets_into(py, x, o, offsets, &p),
+            )
         })
     }
 
@@ -1587,29 +1592,6 @@ mod python {
 
     // ---- issue 12, group-level estimators (engineer "groups"): top-2 per group (select.rs)
     // and (N, K) multi-component rewards (components.rs) ----
-
-    /// `f` on the f32 or f64 1-D rewards and an `out` of the same dtype.
-    fn with_typed(
-        rewards: &Bound<'_, PyAny>,
-        out: &Bound<'_, PyAny>,
-        f32_fn: impl FnOnce(&[f32], &mut [f32]) -> Result<(), AdvError>,
-        f64_fn: impl FnOnce(&[f64], &mut [f64]) -> Result<(), AdvError>,
-    ) -> PyResult<()> {
-        let same = || PyTypeError::new_err("out must be a 1-D array of the same dtype as rewards");
-        if let Ok(r) = rewards.cast::<PyArray1<f32>>() {
-            let o = out.cast::<PyArray1<f32>>().map_err(|_| same())?;
-            let (x, mut o) = (read(r, "rewards")?, write(o, "out")?);
-            Ok(f32_fn(x.as_slice()?, o.as_slice_mut()?)?)
-        } else if let Ok(r) = rewards.cast::<PyArray1<f64>>() {
-            let o = out.cast::<PyArray1<f64>>().map_err(|_| same())?;
-            let (x, mut o) = (read(r, "rewards")?, write(o, "out")?);
-            Ok(f64_fn(x.as_slice()?, o.as_slice_mut()?)?)
-        } else {
-            Err(PyTypeError::new_err(
-                "rewards must be a 1-D float32 or float64 array",
-            ))
-        }
-    }
 
     /// Pass@k advantages (verl grpo_passk): only each group's best reward gets
     /// `(max - second) / (std + eps)` (scale "group") or `max - second` (scale "none").
