@@ -34,9 +34,9 @@ pub(super) fn block<T: Real, const AVX: bool, W: Lanes>(
     // Chunked reads of the last group stay inside the batch: the AVX loops may run.
     let simd = cfg!(target_arch = "x86_64") && AVX && spans[nb - 1].1 + 8 <= x.len();
     // A whole block of groups of up to 32 values whose chunks all stay in the batch runs the
-    // same number of chunks for every group (`simd::*_fixed`, unrolled): no branch on group
-    // sizes. Blocks of equal sizes too: at 1e7 rewards in groups of 3, 5, 12 or 16 (one
-    // thread), 35-50% faster than the per-group loops, which predict well but run a
+    // same number of chunks for every group (`simd::moments_fixed8`, unrolled): no branch on
+    // group sizes. Blocks of equal sizes too: at 1e7 rewards in groups of 3, 5, 12 or 16
+    // (one thread), 35-50% faster than the per-group loops, which predict well but run a
     // remainder step per group and pass.
     let chunks = longest.div_ceil(8).max(1);
     let fixed = simd && nb == BLOCK && chunks <= 4 && spans[nb - 1].0 + 8 * chunks <= x.len();
@@ -66,8 +66,8 @@ struct Block<'a> {
     simd: bool,
 }
 
-/// `block` with `C` chunks for every group (`simd::*_fixed`), or with per-group chunk counts
-/// (C = 0; the AVX loops where `simd`, else the generic ones).
+/// `block` with `C` chunks for every group (`simd::moments_fixed8`), or with per-group chunk
+/// counts (C = 0; the AVX loops where `simd`, else the generic ones).
 #[inline(always)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn chunked<T: Real, const AVX: bool, W: Lanes, const C: usize>(
