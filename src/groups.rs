@@ -473,24 +473,35 @@ where
 
 /// Cut groups `0..k` into batches of about `n / batches` elements each, on group boundaries.
 pub fn split_groups(grouping: &Grouping, batches: usize) -> Vec<Range<usize>> {
-    let k = grouping.n_groups();
-    let n = grouping.len();
+    let (k, n) = (grouping.n_groups(), grouping.len());
+    let bounds = batch_bounds(k, n, batches, |t| first_group_ending_after(grouping, t));
+    bounds.windows(2).map(|w| w[0]..w[1]).collect()
+}
+
+/// The group bounds `0 = b0 < b1 < ... < bm = k` that cut groups `0..k`, of `n` elements in
+/// all, into at most `batches` batches of about `n / batches` elements each, on group
+/// boundaries (just `[0]` for k = 0). `reach(t)` is the smallest g whose first g groups hold
+/// at least t elements (anything above k counts as k: raw offsets may say anything).
+pub fn batch_bounds(
+    k: usize,
+    n: usize,
+    batches: usize,
+    reach: impl Fn(usize) -> usize,
+) -> Vec<usize> {
     let batches = batches.clamp(1, k.max(1));
-    let mut out = Vec::with_capacity(batches);
-    let mut g0 = 0;
+    let mut bounds = Vec::with_capacity(batches + 1);
+    bounds.push(0);
     for b in 1..=batches {
-        let g1 = if b == batches {
+        let g = if b == batches {
             k
         } else {
-            let target = n * b / batches;
-            first_group_ending_after(grouping, target).max(g0)
+            reach(n * b / batches).min(k)
         };
-        if g1 > g0 {
-            out.push(g0..g1);
+        if g > bounds[bounds.len() - 1] {
+            bounds.push(g);
         }
-        g0 = g1;
     }
-    out
+    bounds
 }
 
 /// Smallest g such that the first g groups hold at least `target` elements.
@@ -736,6 +747,17 @@ mod tests {
             let r = split_groups(&g, b);
             assert!(covers(&r, 8), "{b}: {r:?}");
         }
+    }
+
+    #[test]
+    fn batch_bounds_increase_strictly_whatever_reach_says() {
+        assert_eq!(batch_bounds(0, 0, 4, |_| 0), vec![0]);
+        // a reach past k (raw offsets that lie), or stuck at 0: bounds stay in 0..=k, strictly
+        // increasing, and end at k
+        assert_eq!(batch_bounds(5, 100, 4, |_| 99), vec![0, 5]);
+        assert_eq!(batch_bounds(5, 100, 4, |_| 0), vec![0, 5]);
+        assert_eq!(batch_bounds(8, 80, 4, |t| t / 10), vec![0, 2, 4, 6, 8]);
+        assert_eq!(batch_bounds(3, 80, 10, |t| t / 10), vec![0, 2, 3]);
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! layout error or gives the advantages of the offsets as they are then.
 
 use super::{advantages_with, fault_to_error, AdvError, Denom, Fault, Params};
-use crate::groups::{Grouping, LayoutError};
+use crate::groups::{batch_bounds, Grouping, LayoutError};
 use crate::kernel;
 use crate::parallel::{map_pieces, resolve_threads, CHUNK_ELEMENTS, SERIAL_BELOW};
 use crate::real::Real;
@@ -87,17 +87,11 @@ pub fn advantages_offsets<T: Real>(
     let batches = if threads <= 1 || n < SERIAL_BELOW {
         1
     } else {
-        n.div_ceil(CHUNK_ELEMENTS).clamp(1, k)
+        n.div_ceil(CHUNK_ELEMENTS)
     };
-    let mut bounds = vec![0usize];
-    for b in 1..batches {
-        let target = (n * b / batches) as i64;
-        let g = offsets.partition_point(|&o| o < target).min(k);
-        if g > *bounds.last().unwrap() {
-            bounds.push(g);
-        }
-    }
-    bounds.push(k);
+    let bounds = batch_bounds(k, n, batches, |t| {
+        offsets.partition_point(|&o| o < t as i64)
+    });
     let cuts: Vec<i64> = bounds.iter().map(|&g| offsets[g]).collect();
     if cuts.windows(2).any(|w| w[1] < w[0]) || cuts[0] != 0 || cuts[cuts.len() - 1] != n as i64 {
         return checked_copy(x, out, offsets, p);
