@@ -7,8 +7,11 @@
 //! * The whole batch loop is compiled for baseline x86-64 and again with AVX2 (and with
 //!   AVX-512F enabled, for the compiler's own code), and picked at run time. The AVX copies
 //!   run the explicit vector loops of `simd` (uniform groups of 4 or a multiple of 8, ragged
-//!   groups with masked tails, ragged blocks of varying sizes up to 32 with a fixed chunk
-//!   count); no fused multiply-add is introduced, so every copy gives the same bits.
+//!   groups with masked tails, blocks of groups of up to 32 with a fixed chunk count, equal
+//!   sizes or not); no fused multiply-add is introduced, so every copy gives the same bits.
+//! * In those vector loops a block's rewards are read (and converted to f64) once: the moment
+//!   pass keeps the chunks for the M2 pass and the write; the block's factors are one vector
+//!   pass (`simd::group_factors8`).
 //! * Writes skip the overflow probe where `cannot_overflow` proves it unneeded.
 //!
 //! Policies (singletons, non-finite means) are applied by `policy::group_affine`, shared
