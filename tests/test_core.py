@@ -353,6 +353,30 @@ def test_uniform_kernel_is_accurate_for_offset_rewards(offset, size):
     assert np.all(np.abs(got - exact) <= bound * (1 + np.abs(exact)))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [3, 5, 12, 16, 24, 40])
+def test_equal_sizes_give_the_same_bits_as_group_size_and_as_offsets(dtype, size):
+    # Native: whole blocks of equal sizes run the fixed-count vector loops (uniform sizes
+    # without a copy of their own share the ragged block loop); constant-size kernels (16) are
+    # another loop: the same bits on every route, with exact zeros for groups without spread.
+    rng = np.random.default_rng(size)
+    k = 8 * 40 + 5  # whole blocks and a partial one
+    r = (rng.integers(0, 4, (k, size)) * 0.25 + rng.normal(size=(k, size)) * 1e-3).astype(dtype)
+    r[::7] = r[::7, :1]  # every seventh group all equal
+    r = r.ravel()
+    by_size = ga.grpo(r, size, eps=1e-6)
+    by_offsets = ga.grpo(r, offsets=np.arange(0, k * size + 1, size), eps=1e-6)
+    assert by_size.dtype == dtype
+    if ga.backend() == "native":
+        np.testing.assert_array_equal(by_size.view(np.uint8), by_offsets.view(np.uint8))
+    else:  # numpy sums rows with einsum and offsets groups with reduceat: float64 rounds apart
+        np.testing.assert_allclose(by_size, by_offsets, rtol=1e-12, atol=1e-12)
+    g = r.reshape(k, size).astype(np.float64)
+    want = (g - g.mean(axis=1, keepdims=True)) / (g.std(axis=1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(by_size.reshape(k, size), want, rtol=1e-5, atol=1e-5)
+    assert not by_size.reshape(k, size)[::7].any()
+
+
 @pytest.mark.parametrize("offset", [0.0, 1e6, 1e9])
 @pytest.mark.parametrize("size", [2, 4, 16])
 def test_interleaved_labels_equal_contiguous_groups_at_large_offsets(offset, size):

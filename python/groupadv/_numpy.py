@@ -844,7 +844,7 @@ def _plain_moments(x: np.ndarray, g: Grouping, res: np.ndarray):
         if not math.isfinite(np.add.reduce(total)):  # a non-finite reward, or a spread beyond float64
             return None
         # The general stage's arithmetic exactly (mean = first + sum / count, then r - mean),
-        # so that both paths, and so every layout, give the same bits; exact 0 when all equal.
+        # so that the two paths give the same bits, in every layout; exact 0 when all equal.
         np.subtract(xv, g.spread(first + total / g.counts()), out=rv)
     # Row dots for uniform groups (no temporary); the other layouts reduce the squares.
     m2 = _einsum("ij,ij->i", rv, rv) if uniform else g.sum(np.square(res))
