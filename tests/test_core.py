@@ -377,6 +377,29 @@ def test_equal_sizes_give_the_same_bits_as_group_size_and_as_offsets(dtype, size
     assert not by_size.reshape(k, size)[::7].any()
 
 
+@pytest.mark.parametrize("tail", [0, 1, 7])
+def test_offsets_of_one_size_and_then_others_match_the_formula(tail):
+    # A large offsets layout whose first groups all have 16 rewards (batches of them take the
+    # group_size=16 kernel) and whose last `tail` groups have other sizes (their batch takes
+    # the ragged blocks); an overflowing group is named by its index on either route.
+    rng = np.random.default_rng(tail)
+    sizes = np.r_[np.full(40_000, 16), rng.integers(1, 40, tail)]
+    offs = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    r = rng.normal(size=offs[-1]).astype(np.float32)
+    got = ga.grpo(r, offsets=offs, eps=1e-6)
+    want = np.empty(offs[-1])
+    for a, b in zip(offs[:-1], offs[1:]):
+        g = r[a:b].astype(np.float64)
+        want[a:b] = (g - g.mean()) / (g.std() + 1e-6) if b - a > 1 else 0.0
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for grp in (3, 39_999):
+        bad = r.copy()
+        bad[offs[grp]:offs[grp + 1]] = 3e38
+        bad[offs[grp]] = -3e38
+        with pytest.raises(ValueError, match=f"group {grp} "):
+            ga.drgrpo(bad, offsets=offs)
+
+
 @pytest.mark.parametrize("offset", [0.0, 1e6, 1e9])
 @pytest.mark.parametrize("size", [2, 4, 16])
 def test_interleaved_labels_equal_contiguous_groups_at_large_offsets(offset, size):

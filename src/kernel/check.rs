@@ -84,10 +84,10 @@ pub(crate) fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
 }
 
 /// The write pass of `copy` against the generic one: the same bits for ragged sizes 0..70
-/// and 0..=32 (empty groups and singletons included), ragged groups all of size 13 and
+/// and 0..=32 (empty groups and singletons included), ragged groups all of size 13 or 16,
 /// uniform sizes 2, 3, 4, 5, 8, 12, 16, 24, 32 and 64, groups without spread among them,
-/// under several policies, and the same first faulty group. `Ok(false)`: the CPU lacks the copy's
-/// features (nothing was compared). Run by the unit tests and, so that a CPU without the
+/// under several policies, and the same first faulty group. `Ok(false)`: the CPU lacks the
+/// copy's features (nothing was compared). Run by the unit tests and, so that a CPU without the
 /// features reports a skip rather than a pass, by `tests/test_native_stages.py`.
 pub fn self_check(copy: Isa) -> Result<bool, String> {
     if !copy.supported() {
@@ -138,10 +138,13 @@ pub fn self_check(copy: Isa) -> Result<bool, String> {
         short.push(short.last().unwrap() + size as i64);
     }
     let short = Grouping::ragged(*short.last().unwrap() as usize, &short).unwrap();
-    // Blocks of equal sizes take the fixed-count loops too.
-    let equal: Vec<i64> = (0..=(n / 13) as i64).map(|g| 13 * g).collect();
-    let equal = Grouping::ragged(n / 13 * 13, &equal).unwrap();
-    let mut layouts = vec![ragged.clone(), short, equal];
+    // Blocks of equal sizes take the fixed-count loops too; offsets of one size with a copy
+    // of its own (16) take that copy.
+    let equal = |size: usize| {
+        let offs: Vec<i64> = (0..=n / size).map(|g| (size * g) as i64).collect();
+        Grouping::ragged(n / size * size, &offs).unwrap()
+    };
+    let mut layouts = vec![ragged.clone(), short, equal(13), equal(16)];
     for size in [2usize, 3, 4, 5, 8, 12, 16, 24, 32, 64] {
         layouts.push(Grouping::uniform(n / size * size, size).unwrap());
     }
