@@ -138,17 +138,8 @@ fn chunked<T: Real, const AVX: bool, W: Lanes, const C: usize>(
     // The affine maps side by side, as in `uniform`; an unusual group (fewer than 2
     // rewards, non-finite, guarded) takes the per-group route, its neighbours do not.
     let centred = p.center != Center::None;
+    let k = block_affine::<AVX>(&n, &m2, p, batch);
     let known = p.scale == Scale::Group;
-    #[cfg(target_arch = "x86_64")]
-    let k = if fixed && known {
-        let loo = p.center == Center::LeaveOneOut;
-        // SAFETY: AVX2 is enabled (AVX, as `fixed` implies).
-        unsafe { simd::group_factors8(&n, &m2, p.ddof as f64, p.eps, loo) }
-    } else {
-        block_affine(&n, &m2, p, batch)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let k = block_affine(&n, &m2, p, batch);
     // Centred on its own finite mean (|mean - mu| = 0), `cannot_overflow` reduces to a
     // bound on n, which grows with n: checked once for the longest group, without products.
     let proven = centred && known && cannot_overflow::<T>(longest as f64, 0.0, 0.0, 0.0, true);

@@ -90,16 +90,7 @@ pub(super) fn uniform<T: Real, const G: usize, const AVX: bool, W: Lanes>(
         // group here has G >= 2 rewards, so `group_affine` reduces to this unless a group is
         // unusual, and then the block takes the per-group route.
         let centred = p.center != Center::None;
-        #[cfg(target_arch = "x86_64")]
-        let k = if whole && simd && p.scale == Scale::Group {
-            let loo = p.center == Center::LeaveOneOut;
-            // SAFETY: AVX2 is enabled (AVX, as `simd` implies).
-            unsafe { simd::group_factors8(&[G as f64; BLOCK], &m2, p.ddof as f64, p.eps, loo) }
-        } else {
-            block_affine_uniform(G as f64, &m2, p, batch)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let k = block_affine_uniform(G as f64, &m2, p, batch);
+        let k = block_affine_uniform::<AVX>(G as f64, &m2, p, batch);
         // Plain loops with `&` (not `Iterator::all`, which is compiled out of line here,
         // without the vector instructions, and branches per group).
         // Over the whole block (lanes past `nb` count as usual), so that the loop is one
