@@ -92,7 +92,8 @@ def plain_out(out, rewards: np.ndarray, offsets=None) -> np.ndarray | None:
     owners = fl.owndata and rewards.flags.owndata and out is not rewards
     if not owners and np.may_share_memory(out, rewards):
         return None
-    if offsets is not None and np.may_share_memory(out, offsets):
+    if offsets is not None and not (fl.owndata and type(offsets) is np.ndarray and offsets.flags.owndata
+                                    and out is not offsets) and np.may_share_memory(out, offsets):
         return None
     return out
 
