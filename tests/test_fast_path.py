@@ -313,7 +313,13 @@ def test_bad_thread_environment_raises_on_the_fast_path(fast_only, monkeypatch):
     with pytest.raises(ValueError) as e2:
         general(x, group_size=8)
     assert type(e.value) is type(e2.value) and str(e.value) == str(e2.value)
+    offs = np.arange(0, 65, 8, dtype=np.int64)
+    with pytest.raises(ValueError, match="GROUPADV_NUM_THREADS"):
+        fast_only(x, offsets=offs)  # the one-off offsets route reads it too
     fast_only(x, 8, num_threads=1)  # an explicit count does not read it
+    fast_only(x, offsets=offs, num_threads=1)
+    monkeypatch.setenv("GROUPADV_NUM_THREADS", "")  # empty: unset
+    fast_only(x, offsets=offs)
     monkeypatch.setenv("GROUPADV_NUM_THREADS", "2")
     fast_only(x, 8)
     monkeypatch.delenv("GROUPADV_NUM_THREADS")

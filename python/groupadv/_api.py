@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _backend, _torch
-from ._groups import Groups, plain_layout, plain_offsets, resolve
+from ._groups import Groups, plain_layout, resolve
 from ._inputs import (
     MAX_THREADS,
     check_out,
@@ -19,7 +19,7 @@ from ._inputs import (
     eps_value,
     integer,
     out_array,
-    plain_out,
+    plain_inputs,
     rewards_array,
     threads_value,
 )
@@ -117,10 +117,6 @@ def _fast_advantages(x: np.ndarray, group_size, offsets, groups, center, scale, 
     it (and raises what it rejects)."""
     if not (x.ndim == 1 and (x.dtype is _F32 or x.dtype is _F64)):
         return None
-    n = x.shape[0]
-    fl = x.flags
-    if not (n and fl.c_contiguous and fl.aligned):
-        return None
     if not (type(center) is str and type(scale) is str and type(nan) is str
             and (singleton is None or type(singleton) is str)
             and (ddof is None or (type(ddof) is int and 0 <= ddof <= 1))
@@ -128,28 +124,29 @@ def _fast_advantages(x: np.ndarray, group_size, offsets, groups, center, scale, 
             and (batch_std is None or type(batch_std) is float)
             and (num_threads is None or (type(num_threads) is int and 0 < num_threads <= MAX_THREADS))):
         return None
-    result = plain_out(out, x, offsets)
+    n = x.shape[0]
+    layout = None
+    if offsets is None:
+        layout = plain_layout(n, group_size, None, groups)
+        if layout is None:
+            return None
+    elif group_size is not None or groups is not None:
+        return None
+    result = plain_inputs(x, out, offsets, num_threads)  # (reads GROUPADV_NUM_THREADS: a bad one raises)
     if result is None:
         return None
     params = (center, scale, 0 if ddof is None else ddof, 0.0 if eps is None else eps,
               "zero" if singleton is None else singleton, nan, 0 if num_threads is None else num_threads,
               batch_std)
-    if offsets is not None and group_size is None and groups is None and plain_offsets(offsets):
+    if layout is None:
         # A one-off ragged layout: the backend checks the offsets as it reads them, without a
         # layout object (the native core reads them in place instead of copying them).
-        if num_threads is None:
-            environment_threads()
         try:
             _backend.impl.advantages_offsets(x, result, offsets, *params)
         except GroupadvError as err:
-            with_label(err, plain_layout(n, None, offsets, None))
+            with_label(err, Groups(_backend.impl.grouping_offsets(n, offsets), _backend.name))
             raise
         return result
-    layout = plain_layout(n, group_size, offsets, groups)
-    if layout is None:
-        return None
-    if num_threads is None:
-        environment_threads()  # a bad GROUPADV_NUM_THREADS raises in every call
     try:  # as `with _labelled_errors(layout)`, without its three Python calls
         _backend.impl.advantages(x, result, layout._impl, *params)
     except GroupadvError as err:

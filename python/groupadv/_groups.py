@@ -179,29 +179,16 @@ def resolve(n: int, group_size=None, offsets=None, group_ids=None, groups=None) 
 
 def plain_layout(n: int, group_size=None, offsets=None, groups=None) -> Groups | None:
     """:func:`resolve` for the fast path of a call, where it is cheap: ``groups=`` of this
-    backend and length, a uniform layout already built and cached by :func:`make_groups`, or
-    contiguous int64 ``offsets=`` (checked by the backend, as there). Else None: the caller
-    takes :func:`resolve`, which builds, caches or rejects the layout."""
+    backend and length, or a uniform layout already built and cached by :func:`make_groups`.
+    Else None (``offsets=`` too: the fast path hands plain offsets to the backend itself): the
+    caller takes :func:`resolve`, which builds, caches or rejects the layout."""
     if groups is not None:
         ok = (group_size is None and offsets is None and type(groups) is Groups
               and groups._backend == _backend.name and groups._impl.n == n)
         return groups if ok else None
     if offsets is None:
         return _UNIFORM.get((_backend.name, n, group_size)) if type(group_size) is int else None
-    if group_size is not None or not plain_offsets(offsets):
-        return None
-    return Groups(_backend.impl.grouping_offsets(n, offsets), _backend.name)
-
-
-def plain_offsets(offsets) -> bool:
-    """offsets= that :func:`_offsets_array` passes on unchanged: a contiguous 1-D int64 array."""
-    if type(offsets) is not np.ndarray or offsets.dtype is not _I64 or offsets.ndim != 1:
-        return False
-    fl = offsets.flags
-    return fl.c_contiguous and fl.aligned
-
-
-_I64 = np.dtype(np.int64)
+    return None
 
 
 def _offsets_array(offsets) -> np.ndarray:

@@ -76,26 +76,46 @@ def out_array(out, like: np.ndarray) -> np.ndarray:
     return out
 
 
-def plain_out(out, rewards: np.ndarray, offsets=None) -> np.ndarray | None:
-    """For the fast path of a call on a plain ``rewards`` array: a fresh result array, or
-    ``out`` when every check of :func:`check_out` and :func:`out_array` passes on it; else
-    None (the caller takes those, which raise what is wrong)."""
+def plain_inputs(rewards: np.ndarray, out, offsets, num_threads) -> np.ndarray | None:
+    """For the fast path of a call on a 1-D float32/float64 ``rewards`` array: the result array
+    (fresh, or ``out``) when ``rewards`` (non-empty, contiguous, aligned), ``out`` (every check
+    of :func:`check_out` and :func:`out_array`) and ``offsets`` (None, or a contiguous 1-D int64
+    array, which the layout takes unchanged) pass, having read GROUPADV_NUM_THREADS where
+    ``num_threads`` is None (:func:`environment_threads` raises for a bad value, as in every
+    call); else None, having raised nothing: the caller takes the general path, which raises what
+    is wrong. One function for all of them, not four calls (N=8192 warm: 7.6 -> 7.3 µs a call)."""
+    fl = rewards.flags
+    if not (rewards.shape[0] and fl.c_contiguous and fl.aligned):
+        return None
+    if offsets is not None:
+        if type(offsets) is not np.ndarray or offsets.dtype is not _I64 or offsets.ndim != 1:
+            return None
+        ofl = offsets.flags
+        if not (ofl.c_contiguous and ofl.aligned):
+            return None
     if out is None:
-        return np.empty(rewards.shape, rewards.dtype)
-    if type(out) is not np.ndarray or out.dtype is not rewards.dtype or out.shape != rewards.shape:
-        return None
-    fl = out.flags
-    if not (fl.c_contiguous and fl.aligned and fl.writeable):
-        return None
-    # Two distinct arrays that each own their memory hold two allocations: no overlap to ask
-    # numpy about (a fifth of this check's cost); views are asked.
-    owners = fl.owndata and rewards.flags.owndata and out is not rewards
-    if not owners and np.may_share_memory(out, rewards):
-        return None
-    if offsets is not None and not (fl.owndata and type(offsets) is np.ndarray and offsets.flags.owndata
-                                    and out is not offsets) and np.may_share_memory(out, offsets):
-        return None
-    return out
+        result = np.empty(rewards.shape, rewards.dtype)
+    else:
+        if type(out) is not np.ndarray or out.dtype is not rewards.dtype or out.shape != rewards.shape:
+            return None
+        ufl = out.flags
+        if not (ufl.c_contiguous and ufl.aligned and ufl.writeable):
+            return None
+        # Two distinct arrays that each own their memory hold two allocations: no overlap to ask
+        # numpy about (a fifth of this check's cost); views are asked.
+        if not (ufl.owndata and fl.owndata and out is not rewards) and np.may_share_memory(out, rewards):
+            return None
+        if offsets is not None and not (ufl.owndata and ofl.owndata and out is not offsets) \
+                and np.may_share_memory(out, offsets):
+            return None
+        result = out
+    # GROUPADV_NUM_THREADS read in place (environment_threads only where it is set)
+    if num_threads is None and not (os.environ is _ENVIRON and _ENV_GET is not None and _ENV_GET(_ENV_KEY) is None):
+        environment_threads()
+    return result
+
+
+_I64 = np.dtype(np.int64)
 
 
 _TOO_HARD = getattr(np, "exceptions", np).TooHardError
@@ -200,6 +220,7 @@ _ENVIRON = os.environ
 # encoded names, where present (CPython's os._Environ), answers the same in one lookup.
 _ENV_DATA = getattr(_ENVIRON, "_data", None)
 _ENV_KEY = _ENVIRON.encodekey("GROUPADV_NUM_THREADS") if hasattr(_ENVIRON, "encodekey") else None
+_ENV_GET = _ENV_DATA.get if type(_ENV_DATA) is dict and _ENV_KEY is not None else None
 
 
 def _environment_raw() -> str | None:
