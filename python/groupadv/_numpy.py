@@ -59,7 +59,7 @@ _BATCH_OVERFLOW = (
 
 # Float warnings off, set directly where numpy (>= 2) keeps them: in a context variable. After
 # idle time (a training step between calls) np.errstate's Python layers cost 20-30 µs of a
-# 1e4-reward call (a third of it, measured); setting the variable to an error state made once
+# 1e4-reward call (a fifth of it, measured); setting the variable to an error state made once
 # costs a µs. (That state keeps the buffer size numpy had at import; it only paces buffered
 # casts.) numpy 1.x: np.errstate.
 def _error_state_variable() -> tuple[Any, Any]:
