@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _backend, _torch
-from ._groups import Groups, plain_layout, resolve
+from ._groups import Groups, make_groups, plain_layout, resolve
 from ._inputs import (
     MAX_THREADS,
     check_out,
@@ -127,7 +127,7 @@ def _fast_advantages(x: np.ndarray, group_size, offsets, groups, center, scale, 
     n = x.shape[0]
     layout = None
     if offsets is None:
-        layout = plain_layout(n, group_size, None, groups)
+        layout = plain_layout(n, group_size, groups)
         if layout is None:
             return None
     elif group_size is not None or groups is not None:
@@ -144,7 +144,7 @@ def _fast_advantages(x: np.ndarray, group_size, offsets, groups, center, scale, 
         try:
             _backend.impl.advantages_offsets(x, result, offsets, *params)
         except GroupadvError as err:
-            with_label(err, Groups(_backend.impl.grouping_offsets(n, offsets), _backend.name))
+            with_label(err, make_groups(n, offsets=offsets))
             raise
         return result
     try:  # as `with _labelled_errors(layout)`, without its three Python calls

@@ -177,18 +177,16 @@ def resolve(n: int, group_size=None, offsets=None, group_ids=None, groups=None) 
     return groups
 
 
-def plain_layout(n: int, group_size=None, offsets=None, groups=None) -> Groups | None:
-    """:func:`resolve` for the fast path of a call, where it is cheap: ``groups=`` of this
-    backend and length, or a uniform layout already built and cached by :func:`make_groups`.
-    Else None (``offsets=`` too: the fast path hands plain offsets to the backend itself): the
+def plain_layout(n: int, group_size=None, groups=None) -> Groups | None:
+    """:func:`resolve` for the fast path of a call without ``offsets=`` (which the fast path
+    hands to the backend itself), where it is cheap: ``groups=`` of this backend and length,
+    or a uniform layout already built and cached by :func:`make_groups`. Else None: the
     caller takes :func:`resolve`, which builds, caches or rejects the layout."""
     if groups is not None:
-        ok = (group_size is None and offsets is None and type(groups) is Groups
+        ok = (group_size is None and type(groups) is Groups
               and groups._backend == _backend.name and groups._impl.n == n)
         return groups if ok else None
-    if offsets is None:
-        return _UNIFORM.get((_backend.name, n, group_size)) if type(group_size) is int else None
-    return None
+    return _UNIFORM.get((_backend.name, n, group_size)) if type(group_size) is int else None
 
 
 def _offsets_array(offsets) -> np.ndarray:

@@ -220,13 +220,14 @@ _ENVIRON = os.environ
 # encoded names, where present (CPython's os._Environ), answers the same in one lookup.
 _ENV_DATA = getattr(_ENVIRON, "_data", None)
 _ENV_KEY = _ENVIRON.encodekey("GROUPADV_NUM_THREADS") if hasattr(_ENVIRON, "encodekey") else None
+# (its lookup, None where there is no such dict: then os.environ.get)
 _ENV_GET = _ENV_DATA.get if type(_ENV_DATA) is dict and _ENV_KEY is not None else None
 
 
 def _environment_raw() -> str | None:
     """The value of ``GROUPADV_NUM_THREADS`` now (os.environ as it is, read on every call)."""
-    if os.environ is _ENVIRON and type(_ENV_DATA) is dict and _ENV_KEY is not None:
-        raw = _ENV_DATA.get(_ENV_KEY)
+    if os.environ is _ENVIRON and _ENV_GET is not None:
+        raw = _ENV_GET(_ENV_KEY)
         return None if raw is None else _ENVIRON.decodevalue(raw)  # type: ignore[attr-defined]
     return os.environ.get("GROUPADV_NUM_THREADS")
 
